@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   runs the demo on the bundled real Roadmap data
+#   make test   runs the test suite
+# Both create .venv if absent and install everything into it. torch==2.13.0 (a
+# CPU build) is installed only when the environment has no torch at all, so an
+# existing GPU build is kept.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.epitensor-installed
+
+.PHONY: demo test lint benchmark install
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/epitensor demo --out demo-output
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts

@@ -1,0 +1,111 @@
+"""The ``epitensor`` command line: parses options and calls one public function per command."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from epitensor import __version__
+from epitensor._utils import EpitensorError
+
+app = typer.Typer(
+    name="epitensor",
+    help="Multi-scale deep tensor factorization of the epigenome (the Avocado method).",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Shared option aliases (declared once, reused by every command).
+StoreArg = Annotated[
+    str, typer.Argument(help="Store path or fsspec URL; 'roadmap-pilot' is the bundled sample.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option("--device", help="torch device (cpu, cuda, mps); default: best available."),
+]
+ThreadsOpt = Annotated[
+    int | None, typer.Option("--threads", help="CPU threads for torch; default: torch's choice.")
+]
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"epitensor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Show the version."
+        ),
+    ] = False,
+) -> None:
+    """Learn a latent representation of the epigenome and impute missing experiments."""
+
+
+def user_errors(func):
+    """Print an :class:`EpitensorError` as one line on stderr and exit 1 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except EpitensorError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def info(store: StoreArg) -> None:
+    """Summarise a store: genome, axes, tracks, the observed matrix, size on disk.
+
+    Example: epitensor info roadmap-pilot
+    """
+    from epitensor.store import open_store
+
+    typer.echo(open_store(store).summary())
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("demo-output"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the demo on the bundled real Roadmap sample.
+
+    Example: epitensor demo --out demo-output
+    """
+    from epitensor.datasets import roadmap_pilot
+
+    store = roadmap_pilot()
+    out.mkdir(parents=True, exist_ok=True)
+    summary = store.summary()
+    (out / "store-summary.txt").write_text(summary + "\n")
+    typer.echo(summary)
+
+
+def _writable_dir(path: Path) -> Path:
+    """Raise a BadParameter before any work when ``path``'s parent cannot be written."""
+    parent = path.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    if not parent.is_dir() or not __import__("os").access(parent, __import__("os").W_OK):
+        raise typer.BadParameter(f"cannot write to {parent}")
+    return path
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

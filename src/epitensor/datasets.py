@@ -1,0 +1,98 @@
+"""The bundled real sample: the 5 x 5 Roadmap Epigenomics pilot-region tensor."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from epitensor._utils import atomic_directory
+from epitensor.genome import Layout, chrom_sizes
+from epitensor.store import Store
+
+ROADMAP_CELLTYPES = ["E003", "E017", "E065", "E116", "E117"]
+ROADMAP_ASSAYS = ["H3K4me3", "H3K27me3", "H3K36me3", "H3K9me3", "H3K4me1"]
+ROADMAP_PILOT_POSITIONS = 1_126_469
+
+__all__ = [
+    "ROADMAP_ASSAYS",
+    "ROADMAP_CELLTYPES",
+    "cache_dir",
+    "pilot_layout",
+    "roadmap_pilot",
+    "roadmap_pilot_arrays",
+]
+
+
+def cache_dir() -> Path:
+    """Folder for derived data: ``$EPITENSOR_CACHE`` or ``~/.cache/epitensor``."""
+    return Path(os.environ.get("EPITENSOR_CACHE", Path.home() / ".cache" / "epitensor"))
+
+
+def _data_file(name: str) -> Path:
+    return Path(str(resources.files("epitensor") / "data" / name))
+
+
+def pilot_layout() -> Layout:
+    """The ENCODE pilot-region layout of the bundled sample (hg19, one axis ``"pilot"``).
+
+    The 42 autosomal pilot regions are concatenated in numeric chromosome
+    order; 1,126,469 positions, the last of which no region covers.
+    """
+    return Layout.from_avocado_table(
+        _data_file("roadmap_pilot_layout_hg19.tsv"), n_positions=ROADMAP_PILOT_POSITIONS
+    )
+
+
+def pilot_regions_bed() -> Path:
+    """Path of the 44 ENCODE pilot regions (hg19 BED) shipped with the package."""
+    return _data_file("encode_pilot_hg19.bed")
+
+
+def roadmap_pilot_arrays() -> dict[tuple[str, str], np.ndarray]:
+    """The 25 bundled tracks as arrays.
+
+    Returns
+    -------
+    dict of (str, str) to numpy.ndarray, shape=(1126469,), float32, arcsinh
+        Keyed by ``(celltype, assay)``.
+    """
+    with np.load(_data_file("roadmap_pilot.npz")) as bundle:
+        return {
+            (c, a): bundle[f"{c}.{a}"].astype(np.float32)
+            for c in ROADMAP_CELLTYPES
+            for a in ROADMAP_ASSAYS
+        }
+
+
+def roadmap_pilot(path: str | os.PathLike | None = None, overwrite: bool = False) -> Store:
+    """Open the bundled Roadmap sample as a store, building it on first use.
+
+    Five cell types (E003 H1 ESC, E017 IMR-90, E065 aorta, E116 GM12878,
+    E117 HeLa-S3) x five histone marks (H3K4me3, H3K27me3, H3K36me3, H3K9me3,
+    H3K4me1): Roadmap consolidated MACS2 -log10 p-value signal, 25-bp means,
+    arcsinh, over the ENCODE pilot regions of hg19.
+
+    Parameters
+    ----------
+    path : str or path-like, optional
+        Where to build the store. Default None: ``cache_dir()/roadmap-pilot.zarr``.
+    overwrite : bool
+        Rebuild even when the store exists. Default False.
+
+    Returns
+    -------
+    Store
+        Opened read-only.
+    """
+    path = Path(path) if path is not None else cache_dir() / "roadmap-pilot.zarr"
+    if overwrite or not path.exists():
+        layout = pilot_layout()
+        with atomic_directory(path, overwrite=True) as tmp:
+            store = Store.create(tmp, layout, chrom_sizes("hg19"), genome="hg19", overwrite=True)
+            source = "epitensor/data/roadmap_pilot.npz"
+            for (celltype, assay), values in roadmap_pilot_arrays().items():
+                store.add_track(celltype, assay, {layout.axes[0]: values}, source=source)
+    return Store.open(path)

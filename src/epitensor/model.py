@@ -1,0 +1,283 @@
+"""The torch module: cell type, assay and multi-scale genome embeddings feeding an MLP."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["AvocadoModule", "GenomeFactors", "COMPONENTS"]
+
+# The five factor groups, in the order they are concatenated into the MLP input.
+COMPONENTS = ("celltype", "assay", "genome_25bp", "genome_250bp", "genome_5kbp")
+SCALE_250BP = 10
+SCALE_5KBP = 200
+
+
+def _uniform_embedding(n_rows: int, n_factors: int, sparse: bool) -> nn.Embedding:
+    embedding = nn.Embedding(n_rows, n_factors, sparse=sparse)
+    nn.init.uniform_(embedding.weight, -0.5, 0.5)
+    return embedding
+
+
+class GenomeFactors(nn.Module):
+    """Multi-scale genome factors of one axis (a chromosome or a region layout).
+
+    Position ``i`` uses row ``i`` of the 25-bp table, row ``i // 10`` of the
+    250-bp table and row ``i // 200`` of the 5-kbp table.
+
+    Parameters
+    ----------
+    n_positions : int
+        Number of 25-bp positions on the axis.
+    n_25bp_factors, n_250bp_factors, n_5kbp_factors : int
+        Factors per scale. Defaults 25, 40, 45 (the paper's).
+    sparse : bool
+        Sparse gradients, so an optimiser step costs what a batch touches.
+        Default True.
+    """
+
+    def __init__(
+        self,
+        n_positions: int,
+        n_25bp_factors: int = 25,
+        n_250bp_factors: int = 40,
+        n_5kbp_factors: int = 45,
+        sparse: bool = True,
+    ) -> None:
+        super().__init__()
+        self.n_positions = int(n_positions)
+        self.emb_25bp = _uniform_embedding(self.n_positions, n_25bp_factors, sparse)
+        self.emb_250bp = _uniform_embedding(
+            math.ceil(self.n_positions / SCALE_250BP), n_250bp_factors, sparse
+        )
+        self.emb_5kbp = _uniform_embedding(
+            math.ceil(self.n_positions / SCALE_5KBP), n_5kbp_factors, sparse
+        )
+
+    @property
+    def n_factors(self) -> int:
+        """Total factors per position (110 for the paper's sizes)."""
+        return (
+            self.emb_25bp.embedding_dim + self.emb_250bp.embedding_dim + self.emb_5kbp.embedding_dim
+        )
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        """Concatenated multi-scale factors.
+
+        Parameters
+        ----------
+        positions : torch.Tensor, shape=(batch,), int64
+            Positions on the axis.
+
+        Returns
+        -------
+        torch.Tensor, shape=(batch, n_25bp + n_250bp + n_5kbp)
+        """
+        return torch.cat(self.parts(positions), dim=1)
+
+    def parts(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The 25-bp, 250-bp and 5-kbp factors of ``positions``, each ``(batch, n_scale)``."""
+        return (
+            self.emb_25bp(positions),
+            self.emb_250bp(torch.div(positions, SCALE_250BP, rounding_mode="floor")),
+            self.emb_5kbp(torch.div(positions, SCALE_5KBP, rounding_mode="floor")),
+        )
+
+
+class AvocadoModule(nn.Module):
+    """Multi-scale deep tensor factorization: embeddings concatenated into an MLP.
+
+    Parameters
+    ----------
+    n_celltypes, n_assays : int
+        Rows of the cell type and assay embeddings.
+    axis_lengths : dict of str to int
+        Positions per genome axis; one :class:`GenomeFactors` is built for each.
+        Axes can be added or swapped later through ``module.genome``.
+    n_celltype_factors, n_assay_factors : int
+        Defaults 32 and 256 (the paper's).
+    n_25bp_factors, n_250bp_factors, n_5kbp_factors : int
+        Defaults 25, 40, 45 (the paper's).
+    n_layers, n_nodes : int
+        Hidden ReLU layers and their width. Defaults 2 and 2048 (the paper's).
+    dropout : float
+        Dropout after each hidden layer. Default 0.
+    sparse : bool
+        Sparse gradients for the genome tables. Default True.
+    """
+
+    def __init__(
+        self,
+        n_celltypes: int,
+        n_assays: int,
+        axis_lengths: dict[str, int],
+        n_celltype_factors: int = 32,
+        n_assay_factors: int = 256,
+        n_25bp_factors: int = 25,
+        n_250bp_factors: int = 40,
+        n_5kbp_factors: int = 45,
+        n_layers: int = 2,
+        n_nodes: int = 2048,
+        dropout: float = 0.0,
+        sparse: bool = True,
+    ) -> None:
+        super().__init__()
+        self.genome_sizes = (n_25bp_factors, n_250bp_factors, n_5kbp_factors)
+        self.sparse = sparse
+        self.celltype_embedding = _uniform_embedding(n_celltypes, n_celltype_factors, False)
+        self.assay_embedding = _uniform_embedding(n_assays, n_assay_factors, False)
+        self.genome = nn.ModuleDict(
+            {axis: self.new_genome_factors(length) for axis, length in axis_lengths.items()}
+        )
+        n_in = n_celltype_factors + n_assay_factors + sum(self.genome_sizes)
+        layers: list[nn.Module] = []
+        for _ in range(n_layers):
+            layers += [nn.Linear(n_in, n_nodes), nn.ReLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            n_in = n_nodes
+        layers.append(nn.Linear(n_in, 1))
+        self.network = nn.Sequential(*layers)
+        for layer in self.network:
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+
+    def new_genome_factors(self, n_positions: int) -> GenomeFactors:
+        """A freshly initialised :class:`GenomeFactors` with this module's sizes."""
+        return GenomeFactors(n_positions, *self.genome_sizes, sparse=self.sparse)
+
+    @property
+    def component_sizes(self) -> dict[str, int]:
+        """Number of input features of each component, in concatenation order."""
+        return dict(
+            zip(
+                COMPONENTS,
+                (
+                    self.celltype_embedding.embedding_dim,
+                    self.assay_embedding.embedding_dim,
+                    *self.genome_sizes,
+                ),
+            )
+        )
+
+    def features(
+        self, celltypes: torch.Tensor, assays: torch.Tensor, positions: torch.Tensor, axis: str
+    ) -> torch.Tensor:
+        """The concatenated input of the MLP.
+
+        Parameters
+        ----------
+        celltypes, assays, positions : torch.Tensor, shape=(batch,), int64
+            Indices into the cell type, assay and ``axis`` genome tables.
+        axis : str
+            Genome axis of ``positions``.
+
+        Returns
+        -------
+        torch.Tensor, shape=(batch, n_features)
+            Cell type, assay, 25-bp, 250-bp and 5-kbp factors, concatenated.
+        """
+        return torch.cat(
+            [
+                self.celltype_embedding(celltypes),
+                self.assay_embedding(assays),
+                *self.genome[axis].parts(positions),
+            ],
+            dim=1,
+        )
+
+    def forward(
+        self, celltypes: torch.Tensor, assays: torch.Tensor, positions: torch.Tensor, axis: str
+    ) -> torch.Tensor:
+        """Predicted signal.
+
+        Parameters
+        ----------
+        celltypes, assays, positions : torch.Tensor, shape=(batch,), int64
+            Indices into the cell type, assay and ``axis`` genome tables.
+        axis : str
+            Genome axis of ``positions``.
+
+        Returns
+        -------
+        torch.Tensor, shape=(batch,), arcsinh scale
+        """
+        return self.network(self.features(celltypes, assays, positions, axis)).squeeze(1)
+
+    # fast inference: the first layer is linear in the concatenated factors --------
+
+    def _first_layer_split(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        first = self.network[0]
+        n_ct = self.celltype_embedding.embedding_dim
+        n_as = self.assay_embedding.embedding_dim
+        weight = first.weight
+        return weight[:, :n_ct], weight[:, n_ct : n_ct + n_as], weight[:, n_ct + n_as :]
+
+    def track_projection(self, celltypes: torch.Tensor, assays: torch.Tensor) -> torch.Tensor:
+        """First-layer pre-activation contributed by cell type, assay and bias.
+
+        Parameters
+        ----------
+        celltypes, assays : torch.Tensor, shape=(n_tracks,), int64
+
+        Returns
+        -------
+        torch.Tensor, shape=(n_tracks, n_nodes)
+        """
+        w_ct, w_as, _ = self._first_layer_split()
+        return (
+            self.celltype_embedding(celltypes) @ w_ct.T
+            + self.assay_embedding(assays) @ w_as.T
+            + self.network[0].bias
+        )
+
+    def genome_projection(self, positions: torch.Tensor, axis: str) -> torch.Tensor:
+        """First-layer pre-activation contributed by the genome factors.
+
+        Parameters
+        ----------
+        positions : torch.Tensor, shape=(batch,), int64
+        axis : str
+
+        Returns
+        -------
+        torch.Tensor, shape=(batch, n_nodes)
+        """
+        _, _, w_genome = self._first_layer_split()
+        return self.genome[axis](positions) @ w_genome.T
+
+    def head(self, pre_activation: torch.Tensor) -> torch.Tensor:
+        """The network after the first linear layer.
+
+        Parameters
+        ----------
+        pre_activation : torch.Tensor, shape=(..., n_nodes)
+            Output of the first linear layer.
+
+        Returns
+        -------
+        torch.Tensor, shape=(...,), arcsinh scale
+        """
+        return self.network[1:](pre_activation).squeeze(-1)
+
+    def forward_tracks(
+        self, celltypes: torch.Tensor, assays: torch.Tensor, positions: torch.Tensor, axis: str
+    ) -> torch.Tensor:
+        """Predict many tracks at many positions, reusing the genome projection.
+
+        Parameters
+        ----------
+        celltypes, assays : torch.Tensor, shape=(n_tracks,), int64
+        positions : torch.Tensor, shape=(n_positions,), int64
+        axis : str
+
+        Returns
+        -------
+        torch.Tensor, shape=(n_tracks, n_positions), arcsinh scale
+        """
+        genome = self.genome_projection(positions, axis)
+        tracks = self.track_projection(celltypes, assays)
+        return self.head(tracks[:, None, :] + genome[None, :, :])

@@ -1,0 +1,425 @@
+"""The compendium store: observed tracks on a layout, in Zarr, with batch access.
+
+Layout on disk (Zarr v3, any fsspec URL)::
+
+    STORE/
+      zarr.json                 group attributes: format version, genome,
+                                chromosome sizes, resolution, transform, dtype,
+                                layout, the ordered track list (cell type,
+                                assay, source file, md5)
+      signal/<axis>             float16 array, shape (n_tracks, n_positions),
+                                chunks (track_chunk, position_chunk)
+
+Row ``k`` of every axis array is track ``k`` of the track list. Tracks are stored
+as float16: the arcsinh signal lies in [0, ~10], where float16 keeps a relative
+error below 5e-4 (an absolute error below 0.005, far under the MSE differences
+between methods), and halves disk space and read bandwidth against float32.
+Readers return float32.
+
+The track list is written last when tracks are added, so an interrupted write
+leaves the store as it was: rows past the listed tracks are ignored and reused.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from epitensor._utils import EpitensorError, is_local_path, local_path
+from epitensor.genome import Layout
+
+FORMAT_VERSION = 1
+DEFAULT_POSITION_CHUNK = 1 << 14
+DEFAULT_TRACK_CHUNK = 32
+
+__all__ = ["Store", "open_store"]
+
+
+def _zarr():
+    import zarr
+
+    return zarr
+
+
+class Store:
+    """A compendium of observed (cell type, assay) tracks on a genome layout.
+
+    Use :meth:`create` or :meth:`open` (or :func:`open_store`, which also
+    accepts the name ``"roadmap-pilot"``) rather than the constructor.
+
+    Attributes
+    ----------
+    url : str
+        Where the store lives (path or fsspec URL).
+    layout : Layout
+        The axes and the genomic regions on them.
+    genome : str
+        Genome build name (or ``"custom"``).
+    chrom_sizes : pandas.Series
+        Chromosome lengths in bp.
+    transform : str
+        Transform applied to the signal (``"arcsinh"``).
+    tracks : pandas.DataFrame
+        Columns ``celltype, assay, source, md5``; row ``k`` is array row ``k``.
+    """
+
+    def __init__(self, group, url: str, mode: str = "r") -> None:
+        self._group = group
+        self.url = url
+        self.mode = mode
+        attrs = dict(group.attrs)
+        if attrs.get("epitensor_store") != FORMAT_VERSION:
+            raise EpitensorError(
+                f"{url} is not an epitensor store (no epitensor_store attribute); "
+                f"create one with `epitensor ingest`"
+            )
+        self._attrs = attrs
+        self.layout = Layout.from_dict(attrs["layout"])
+        self.genome = attrs["genome"]
+        self.chrom_sizes = pd.Series(attrs["chrom_sizes"], name="length", dtype="int64")
+        self.transform = attrs["transform"]
+        self.tracks = pd.DataFrame(attrs["tracks"], columns=["celltype", "assay", "source", "md5"])
+
+    # opening ----------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        url: str | os.PathLike,
+        layout: Layout,
+        chrom_sizes: pd.Series,
+        genome: str = "custom",
+        transform: str = "arcsinh",
+        dtype: str = "float16",
+        position_chunk: int = DEFAULT_POSITION_CHUNK,
+        track_chunk: int = DEFAULT_TRACK_CHUNK,
+        overwrite: bool = False,
+        storage_options: dict | None = None,
+    ) -> Store:
+        """Create an empty store.
+
+        Parameters
+        ----------
+        url : str or path-like
+            Local path or fsspec URL of the new store.
+        layout : Layout
+            Axes and regions.
+        chrom_sizes : pandas.Series
+            Chromosome lengths in bp (written into exported bigWig headers).
+        genome : str
+            Genome build name. Default ``"custom"``.
+        transform : str
+            Transform of the stored values. Default ``"arcsinh"``.
+        dtype : str
+            ``"float16"`` (default) or ``"float32"``.
+        position_chunk, track_chunk : int
+            Chunk shape along positions and tracks. Defaults 16384 and 32.
+        overwrite : bool
+            Replace an existing store. Default False: refuse.
+        storage_options : dict, optional
+            Passed to fsspec for remote URLs. Default None.
+        """
+        zarr = _zarr()
+        url = str(url)
+        if is_local_path(url) and local_path(url).exists() and not overwrite:
+            raise EpitensorError(f"{url} already exists; choose another path or pass overwrite")
+        if dtype not in ("float16", "float32"):
+            raise EpitensorError(
+                f"invalid dtype: got {dtype!r}, expected one of ['float16', 'float32']"
+            )
+        group = zarr.open_group(store=url, mode="w", storage_options=storage_options)
+        signal = group.create_group("signal")
+        for axis, length in layout.axis_lengths.items():
+            signal.create_array(
+                axis,
+                shape=(0, length),
+                chunks=(track_chunk, min(position_chunk, max(length, 1))),
+                dtype=dtype,
+                fill_value=0.0,
+                compressors=_compressors(),
+            )
+        group.attrs.update(
+            {
+                "epitensor_store": FORMAT_VERSION,
+                "genome": genome,
+                "chrom_sizes": {str(k): int(v) for k, v in chrom_sizes.items()},
+                "resolution": int(layout.resolution),
+                "transform": transform,
+                "dtype": dtype,
+                "layout": layout.to_dict(),
+                "tracks": [],
+            }
+        )
+        return cls(group, url, mode="r+")
+
+    @classmethod
+    def open(
+        cls, url: str | os.PathLike, mode: str = "r", storage_options: dict | None = None
+    ) -> Store:
+        """Open an existing store (``mode="r"`` to read, ``"r+"`` to add tracks)."""
+        zarr = _zarr()
+        url = str(url)
+        if is_local_path(url) and not local_path(url).exists():
+            raise EpitensorError(f"store not found: {url}; create one with `epitensor ingest`")
+        try:
+            group = zarr.open_group(store=url, mode=mode, storage_options=storage_options)
+        except (FileNotFoundError, ValueError, KeyError) as exc:
+            raise EpitensorError(f"cannot open store {url}: {exc}") from None
+        return cls(group, url, mode=mode)
+
+    # metadata ---------------------------------------------------------------------
+
+    @property
+    def resolution(self) -> int:
+        """Bin width in bp."""
+        return self.layout.resolution
+
+    @property
+    def dtype(self) -> str:
+        """On-disk dtype of the signal."""
+        return self._attrs["dtype"]
+
+    @property
+    def axes(self) -> list[str]:
+        """Axis (array) names in order."""
+        return self.layout.axes
+
+    @property
+    def n_tracks(self) -> int:
+        """Number of observed tracks."""
+        return len(self.tracks)
+
+    @property
+    def celltypes(self) -> list[str]:
+        """Cell types in order of first appearance."""
+        return list(dict.fromkeys(self.tracks.celltype))
+
+    @property
+    def assays(self) -> list[str]:
+        """Assays in order of first appearance."""
+        return list(dict.fromkeys(self.tracks.assay))
+
+    @property
+    def observed(self) -> pd.DataFrame:
+        """Boolean matrix, cell types x assays, True where a track is observed."""
+        matrix = pd.DataFrame(False, index=self.celltypes, columns=self.assays)
+        for celltype, assay in zip(self.tracks.celltype, self.tracks.assay):
+            matrix.loc[celltype, assay] = True
+        return matrix
+
+    def track_names(self) -> list[tuple[str, str]]:
+        """``(celltype, assay)`` of every track, in row order."""
+        return list(zip(self.tracks.celltype, self.tracks.assay))
+
+    def has_track(self, celltype: str, assay: str) -> bool:
+        """True when the (cell type, assay) track is observed."""
+        return (celltype, assay) in set(self.track_names())
+
+    def track_index(self, celltype: str, assay: str) -> int:
+        """Row of a track; a clear error when it is not in the store."""
+        names = self.track_names()
+        try:
+            return names.index((celltype, assay))
+        except ValueError:
+            raise EpitensorError(
+                f"track ({celltype}, {assay}) is not in store {self.url}; "
+                f"it holds {len(names)} tracks (see `epitensor info {self.url}`)"
+            ) from None
+
+    def axis_length(self, axis: str) -> int:
+        """Number of positions on ``axis``."""
+        if axis not in self.layout.axis_lengths:
+            raise EpitensorError(f"unknown axis {axis!r} in store {self.url}; it has {self.axes}")
+        return self.layout.axis_lengths[axis]
+
+    # reading ----------------------------------------------------------------------
+
+    def _array(self, axis: str):
+        self.axis_length(axis)
+        return self._group["signal"][axis]
+
+    def read_block(
+        self,
+        axis: str,
+        start: int = 0,
+        end: int | None = None,
+        tracks: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """Read a block of positions for many tracks.
+
+        Parameters
+        ----------
+        axis : str
+            Axis name.
+        start, end : int
+            Positions on the axis, half-open. Default: the whole axis.
+        tracks : sequence of int, optional
+            Track rows. Default None: all tracks.
+
+        Returns
+        -------
+        numpy.ndarray, shape=(n_tracks, end - start), float32, arcsinh
+        """
+        end = self.axis_length(axis) if end is None else int(end)
+        block = self._array(axis)[: self.n_tracks, int(start) : end]
+        block = np.asarray(block, dtype=np.float32)
+        return block if tracks is None else block[np.asarray(tracks, dtype=np.int64)]
+
+    def read_track(
+        self,
+        celltype: str,
+        assay: str,
+        axis: str | None = None,
+        start: int = 0,
+        end: int | None = None,
+    ) -> np.ndarray:
+        """Read one track over a range of an axis.
+
+        Parameters
+        ----------
+        celltype, assay : str
+            The track.
+        axis : str, optional
+            Axis name. Default None: the only axis (error when there are several).
+        start, end : int
+            Positions on the axis, half-open. Default: the whole axis.
+
+        Returns
+        -------
+        numpy.ndarray, shape=(end - start,), float32, arcsinh
+        """
+        axis = self._default_axis(axis)
+        row = self.track_index(celltype, assay)
+        end = self.axis_length(axis) if end is None else int(end)
+        return np.asarray(self._array(axis)[row, int(start) : end], dtype=np.float32)
+
+    def _default_axis(self, axis: str | None) -> str:
+        if axis is not None:
+            return axis
+        if len(self.axes) != 1:
+            raise EpitensorError(
+                f"store {self.url} has {len(self.axes)} axes; name one of {self.axes}"
+            )
+        return self.axes[0]
+
+    # writing ----------------------------------------------------------------------
+
+    def add_track(
+        self,
+        celltype: str,
+        assay: str,
+        values: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]],
+        source: str = "",
+        md5: str = "",
+    ) -> int:
+        """Append one track, axis by axis, and list it once all axes are written.
+
+        Parameters
+        ----------
+        celltype, assay : str
+            Names of the new track; must not be in the store yet.
+        values : mapping or iterable of (axis, numpy.ndarray)
+            Per axis, an array of shape ``(n_positions,)`` on the store's
+            transformed (arcsinh) scale. An iterable lets callers produce one
+            axis at a time so memory stays bounded by one axis.
+        source, md5 : str
+            Provenance kept in the metadata.
+
+        Returns
+        -------
+        int
+            The new track's row.
+        """
+        if self.mode == "r":
+            raise EpitensorError(f"store {self.url} is open read-only; open it with mode='r+'")
+        if self.has_track(celltype, assay):
+            raise EpitensorError(
+                f"track ({celltype}, {assay}) is already in store {self.url}; "
+                f"remove the duplicate from the manifest"
+            )
+        row = self.n_tracks
+        self._reserve_rows(row + 1)
+        items = values.items() if isinstance(values, Mapping) else values
+        written = set()
+        for axis, array in items:
+            array = np.asarray(array)
+            expected = self.axis_length(axis)
+            if array.shape != (expected,):
+                raise EpitensorError(
+                    f"track ({celltype}, {assay}) from {source or 'memory'}: axis {axis!r} has "
+                    f"{array.shape[0] if array.ndim == 1 else array.shape} values, expected {expected}"
+                )
+            self._array(axis)[row, :] = array.astype(self.dtype)
+            written.add(axis)
+        missing = set(self.axes) - written
+        if missing:
+            raise EpitensorError(
+                f"track ({celltype}, {assay}): no values for axes {sorted(missing)}"
+            )
+        tracks = self._attrs["tracks"] + [[celltype, assay, str(source), str(md5)]]
+        self._group.attrs["tracks"] = tracks
+        self._attrs["tracks"] = tracks
+        self.tracks = pd.DataFrame(tracks, columns=["celltype", "assay", "source", "md5"])
+        return row
+
+    def _reserve_rows(self, n_rows: int) -> None:
+        for axis in self.axes:
+            array = self._array(axis)
+            if array.shape[0] < n_rows:
+                array.resize((n_rows, array.shape[1]))
+
+    # summary ----------------------------------------------------------------------
+
+    def nbytes_on_disk(self) -> int | None:
+        """Size of the store on disk in bytes (None when it cannot be measured)."""
+        if is_local_path(self.url):
+            root = local_path(self.url)
+            return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
+        try:
+            import fsspec
+
+            fs, path = fsspec.core.url_to_fs(self.url)
+            return int(fs.du(path))
+        except Exception:  # noqa: BLE001 - size is informative only
+            return None
+
+    def summary(self) -> str:
+        """Human-readable summary: genome, axes, tracks and the observed matrix."""
+        lines = [
+            f"store      {self.url}",
+            f"genome     {self.genome}, {self.resolution}-bp bins, {self.transform}, {self.dtype}",
+            f"layout     {self.layout.name}: {len(self.axes)} axes, "
+            f"{self.layout.n_positions:,} positions, {len(self.layout.regions)} regions",
+            f"tracks     {self.n_tracks} observed of "
+            f"{len(self.celltypes)} cell types x {len(self.assays)} assays",
+        ]
+        size = self.nbytes_on_disk()
+        if size is not None:
+            raw = self.n_tracks * self.layout.n_positions * 4
+            ratio = f" ({size / raw:.1%} of raw float32)" if raw else ""
+            lines.append(f"on disk    {size / 1e6:.1f} MB{ratio}")
+        if self.n_tracks:
+            observed = self.observed.replace({True: "x", False: "."})
+            lines += ["", "observed (cell type x assay)", observed.to_string()]
+        return "\n".join(lines)
+
+
+def _compressors():
+    from zarr.codecs import BloscCodec, BloscShuffle
+
+    return [BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.shuffle)]
+
+
+def open_store(store: Store | str | os.PathLike, mode: str = "r") -> Store:
+    """Open a store from a path or URL; the name ``"roadmap-pilot"`` is the bundled sample."""
+    if isinstance(store, Store):
+        return store
+    if str(store) == "roadmap-pilot":
+        from epitensor.datasets import roadmap_pilot
+
+        return roadmap_pilot()
+    return Store.open(store, mode=mode)
