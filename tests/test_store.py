@@ -1,0 +1,154 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from epitensor._utils import EpitensorError
+from epitensor.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, roadmap_pilot_arrays
+from epitensor.genome import Layout
+from epitensor.store import Store, open_store
+
+SIZES = pd.Series({"chr1": 100_000, "chr2": 60_000})
+
+
+def _small_store(url, **kwargs) -> Store:
+    layout = Layout.from_chrom_sizes(SIZES)
+    return Store.create(url, layout, SIZES, genome="custom", position_chunk=1000, **kwargs)
+
+
+def _values(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "chr1": rng.gamma(1.0, 1.0, 4000).astype(np.float32),
+        "chr2": rng.gamma(1.0, 1.0, 2400).astype(np.float32),
+    }
+
+
+def test_create_add_read_round_trip(tmp_path):
+    store = _small_store(tmp_path / "s.zarr")
+    values = _values(0)
+    row = store.add_track("A", "X", values, source="a.bw", md5="abc")
+    assert row == 0
+    store.add_track("B", "X", _values(1))
+    store.add_track("A", "Y", _values(2))
+
+    again = Store.open(tmp_path / "s.zarr")
+    assert again.n_tracks == 3
+    assert again.celltypes == ["A", "B"] and again.assays == ["X", "Y"]
+    assert again.observed.loc["B", "Y"] == np.False_
+    assert again.observed.loc["A", "Y"] == np.True_
+    assert again.tracks.iloc[0].to_dict() == {
+        "celltype": "A",
+        "assay": "X",
+        "source": "a.bw",
+        "md5": "abc",
+    }
+    got = again.read_track("A", "X", "chr1", 100, 300)
+    np.testing.assert_allclose(got, values["chr1"][100:300], rtol=1e-3, atol=1e-3)
+    block = again.read_block("chr2", 2000, 2400)
+    assert block.shape == (3, 400) and block.dtype == np.float32
+    np.testing.assert_allclose(block[2], _values(2)["chr2"][2000:], rtol=1e-3, atol=1e-3)
+    chosen = again.read_block("chr2", 0, 10, tracks=[2, 0])
+    full = again.read_block("chr2", 0, 10)
+    np.testing.assert_array_equal(chosen, full[[2, 0]])
+
+
+def test_float32_store_is_exact(tmp_path):
+    store = _small_store(tmp_path / "s32.zarr", dtype="float32")
+    values = _values(3)
+    store.add_track("A", "X", values)
+    np.testing.assert_array_equal(store.read_track("A", "X", "chr1"), values["chr1"])
+
+
+def test_add_track_errors_leave_store_unchanged(tmp_path):
+    store = _small_store(tmp_path / "s.zarr")
+    store.add_track("A", "X", _values(0))
+    with pytest.raises(EpitensorError, match=r"already in store"):
+        store.add_track("A", "X", _values(1))
+    bad = _values(1)
+    bad["chr2"] = bad["chr2"][:10]
+    with pytest.raises(EpitensorError, match=r"axis 'chr2' has 10 values, expected 2400"):
+        store.add_track("B", "X", bad)
+    with pytest.raises(EpitensorError, match=r"no values for axes \['chr2'\]"):
+        store.add_track("B", "X", {"chr1": _values(1)["chr1"]})
+    again = Store.open(tmp_path / "s.zarr")
+    assert again.track_names() == [("A", "X")]
+    np.testing.assert_allclose(
+        again.read_track("A", "X", "chr1"), _values(0)["chr1"], rtol=1e-3, atol=1e-3
+    )
+    # the rows left behind by the failed writes are reused by the next good one
+    again = Store.open(tmp_path / "s.zarr", mode="r+")
+    again.add_track("B", "X", _values(4))
+    np.testing.assert_allclose(
+        again.read_track("B", "X", "chr2"), _values(4)["chr2"], rtol=1e-3, atol=1e-3
+    )
+
+
+def test_store_errors(tmp_path):
+    with pytest.raises(EpitensorError, match="store not found"):
+        Store.open(tmp_path / "nothing.zarr")
+    _small_store(tmp_path / "s.zarr")
+    with pytest.raises(EpitensorError, match="already exists"):
+        _small_store(tmp_path / "s.zarr")
+    with pytest.raises(EpitensorError, match="invalid dtype"):
+        _small_store(tmp_path / "t.zarr", dtype="int8")
+    read_only = Store.open(tmp_path / "s.zarr")
+    with pytest.raises(EpitensorError, match="read-only"):
+        read_only.add_track("A", "X", _values(0))
+    with pytest.raises(EpitensorError, match=r"track \(A, X\) is not in store"):
+        read_only.read_track("A", "X", "chr1")
+    with pytest.raises(EpitensorError, match="unknown axis"):
+        read_only.read_block("chr9")
+    with pytest.raises(EpitensorError, match="name one of"):
+        read_only.read_track("A", "X")
+    import zarr
+
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
+    with pytest.raises(EpitensorError, match="not an epitensor store"):
+        Store.open(tmp_path / "plain.zarr")
+
+
+def test_store_on_fsspec_memory_url():
+    store = _small_store("memory://epitensor-test/s.zarr")
+    store.add_track("A", "X", _values(5))
+    again = Store.open("memory://epitensor-test/s.zarr")
+    np.testing.assert_allclose(
+        again.read_track("A", "X", "chr1", 0, 50), _values(5)["chr1"][:50], rtol=1e-3, atol=1e-3
+    )
+
+
+def test_pilot_store_holds_the_real_tracks(pilot_store, shared_data):
+    assert pilot_store.genome == "hg19"
+    assert pilot_store.celltypes == ROADMAP_CELLTYPES
+    assert pilot_store.assays == ROADMAP_ASSAYS
+    assert pilot_store.axes == ["pilot"]
+    assert pilot_store.observed.all().all()
+    raw = np.load(shared_data / "roadmap-pilot" / "E116.H3K4me3.pilot.arcsinh.npz")["arr_0"]
+    stored = pilot_store.read_track("E116", "H3K4me3")
+    assert stored.shape == raw.shape == (1_126_469,)
+    # float16 storage: absolute error below 0.005 over the arcsinh range
+    assert np.abs(stored - raw).max() < 0.005
+    block = pilot_store.read_block("pilot", 50_000, 50_100)
+    row = pilot_store.track_index("E116", "H3K4me3")
+    np.testing.assert_array_equal(block[row], stored[50_000:50_100])
+
+
+def test_summary_lists_tracks_and_size(pilot_store):
+    text = pilot_store.summary()
+    assert "25 observed of 5 cell types x 5 assays" in text
+    assert "1,126,469 positions" in text
+    assert "MB" in text
+    assert "E117" in text and "H3K4me1" in text
+
+
+def test_open_store_accepts_the_bundled_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("EPITENSOR_CACHE", str(tmp_path))
+    store = open_store("roadmap-pilot")
+    assert store.n_tracks == 25
+    assert (tmp_path / "roadmap-pilot.zarr").is_dir()
+
+
+def test_bundled_arrays_match_shared_data(shared_data):
+    arrays = roadmap_pilot_arrays()
+    assert len(arrays) == 25
+    raw = np.load(shared_data / "roadmap-pilot" / "E003.H3K27me3.pilot.arcsinh.npz")["arr_0"]
+    assert np.abs(arrays[("E003", "H3K27me3")] - raw).max() < 0.005
