@@ -20,6 +20,7 @@ __all__ = [
     "ROADMAP_ASSAYS",
     "ROADMAP_CELLTYPES",
     "cache_dir",
+    "pilot_annotations_dir",
     "pilot_layout",
     "roadmap_pilot",
     "roadmap_pilot_arrays",
@@ -49,6 +50,18 @@ def pilot_layout() -> Layout:
 def pilot_regions_bed() -> Path:
     """Path of the 44 ENCODE pilot regions (hg19 BED) shipped with the package."""
     return _data_file("encode_pilot_hg19.bed")
+
+
+def pilot_annotations_dir() -> Path:
+    """Folder of hg19 annotations cut to the pilot regions (same formats as their sources).
+
+    Holds ``gencode.v19.TSS.notlow.gff.gz`` (GENCODE v19 TSS),
+    ``RefSeqGene.hg19.bed.gz`` (RefSeq gene bodies), ``E116_chromhmm25.bed.gz``
+    (Roadmap 25-state ChromHMM of GM12878) and ``hg19-blacklist.v2.bed.gz``
+    (ENCODE blacklist v2), each restricted to the pilot regions +- 5 kb by
+    ``scripts/make_pilot_annotations.py``.
+    """
+    return _data_file("pilot_annotations_hg19")
 
 
 def roadmap_pilot_arrays() -> dict[tuple[str, str], np.ndarray]:
