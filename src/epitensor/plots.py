@@ -1,0 +1,198 @@
+"""Figures for the demo and the report: tracks, training curves, embedding maps."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: the demo runs on machines without a screen
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+__all__ = ["plot_embedding_map", "plot_tracks", "plot_training_curve", "umap_2d"]
+
+SIGNAL_LABEL = "arcsinh(-log10 p)"
+METHOD_COLOURS = {
+    "observed": "#222222",
+    "avocado": "#1f77b4",
+    "average_activity": "#ff7f0e",
+}
+
+
+def _save(fig, path: str | os.PathLike) -> None:
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_tracks(
+    path: str | os.PathLike,
+    chrom: str,
+    starts: np.ndarray,
+    tracks: Mapping[str, np.ndarray],
+    title: str,
+    genes: pd.DataFrame | None = None,
+    tss: pd.DataFrame | None = None,
+    resolution: int = 25,
+) -> None:
+    """Stack signal tracks over one locus, genes drawn beneath.
+
+    Parameters
+    ----------
+    path : str or path-like
+        PNG to write.
+    chrom : str
+        Chromosome of the locus.
+    starts : numpy.ndarray, shape=(n_positions,)
+        Genomic start (bp) of every bin shown.
+    tracks : mapping of str to numpy.ndarray, shape=(n_positions,)
+        Panel label to signal on the arcsinh scale, drawn top to bottom on a
+        shared y scale.
+    title : str
+        Figure title.
+    genes : pandas.DataFrame, optional
+        ``chrom, start, end`` of gene bodies to draw. Default None: none.
+    tss : pandas.DataFrame, optional
+        ``chrom, start`` and optionally ``strand`` of TSSs to mark. Default None.
+    resolution : int
+        Bin width in bp. Default 25.
+    """
+    n = len(tracks)
+    fig, axes = plt.subplots(
+        n + 1,
+        1,
+        figsize=(10, 1.5 * n + 1.2),
+        sharex=True,
+        gridspec_kw={"height_ratios": [3] * n + [1]},
+    )
+    x = starts / 1e6
+    top = max(float(np.nanmax(v)) for v in tracks.values()) * 1.05 or 1.0
+    for ax, (label, values) in zip(axes[:-1], tracks.items()):
+        key = label.split(" ")[0].lower()
+        colour = METHOD_COLOURS.get(key, "#2ca02c")
+        ax.fill_between(x, values, step="post", color=colour, linewidth=0)
+        ax.set_ylim(0, top)
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0].set_title(title)
+    axes[n // 2].annotate(
+        SIGNAL_LABEL, xy=(1.01, 0.5), xycoords="axes fraction", rotation=90, va="center"
+    )
+    gene_ax = axes[-1]
+    lo, hi = starts.min(), starts.max() + resolution
+    if genes is not None:
+        here = genes[(genes.chrom == chrom) & (genes.end > lo) & (genes.start < hi)]
+        for i, row in enumerate(here.itertuples()):
+            y = i % 3
+            gene_ax.plot(
+                [max(row.start, lo) / 1e6, min(row.end, hi) / 1e6], [y, y], lw=4, color="#555555"
+            )
+    if tss is not None:
+        here = tss[(tss.chrom == chrom) & (tss.start >= lo) & (tss.start < hi)]
+        for row in here.itertuples():
+            marker = ">" if getattr(row, "strand", "+") == "+" else "<"
+            gene_ax.plot(row.start / 1e6, -1, marker=marker, color="#d62728", ms=5)
+    gene_ax.set_ylim(-1.8, 2.8)
+    gene_ax.set_yticks([])
+    gene_ax.set_ylabel("genes / TSS", rotation=0, ha="right", va="center", fontsize=9)
+    gene_ax.set_xlabel(f"{chrom} position (Mb, hg19)")
+    gene_ax.spines[["top", "right", "left"]].set_visible(False)
+    _save(fig, path)
+
+
+def plot_training_curve(path: str | os.PathLike, history: pd.DataFrame, title: str) -> None:
+    """Training and held-out MSE per epoch.
+
+    Parameters
+    ----------
+    path : str or path-like
+        PNG to write.
+    history : pandas.DataFrame
+        One row per epoch with ``epoch``, ``train_mse`` and optionally
+        ``holdout_mse`` (arcsinh scale).
+    title : str
+        Figure title.
+    """
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(history.epoch, history.train_mse, "o-", label="training tracks")
+    if "holdout_mse" in history and history.holdout_mse.notna().any():
+        ax.plot(history.epoch, history.holdout_mse, "s-", label="held-out tracks")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"MSE, {SIGNAL_LABEL}")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def umap_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Project rows to 2-D with UMAP (random init, so even a handful of rows works).
+
+    Parameters
+    ----------
+    features : numpy.ndarray, shape=(n_rows, n_features)
+    seed : int
+        Random seed. Default 0.
+
+    Returns
+    -------
+    numpy.ndarray, shape=(n_rows, 2)
+    """
+    import umap
+
+    n = len(features)
+    if n < 4:
+        raise ValueError(f"UMAP needs at least 4 rows; got {n}")
+    reducer = umap.UMAP(
+        n_neighbors=min(15, n - 1), init="random", random_state=seed, n_jobs=1, min_dist=0.3
+    )
+    return reducer.fit_transform(np.asarray(features, dtype=np.float32))
+
+
+def plot_embedding_map(
+    path: str | os.PathLike,
+    coords: np.ndarray,
+    labels: Sequence[str],
+    title: str,
+    annotate: bool = False,
+) -> None:
+    """Scatter a 2-D embedding, coloured by label.
+
+    Parameters
+    ----------
+    path : str or path-like
+        PNG to write.
+    coords : numpy.ndarray, shape=(n_rows, 2)
+        UMAP coordinates.
+    labels : sequence of str, length n_rows
+        Group of each row (legend) or, with ``annotate``, the name written by
+        each point.
+    title : str
+        Figure title.
+    annotate : bool
+        Write each label next to its point instead of a legend. Default False.
+    """
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    labels = np.asarray(labels)
+    for i, group in enumerate(dict.fromkeys(labels)):
+        chosen = labels == group
+        ax.scatter(
+            coords[chosen, 0],
+            coords[chosen, 1],
+            s=60 if annotate else 6,
+            alpha=1.0 if annotate else 0.5,
+            color=plt.cm.tab10(i % 10),
+            label=None if annotate else group,
+        )
+        if annotate:
+            for x, y in coords[chosen]:
+                ax.annotate(group, (x, y), textcoords="offset points", xytext=(5, 5))
+    if not annotate:
+        ax.legend(markerscale=3)
+    ax.set_xlabel("UMAP 1")
+    ax.set_ylabel("UMAP 2")
+    ax.set_title(title)
+    _save(fig, path)
