@@ -152,3 +152,28 @@ def test_bundled_arrays_match_shared_data(shared_data):
     assert len(arrays) == 25
     raw = np.load(shared_data / "roadmap-pilot" / "E003.H3K27me3.pilot.arcsinh.npz")["arr_0"]
     assert np.abs(arrays[("E003", "H3K27me3")] - raw).max() < 0.005
+
+
+def test_add_tracks_writes_a_block_like_add_track(tmp_path):
+    one = _small_store(tmp_path / "one.zarr")
+    many = _small_store(tmp_path / "many.zarr")
+    arrays = [_values(seed) for seed in range(3)]
+    names = [("A", "X"), ("B", "X"), ("A", "Y")]
+    for name, values in zip(names, arrays):
+        one.add_track(*name, values)
+    rows = many.add_tracks(
+        names, {axis: np.stack([v[axis] for v in arrays]) for axis in ("chr1", "chr2")}
+    )
+    assert rows == [0, 1, 2]
+    assert many.track_names() == one.track_names()
+    for axis in ("chr1", "chr2"):
+        np.testing.assert_array_equal(many.read_block(axis), one.read_block(axis))
+    with pytest.raises(EpitensorError, match="already in store"):
+        many.add_tracks(
+            [("A", "X")], {"chr1": arrays[0]["chr1"][None], "chr2": arrays[0]["chr2"][None]}
+        )
+    with pytest.raises(EpitensorError, match="expected"):
+        many.add_tracks(
+            [("C", "X")], {"chr1": arrays[0]["chr1"][None], "chr2": arrays[0]["chr1"][None]}
+        )
+    assert Store.open(tmp_path / "many.zarr").n_tracks == 3

@@ -105,7 +105,10 @@ def roadmap_pilot(path: str | os.PathLike | None = None, overwrite: bool = False
         layout = pilot_layout()
         with atomic_directory(path, overwrite=True) as tmp:
             store = Store.create(tmp, layout, chrom_sizes("hg19"), genome="hg19", overwrite=True)
-            source = "epitensor/data/roadmap_pilot.npz"
-            for (celltype, assay), values in roadmap_pilot_arrays().items():
-                store.add_track(celltype, assay, {layout.axes[0]: values}, source=source)
+            arrays = roadmap_pilot_arrays()
+            store.add_tracks(
+                list(arrays),
+                {layout.axes[0]: np.stack(list(arrays.values()))},
+                source="epitensor/data/roadmap_pilot.npz",
+            )
     return Store.open(path)

@@ -131,7 +131,7 @@ class Store:
             raise EpitensorError(
                 f"invalid dtype: got {dtype!r}, expected one of ['float16', 'float32']"
             )
-        group = zarr.open_group(store=url, mode="w", storage_options=storage_options)
+        group = zarr.open_group(store=_zarr_target(url), mode="w", storage_options=storage_options)
         signal = group.create_group("signal")
         for axis, length in layout.axis_lengths.items():
             signal.create_array(
@@ -166,7 +166,9 @@ class Store:
         if is_local_path(url) and not local_path(url).exists():
             raise EpitensorError(f"store not found: {url}; create one with `epitensor ingest`")
         try:
-            group = zarr.open_group(store=url, mode=mode, storage_options=storage_options)
+            group = zarr.open_group(
+                store=_zarr_target(url), mode=mode, storage_options=storage_options
+            )
         except (FileNotFoundError, ValueError, KeyError) as exc:
             raise EpitensorError(f"cannot open store {url}: {exc}") from None
         return cls(group, url, mode=mode)
@@ -366,6 +368,63 @@ class Store:
         self.tracks = pd.DataFrame(tracks, columns=["celltype", "assay", "source", "md5"])
         return row
 
+    def add_tracks(
+        self,
+        names: Sequence[tuple[str, str]],
+        values: Mapping[str, np.ndarray],
+        source: str = "",
+    ) -> list[int]:
+        """Append many tracks at once, one block write per axis.
+
+        Writing a block of tracks costs one compression per chunk, where
+        :meth:`add_track` recompresses each chunk (which holds up to
+        ``track_chunk`` tracks) once per track.
+
+        Parameters
+        ----------
+        names : sequence of (str, str)
+            ``(celltype, assay)`` of each new track; none may be in the store.
+        values : mapping of str to numpy.ndarray, shape=(n_new_tracks, n_positions)
+            Per axis, the new tracks on the store's transformed (arcsinh) scale.
+        source : str
+            Provenance kept in the metadata of every new track.
+
+        Returns
+        -------
+        list of int
+            The new tracks' rows.
+        """
+        if self.mode == "r":
+            raise EpitensorError(f"store {self.url} is open read-only; open it with mode='r+'")
+        names = [(str(c), str(a)) for c, a in names]
+        clashes = [n for n in names if self.has_track(*n)] + [
+            n for i, n in enumerate(names) if n in names[:i]
+        ]
+        if clashes:
+            raise EpitensorError(
+                f"tracks {clashes} are already in store {self.url} or repeated; "
+                f"remove the duplicates"
+            )
+        if set(values) != set(self.axes):
+            raise EpitensorError(
+                f"values must cover exactly the axes {self.axes}; got {sorted(values)}"
+            )
+        first = self.n_tracks
+        for axis, block in values.items():
+            expected = (len(names), self.axis_length(axis))
+            if np.shape(block) != expected:
+                raise EpitensorError(
+                    f"axis {axis!r}: got values of shape {np.shape(block)}, expected {expected}"
+                )
+        self._reserve_rows(first + len(names))
+        for axis, block in values.items():
+            self._array(axis)[first : first + len(names), :] = np.asarray(block).astype(self.dtype)
+        tracks = self._attrs["tracks"] + [[c, a, str(source), ""] for c, a in names]
+        self._group.attrs["tracks"] = tracks
+        self._attrs["tracks"] = tracks
+        self.tracks = pd.DataFrame(tracks, columns=["celltype", "assay", "source", "md5"])
+        return list(range(first, first + len(names)))
+
     def _reserve_rows(self, n_rows: int) -> None:
         for axis in self.axes:
             array = self._array(axis)
@@ -406,6 +465,15 @@ class Store:
             observed = self.observed.replace({True: "x", False: "."})
             lines += ["", "observed (cell type x assay)", observed.to_string()]
         return "\n".join(lines)
+
+
+def _zarr_target(url: str) -> str:
+    """What zarr opens: the plain path for local stores, else the fsspec URL.
+
+    A ``file://`` URL goes through zarr's local store rather than fsspec's local
+    filesystem, which does not create the folders of new arrays.
+    """
+    return str(local_path(url)) if is_local_path(url) else url
 
 
 def _compressors():
