@@ -107,5 +107,49 @@ def _writable_dir(path: Path) -> Path:
     return path
 
 
+@app.command()
+@user_errors
+def explain(
+    model: Annotated[Path, typer.Argument(help="Model directory (from `epitensor train`).")],
+    celltype: Annotated[
+        list[str], typer.Option("--celltype", help="Cell type; repeat once to compare two.")
+    ],
+    assay: Annotated[str, typer.Option("--assay", help="Assay to explain.")],
+    region: Annotated[
+        str, typer.Option("--region", help="CHR:START-END (bp, 0-based half-open), in the layout.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Figure to write (PNG).")],
+    tsv: Annotated[
+        Path | None, typer.Option("--tsv", help="Also write the attribution table (TSV).")
+    ] = None,
+    reference: Annotated[
+        str, typer.Option("--reference", help="Reference input: mean (factor means) or zero.")
+    ] = "mean",
+    steps: Annotated[int, typer.Option("--steps", help="Integration steps (>= 2).")] = 32,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Integrated-gradients attributions of an imputed track, split by model component.
+
+    Example: epitensor explain MODEL --celltype E116 --celltype E117 --assay H3K4me3
+    --region chr11:65,490,000-65,500,000 --out explain.png --tsv explain.tsv
+    """
+    from epitensor.explain import write_explanation
+
+    write_explanation(
+        model,
+        celltype,
+        assay,
+        region,
+        _writable_dir(out),
+        tsv=None if tsv is None else _writable_dir(tsv),
+        reference=reference,
+        n_steps=steps,
+        device=device,
+        verbose=not quiet,
+    )
+    typer.echo(f"wrote {out}" + ("" if tsv is None else f" and {tsv}"))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
