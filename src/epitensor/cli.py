@@ -69,6 +69,54 @@ def user_errors(func):
 
 @app.command()
 @user_errors
+def ingest(
+    manifest: Annotated[
+        Path, typer.Argument(help="TSV: celltype, assay, path[, md5, scale]; header required.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Store folder to create (or append to).")],
+    genome: Annotated[
+        str, typer.Option("--genome", help="hg19, hg38, mm10 or a chrom.sizes file.")
+    ] = "hg19",
+    regions: Annotated[
+        str | None,
+        typer.Option(
+            "--regions",
+            help="BED of regions (one concatenated axis) or 'roadmap-pilot'; "
+            "default: whole chromosomes the tracks cover.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Worker processes; default: CPU count.")
+    ] = None,
+    append: Annotated[
+        bool, typer.Option("--append", help="Add the tracks to the existing store at --out.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing store at --out.")
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Bin bigWig / bedGraph / wig / npz tracks to 25 bp, arcsinh them, and write a store.
+
+    Example: epitensor ingest tracks.tsv --out compendium.zarr --genome hg19
+    """
+    from epitensor.ingest import ingest as run_ingest
+
+    store = run_ingest(
+        manifest,
+        out,
+        genome=genome,
+        regions=regions,
+        workers=workers,
+        verbose=not quiet,
+        append=append,
+        overwrite=overwrite,
+    )
+    typer.echo(store.summary())
+
+
+@app.command()
+@user_errors
 def info(store: StoreArg) -> None:
     """Summarise a store: genome, axes, tracks, the observed matrix, size on disk.
 
@@ -149,6 +197,62 @@ def explain(
         verbose=not quiet,
     )
     typer.echo(f"wrote {out}" + ("" if tsv is None else f" and {tsv}"))
+
+
+def _track_option(value: str) -> str:
+    if value.count(":") != 1 or value.startswith(":") or value.endswith(":"):
+        raise typer.BadParameter(f"expected CELL:ASSAY, got {value!r}")
+    return value
+
+
+@app.command()
+@user_errors
+def train(
+    store: StoreArg,
+    out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
+    preset: Annotated[
+        str, typer.Option("--preset", help="Hyperparameters: cpu-small or paper.")
+    ] = "cpu-small",
+    holdout: Annotated[
+        list[str] | None,
+        typer.Option("--holdout", help="CELL:ASSAY left out and scored each epoch (repeat).",
+                     parser=_track_option),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Stage-1 epochs (default: the preset's).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from OUT.checkpoint/ after a crash.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a model on a store (stage 1), with per-epoch checkpoints, and save it.
+
+    Example: epitensor train roadmap-pilot --out model --preset cpu-small
+    --holdout E003:H3K4me3 --holdout E116:H3K27me3
+    """
+    from epitensor.avocado import train_model
+
+    model = train_model(
+        store,
+        _writable_dir(out),
+        preset=preset,
+        holdout=holdout or [],
+        n_epochs=epochs,
+        resume=resume,
+        device=device,
+        n_threads=threads,
+        verbose=not quiet,
+        overwrite=overwrite,
+    )
+    last = model.history_.iloc[-1]
+    typer.echo(
+        f"wrote {out}: {int(last.epoch)} epochs, train MSE {last.train_mse:.4f}, "
+        f"holdout MSE {last.holdout_mse:.4f}"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,1080 @@
+"""Ingestion: read bigWig / bedGraph / wig / npz tracks, bin to 25 bp, transform, fill a store.
+
+A *manifest* is a TSV file with a header and the columns ``celltype``, ``assay``
+and ``path`` (relative to the manifest's folder, absolute, or an http(s) URL),
+optionally ``md5`` (checked before reading) and ``scale`` (``raw``, the default:
+the values are -log10 p and the store's transform is applied; or ``arcsinh``:
+the values are already transformed and are stored as they are).
+
+Every track is averaged into bins of the layout's resolution (25 bp): a bin's
+value is the sum of signal x bases over the bin divided by the bin width, so
+bases without data count as 0 (as the original Avocado did), including the
+bases of a chromosome's last, partial bin that lie past the chromosome end.
+Non-finite values (NaN, inf) become 0 with a warning that counts them; then
+arcsinh is applied.
+
+Tracks are read in worker processes, one chromosome (axis) of one track per
+task for bigWig and array files, one whole file per task for the text formats
+(which have no index), while the parent process writes into the store in
+manifest order; at most ``2 * workers`` results wait in memory at any time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from epitensor._utils import (
+    EpitensorError,
+    atomic_directory,
+    is_local_path,
+    md5sum,
+    progress,
+    warn,
+)
+from epitensor.genome import BUILDS, Layout, chrom_sizes, natural_sort
+from epitensor.store import Store
+
+__all__ = [
+    "FORMATS",
+    "TrackSpec",
+    "add_tracks",
+    "detect_format",
+    "ingest",
+    "read_manifest",
+    "read_track",
+    "resolve_layout",
+]
+
+FORMATS = ("bigwig", "bedgraph", "wig", "npz", "npy")
+TRANSFORMS = ("arcsinh", "none")
+SCALES = ("raw", "arcsinh")
+_BIGWIG_MAGIC = (0x888FFC26).to_bytes(4, "little")
+_TEXT_FORMATS = ("bedgraph", "wig")
+_WIG_HEADS = ("fixedStep", "variableStep", "track", "browser", "#")
+
+
+# manifest ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrackSpec:
+    """One manifest row: a (cell type, assay) track and where its file lives.
+
+    Parameters
+    ----------
+    celltype, assay : str
+        Names of the track.
+    path : str
+        Local path (absolute, or resolved against the manifest's folder) or
+        http(s) URL of the file.
+    md5 : str
+        Expected hex MD5 of the file; empty to skip the check. Default "".
+    scale : str
+        ``"raw"`` (values are -log10 p; the store's transform is applied) or
+        ``"arcsinh"`` (already transformed). Default ``"raw"``.
+    """
+
+    celltype: str
+    assay: str
+    path: str
+    md5: str = ""
+    scale: str = "raw"
+
+    @property
+    def where(self) -> str:
+        """How errors name this track: ``track (E003, H3K4me3) from FILE``."""
+        return f"track ({self.celltype}, {self.assay}) from {self.path}"
+
+
+def read_manifest(manifest: str | os.PathLike) -> list[TrackSpec]:
+    """Read and validate a manifest TSV.
+
+    Parameters
+    ----------
+    manifest : str or path-like
+        TSV with a header and the columns ``celltype``, ``assay``, ``path``
+        and optionally ``md5`` and ``scale``. Relative paths are resolved
+        against the manifest's folder.
+
+    Returns
+    -------
+    list of TrackSpec
+        One per row, in file order.
+    """
+    manifest = Path(manifest)
+    try:
+        table = pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False, comment=None)
+    except FileNotFoundError:
+        raise EpitensorError(f"manifest not found: {manifest}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise EpitensorError(
+            f"cannot read manifest {manifest}: {exc}; expected a TSV with a header "
+            f"celltype, assay, path[, md5]"
+        ) from None
+    table.columns = [c.strip().lower() for c in table.columns]
+    missing = [c for c in ("celltype", "assay", "path") if c not in table.columns]
+    if missing:
+        raise EpitensorError(
+            f"manifest {manifest} lacks the column(s) {missing}; its header must name "
+            f"celltype, assay, path (tab-separated), optionally md5 and scale"
+        )
+    if table.empty:
+        raise EpitensorError(f"manifest {manifest} lists no tracks; add one row per track")
+    table = table.apply(lambda column: column.str.strip())
+    specs = [_spec_from_row(row, manifest, i + 2) for i, row in enumerate(table.to_dict("records"))]
+    _check_duplicates(specs, str(manifest))
+    return specs
+
+
+def _spec_from_row(row: dict, manifest: Path, line: int) -> TrackSpec:
+    celltype, assay, path = row["celltype"], row["assay"], row["path"]
+    if not celltype or not assay or not path:
+        raise EpitensorError(
+            f"manifest {manifest}, line {line}: celltype, assay and path must all be given"
+        )
+    if is_local_path(path) and not Path(path).is_absolute():
+        path = str(manifest.parent / path)
+    scale = row.get("scale", "") or "raw"
+    if scale not in SCALES:
+        raise EpitensorError(
+            f"manifest {manifest}, line {line}: invalid scale: got {scale!r}, "
+            f"expected one of {list(SCALES)!r}"
+        )
+    return TrackSpec(celltype, assay, path, row.get("md5", "").lower(), scale)
+
+
+def _check_duplicates(specs: Sequence[TrackSpec], where: str, existing: Iterable = ()) -> None:
+    seen = set(existing)
+    for spec in specs:
+        key = (spec.celltype, spec.assay)
+        if key in seen:
+            raise EpitensorError(
+                f"{where}: duplicate track ({spec.celltype}, {spec.assay}) ({spec.path}); "
+                f"keep one row per (celltype, assay)"
+            )
+        seen.add(key)
+
+
+# formats and chromosome names ----------------------------------------------------------
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Detect a track's format from its content (bigWig, wig, bedGraph) or suffix (npz, npy).
+
+    Parameters
+    ----------
+    path : str or path-like
+        Local file, plain or gzip-compressed for the text formats.
+
+    Returns
+    -------
+    str
+        One of :data:`FORMATS`.
+    """
+    name = str(path).lower()
+    if name.endswith(".npz"):
+        return "npz"
+    if name.endswith(".npy"):
+        return "npy"
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head == _BIGWIG_MAGIC:
+        return "bigwig"
+    try:
+        with _open_text(path) as handle:
+            for line in handle:
+                word = line.strip().split(maxsplit=1)[:1]
+                if not word or word[0].startswith(("#", "track", "browser")):
+                    continue
+                if word[0] in ("fixedStep", "variableStep"):
+                    return "wig"
+                if len(line.split()) >= 4:
+                    return "bedgraph"
+                break
+    except (OSError, UnicodeDecodeError, EOFError):
+        pass
+    raise EpitensorError(
+        f"{path}: unrecognised or corrupt file (not bigWig, bedGraph, wig, npz or npy); "
+        f"check the file or re-download it"
+    )
+
+
+def _open_text(path: str | os.PathLike):
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
+    if gzipped:
+        return gzip.open(path, "rt", encoding="ascii")
+    return open(path, encoding="ascii")
+
+
+def _alt_name(name: str) -> str:
+    """The same chromosome in the other naming style: ``1`` <-> ``chr1``, ``MT`` <-> ``chrM``."""
+    if name.lower().startswith("chr"):
+        stem = name[3:]
+        return "MT" if stem == "M" else stem
+    return "chrM" if name == "MT" else f"chr{name}"
+
+
+def _is_contig(name: str) -> bool:
+    """Unplaced, random, alternative or viral sequences that builds ship apart from chromosomes."""
+    return bool(re.search(r"_|^(chr)?Un|random|hap|EBV|^GL|^KI|^JH", name, re.IGNORECASE))
+
+
+def _map_chroms(
+    names: Iterable[str], sizes: pd.Series, genome: str, where: str
+) -> tuple[dict[str, str], list[str]]:
+    """Map a file's chromosome names onto the genome's.
+
+    Returns
+    -------
+    mapping : dict of str to str
+        File name to genome name for every usable chromosome.
+    notes : list of str
+        Warnings to give (renamed chromosomes, skipped contigs).
+    """
+    mapping, renamed, contigs, unknown = {}, [], [], []
+    for name in names:
+        if name in sizes.index:
+            mapping[name] = name
+        elif _alt_name(name) in sizes.index:
+            mapping[name] = _alt_name(name)
+            renamed.append(name)
+        elif _is_contig(name):
+            contigs.append(name)
+        else:
+            unknown.append(name)
+    if unknown:
+        raise EpitensorError(
+            f"{where}: chromosome(s) {', '.join(unknown[:5])} not in genome {genome} "
+            f"(which has {', '.join(list(sizes.index[:3]))}, ...); pass the right --genome "
+            f"or a chrom.sizes file that lists them"
+        )
+    notes = []
+    if renamed:
+        pairs = ", ".join(f"{n} -> {mapping[n]}" for n in renamed[:3])
+        notes.append(
+            f"{where}: chromosome names in another style mapped to {genome}'s "
+            f"({pairs}{', ...' if len(renamed) > 3 else ''}; {len(renamed)} renamed)"
+        )
+    if contigs:
+        notes.append(
+            f"{where}: skipped {len(contigs)} contig(s) absent from genome {genome} "
+            f"({', '.join(contigs[:3])}{', ...' if len(contigs) > 3 else ''})"
+        )
+    return mapping, notes
+
+
+def _guess_build(lengths: dict[str, int]) -> str | None:
+    """The bundled build whose chromosome lengths all agree with ``lengths``, if any."""
+    for build in BUILDS:
+        sizes = chrom_sizes(build)
+        named = {(c if c in sizes.index else _alt_name(c)): n for c, n in lengths.items()}
+        shared = [c for c in named if c in sizes.index]
+        if shared and all(int(sizes[c]) == named[c] for c in shared):
+            return build
+    return None
+
+
+def _check_lengths(
+    lengths: dict[str, int], mapping: dict[str, str], sizes: pd.Series, genome: str, where: str
+) -> None:
+    """Raise when a file's chromosome lengths disagree with the declared genome."""
+    bad = [(c, n, int(sizes[mapping[c]])) for c, n in lengths.items() if c in mapping]
+    bad = [item for item in bad if item[1] != item[2]]
+    if not bad:
+        return
+    chrom, found, expected = bad[0]
+    guess = _guess_build(lengths)
+    hint = (
+        f"the file looks like {guess}: re-run with --genome {guess} or use a {genome} file"
+        if guess and guess != genome
+        else f"use a file made for {genome} or pass the matching --genome"
+    )
+    raise EpitensorError(
+        f"{where}: genome-build mismatch, {chrom} is {found:,} bp in the file but "
+        f"{expected:,} bp in {genome} ({len(bad)} chromosome(s) differ); {hint}"
+    )
+
+
+# inspecting a file (runs in a worker) ----------------------------------------------------
+
+
+@dataclass
+class _Source:
+    """A validated track file: its format and how its chromosomes map onto the genome."""
+
+    spec: TrackSpec
+    local: str
+    fmt: str
+    mapping: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def chroms(self) -> list[str]:
+        """Genome chromosomes the file has data on (empty for arrays on a region layout)."""
+        return natural_sort(set(self.mapping.values()))
+
+
+def _inspect(spec: TrackSpec, local: str, sizes: pd.Series, genome: str) -> _Source:
+    """Check a track file before reading it: exists, md5, format, chromosomes, build, data."""
+    where = spec.where
+    if not Path(local).is_file():
+        raise EpitensorError(
+            f"{where}: file not found; fix the path in the manifest "
+            f"(relative paths are read from the manifest's folder)"
+        )
+    if spec.md5 and md5sum(local) != spec.md5:
+        raise EpitensorError(
+            f"{where}: md5 mismatch (expected {spec.md5}, file has {md5sum(local)}); "
+            f"re-download the file or fix the md5 column"
+        )
+    try:
+        fmt = detect_format(local)
+    except EpitensorError:
+        raise EpitensorError(
+            f"{where}: unrecognised or corrupt file (not bigWig, bedGraph, wig, npz or npy); "
+            f"check the file or re-download it"
+        ) from None
+    source = _Source(spec, local, fmt)
+    if fmt == "bigwig":
+        lengths, covered = _bigwig_header(local, where)
+        if covered == 0:
+            raise EpitensorError(f"{where}: empty track (no data in the bigWig); check the file")
+        source.mapping, source.notes = _map_chroms(lengths, sizes, genome, where)
+        _check_lengths(lengths, source.mapping, sizes, genome, where)
+    elif fmt in _TEXT_FORMATS:
+        records = _read_text(local, fmt, where)
+        source.mapping, source.notes = _map_chroms(records, sizes, genome, where)
+        ends = {c: int(r[1].max()) for c, r in records.items() if c in source.mapping}
+        _check_text_ends(ends, source.mapping, sizes, genome, where)
+    else:
+        keys = _array_keys(local, fmt, where)
+        chrom_keys = [k for k in keys if k in sizes.index or _alt_name(k) in sizes.index]
+        if chrom_keys and len(chrom_keys) == len(keys):
+            source.mapping, source.notes = _map_chroms(keys, sizes, genome, where)
+    return source
+
+
+def _check_text_ends(
+    ends: dict[str, int], mapping: dict[str, str], sizes: pd.Series, genome: str, where: str
+) -> None:
+    past = [(c, n, int(sizes[mapping[c]])) for c, n in ends.items() if n > sizes[mapping[c]]]
+    if past:
+        chrom, end, length = past[0]
+        raise EpitensorError(
+            f"{where}: data on {chrom} ends at {end:,} past its length in {genome} "
+            f"({length:,} bp): genome-build mismatch; pass the file's build with --genome"
+        )
+
+
+# readers ---------------------------------------------------------------------------------
+
+
+def _open_bigwig(path: str, where: str):
+    import pybigtools
+
+    try:
+        return pybigtools.open(path)
+    except Exception as exc:  # noqa: BLE001 - the Rust reader raises several kinds
+        raise EpitensorError(
+            f"{where}: cannot read the bigWig ({exc}); the file is corrupt or truncated, "
+            f"re-download it"
+        ) from None
+
+
+def _bigwig_header(path: str, where: str) -> tuple[dict[str, int], int]:
+    """Chromosome lengths and bases covered from a bigWig header."""
+    reader = _open_bigwig(path, where)
+    try:
+        lengths = {str(c): int(n) for c, n in reader.chroms().items()}
+        covered = int(reader.info()["summary"]["basesCovered"])
+    except Exception as exc:  # noqa: BLE001
+        raise EpitensorError(
+            f"{where}: cannot read the bigWig header ({exc}); the file is corrupt, re-download it"
+        ) from None
+    finally:
+        with contextlib.suppress(Exception):
+            reader.close()
+    return lengths, (covered if lengths else 0)
+
+
+def _bigwig_bins(reader, chrom: str, length: int, first: int, n: int, res: int) -> np.ndarray:
+    """Mean signal of ``n`` bins from chromosome bin ``first``, uncovered bases as 0.
+
+    pybigtools returns 0 for a bin that crosses the chromosome end, so the
+    last, partial bin is summed base by base and divided by the full width.
+    """
+    out = np.zeros(n, dtype=np.float64)
+    full = max(0, min(n, length // res - first))
+    if full > 0:
+        start = first * res
+        out[:full] = reader.values(
+            chrom,
+            start,
+            start + full * res,
+            bins=full,
+            summary="mean",
+            exact=True,
+            uncovered=0.0,
+            oob=0.0,
+            fillna=None,
+        )
+    if full < n and (first + full) * res < length:
+        start = (first + full) * res
+        bases = reader.values(chrom, start, length, uncovered=0.0, oob=0.0, fillna=None)
+        out[full] = np.sum(bases) / res
+    return out
+
+
+def _read_text(path: str, fmt: str, where: str) -> dict[str, tuple[np.ndarray, ...]]:
+    """Records of a bedGraph or wig file per chromosome (file names).
+
+    Returns
+    -------
+    dict of str to (starts, ends, values)
+        0-based half-open intervals (int64) and values (float64), sorted by
+        start, overlaps cut so that a later interval wins.
+    """
+    try:
+        with _open_text(path) as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise EpitensorError(
+            f"{where}: cannot read the {fmt} file ({exc}); it is corrupt, re-download it"
+        ) from None
+    try:
+        parts = _parse_bedgraph(text) if fmt == "bedgraph" else _parse_wig(text)
+    except (ValueError, KeyError, IndexError) as exc:
+        raise EpitensorError(
+            f"{where}: cannot parse the {fmt} file ({exc}); check its format"
+        ) from None
+    records = {chrom: _tidy(*_concat(pieces)) for chrom, pieces in parts.items()}
+    records = {c: r for c, r in records.items() if len(r[0])}
+    if not records:
+        raise EpitensorError(f"{where}: empty track (no data lines in the {fmt}); check the file")
+    return records
+
+
+def _concat(pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
+    return tuple(np.concatenate([p[i] for p in pieces]) for i in range(3))
+
+
+def _tidy(starts: np.ndarray, ends: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Sort by start, cut overlaps (a later interval wins) and drop empty intervals."""
+    order = np.argsort(starts, kind="stable")
+    starts, ends, values = starts[order], ends[order], values[order]
+    ends = ends.copy()
+    if len(starts) > 1:
+        ends[:-1] = np.minimum(ends[:-1], starts[1:])
+    keep = ends > starts
+    return starts[keep], ends[keep], values[keep]
+
+
+def _parse_bedgraph(text: str) -> dict[str, list]:
+    rows = [
+        line.split()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith(("#", "track", "browser"))
+    ]
+    if any(len(row) < 4 for row in rows):
+        raise ValueError("a data line has fewer than 4 columns (chrom, start, end, value)")
+    table = pd.DataFrame([row[:4] for row in rows], columns=["chrom", "start", "end", "value"])
+    parts: dict[str, list] = {}
+    for chrom, group in table.groupby("chrom", sort=False):
+        parts[str(chrom)] = [
+            (
+                group.start.astype(np.int64).to_numpy(),
+                group.end.astype(np.int64).to_numpy(),
+                group.value.astype(np.float64).to_numpy(),
+            )
+        ]
+    return parts
+
+
+def _parse_wig(text: str) -> dict[str, list]:
+    lines = text.splitlines()
+    heads = [i for i, line in enumerate(lines) if line.lstrip().startswith(_WIG_HEADS)]
+    parts: dict[str, list] = {}
+    for k, i in enumerate(heads):
+        words = lines[i].split()
+        if words[0] not in ("fixedStep", "variableStep"):
+            continue
+        spec = dict(word.split("=", 1) for word in words[1:])
+        end = heads[k + 1] if k + 1 < len(heads) else len(lines)
+        numbers = np.array(" ".join(lines[i + 1 : end]).split(), dtype=np.float64)
+        span = int(spec.get("span", 1))
+        if words[0] == "fixedStep":
+            step = int(spec.get("step", 1))
+            starts = int(spec["start"]) - 1 + step * np.arange(len(numbers), dtype=np.int64)
+            values = numbers
+        else:
+            if len(numbers) % 2:
+                raise ValueError(f"variableStep block at line {i + 1} needs 'position value' pairs")
+            starts = numbers[0::2].astype(np.int64) - 1
+            values = numbers[1::2]
+        parts.setdefault(spec["chrom"], []).append((starts, starts + span, values))
+    return parts
+
+
+def _bin_records(
+    records: tuple[np.ndarray, ...], first: np.ndarray, n: np.ndarray, res: int
+) -> list[np.ndarray]:
+    """Mean signal per bin of several bin ranges from sorted, non-overlapping records.
+
+    The integral of the step function up to ``x`` is the cumulative sum of
+    whole intervals ending at or before ``x`` plus the covered part of the
+    next one, so bin means are differences of the integral at bin edges.
+
+    Returns
+    -------
+    list of numpy.ndarray, shape=(n[i],), float64
+    """
+    starts, ends, values = records
+    values = np.where(np.isfinite(values), values, 0.0)
+    cumulative = np.concatenate([[0.0], np.cumsum(values * (ends - starts))])
+    out = []
+    for lo, count in zip(first, n):
+        edges = (int(lo) + np.arange(int(count) + 1, dtype=np.int64)) * res
+        k = np.searchsorted(ends, edges, side="right")
+        kk = np.minimum(k, len(starts) - 1)
+        partial = np.where(k < len(starts), values[kk] * np.clip(edges - starts[kk], 0, None), 0.0)
+        integral = cumulative[k] + partial
+        out.append(np.diff(integral) / res)
+    return out
+
+
+def _array_keys(path: str, fmt: str, where: str) -> list[str]:
+    try:
+        if fmt == "npy":
+            np.load(path, mmap_mode="r", allow_pickle=False)
+            return ["arr_0"]
+        with np.load(path, allow_pickle=False) as bundle:
+            return list(bundle.files)
+    except Exception as exc:  # noqa: BLE001 - numpy raises many kinds for bad files
+        raise EpitensorError(
+            f"{where}: cannot read the {fmt} file ({exc}); it is corrupt, re-download it"
+        ) from None
+
+
+def _array_axis(path: str, fmt: str, axis: str, layout: Layout, where: str) -> np.ndarray:
+    """The array of an npz/npy file that holds ``axis``, checked against the layout.
+
+    An array named after the axis is used; otherwise a file holding a single
+    array matches a layout with a single axis.
+    """
+    keys = _array_keys(path, fmt, where)
+    if axis in keys or _alt_name(axis) in keys:
+        key = axis if axis in keys else _alt_name(axis)
+    elif len(keys) == 1 and len(layout.axes) == 1:
+        key = keys[0]
+    else:
+        raise EpitensorError(
+            f"{where}: no array for axis {axis!r} (the file holds {keys[:5]}); name the arrays "
+            f"after the layout's axes {layout.axes[:5]} or use a single-axis layout"
+        )
+    if fmt == "npy":
+        values = np.load(path, mmap_mode="r", allow_pickle=False)
+    else:
+        with np.load(path, allow_pickle=False) as bundle:
+            values = bundle[key]
+    expected = layout.axis_lengths[axis]
+    if values.ndim != 1 or values.shape[0] != expected:
+        raise EpitensorError(
+            f"{where}: array {key!r} has shape {values.shape} but axis {axis!r} of layout "
+            f"{layout.name!r} has {expected:,} positions; use the layout the array was made on "
+            f"(--regions)"
+        )
+    return np.asarray(values, dtype=np.float64)
+
+
+# reading one track (runs in a worker) ----------------------------------------------------
+
+
+def _axis_chrom_bins(source: _Source, layout: Layout, axis: str, reader=None) -> np.ndarray:
+    """Binned (untransformed) signal of one axis from a bigWig or text source."""
+    out = np.zeros(layout.axis_lengths[axis], dtype=np.float64)
+    regions = layout.axis_regions(axis)
+    inverse = {genome_name: name for name, genome_name in source.mapping.items()}
+    for chrom, group in regions.groupby("chrom", sort=False):
+        if chrom not in inverse:
+            continue
+        name = inverse[chrom]
+        firsts, counts = group.first_bin.to_numpy(), group.n_bins.to_numpy()
+        if source.fmt == "bigwig":
+            length = int(reader.chroms()[name])
+            pieces = [
+                _bigwig_bins(reader, name, length, f, c, layout.resolution)
+                for f, c in zip(firsts, counts)
+            ]
+        else:
+            pieces = _bin_records(reader[name], firsts, counts, layout.resolution)
+        for offset, piece in zip(group.offset.to_numpy(), pieces):
+            out[offset : offset + len(piece)] = piece
+    return out
+
+
+def _finish(values: np.ndarray, transform: str, scale: str) -> tuple[np.ndarray, int]:
+    """Replace non-finite values by 0 and apply the transform; float32 out, with the count."""
+    bad = ~np.isfinite(values)
+    n_bad = int(bad.sum())
+    if n_bad:
+        values = np.where(bad, 0.0, values)
+    if transform == "arcsinh" and scale == "raw":
+        values = np.arcsinh(values)
+    return values.astype(np.float32), n_bad
+
+
+def _read_axes(
+    source: _Source, layout: Layout, axes: Sequence[str], transform: str
+) -> list[tuple[str, np.ndarray, int]]:
+    """Read some axes of one track: ``(axis, values, n_non_finite)`` per axis.
+
+    Values are float32, shape ``(axis_length,)``, on the store's scale.
+    """
+    where = source.spec.where
+    reader = None
+    if source.fmt == "bigwig":
+        reader = _open_bigwig(source.local, where)
+    elif source.fmt in _TEXT_FORMATS:
+        reader = _read_text(source.local, source.fmt, where)
+    out = []
+    try:
+        for axis in axes:
+            if source.fmt in ("npz", "npy"):
+                raw = _array_axis(source.local, source.fmt, axis, layout, where)
+            else:
+                raw = _axis_chrom_bins(source, layout, axis, reader)
+            values, n_bad = _finish(raw, transform, source.spec.scale)
+            out.append((axis, values, n_bad))
+    except EpitensorError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a corrupt block surfaces only when read
+        raise EpitensorError(
+            f"{where}: cannot read axis {axis!r} ({type(exc).__name__}: {exc}); the file is "
+            f"corrupt or truncated, re-download it"
+        ) from None
+    finally:
+        if source.fmt == "bigwig":
+            with contextlib.suppress(Exception):
+                reader.close()
+    return out
+
+
+def _task_axes(source: _Source, layout: Layout) -> list[list[str]]:
+    """How a track is split into tasks: one axis per task, or all at once for text files."""
+    if source.fmt in _TEXT_FORMATS:
+        return [layout.axes]
+    return [[axis] for axis in layout.axes]
+
+
+class _Tally:
+    """Per-track counts gathered across axes: non-finite values and whether any signal."""
+
+    def __init__(self, source: _Source, layout: Layout) -> None:
+        self.source, self.layout = source, layout
+        self.n_bad = 0
+        self.any_signal = False
+
+    def add(self, values: np.ndarray, n_bad: int) -> None:
+        self.n_bad += n_bad
+        self.any_signal = self.any_signal or bool(np.any(values != 0))
+
+    def close(self) -> None:
+        where = self.source.spec.where
+        if not self.any_signal:
+            raise EpitensorError(
+                f"{where}: empty track, no signal inside layout {self.layout.name!r} "
+                f"({self.layout.n_positions:,} bins are all 0); check --regions and --genome"
+            )
+        if self.n_bad:
+            warn(f"{where}: replaced {self.n_bad:,} non-finite values (NaN/inf) by 0", 3)
+
+
+def read_track(
+    path: str | os.PathLike,
+    layout: Layout,
+    chrom_sizes: pd.Series,
+    genome: str = "custom",
+    transform: str = "arcsinh",
+    scale: str = "raw",
+    md5: str = "",
+    name: tuple[str, str] = ("?", "?"),
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Read one track file onto a layout, one axis at a time.
+
+    Memory holds one axis of one track at a time (for the text formats, also
+    the file's records). Feed the result straight to :meth:`Store.add_track`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Local bigWig, bedGraph (plain or gzip), wig (fixedStep / variableStep,
+        plain or gzip), npz or npy file.
+    layout : Layout
+        Axes and regions to fill.
+    chrom_sizes : pandas.Series
+        Chromosome lengths in bp of the genome the file must match.
+    genome : str
+        Name of the genome, for messages. Default ``"custom"``.
+    transform : str
+        ``"arcsinh"`` (default) or ``"none"``.
+    scale : str
+        ``"raw"`` (default): the file holds -log10 p, the transform is applied;
+        ``"arcsinh"``: the file is already transformed.
+    md5 : str
+        Expected MD5 of the file; default "" skips the check.
+    name : tuple of (str, str)
+        ``(celltype, assay)`` for messages. Default ``("?", "?")``.
+
+    Yields
+    ------
+    axis : str
+        Axis name, in layout order.
+    values : numpy.ndarray, shape=(axis_length,), float32
+        Mean signal per 25-bp bin, non-finite values replaced by 0, then transformed.
+    """
+    _check_choice("transform", transform, TRANSFORMS)
+    spec = TrackSpec(name[0], name[1], str(path), md5, scale)
+    source = _inspect(spec, str(path), chrom_sizes, genome)
+    for note in source.notes:
+        warn(note, 2)
+    tally = _Tally(source, layout)
+    for axes in _task_axes(source, layout):
+        for axis, values, n_bad in _read_axes(source, layout, axes, transform):
+            tally.add(values, n_bad)
+            yield axis, values
+    tally.close()
+
+
+# the store -----------------------------------------------------------------------------
+
+
+def resolve_layout(
+    regions: Layout | str | os.PathLike | None,
+    sizes: pd.Series,
+    chroms: Sequence[str] | None = None,
+) -> Layout:
+    """The layout to ingest onto.
+
+    Parameters
+    ----------
+    regions : Layout, str, path-like or None
+        A :class:`Layout`; ``"roadmap-pilot"`` (the bundled pilot layout); a BED
+        file (regions concatenated on one axis, see :meth:`Layout.from_bed`);
+        a layout TSV with an ``array_offset`` column; or None for whole
+        chromosomes.
+    sizes : pandas.Series
+        Chromosome lengths of the genome.
+    chroms : sequence of str, optional
+        For whole chromosomes: which ones. Default None: all of ``sizes``.
+
+    Returns
+    -------
+    Layout
+    """
+    if regions is None:
+        return Layout.from_chrom_sizes(sizes, chroms=chroms)
+    if isinstance(regions, Layout):
+        layout = regions
+    elif str(regions) == "roadmap-pilot":
+        from epitensor.datasets import pilot_layout
+
+        layout = pilot_layout()
+    else:
+        if not Path(regions).is_file():
+            raise EpitensorError(f"regions file not found: {regions}; pass a BED file")
+        with _open_text(regions) as handle:
+            first = handle.readline()
+        if "array_offset" in first:
+            layout = Layout.from_avocado_table(regions)
+        else:
+            layout = Layout.from_bed(regions)
+    unknown = sorted(set(layout.regions.chrom) - set(sizes.index))
+    if unknown:
+        raise EpitensorError(
+            f"regions {getattr(regions, 'name', regions)}: chromosome(s) {unknown[:5]} not in "
+            f"the genome; pass the regions' build with --genome"
+        )
+    return layout
+
+
+def _check_choice(name: str, value, choices: Sequence) -> None:
+    if value not in choices:
+        raise EpitensorError(f"invalid {name}: got {value!r}, expected one of {list(choices)!r}")
+
+
+class _Inline:
+    """An executor that runs each task at submission (workers <= 1: no processes)."""
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - re-raised by result()
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        """Nothing to stop."""
+
+
+def _executor(workers: int):
+    if workers <= 1:
+        return _Inline()
+    # spawn: the parent may hold zarr's event-loop thread, which fork would copy half-alive
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+
+
+def _ordered(pool, tasks: list, window: int) -> Iterator:
+    """Results of ``(fn, *args)`` tasks in order, with at most ``window`` in flight."""
+    pending: list[Future] = []
+    tasks_iter = iter(tasks)
+    for task in tasks_iter:
+        pending.append(pool.submit(*task))
+        if len(pending) >= window:
+            break
+    while pending:
+        result = pending.pop(0).result()
+        nxt = next(tasks_iter, None)
+        if nxt is not None:
+            pending.append(pool.submit(*nxt))
+        yield result
+
+
+def _fetch(specs: Sequence[TrackSpec], scratch: Path) -> list[str]:
+    """Local paths of the track files, downloading URLs (fsspec) into ``scratch``."""
+    paths = []
+    for i, spec in enumerate(specs):
+        if is_local_path(spec.path):
+            paths.append(str(spec.path).removeprefix("file://"))
+            continue
+        import fsspec
+
+        target = scratch / f"{i}-{Path(spec.path.split('?')[0]).name}"
+        try:
+            with fsspec.open(spec.path, "rb") as remote, open(target, "wb") as local:
+                shutil.copyfileobj(remote, local)
+        except Exception as exc:  # noqa: BLE001 - network and HTTP errors vary
+            raise EpitensorError(
+                f"{spec.where}: cannot download ({exc}); check the URL or download it yourself"
+            ) from None
+        paths.append(str(target))
+    return paths
+
+
+def _inspect_all(pool, specs, paths, sizes, genome) -> list[_Source]:
+    sources = list(
+        _ordered(pool, [(_inspect, s, p, sizes, genome) for s, p in zip(specs, paths)], 64)
+    )
+    for source in sources:
+        for note in source.notes:
+            warn(note, 4)
+    return sources
+
+
+def _write_tracks(store: Store, sources: list[_Source], pool, workers: int, verbose: bool) -> None:
+    """Read every track in the pool and write it into the store, in manifest order."""
+    layout, transform = store.layout, store.transform
+    tasks, owners = [], []
+    for k, source in enumerate(sources):
+        for axes in _task_axes(source, layout):
+            tasks.append((_read_axes, source, layout, axes, transform))
+            owners.append(k)
+    results = zip(owners, _ordered(pool, tasks, max(2, 2 * workers)))
+    total = len(sources) * layout.n_positions
+    with progress(total=total, desc="ingest", verbose=verbose, unit="bin", unit_scale=True) as bar:
+        for k, source in enumerate(sources):
+            tally = _Tally(source, layout)
+
+            def pieces(k=k, tally=tally):
+                for _ in range(owners.count(k)):
+                    owner, result = next(results)
+                    for axis, values, n_bad in result:
+                        tally.add(values, n_bad)
+                        bar.update(len(values))
+                        yield axis, values
+                tally.close()
+
+            spec = source.spec
+            store.add_track(spec.celltype, spec.assay, pieces(), source=spec.path, md5=spec.md5)
+
+
+def _add(store: Store, specs: Sequence[TrackSpec], workers: int, verbose: bool) -> None:
+    genome = store.genome
+    with tempfile.TemporaryDirectory(prefix="epitensor-ingest-") as scratch:
+        paths = _fetch(specs, Path(scratch))
+        pool = _executor(workers)
+        try:
+            sources = _inspect_all(pool, specs, paths, store.chrom_sizes, genome)
+            _write_tracks(store, sources, pool, workers, verbose)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _default_workers(workers: int | None, n_tracks: int) -> int:
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 8)
+    if int(workers) < 0:
+        raise EpitensorError(f"workers must be a positive integer; got workers={workers!r}")
+    return max(1, min(int(workers), n_tracks))
+
+
+def _rollback(store: Store, n_rows: int, tracks: list) -> None:
+    """Restore an appended store's track list and row count after a failed append."""
+    store._group.attrs["tracks"] = tracks
+    for axis in store.axes:
+        array = store._group["signal"][axis]
+        if array.shape[0] > n_rows:
+            array.resize((n_rows, array.shape[1]))
+
+
+def add_tracks(
+    store: Store | str | os.PathLike,
+    manifest: str | os.PathLike | Sequence[TrackSpec],
+    workers: int | None = None,
+    verbose: bool = True,
+) -> Store:
+    """Add the tracks of a manifest to an existing store, all or none.
+
+    Tracks are binned onto the store's layout and genome. When any track fails,
+    the store's track list and arrays are restored to what they were.
+
+    Parameters
+    ----------
+    store : Store, str or path-like
+        The store (opened with ``mode="r+"`` when given as a path).
+    manifest : str, path-like or sequence of TrackSpec
+        Manifest TSV, or the tracks directly.
+    workers : int, optional
+        Worker processes. Default None: the number of CPUs (at most 8);
+        1 reads in this process.
+    verbose : bool
+        Show a progress bar on stderr. Default True.
+
+    Returns
+    -------
+    Store
+        The store, reopened read-only.
+    """
+    if not isinstance(store, Store):
+        store = Store.open(store, mode="r+")
+    specs = _specs(manifest)
+    _check_duplicates(specs, f"store {store.url}", store.track_names())
+    n_rows, tracks = store.n_tracks, list(store._attrs["tracks"])
+    try:
+        _add(store, specs, _default_workers(workers, len(specs)), verbose)
+    except BaseException:
+        _rollback(store, n_rows, tracks)
+        raise
+    return Store.open(store.url)
+
+
+def _specs(manifest) -> list[TrackSpec]:
+    if isinstance(manifest, (str, os.PathLike)):
+        return read_manifest(manifest)
+    specs = list(manifest)
+    _check_duplicates(specs, "tracks")
+    if not specs:
+        raise EpitensorError("no tracks to ingest; the manifest is empty")
+    return specs
+
+
+def ingest(
+    manifest: str | os.PathLike | Sequence[TrackSpec],
+    out: str | os.PathLike,
+    genome: str | os.PathLike = "hg19",
+    regions: Layout | str | os.PathLike | None = None,
+    workers: int | None = None,
+    verbose: bool = True,
+    append: bool = False,
+    overwrite: bool = False,
+    transform: str = "arcsinh",
+) -> Store:
+    """Build a compendium store from the tracks of a manifest.
+
+    Parameters
+    ----------
+    manifest : str, path-like or sequence of TrackSpec
+        Manifest TSV (columns ``celltype, assay, path``, optional ``md5``,
+        ``scale``), or the tracks directly.
+    out : str or path-like
+        Local folder of the new store. It is built under a temporary name and
+        renamed into place only when every track was read.
+    genome : str or path-like
+        ``"hg19"`` (default), ``"hg38"``, ``"mm10"`` or a ``chrom.sizes`` file.
+        Ignored with ``append`` (the store's genome is used).
+    regions : Layout, str, path-like or None
+        Region layout (see :func:`resolve_layout`). Default None: whole
+        chromosomes, restricted to those the tracks have data on (other
+        chromosomes are simply not in the store).
+    workers : int, optional
+        Worker processes. Default None: the number of CPUs (at most 8);
+        1 reads in this process.
+    verbose : bool
+        Progress bar on stderr. Default True.
+    append : bool
+        Add the tracks to the existing store at ``out`` (see :func:`add_tracks`).
+        Default False.
+    overwrite : bool
+        Replace an existing store at ``out``. Default False: refuse.
+    transform : str
+        ``"arcsinh"`` (default) or ``"none"``.
+
+    Returns
+    -------
+    Store
+        The new store, opened read-only.
+    """
+    if append:
+        return add_tracks(out, manifest, workers=workers, verbose=verbose)
+    _check_choice("transform", transform, TRANSFORMS)
+    if not is_local_path(out):
+        raise EpitensorError(f"ingest writes local stores; got {out}: build it locally, then copy")
+    specs = _specs(manifest)
+    if Path(out).exists() and not overwrite:
+        raise EpitensorError(f"{out} already exists; pass --append, --overwrite or another --out")
+    sizes = chrom_sizes(genome)
+    build = str(genome) if str(genome) in BUILDS else "custom"
+    workers = _default_workers(workers, len(specs))
+    with (
+        tempfile.TemporaryDirectory(prefix="epitensor-ingest-") as scratch,
+        atomic_directory(out, overwrite=overwrite) as tmp,
+    ):
+        paths = _fetch(specs, Path(scratch))
+        pool = _executor(workers)
+        try:
+            sources = _inspect_all(pool, specs, paths, sizes, build)
+            layout = _layout_for(regions, sizes, sources)
+            store = Store.create(
+                tmp, layout, sizes, genome=build, transform=transform, overwrite=True
+            )
+            _write_tracks(store, sources, pool, workers, verbose)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return Store.open(out)
+
+
+def _layout_for(regions, sizes: pd.Series, sources: list[_Source]) -> Layout:
+    if regions is not None:
+        return resolve_layout(regions, sizes)
+    arrays = [s for s in sources if not s.mapping]
+    if arrays:
+        raise EpitensorError(
+            f"{arrays[0].spec.where}: an npz/npy array needs a layout: pass --regions "
+            f"(the regions the array was made on), or name its arrays after chromosomes"
+        )
+    chroms = natural_sort(set().union(*(s.chroms for s in sources)))
+    return resolve_layout(None, sizes, chroms=chroms)
