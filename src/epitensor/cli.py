@@ -173,7 +173,7 @@ def explain(
     reference: Annotated[
         str, typer.Option("--reference", help="Reference input: mean (factor means) or zero.")
     ] = "mean",
-    steps: Annotated[int, typer.Option("--steps", help="Integration steps (>= 2).")] = 32,
+    steps: Annotated[int, typer.Option("--steps", help="Integration steps (>= 2).")] = 64,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
