@@ -1,0 +1,149 @@
+"""Fan-out in-process and on a local Ray instance; stores on fsspec URLs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from epitensor._utils import EpitensorError
+from epitensor.distributed import TaskFailure, run_tasks
+from epitensor.genome import Layout, chrom_sizes
+from epitensor.store import Store
+
+
+def _flaky(item: str, marker_dir: str, scale: int = 1) -> str:
+    """Fails on its first attempt per item (a marker file remembers it); ``bad*`` always fails."""
+    if item.startswith("bad"):
+        raise ValueError(f"item {item} always fails")
+    marker = Path(marker_dir) / f"{item}.tried"
+    if not marker.exists():
+        marker.touch()
+        raise RuntimeError(f"first attempt at {item} fails")
+    return item * scale
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray instance with 2 CPUs, shared by this module's tests."""
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install epitensor[ray])")
+    # Ray workers cannot import this test module: ship its functions by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield "local"
+    ray.shutdown()
+
+
+# run_tasks ------------------------------------------------------------------------------------
+
+
+def test_in_process_retries_and_keeps_order(tmp_path):
+    out = run_tasks(
+        _flaky, ["a", "b", "c"], shared={"marker_dir": str(tmp_path), "scale": 2}, verbose=False
+    )
+    assert out == ["aa", "bb", "cc"]
+
+
+def test_in_process_reports_every_failed_item_by_name(tmp_path):
+    with pytest.raises(TaskFailure) as info:
+        run_tasks(
+            _flaky,
+            ["a", "bad1", "b", "bad2"],
+            names=["chrA", "chrBad1", "chrB", "chrBad2"],
+            shared={"marker_dir": str(tmp_path)},
+            max_retries=1,
+            verbose=False,
+        )
+    assert set(info.value.failures) == {"chrBad1", "chrBad2"}
+    message = str(info.value)
+    assert "2 of 4" in message and "chrBad1" in message and "chrBad2" in message
+    assert "always fails" in message
+    # without retries the first-attempt failures count too
+    with pytest.raises(TaskFailure, match="chrC"):
+        run_tasks(
+            _flaky,
+            ["c"],
+            names=["chrC"],
+            shared={"marker_dir": str(tmp_path / "x")},
+            max_retries=0,
+            verbose=False,
+        )
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(EpitensorError, match="names"):
+        run_tasks(str, [1, 2], names=["one"], verbose=False)
+    with pytest.raises(EpitensorError, match="max_retries"):
+        run_tasks(str, [1], max_retries=-1, verbose=False)
+
+
+def test_ray_retries_a_task_that_fails_once(ray_local, tmp_path):
+    out = run_tasks(
+        _flaky,
+        ["a", "b"],
+        ray_address=ray_local,
+        shared={"marker_dir": str(tmp_path), "scale": 3},
+        verbose=False,
+    )
+    assert out == ["aaa", "bbb"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tried", "b.tried"]
+
+
+def test_ray_reports_a_task_that_always_fails_by_name(ray_local, tmp_path):
+    (tmp_path / "a.tried").touch()
+    with pytest.raises(TaskFailure) as info:
+        run_tasks(
+            _flaky,
+            ["a", "bad"],
+            names=["chr1", "chr2"],
+            ray_address=ray_local,
+            shared={"marker_dir": str(tmp_path)},
+            max_retries=1,
+            verbose=False,
+        )
+    assert list(info.value.failures) == ["chr2"]
+    assert "chr2 (ValueError: item bad always fails)" in str(info.value)
+    assert "1 of 2" in str(info.value)
+
+
+# stores anywhere --------------------------------------------------------------------------------
+
+
+def _tiny_layout() -> tuple[Layout, object]:
+    sizes = chrom_sizes("hg19")
+    small = sizes[["chr21", "chr22"]] // 1000
+    return Layout.from_chrom_sizes(small, chroms=["chr21", "chr22"]), sizes
+
+
+@pytest.mark.parametrize("scheme", ["memory", "file"])
+def test_store_round_trip_on_fsspec_urls(scheme, tmp_path):
+    layout, sizes = _tiny_layout()
+    url = (
+        f"memory://epitensor-test/{tmp_path.name}/store.zarr"
+        if scheme == "memory"
+        else f"file://{tmp_path}/store.zarr"
+    )
+    rng = np.random.default_rng(0)
+    values = {
+        axis: np.arcsinh(rng.gamma(0.5, 2.0, size=n)).astype(np.float32)
+        for axis, n in layout.axis_lengths.items()
+    }
+    store = Store.create(url, layout, sizes, genome="hg19")
+    store.add_track("E003", "H3K4me3", values, source="synthetic")
+    again = Store.open(url)
+    assert again.track_names() == [("E003", "H3K4me3")]
+    assert again.genome == "hg19" and again.layout.axis_lengths == layout.axis_lengths
+    for axis, expected in values.items():
+        got = again.read_track("E003", "H3K4me3", axis)
+        np.testing.assert_allclose(got, expected, atol=5e-3)
+        block = again.read_block(axis, 5, 105)
+        np.testing.assert_array_equal(block[0], got[5:105])
+    if scheme == "file":
+        assert (tmp_path / "store.zarr" / "zarr.json").is_file()
+
+
+def test_store_open_missing_memory_url_raises():
+    with pytest.raises(EpitensorError, match="cannot open store"):
+        Store.open("memory://epitensor-test/nothing-here.zarr")
