@@ -204,6 +204,8 @@ def detect_format(path: str | os.PathLike) -> str:
                 if len(line.split()) >= 4:
                     return "bedgraph"
                 break
+            else:  # only headers or nothing: a text track without data, reported as empty
+                return "wig" if ".wig" in name else "bedgraph"
     except (OSError, UnicodeDecodeError, EOFError):
         pass
     raise EpitensorError(
@@ -531,7 +533,7 @@ def _parse_wig(text: str) -> dict[str, list]:
 
 def _bin_records(
     records: tuple[np.ndarray, ...], first: np.ndarray, n: np.ndarray, res: int
-) -> list[np.ndarray]:
+) -> tuple[list[np.ndarray], int]:
     """Mean signal per bin of several bin ranges from sorted, non-overlapping records.
 
     The integral of the step function up to ``x`` is the cumulative sum of
@@ -540,10 +542,19 @@ def _bin_records(
 
     Returns
     -------
-    list of numpy.ndarray, shape=(n[i],), float64
+    means : list of numpy.ndarray, shape=(n[i],), float64
+        Mean signal per bin, non-finite records counted as uncovered.
+    n_bad : int
+        Non-finite records overlapping the bins.
     """
     starts, ends, values = records
-    values = np.where(np.isfinite(values), values, 0.0)
+    bad = ~np.isfinite(values)
+    n_bad = 0
+    if bad.any():
+        for lo, count in zip(first, n):
+            inside = (starts < (lo + count) * res) & (ends > lo * res)
+            n_bad += int((bad & inside).sum())
+        values = np.where(bad, 0.0, values)
     cumulative = np.concatenate([[0.0], np.cumsum(values * (ends - starts))])
     out = []
     for lo, count in zip(first, n):
@@ -553,7 +564,7 @@ def _bin_records(
         partial = np.where(k < len(starts), values[kk] * np.clip(edges - starts[kk], 0, None), 0.0)
         integral = cumulative[k] + partial
         out.append(np.diff(integral) / res)
-    return out
+    return out, n_bad
 
 
 def _array_keys(path: str, fmt: str, where: str) -> list[str]:
@@ -603,9 +614,16 @@ def _array_axis(path: str, fmt: str, axis: str, layout: Layout, where: str) -> n
 # reading one track (runs in a worker) ----------------------------------------------------
 
 
-def _axis_chrom_bins(source: _Source, layout: Layout, axis: str, reader=None) -> np.ndarray:
-    """Binned (untransformed) signal of one axis from a bigWig or text source."""
+def _axis_chrom_bins(
+    source: _Source, layout: Layout, axis: str, reader=None
+) -> tuple[np.ndarray, int]:
+    """Binned (untransformed) signal of one axis from a bigWig or text source.
+
+    Returns the bin means, shape ``(axis_length,)``, and the number of
+    non-finite text records zeroed on the way (bigWig NaN bins are counted later).
+    """
     out = np.zeros(layout.axis_lengths[axis], dtype=np.float64)
+    n_bad = 0
     regions = layout.axis_regions(axis)
     inverse = {genome_name: name for name, genome_name in source.mapping.items()}
     for chrom, group in regions.groupby("chrom", sort=False):
@@ -620,10 +638,11 @@ def _axis_chrom_bins(source: _Source, layout: Layout, axis: str, reader=None) ->
                 for f, c in zip(firsts, counts)
             ]
         else:
-            pieces = _bin_records(reader[name], firsts, counts, layout.resolution)
+            pieces, bad = _bin_records(reader[name], firsts, counts, layout.resolution)
+            n_bad += bad
         for offset, piece in zip(group.offset.to_numpy(), pieces):
             out[offset : offset + len(piece)] = piece
-    return out
+    return out, n_bad
 
 
 def _finish(values: np.ndarray, transform: str, scale: str) -> tuple[np.ndarray, int]:
@@ -653,12 +672,13 @@ def _read_axes(
     out = []
     try:
         for axis in axes:
+            n_records = 0
             if source.fmt in ("npz", "npy"):
                 raw = _array_axis(source.local, source.fmt, axis, layout, where)
             else:
-                raw = _axis_chrom_bins(source, layout, axis, reader)
+                raw, n_records = _axis_chrom_bins(source, layout, axis, reader)
             values, n_bad = _finish(raw, transform, source.spec.scale)
-            out.append((axis, values, n_bad))
+            out.append((axis, values, n_bad + n_records))
     except EpitensorError:
         raise
     except Exception as exc:  # noqa: BLE001 - a corrupt block surfaces only when read
