@@ -1,0 +1,170 @@
+"""Benchmark ingestion of bigWig tracks: bins/second, peak memory, store size.
+
+The 25 Roadmap pilot tracks (../shared/data/roadmap-pilot, arcsinh) are turned
+back into -log10 p (sinh) and written as bigWig files on the pilot layout (hg19,
+one 25-bp record per bin), then ingested with the pilot layout, each
+configuration in a fresh Python process so that peak RSS is its own:
+
+* ``read only``: ``read_track`` for every track, no store (the readers' speed);
+* ``ingest, workers=W``: the full ``epitensor.ingest.ingest`` into a new store.
+
+The machine may be shared, so CPU seconds (parent + workers, user + system)
+are given beside wall time. Peak RSS is ``ru_maxrss`` of the process (the parent, which writes the store)
+and of its largest worker process. Run::
+
+    python benchmarks/ingest.py [--tracks 25] [--workers 1 2] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+PILOT = REPO.parent / "shared" / "data" / "roadmap-pilot"
+
+
+def write_bigwigs(folder: Path, n_tracks: int) -> Path:
+    """Write the pilot tracks as bigWig files plus a manifest; reuse files already there."""
+    import pybigtools
+
+    from epitensor.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, pilot_layout
+    from epitensor.genome import chrom_sizes
+
+    layout, sizes = pilot_layout(), chrom_sizes("hg19")
+    regions = layout.regions.sort_values(["chrom", "first_bin"])
+    chroms = {c: int(sizes[c]) for c in regions.chrom.unique()}
+    rows = ["celltype\tassay\tpath"]
+    tracks = [(c, a) for c in ROADMAP_CELLTYPES for a in ROADMAP_ASSAYS][:n_tracks]
+    for celltype, assay in tracks:
+        path = folder / f"{celltype}.{assay}.bw"
+        rows.append(f"{celltype}\t{assay}\t{path.name}")
+        if path.exists():
+            continue
+        values = np.load(PILOT / f"{celltype}.{assay}.pilot.arcsinh.npz")["arr_0"]
+        signal = np.sinh(values.astype(np.float64))
+
+        def records(signal=signal):
+            for r in regions.itertuples():
+                starts = (r.first_bin + np.arange(r.n_bins)) * 25
+                piece = signal[r.offset : r.offset + r.n_bins]
+                yield from zip(
+                    [r.chrom] * r.n_bins, starts.tolist(), (starts + 25).tolist(), piece.tolist()
+                )
+
+        pybigtools.open(str(path), "w").write(chroms, records())
+    manifest = folder / "manifest.tsv"
+    manifest.write_text("\n".join(rows) + "\n")
+    return manifest
+
+
+def _peak_rss_mb() -> tuple[float, float]:
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return self_kb / 1024, child_kb / 1024
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its finished workers."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def child(mode: str, manifest: Path, workers: int, out: Path) -> dict:
+    """One measured configuration (runs in its own process)."""
+    from epitensor.datasets import pilot_layout
+    from epitensor.genome import chrom_sizes
+    from epitensor.ingest import ingest, read_manifest, read_track
+
+    layout = pilot_layout()
+    specs = read_manifest(manifest)
+    start = time.perf_counter()
+    cpu_start = _cpu_seconds()
+    if mode == "read":
+        sizes = chrom_sizes("hg19")
+        for spec in specs:
+            for _axis, _values in read_track(spec.path, layout, sizes, genome="hg19"):
+                pass
+        size = None
+    else:
+        store = ingest(manifest, out, regions=layout, workers=workers, verbose=False)
+        size = store.nbytes_on_disk()
+    seconds = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu_start
+    parent, worker = _peak_rss_mb()
+    bins = len(specs) * layout.n_positions
+    return {
+        "mode": mode,
+        "workers": workers,
+        "tracks": len(specs),
+        "bins": bins,
+        "seconds": seconds,
+        "bins_per_s": bins / seconds,
+        "cpu_seconds": cpu,
+        "bins_per_cpu_s": bins / cpu,
+        "peak_rss_parent_mb": parent,
+        "peak_rss_worker_mb": worker if workers > 1 else None,
+        "store_mb": None if size is None else size / 1e6,
+        "raw_float32_mb": bins * 4 / 1e6,
+    }
+
+
+def run(mode: str, manifest: Path, workers: int, out: Path) -> dict:
+    command = [sys.executable, __file__, "--child", mode, str(manifest), str(workers), str(out)]
+    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracks", type=int, default=25)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="epitensor-bench-ingest-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    manifest = write_bigwigs(workdir, args.tracks)
+    print(f"bigWig files ready in {time.perf_counter() - start:.1f} s ({workdir})", file=sys.stderr)
+    results = [run("read", manifest, 1, workdir / "unused")]
+    for workers in args.workers:
+        results.append(run("ingest", manifest, workers, workdir / f"store-w{workers}.zarr"))
+    header = (
+        "| step | workers | tracks x bins | wall s | bins/s | CPU s | bins/CPU-s "
+        "| peak RSS parent | peak RSS worker | store / raw float32 |"
+    )
+    print(header)
+    print("|" + " --- |" * 10)
+    for r in results:
+        step = "read only (read_track)" if r["mode"] == "read" else "ingest into a store"
+        worker = f"{r['peak_rss_worker_mb']:.0f} MB" if r["peak_rss_worker_mb"] else "-"
+        ratio = (
+            f"{r['store_mb']:.1f} MB / {r['raw_float32_mb']:.1f} MB = {r['store_mb'] / r['raw_float32_mb']:.1%}"
+            if r["store_mb"]
+            else "-"
+        )
+        print(
+            f"| {step} | {r['workers']} | {r['tracks']} x {r['bins'] // r['tracks']:,} | "
+            f"{r['seconds']:.1f} | {r['bins_per_s'] / 1e6:.2f} M | {r['cpu_seconds']:.1f} | "
+            f"{r['bins_per_cpu_s'] / 1e6:.2f} M | {r['peak_rss_parent_mb']:.0f} MB | "
+            f"{worker} | {ratio} |"
+        )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _, _, mode, manifest, workers, out = sys.argv
+        print(json.dumps(child(mode, Path(manifest), int(workers), Path(out))))
+    else:
+        main()
