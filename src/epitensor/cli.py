@@ -255,5 +255,206 @@ def train(
     )
 
 
+ModelArg = Annotated[Path, typer.Argument(help="Model directory (from `epitensor train`).")]
+
+
+@app.command()
+@user_errors
+def impute(
+    model: ModelArg,
+    out: Annotated[
+        Path, typer.Option("--out", help="FILE.bw / FILE.bedGraph for one track, else a folder.")
+    ],
+    celltype: Annotated[
+        list[str] | None, typer.Option("--celltype", help="Cell type (repeat, paired with --assay).")
+    ] = None,
+    assay: Annotated[
+        list[str] | None, typer.Option("--assay", help="Assay (repeat, paired with --celltype).")
+    ] = None,
+    all_missing: Annotated[
+        str | None,
+        typer.Option("--all-missing", metavar="STORE", help="Every pair STORE does not hold."),
+    ] = None,
+    chrom: Annotated[
+        list[str] | None, typer.Option("--chrom", help="Only this chromosome (repeat).")
+    ] = None,
+    region: Annotated[
+        list[str] | None,
+        typer.Option("--region", help="Only CHR:START-END (bp, 0-based half-open; repeat)."),
+    ] = None,
+    arcsinh: Annotated[
+        bool, typer.Option("--arcsinh", help="Write arcsinh values (default: -log10 p).")
+    ] = False,
+    bedgraph: Annotated[bool, typer.Option("--bedgraph", help="Write bedGraph, not bigWig.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Impute tracks genome-wide (or on --chrom / --region) as bigWig or bedGraph, 25 bp.
+
+    Example: epitensor impute model --celltype E065 --assay H3K4me1 --out E065.H3K4me1.bw
+    """
+    from epitensor.export import impute as run_impute
+
+    celltype, assay = celltype or [], assay or []
+    if len(celltype) != len(assay):
+        raise typer.BadParameter(
+            f"give --celltype and --assay in pairs; got {len(celltype)} and {len(assay)}"
+        )
+    if not celltype and all_missing is None:
+        raise typer.BadParameter("give --celltype C --assay A (repeatable) or --all-missing STORE")
+    paths = run_impute(
+        model,
+        list(zip(celltype, assay)),
+        _writable_dir(out),
+        chroms=chrom,
+        regions=region,
+        arcsinh=arcsinh,
+        fmt="bedgraph" if bedgraph else None,
+        device=device,
+        overwrite=overwrite,
+        missing_in=all_missing,
+        verbose=not quiet,
+    )
+    typer.echo("\n".join(f"wrote {p}" for p in paths))
+
+
+@app.command()
+@user_errors
+def embed(
+    model: ModelArg,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the factors to.")],
+    regions: Annotated[
+        Path | None, typer.Option("--regions", help="BED: one feature row per region.")
+    ] = None,
+    window: Annotated[
+        int | None,
+        typer.Option("--window", min=1, help="With --regions: N 250-bp bins around each midpoint."),
+    ] = None,
+    axis: Annotated[list[str] | None, typer.Option("--axis", help="Only this axis (repeat).")] = None,
+    npz: Annotated[bool, typer.Option("--npz", help="Genome factors as .npz, not Zarr.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write the latent factors: genome (per 25-bp bin or per BED region), cell types, assays.
+
+    Example: epitensor embed model --out factors --regions tss.bed --window 8
+    """
+    from epitensor.export import embed as run_embed
+
+    path = run_embed(
+        model,
+        _writable_dir(out),
+        regions=regions,
+        window=window,
+        axes=axis,
+        fmt="npz" if npz else "zarr",
+        overwrite=overwrite,
+        verbose=not quiet,
+    )
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+@user_errors
+def extend(
+    model: ModelArg,
+    store: StoreArg,
+    out: Annotated[Path, typer.Option("--out", help="New model directory (MODEL is untouched).")],
+    celltype: Annotated[
+        list[str] | None, typer.Option("--celltype", help="New cell type (repeat).")
+    ] = None,
+    assay: Annotated[list[str] | None, typer.Option("--assay", help="New assay (repeat).")] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option("--epochs", min=1, help="Transfer epochs (default: the model's genome epochs)."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Add cell types or assays to a trained model from their tracks in STORE.
+
+    Example: epitensor extend model roadmap-pilot --celltype E065 --out model-e065
+    """
+    from epitensor.transfer import extend as run_extend
+
+    if bool(celltype) == bool(assay):
+        raise typer.BadParameter("give --celltype ... or --assay ... (one kind per call)")
+    extended = run_extend(
+        model,
+        store,
+        _writable_dir(out),
+        celltypes=celltype or [],
+        assays=assay or [],
+        n_epochs=epochs,
+        device=device,
+        overwrite=overwrite,
+        verbose=not quiet,
+    )
+    last = extended.history_.iloc[-1]
+    typer.echo(f"wrote {out}: transfer train MSE {last.train_mse:.4f}")
+
+
+@app.command()
+@user_errors
+def downstream(
+    features: Annotated[
+        list[str],
+        typer.Option("--features", help="NAME=FILE (.npy, .npz or .tsv; samples x features)."),
+    ],
+    labels: Annotated[Path, typer.Option("--labels", help="Labels (.npy; one per sample).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    model: Annotated[
+        str, typer.Option("--model", help="xgboost (paper's default) or logistic.")
+    ] = "xgboost",
+    folds: Annotated[int, typer.Option("--folds", help="Folds per repeat.")] = 20,
+    repeats: Annotated[int, typer.Option("--repeats", help="Repeats, reshuffled.")] = 1,
+    regression: Annotated[
+        bool, typer.Option("--regression", help="Continuous labels: Pearson r and R².")
+    ] = False,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="Labels >= THRESHOLD are positive.")
+    ] = None,
+    n_samples: Annotated[
+        int | None, typer.Option("--n-samples", help="Use the first N rows of every file.")
+    ] = None,
+    n_estimators: Annotated[
+        int, typer.Option("--n-estimators", help="XGBoost's most trees.")
+    ] = 5000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of folds and models.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Compare feature sets by cross-validation on the same folds (MAP, paired t-tests).
+
+    Example: epitensor downstream --features roadmap=X1.npy --features avocado=X2.npy
+    --labels y.npy --threshold 0.5 --out results
+    """
+    from epitensor.downstream import MODELS, run_downstream
+
+    if model not in MODELS:
+        raise typer.BadParameter(f"invalid --model: got {model!r}, expected one of {MODELS!r}")
+    result = run_downstream(
+        features,
+        labels,
+        _writable_dir(out),
+        model=model,
+        n_folds=folds,
+        n_repeats=repeats,
+        regression=regression,
+        threshold=threshold,
+        n_samples=n_samples,
+        seed=seed,
+        n_estimators=n_estimators,
+        threads=threads,
+        overwrite=overwrite,
+        verbose=not quiet,
+    )
+    typer.echo(result.to_markdown())
+    typer.echo(f"wrote {out}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
