@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from epitensor._utils import EpitensorError
-from epitensor.distributed import TaskFailure, run_tasks
+from epitensor.distributed import TaskFailure, iter_tasks, run_tasks
 from epitensor.genome import Layout, chrom_sizes
 from epitensor.store import Store
 
@@ -108,6 +109,80 @@ def test_ray_reports_a_task_that_always_fails_by_name(ray_local, tmp_path):
     assert "1 of 2" in str(info.value)
 
 
+# stage 2 and imputation on real pilot data ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def by_chrom_store(tmp_path_factory):
+    """Three pilot regions (chr1, chr4, chr8; 20,002 positions each), one axis per chromosome.
+
+    All 25 real tracks, so stage 2 has one task per chromosome as on a
+    whole-genome store.
+    """
+    from epitensor.datasets import pilot_layout, roadmap_pilot_arrays
+
+    pilot = pilot_layout().regions
+    picked = pilot[pilot.chrom.isin(["chr1", "chr4", "chr8"])]
+    regions = picked.assign(axis=picked.chrom, offset=0)
+    layout = Layout(regions, dict(zip(regions.axis, regions.n_bins)), name="pilot-by-chrom")
+    path = tmp_path_factory.mktemp("by-chrom") / "store.zarr"
+    store = Store.create(path, layout, chrom_sizes("hg19"), genome="hg19")
+    arrays = roadmap_pilot_arrays()
+    names = list(arrays)
+    store.add_tracks(
+        names,
+        {
+            row.chrom: np.stack([arrays[n][row.offset : row.offset + row.n_bins] for n in names])
+            for row in picked.itertuples()
+        },
+    )
+    return Store.open(path)
+
+
+def _genome_tables(model, axes):
+    return {
+        (axis, k): v.detach().clone()
+        for axis in axes
+        for k, v in model.genome_module(axis).state_dict().items()
+    }
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread (as in a 1-CPU Ray task), restored afterwards.
+
+    Results are bit-identical across processes only at equal thread counts:
+    a reduction split over 2 threads rounds differently (~3e-8) from one.
+    """
+    before = torch.get_num_threads()
+    yield 1
+    torch.set_num_threads(before)
+
+
+def test_stage2_ray_equals_in_process(trained_model, by_chrom_store, ray_local, one_thread):
+    import copy
+
+    from epitensor.distributed import fit_genome
+
+    def fresh():
+        return copy.deepcopy(trained_model).set_params(n_threads=one_thread)
+
+    axes = by_chrom_store.axes
+    reference = fresh().fit_genome(by_chrom_store)
+    local = fit_genome(fresh(), by_chrom_store)
+    remote = fit_genome(fresh(), by_chrom_store, ray_address=ray_local)
+    expected = _genome_tables(reference, axes)
+    for label, model in (("in-process", local), ("ray", remote)):
+        got = _genome_tables(model, axes)
+        assert got.keys() == expected.keys()
+        for key in expected:
+            assert torch.equal(got[key], expected[key]), (label, key)
+        assert list(model.history_.stage[-3:]) == [f"genome:{a}" for a in axes]
+    # the factors were learned: they moved away from their uniform start
+    start = fresh().module_.new_genome_factors(20_002)
+    assert not torch.equal(expected[("chr1", "emb_25bp.weight")], start.emb_25bp.weight)
+
+
 # stores anywhere --------------------------------------------------------------------------------
 
 
@@ -147,3 +222,33 @@ def test_store_round_trip_on_fsspec_urls(scheme, tmp_path):
 def test_store_open_missing_memory_url_raises():
     with pytest.raises(EpitensorError, match="cannot open store"):
         Store.open("memory://epitensor-test/nothing-here.zarr")
+
+
+def test_iter_tasks_streams_in_order_and_stops_at_a_failure(tmp_path):
+    marker = {"marker_dir": str(tmp_path)}
+    assert list(iter_tasks(_flaky, ["a", "b"], shared=marker, verbose=False)) == ["a", "b"]
+    got = []
+    with pytest.raises(TaskFailure, match=r"chr2 \(ValueError.*2 more not run"):
+        for value in iter_tasks(
+            _flaky,
+            ["a", "bad", "c", "d"],
+            names=["chr1", "chr2", "chr3", "chr4"],
+            shared=marker,
+            verbose=False,
+        ):
+            got.append(value)
+    assert got == ["a"]
+    assert not (tmp_path / "c.tried").exists()
+
+
+def test_ray_iter_tasks_streams_in_order(ray_local, tmp_path):
+    items = ["a", "b", "c", "d", "e"]
+    out = iter_tasks(
+        _flaky,
+        items,
+        ray_address=ray_local,
+        shared={"marker_dir": str(tmp_path)},
+        window=2,
+        verbose=False,
+    )
+    assert list(out) == items

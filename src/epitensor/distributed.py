@@ -28,14 +28,23 @@ the Ray path and the in-process path give identical results.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from epitensor._utils import EpitensorError, progress
 
 DEFAULT_MAX_RETRIES = 2
 
-__all__ = ["DEFAULT_MAX_RETRIES", "TaskFailure", "import_ray", "ray_session", "run_tasks"]
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "TaskFailure",
+    "import_ray",
+    "iter_tasks",
+    "ray_session",
+    "run_tasks",
+]
 
 
 class TaskFailure(EpitensorError):
@@ -45,11 +54,14 @@ class TaskFailure(EpitensorError):
     ----------
     failures : dict of str to str
         Name of each failed item -> its last error (``"Type: message"``).
+    results : list or None
+        From :func:`run_tasks`: every item's result, None where it failed.
     """
 
-    def __init__(self, message: str, failures: dict[str, str]) -> None:
+    def __init__(self, message: str, failures: dict[str, str], results: list | None = None):
         super().__init__(message)
         self.failures = failures
+        self.results = results
 
 
 def import_ray():
@@ -97,6 +109,102 @@ def ray_session(address: str, num_cpus: int | None = None, verbose: bool = True)
             f"`ray start --head`, or pass --ray local"
         ) from None
     return ray
+
+
+class _Plan:
+    """Validated arguments of a fan-out: items, names, shared objects, where to run."""
+
+    def __init__(self, func, items, ray_address, shared, names, num_gpus, num_cpus, max_retries,
+                 desc, verbose):  # fmt: skip
+        self.func = func
+        self.items = list(items)
+        self.names = (
+            [str(item) for item in self.items] if names is None else [str(n) for n in names]
+        )
+        if len(self.names) != len(self.items):
+            raise EpitensorError(
+                f"got {len(self.names)} names for {len(self.items)} tasks; give one per task"
+            )
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise EpitensorError(f"must be a non-negative integer; got max_retries={max_retries!r}")
+        self.ray_address = ray_address
+        self.shared = dict(shared or {})
+        self.num_gpus, self.num_cpus = num_gpus, num_cpus
+        self.max_retries = max_retries
+        self.desc, self.verbose = desc, verbose
+        self.stopped = False  # set to stop submitting (and, in-process, running) items
+
+    def outcomes(self, window: int | None) -> Iterator[tuple[int, bool, Any]]:
+        """``(index, ok, result or error text)`` per item, in item order.
+
+        At most ``window`` Ray tasks are submitted ahead of the one awaited
+        (default None: all at once). The caller may stop iterating early.
+        """
+        bar = progress(total=len(self.items), desc=self.desc, verbose=self.verbose, unit="task")
+        with bar:
+            source = self._local() if self.ray_address is None else self._ray(window)
+            for outcome in source:
+                bar.update(1)
+                yield outcome
+
+    def _local(self) -> Iterator[tuple[int, bool, Any]]:
+        for k, item in enumerate(self.items):
+            if self.stopped:
+                return
+            for attempt in range(self.max_retries + 1):
+                try:
+                    result = self.func(item, **self.shared)
+                except Exception as exc:  # noqa: BLE001 - reported by name
+                    if attempt == self.max_retries:
+                        yield k, False, _describe(exc)
+                else:
+                    yield k, True, result
+                    break
+
+    def _ray(self, window: int | None) -> Iterator[tuple[int, bool, Any]]:
+        ray = ray_session(self.ray_address, verbose=self.verbose)
+        num_gpus = self.num_gpus
+        if num_gpus is None:
+            num_gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        refs = {key: ray.put(value) for key, value in self.shared.items()}
+        remote = ray.remote(self.func).options(
+            num_cpus=self.num_cpus,
+            num_gpus=num_gpus,
+            max_retries=self.max_retries,
+            retry_exceptions=True,
+        )
+        window = len(self.items) if window is None else max(1, int(window))
+        # Top-level ObjectRef arguments are resolved by Ray before the call, so each
+        # task receives the shared objects themselves, fetched once per node.
+        pending: deque = deque()
+        todo = iter(enumerate(self.items))
+        try:
+            for k, item in itertools.islice(todo, window):
+                pending.append((k, remote.remote(item, **refs)))
+            while pending:
+                k, ref = pending.popleft()
+                try:
+                    outcome = (k, True, ray.get(ref))
+                except Exception as exc:  # noqa: BLE001 - RayTaskError, WorkerCrashedError...
+                    outcome = (k, False, _describe(exc))
+                if not self.stopped:
+                    for j, item in itertools.islice(todo, 1):
+                        pending.append((j, remote.remote(item, **refs)))
+                yield outcome
+        finally:
+            for _, ref in pending:  # the caller stopped early: do not leave work behind
+                ray.cancel(ref)
+
+    def failure(self, failures: dict[str, str], not_run: int = 0) -> TaskFailure:
+        """The error naming every failed item."""
+        listed = "; ".join(f"{name} ({error})" for name, error in failures.items())
+        attempts = "1 attempt" if self.max_retries == 0 else f"{self.max_retries + 1} attempts"
+        skipped = f"; {not_run} more not run" if not_run else ""
+        return TaskFailure(
+            f"{len(failures)} of {len(self.items)} {self.desc} failed after {attempts} "
+            f"each: {listed}{skipped}",
+            failures,
+        )
 
 
 def run_tasks(
@@ -148,30 +256,78 @@ def run_tasks(
     Raises
     ------
     TaskFailure
-        After every item ran, when some failed after all retries; the message
-        names each of them.
+        After every item ran, when some failed after all retries. Its message
+        names each of them; its ``results`` hold the other items' results
+        (None where an item failed), so the caller can keep them.
     """
-    items = list(items)
-    names = [str(item) for item in items] if names is None else [str(n) for n in names]
-    if len(names) != len(items):
-        raise EpitensorError(f"got {len(names)} names for {len(items)} tasks; give one per task")
-    if max_retries < 0:
-        raise EpitensorError(f"must be a non-negative integer; got max_retries={max_retries!r}")
-    shared = dict(shared or {})
-    if ray_address is None:
-        results, failures = _run_local(func, items, names, shared, max_retries, desc, verbose)
-    else:
-        results, failures = _run_ray(
-            func, items, names, shared, ray_address, num_gpus, num_cpus, max_retries, desc, verbose
-        )
+    plan = _Plan(func, items, ray_address, shared, names, num_gpus, num_cpus, max_retries,
+                 desc, verbose)  # fmt: skip
+    results: list[Any] = [None] * len(plan.items)
+    failures: dict[str, str] = {}
+    for k, ok, value in plan.outcomes(window=None):
+        if ok:
+            results[k] = value
+        else:
+            failures[plan.names[k]] = value
     if failures:
-        listed = "; ".join(f"{name} ({error})" for name, error in failures.items())
-        raise TaskFailure(
-            f"{len(failures)} of {len(items)} {desc} failed after {max_retries + 1} attempts "
-            f"each: {listed}",
-            failures,
-        )
+        error = plan.failure(failures)
+        error.results = results
+        raise error
     return results
+
+
+def iter_tasks(
+    func: Callable[..., Any],
+    items: Sequence[Any],
+    ray_address: str | None = None,
+    shared: dict[str, Any] | None = None,
+    names: Sequence[str] | None = None,
+    num_gpus: float | None = None,
+    num_cpus: float = 1,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    window: int = 4,
+    desc: str = "tasks",
+    verbose: bool = True,
+) -> Iterator[Any]:
+    """Like :func:`run_tasks`, but yield results in item order as they are ready.
+
+    Memory holds at most ``window`` results on Ray (and one in-process), so a
+    caller can stream large per-item results (a chromosome of imputed tracks)
+    to files in order.
+
+    Parameters
+    ----------
+    func, items, ray_address, shared, names, num_gpus, num_cpus, max_retries, desc, verbose
+        See :func:`run_tasks`.
+    window : int
+        Ray tasks submitted ahead of the result awaited. Default 4.
+
+    Yields
+    ------
+    object
+        ``func``'s result for each item, in item order.
+
+    Raises
+    ------
+    TaskFailure
+        At the first item that failed after all retries: no later result is
+        yielded, the tasks already submitted finish, and the message names
+        every item among them that failed and counts the items not run.
+    """
+    plan = _Plan(func, items, ray_address, shared, names, num_gpus, num_cpus, max_retries,
+                 desc, verbose)  # fmt: skip
+    failures: dict[str, str] = {}
+    seen = 0
+    for k, ok, value in plan.outcomes(window=window):
+        seen += 1
+        if not ok:
+            failures[plan.names[k]] = value
+            # finish what is already submitted (to name its failures too), start nothing new
+            plan.stopped = True
+        elif not failures:
+            yield value
+    if failures:
+        raise plan.failure(failures, not_run=len(plan.items) - seen)
 
 
 def _describe(exc: BaseException) -> str:
@@ -183,45 +339,125 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
-def _run_local(func, items, names, shared, max_retries, desc, verbose):
-    results: list[Any] = [None] * len(items)
-    failures: dict[str, str] = {}
-    for k, item in enumerate(progress(items, desc=desc, verbose=verbose, unit="task")):
-        for attempt in range(max_retries + 1):
-            try:
-                results[k] = func(item, **shared)
-                break
-            except Exception as exc:  # noqa: BLE001 - reported by name below
-                if attempt == max_retries:
-                    failures[names[k]] = _describe(exc)
-    return results, failures
+# stage 2: one task per axis ----------------------------------------------------------------------
 
 
-def _run_ray(func, items, names, shared, address, num_gpus, num_cpus, max_retries, desc, verbose):
-    ray = ray_session(address, verbose=verbose)
-    if num_gpus is None:
-        num_gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    refs = {key: ray.put(value) for key, value in shared.items()}
-    remote = ray.remote(func).options(
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        max_retries=max_retries,
-        retry_exceptions=True,
-    )
-    # Top-level ObjectRef arguments are resolved by Ray before the call, so the
-    # task sees the shared objects themselves, fetched once per worker node.
-    pending = {remote.remote(item, **refs): k for k, item in enumerate(items)}
-    results: list[Any] = [None] * len(items)
-    failures: dict[str, str] = {}
-    bar = progress(total=len(items), desc=desc, verbose=verbose, unit="task")
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        for ref in done:
-            k = pending.pop(ref)
-            try:
-                results[k] = ray.get(ref)
-            except Exception as exc:  # noqa: BLE001 - RayTaskError, WorkerCrashedError, ...
-                failures[names[k]] = _describe(exc)
-            bar.update(1)
-    bar.close()
-    return results, dict(sorted(failures.items(), key=lambda kv: names.index(kv[0])))
+def _remote_store(store, ray_address: str | None):
+    """What a task opens: the Store itself in-process, its URL on Ray (checked reachable)."""
+    if ray_address is None:
+        return store
+    if str(store.url).startswith("memory://"):
+        raise EpitensorError(
+            f"store {store.url} lives in this process's memory; Ray tasks cannot read it. "
+            f"Write it to a path or an s3:// URL, or run without --ray"
+        )
+    return store.url
+
+
+def _fit_axis_task(job: tuple, module_kwargs, state, celltypes, assays, store, tracks):
+    """One axis of stage 2 (a Ray task): ``(tables, history)`` of :func:`fit_genome_axis`."""
+    from epitensor.training import fit_genome_axis
+
+    axis, config, init = job
+    return fit_genome_axis(module_kwargs, state, celltypes, assays, store, axis, tracks, config,
+                           init)  # fmt: skip
+
+
+def fit_genome(
+    model,
+    store,
+    axes: Sequence[str] | None = None,
+    warm_start: bool = False,
+    ray_address: str | None = None,
+    num_gpus: float | None = None,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+):
+    """Stage 2 with one task per axis (chromosome): in-process, or on Ray.
+
+    Same result as :meth:`Avocado.fit_genome <epitensor.avocado.Avocado.fit_genome>`
+    (each axis gets the same seed and starting factors), but the axes can run
+    as parallel Ray tasks: the frozen network and the cell type and assay
+    factors are put in Ray's object store once; each task reads its axis of
+    the store in blocks and returns that axis's genome factors, which are
+    gathered into ``model`` here.
+
+    Parameters
+    ----------
+    model : Avocado
+        A fitted model (stage 1 done).
+    store : Store, str or path-like
+        The compendium holding the axes. On Ray every worker opens it by URL,
+        so it must be a path on a shared filesystem or a remote URL (``s3://``).
+    axes : sequence of str, optional
+        Axes to fit. Default None: every axis of the store.
+    warm_start : bool
+        Start from the axis's current factors when it has some. Default False.
+    ray_address : str, optional
+        Default None: in this process. ``"local"``, ``"auto"`` or a Ray address.
+    num_gpus : float, optional
+        GPUs per task. Default None: 1 when the cluster has GPUs, else 0.
+    max_retries : int
+        Retries of a failed axis. Default 2.
+
+    Returns
+    -------
+    Avocado
+        ``model``, with the new genome factors.
+
+    Raises
+    ------
+    TaskFailure
+        When some axes failed; the others are kept in ``model`` first, so
+        ``fit_genome(model, store, axes=[the failed ones])`` completes the run.
+    """
+    from epitensor.store import open_store
+    from epitensor.training import history_frame, module_kwargs_of, new_genome_module
+
+    model._check_fitted()
+    store = open_store(store)
+    axes = list(store.axes if axes is None else axes)
+    for axis in axes:
+        store.axis_length(axis)
+    tracks = [t for t in model.training_tracks_ if store.has_track(*t)]
+    if not tracks:
+        raise EpitensorError(f"store {store.url} holds none of the model's training tracks")
+    jobs = []
+    for i, axis in enumerate(axes):
+        # the seeds of Avocado.fit_genome, so both give the same factors
+        config = model._config(model.n_genome_epochs, seed_offset=1 + i)
+        if ray_address is not None:
+            config.verbose = False  # per-task bars would interleave on the driver
+        init = None
+        if warm_start and axis in model.genome_axes_:
+            init = model.genome_module(axis).state_dict()
+        jobs.append((axis, config, init))
+    state = {k: v for k, v in model.module_.state_dict().items() if not k.startswith("genome.")}
+    shared = {
+        "module_kwargs": module_kwargs_of(model.module_),
+        "state": state,
+        "celltypes": list(model.celltypes_),
+        "assays": list(model.assays_),
+        "store": _remote_store(store, ray_address),
+        "tracks": tracks,
+    }
+    try:
+        # a task reserves the CPUs its torch threads use (Ray's default gives it 1)
+        results = run_tasks(_fit_axis_task, jobs, ray_address, shared, names=axes,
+                            num_gpus=num_gpus, num_cpus=model.n_threads or 1,
+                            max_retries=max_retries, desc="stage-2 axes",
+                            verbose=model.verbose)  # fmt: skip
+        failure = None
+    except TaskFailure as exc:
+        results, failure = exc.results, exc
+    rows = list(model.history_.to_dict("records"))
+    for axis, result in zip(axes, results):
+        if result is None:
+            continue
+        tables, history = result
+        model.module_.genome[axis] = new_genome_module(model.module_, tables)
+        model.genome_axes_[axis] = store.axis_length(axis)
+        rows += history
+    model.history_ = history_frame(rows)
+    if failure is not None:
+        raise failure
+    return model
