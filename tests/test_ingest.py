@@ -393,3 +393,54 @@ def test_cli_ingest_in_worker_processes(shared_data, tmp_path):
     listed = Store.open(out).tracks
     assert list(zip(listed.celltype, listed.assay)) == serial.track_names()
     assert listed.source.tolist() == [str(path) for _, _, path in rows]
+
+
+def test_tracks_from_an_http_url(shared_data, tmp_path):
+    """A manifest URL is downloaded (fsspec) and checked like a local file."""
+    import functools
+    import http.server
+    import threading
+
+    shutil.copy(shared_data / "fixtures" / COOLBOX.format("RNA"), tmp_path / "rna.bw")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/rna.bw"
+        regions = _bed(tmp_path, [("chr9", 4_000_000, 4_500_000)])
+        manifest = _manifest(tmp_path, [("K562", "RNA", url)])
+        store = ingest(manifest, tmp_path / "s.zarr", regions=regions, verbose=False)
+        local = ingest(
+            _manifest(tmp_path, [("K562", "RNA", "rna.bw")]),
+            tmp_path / "local.zarr",
+            regions=regions,
+            verbose=False,
+        )
+        assert store.tracks.source.tolist() == [url]
+        np.testing.assert_array_equal(store.read_block("regions"), local.read_block("regions"))
+        missing = _manifest(tmp_path, [("K562", "RNA", url + ".gone")])
+        with pytest.raises(EpitensorError, match="cannot download"):
+            ingest(missing, tmp_path / "gone.zarr", regions=regions, verbose=False)
+    finally:
+        server.shutdown()
+
+
+def test_contigs_skipped_and_bad_options(tmp_path):
+    text = tmp_path / "contigs.bedGraph"
+    text.write_text("chr9\t4000000\t4000025\t1\nchrUn_gl000220\t0\t100\t5\n")
+    regions = _bed(tmp_path, [("chr9", 4_000_000, 4_000_050)])
+    manifest = _manifest(tmp_path, [("K562", "X", text)])
+    with pytest.warns(EpitensorWarning, match="skipped 1 contig"):
+        store = ingest(manifest, tmp_path / "s.zarr", regions=regions, verbose=False)
+    np.testing.assert_allclose(store.read_track("K562", "X"), [np.arcsinh(1), 0], **FLOAT16)
+    with pytest.raises(EpitensorError, match="invalid transform"):
+        ingest(manifest, tmp_path / "t.zarr", regions=regions, transform="log", verbose=False)
+    with pytest.raises(EpitensorError, match="positive integer"):
+        ingest(manifest, tmp_path / "t.zarr", regions=regions, workers=-1, verbose=False)
+    with pytest.raises(EpitensorError, match="needs a layout"):
+        npz = tmp_path / "a.npz"
+        np.savez(npz, values=np.ones(3))
+        ingest(_manifest(tmp_path, [("A", "B", npz)]), tmp_path / "t.zarr", verbose=False)
+    assert not (tmp_path / "t.zarr").exists() and _leftovers(tmp_path) == []

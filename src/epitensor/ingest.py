@@ -78,8 +78,8 @@ class TrackSpec:
     celltype, assay : str
         Names of the track.
     path : str
-        Local path (absolute, or resolved against the manifest's folder) or
-        http(s) URL of the file.
+        Local path (absolute, or resolved against the manifest's folder), or
+        URL: http(s) (standard library) or any other fsspec protocol.
     md5 : str
         Expected hex MD5 of the file; empty to skip the check. Default "".
     scale : str
@@ -874,6 +874,21 @@ def _ordered(pool, tasks: list, window: int) -> Iterator:
         yield result
 
 
+def _open_remote(url: str):
+    """A binary stream of a URL: http(s) with the standard library, other protocols with fsspec.
+
+    fsspec's http filesystem needs aiohttp and requests, which a plain
+    download does not justify as dependencies.
+    """
+    if url.startswith(("http://", "https://")):
+        import urllib.request
+
+        return urllib.request.urlopen(url, timeout=60)  # noqa: S310 - user-given URL
+    import fsspec
+
+    return fsspec.open(url, "rb").open()
+
+
 def _fetch(specs: Sequence[TrackSpec], scratch: Path) -> list[str]:
     """Local paths of the track files, downloading URLs (fsspec) into ``scratch``."""
     paths = []
@@ -881,11 +896,9 @@ def _fetch(specs: Sequence[TrackSpec], scratch: Path) -> list[str]:
         if is_local_path(spec.path):
             paths.append(str(spec.path).removeprefix("file://"))
             continue
-        import fsspec
-
         target = scratch / f"{i}-{Path(spec.path.split('?')[0]).name}"
         try:
-            with fsspec.open(spec.path, "rb") as remote, open(target, "wb") as local:
+            with _open_remote(spec.path) as remote, open(target, "wb") as local:
                 shutil.copyfileobj(remote, local)
         except Exception as exc:  # noqa: BLE001 - network and HTTP errors vary
             raise EpitensorError(
