@@ -372,7 +372,8 @@ class Store:
         self,
         names: Sequence[tuple[str, str]],
         values: Mapping[str, np.ndarray],
-        source: str = "",
+        source: str | Sequence[str] = "",
+        md5: str | Sequence[str] = "",
     ) -> list[int]:
         """Append many tracks at once, one block write per axis.
 
@@ -386,8 +387,9 @@ class Store:
             ``(celltype, assay)`` of each new track; none may be in the store.
         values : mapping of str to numpy.ndarray, shape=(n_new_tracks, n_positions)
             Per axis, the new tracks on the store's transformed (arcsinh) scale.
-        source : str
-            Provenance kept in the metadata of every new track.
+        source, md5 : str or sequence of str
+            Provenance kept in the metadata: one string for every new track,
+            or one per track.
 
         Returns
         -------
@@ -419,7 +421,11 @@ class Store:
         self._reserve_rows(first + len(names))
         for axis, block in values.items():
             self._array(axis)[first : first + len(names), :] = np.asarray(block).astype(self.dtype)
-        tracks = self._attrs["tracks"] + [[c, a, str(source), ""] for c, a in names]
+        sources = [source] * len(names) if isinstance(source, str) else list(source)
+        md5s = [md5] * len(names) if isinstance(md5, str) else list(md5)
+        tracks = self._attrs["tracks"] + [
+            [c, a, str(s), str(m)] for (c, a), s, m in zip(names, sources, md5s)
+        ]
         self._group.attrs["tracks"] = tracks
         self._attrs["tracks"] = tracks
         self.tracks = pd.DataFrame(tracks, columns=["celltype", "assay", "source", "md5"])
