@@ -88,7 +88,7 @@ def test_mapping_names_sizes_and_layout(reference):
     assert n_params == 615_836  # the original's count, in its README
     region = reference.layout.regions.iloc[0]
     assert (region.chrom, region.first_bin, region.n_bins) == ("chr1", FIXTURE_FIRST_BIN, 20002)
-    assert reference.layout.axes == ["chr1:151158050-151658100"]
+    assert reference.layout.axes == ["chr1_151158050-151658100"]
     # The pilot region ENr231 (hg19 chr1:151158060-151658060) lies on this axis.
     hits = reference.layout.locate("chr1", 151_158_060, 151_658_060)
     assert hits.axis_start.iloc[0] == 0
@@ -247,3 +247,78 @@ def test_error_file_names(fixture_dir, tmp_path):
     prefix.with_suffix(".h5").unlink()
     _one_line_error(r"avocado-chr1\.h5 not found", prefix)
     _one_line_error("first bin", fixture_dir / "avocado-chr1", first_bin=10**9)
+
+
+# the estimator, the model directory, the CLI and the downstream commands ---------------
+
+
+@pytest.fixture(scope="module")
+def imported(fixture_dir):
+    from epitensor.reference import import_reference
+
+    return import_reference(
+        fixture_dir / "avocado-chr1", genome="hg19", first_bin=FIXTURE_FIRST_BIN, verbose=False
+    )
+
+
+def test_estimator_predicts_the_original_tracks(imported, expected):
+    assert imported.celltypes_ == ["E003", "E017", "E065", "E116", "E117"]
+    assert imported.genome_ == "hg19"
+    assert imported.genome_axes_ == {"chr1_151158050-151658100": N_POSITIONS}
+    for key, track in expected.items():
+        celltype, assay = key.split(".")
+        np.testing.assert_allclose(
+            imported.predict(celltype, assay), track, atol=1e-5, rtol=0, err_msg=key
+        )
+    tracks = [tuple(k.split(".")) for k in expected]
+    together = imported.predict_tracks(tracks, start=100, end=5100)
+    np.testing.assert_allclose(
+        together, np.stack([expected[k][100:5100] for k in expected]), atol=1e-5, rtol=0
+    )
+    assert imported.genome_factors(start=0, end=7).shape == (7, 110)
+
+
+def test_cli_writes_a_model_that_loads_and_predicts_identically(fixture_dir, tmp_path, expected):
+    from typer.testing import CliRunner
+
+    from epitensor.avocado import Avocado
+    from epitensor.cli import app
+
+    out = tmp_path / "model"
+    args = ["import-reference", str(fixture_dir / "avocado-chr1"), "--genome", "hg19"]
+    args += ["--first-bin", f"chr1:{FIXTURE_FIRST_BIN}", "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "5 cell types" in result.output
+    assert (out / "config.json").is_file()
+    assert (out / "genome" / "chr1_151158050-151658100.safetensors").is_file()
+    loaded = Avocado.load(out)
+    assert loaded.layout_.regions.first_bin.iloc[0] == FIXTURE_FIRST_BIN
+    for key in ("E065.H3K4me3", "E116.H3K9me3"):
+        np.testing.assert_allclose(loaded.predict(*key.split(".")), expected[key], atol=1e-5)
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 1 and "already exists" in again.output
+    unknown = CliRunner().invoke(
+        app, ["import-reference", str(tmp_path / "nothing"), "--out", str(tmp_path / "m2")]
+    )
+    assert unknown.exit_code == 1 and "no original Avocado model files" in unknown.output
+
+
+def test_impute_to_bigwig_and_embed_from_the_imported_model(imported, tmp_path, expected):
+    """The bigWig lands at the original's hg19 bins and holds its numbers."""
+    import pybigtools
+
+    from epitensor.export import embed, impute
+
+    paths = impute(
+        imported, [("E065", "H3K4me3")], tmp_path / "E065.H3K4me3.bw", arcsinh=True, verbose=False
+    )
+    with pybigtools.open(str(paths[0])) as bw:
+        start = FIXTURE_FIRST_BIN * 25
+        values = np.asarray(bw.values("chr1", start, start + N_POSITIONS * 25, fillna=np.nan))
+    np.testing.assert_allclose(values[::25], expected["E065.H3K4me3"], atol=1e-5, rtol=0)
+    out = embed(imported, tmp_path / "factors", fmt="npz", verbose=False)
+    with np.load(out / "genome_factors.npz") as factors:
+        table = factors["chr1_151158050-151658100"]
+    assert table.shape == (N_POSITIONS, 110)
+    np.testing.assert_array_equal(table[:50], imported.genome_factors(start=0, end=50))

@@ -456,5 +456,68 @@ def downstream(
     typer.echo(f"wrote {out}")
 
 
+def _first_bins(values: list[str] | None) -> int | dict[str, int] | None:
+    """``--first-bin`` values: one ``N`` for every file, or ``CHR:N`` per chromosome."""
+    if not values:
+        return None
+    try:
+        if len(values) == 1 and ":" not in values[0]:
+            return int(values[0])
+        return {chrom: int(n) for chrom, n in (v.split(":", 1) for v in values)}
+    except ValueError:
+        raise typer.BadParameter(
+            f"invalid --first-bin: got {values!r}, expected N or CHR:N (25-bp bins)"
+        ) from None
+
+
+@app.command("import-reference")
+@user_errors
+def import_reference(
+    prefix: Annotated[
+        list[str],
+        typer.Argument(
+            help="Model files of the original Avocado: PREFIX of avocado-chrN.{json,h5}, "
+            "a folder, or the files (repeat)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="epitensor model directory to write.")],
+    genome: Annotated[
+        str, typer.Option("--genome", help="Build the model was trained on, or CHROM.SIZES.")
+    ] = "hg19",
+    first_bin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--first-bin",
+            help="Model trained on a slice: chromosome bin (25 bp) of position 0, "
+            "N or CHR:N (repeat). Default: whole chromosomes.",
+        ),
+    ] = None,
+    chrom: Annotated[
+        list[str] | None, typer.Option("--chrom", help="Only this chromosome (repeat).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Convert a model trained by the original Avocado (Keras .json + .h5 per chromosome).
+
+    Example: epitensor import-reference models/avocado --genome hg19 --out roadmap-model
+    """
+    from epitensor.reference import import_reference_to_directory
+
+    model = import_reference_to_directory(
+        prefix,
+        _writable_dir(out),
+        genome=genome,
+        first_bin=_first_bins(first_bin),
+        chroms=chrom,
+        overwrite=overwrite,
+        verbose=not quiet,
+    )
+    typer.echo(
+        f"wrote {out}: {len(model.celltypes_)} cell types, {len(model.assays_)} assays, "
+        f"axes {', '.join(model.genome_axes_)}"
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

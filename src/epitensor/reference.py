@@ -26,8 +26,8 @@ each chromosome becomes an axis of a whole-genome :class:`~epitensor.genome.Layo
 named after it. A model trained on a slice of a chromosome (such as the test
 fixture, trained on the ENCODE pilot region ENr231) is placed with ``first_bin``:
 position ``i`` of chromosome ``chrN``'s file is then bin ``first_bin + i`` of
-``chrN``, and the axis is a one-region layout named ``"chrN:start-end"`` (bp,
-0-based half-open). The coarse factors keep indexing the model's own positions
+``chrN``, and the axis is a one-region layout named ``"chrN_start-end"`` (bp,
+0-based half-open; axis names become file names, so no colon). The coarse factors keep indexing the model's own positions
 (``i // 10``, ``i // 200``), exactly as the original did.
 """
 
@@ -37,7 +37,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -467,7 +467,7 @@ def _axis_region(
             f"the end of {chrom} in {genome}; they are kept but map to no genomic bin"
         )
     start, end = start_bin * res, min((start_bin + covered) * res, int(sizes[chrom]))
-    axis = chrom if first is None else f"{chrom}:{start}-{end}"
+    axis = chrom if first is None else f"{chrom}_{start}-{end}"
     return axis, (axis, chrom, start, end, axis, 0, start_bin, covered)
 
 
@@ -502,7 +502,7 @@ def read_reference(
     first_bin : int or dict of str to int, optional
         For models trained on a slice of a chromosome: the chromosome bin
         (25 bp) of the model's position 0, one for all files or one per
-        chromosome. The axis is then named ``"chrN:start-end"``. Default None:
+        chromosome. The axis is then named ``"chrN_start-end"``. Default None:
         whole chromosomes, position ``i`` = bin ``i``, axes named ``chrN``.
     chroms : iterable of str, optional
         Only import these chromosomes. Default None: every file found.
@@ -518,6 +518,22 @@ def read_reference(
     --------
     >>> ref = read_reference("avocado-chr1", genome="hg19", first_bin=6046322)  # doctest: +SKIP
     >>> ref.module.forward_tracks(ct, assay, positions, ref.layout.axes[0])  # doctest: +SKIP
+    """
+    return _read(path_or_prefix, genome, first_bin, chroms, verbose, sink=None)
+
+
+def _read(
+    path_or_prefix,
+    genome: str | os.PathLike,
+    first_bin: int | Mapping[str, int] | None,
+    chroms: Iterable[str] | None,
+    verbose: bool,
+    sink: Callable[[str, GenomeFactors], None] | None,
+) -> ReferenceModel:
+    """:func:`read_reference`, handing each axis's factors to ``sink`` when given.
+
+    With a ``sink`` the module keeps no genome axis, so a genome-wide model is
+    never held in memory all at once.
     """
     files = find_reference_files(path_or_prefix)
     if chroms is not None:
@@ -548,7 +564,13 @@ def read_reference(
             first = (chrom, config, {k: v for k, v in weights.items() if k not in _GENOME_LAYERS})
         else:
             _check_agrees(chrom, config, weights, first, h5_path)
-        module.genome[axis] = _genome_factors(weights, n, module)
+        factors = _genome_factors(weights, n, module)
+        del weights
+        if sink is None:
+            module.genome[axis] = factors
+        else:
+            sink(axis, factors)
+            del factors
         rows.append(row)
         lengths[axis] = n
     config = first[1]
@@ -563,3 +585,126 @@ def read_reference(
         params={k: config[k] for k in _SIZE_KEYS if k != "n_genomic_positions"},
         sources=dict(files),
     )
+
+
+# the estimator ----------------------------------------------------------------------
+
+
+def _estimator(ref: ReferenceModel, lengths: dict[str, int], params: dict):
+    """A fitted :class:`~epitensor.avocado.Avocado` around ``ref``'s module."""
+    from epitensor.avocado import Avocado
+    from epitensor.training import history_frame
+
+    model = Avocado(**{**ref.params, **params})
+    model.module_ = ref.module.eval()
+    model.celltypes_ = list(ref.celltypes)
+    model.assays_ = list(ref.assays)
+    model.layout_ = ref.layout
+    model.genome_ = ref.genome
+    model.chrom_sizes_ = ref.chrom_sizes
+    model.genome_axes_ = dict(lengths)
+    model.training_tracks_ = list(ref.training_tracks)
+    model.holdout_tracks_ = []
+    model.history_ = history_frame([])
+    return model
+
+
+def import_reference(
+    path_or_prefix: str | os.PathLike | Iterable[str | os.PathLike],
+    genome: str | os.PathLike = "hg19",
+    first_bin: int | Mapping[str, int] | None = None,
+    chroms: Iterable[str] | None = None,
+    verbose: bool = True,
+    **params,
+):
+    """A fitted :class:`~epitensor.avocado.Avocado` from an original Avocado model.
+
+    Every chromosome's genome factors are held in memory; to convert a
+    genome-wide model chromosome by chromosome, use
+    :func:`import_reference_to_directory`.
+
+    Parameters
+    ----------
+    path_or_prefix, genome, first_bin, chroms, verbose
+        As for :func:`read_reference`.
+    **params
+        Other estimator hyperparameters (``device``, ``batch_size``,
+        ``n_genome_epochs``, ...), used by later ``predict`` / ``fit_celltypes``
+        calls. The architecture comes from the files.
+
+    Returns
+    -------
+    Avocado
+        Fitted: ``module_``, ``celltypes_``, ``assays_``, ``layout_``,
+        ``genome_``, ``chrom_sizes_``, ``genome_axes_`` (one per chromosome
+        file), ``training_tracks_`` (the original's ``experiments``); empty
+        ``holdout_tracks_`` and ``history_``.
+
+    Examples
+    --------
+    >>> model = import_reference("avocado-chr1", "hg19", first_bin=6046322)  # doctest: +SKIP
+    >>> model.predict("E065", "H3K4me3").shape  # doctest: +SKIP
+    (20002,)
+    """
+    ref = read_reference(path_or_prefix, genome, first_bin, chroms, verbose)
+    return _estimator(ref, ref.layout.axis_lengths, {"verbose": verbose, **params})
+
+
+def import_reference_to_directory(
+    path_or_prefix: str | os.PathLike | Iterable[str | os.PathLike],
+    out: str | os.PathLike,
+    genome: str | os.PathLike = "hg19",
+    first_bin: int | Mapping[str, int] | None = None,
+    chroms: Iterable[str] | None = None,
+    overwrite: bool = False,
+    verbose: bool = True,
+):
+    """Convert an original Avocado model into an epitensor model directory (``import-reference``).
+
+    Chromosomes are read and written one at a time, so a genome-wide paper-sized
+    model (about 14 GB of float32 genome factors for hg19) needs the memory of
+    one chromosome, not of the whole genome. The result is an ordinary model
+    directory: ``Avocado.load(out)`` reads it.
+
+    Parameters
+    ----------
+    path_or_prefix, genome, first_bin, chroms, verbose
+        As for :func:`read_reference`.
+    out : str or path-like
+        Model directory to write.
+    overwrite : bool
+        Replace an existing ``out``. Default False: refuse it.
+
+    Returns
+    -------
+    Avocado
+        The imported model, its genome factors left on disk (loaded lazily).
+    """
+    import shutil
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    from epitensor.avocado import _axis_file
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise EpitensorError(f"{out} already exists; choose another --out or pass overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.import-", dir=out.parent))
+    try:
+
+        def sink(axis: str, factors: GenomeFactors) -> None:
+            path = _axis_file(staging, axis)
+            path.parent.mkdir(exist_ok=True)
+            tables = {k: v.detach().contiguous() for k, v in factors.state_dict().items()}
+            save_file(tables, str(path))
+
+        ref = _read(path_or_prefix, genome, first_bin, chroms, verbose, sink=sink)
+        model = _estimator(ref, ref.layout.axis_lengths, {"verbose": verbose})
+        model._genome_path = str(staging)  # save() copies the staged axis files
+        model.save(out, overwrite=overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    model._genome_path = str(out)
+    return model
