@@ -151,6 +151,13 @@ def test_integrated_gradients_errors(module, kwargs, match):
         integrated_gradients(module, **args)
 
 
+def test_region_partly_outside_the_layout_warns():
+    # ENm009 ends at chr11:5,776,011: 1 kb beyond it is outside the pilot regions
+    with pytest.warns(EpitensorWarning, match="only 42 of its 80 bins"):
+        table = region_positions(pilot_layout(), "chr11:5,775,000-5,777,000")
+    assert len(table) == 42 and table.end.max() == 5_776_050
+
+
 def test_region_outside_the_layout():
     with pytest.raises(EpitensorError, match="outside the model's layout"):
         region_positions(pilot_layout(), "chr11:1,000-2,000")

@@ -707,7 +707,7 @@ def peak_attribution_summary(table: pd.DataFrame) -> pd.DataFrame:
         (arcsinh units).
     """
     columns = [*COMPONENTS, "prediction"]
-    grouped = table.groupby(["n_peaks", "peak"])
+    grouped = table.astype({c: "float64" for c in columns}).groupby(["n_peaks", "peak"])
     summary = grouped[columns].mean()
     summary.insert(0, "n", grouped.size())
     return summary.reset_index()
