@@ -10,6 +10,7 @@ import pybigtools
 import pytest
 from typer.testing import CliRunner
 
+from epitensor import ingest as ingest_module
 from epitensor._utils import EpitensorError, EpitensorWarning
 from epitensor.cli import app
 from epitensor.datasets import pilot_layout
@@ -292,7 +293,8 @@ def test_bad_input_fails_cleanly(name, shared_data, tmp_path):
     assert _leftovers(tmp_path) == []
 
 
-def test_failed_append_leaves_store_untouched(shared_data, tmp_path):
+def test_failed_append_leaves_store_untouched(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest_module, "BLOCK_BYTES", 0)  # stream track by track
     fixtures = shared_data / "fixtures"
     regions = _bed(tmp_path, [("chr9", 4_000_000, 4_200_000)])
     good = [("K562", "H3K27ac", fixtures / COOLBOX.format("H3K27ac"))]
@@ -364,7 +366,8 @@ def test_manifest_md5_and_relative_paths(shared_data, tmp_path):
 # command line --------------------------------------------------------------------------
 
 
-def test_cli_ingest_in_worker_processes(shared_data, tmp_path):
+def test_cli_ingest_in_worker_processes(shared_data, tmp_path, monkeypatch):
+    """Worker processes + block writes give the same store as one process streaming tracks."""
     rows = [("K562", a, shared_data / "fixtures" / COOLBOX.format(a)) for a in ("H3K27ac", "RNA")]
     manifest = _manifest(tmp_path, rows)
     regions = _bed(tmp_path, [("chr9", 4_500_000, 5_000_000), ("chr9", 5_500_000, 5_600_000)])
@@ -383,6 +386,7 @@ def test_cli_ingest_in_worker_processes(shared_data, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "2 observed" in result.output
+    monkeypatch.setattr(ingest_module, "BLOCK_BYTES", 0)
     serial = ingest(manifest, tmp_path / "serial.zarr", regions=regions, workers=1, verbose=False)
     np.testing.assert_array_equal(
         Store.open(out).read_block("regions"), serial.read_block("regions")

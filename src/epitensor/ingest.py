@@ -45,7 +45,7 @@ from epitensor._utils import (
     warn,
 )
 from epitensor.genome import BUILDS, Layout, chrom_sizes, natural_sort
-from epitensor.store import Store
+from epitensor.store import DEFAULT_TRACK_CHUNK, Store
 
 __all__ = [
     "FORMATS",
@@ -63,6 +63,7 @@ TRANSFORMS = ("arcsinh", "none")
 SCALES = ("raw", "arcsinh")
 _BIGWIG_MAGIC = (0x888FFC26).to_bytes(4, "little")
 _TEXT_FORMATS = ("bedgraph", "wig")
+BLOCK_BYTES = 256 << 20  # tracks buffered for one block write
 _WIG_HEADS = ("fixedStep", "variableStep", "track", "browser", "#")
 
 
@@ -919,30 +920,61 @@ def _inspect_all(pool, specs, paths, sizes, genome) -> list[_Source]:
 
 
 def _write_tracks(store: Store, sources: list[_Source], pool, workers: int, verbose: bool) -> None:
-    """Read every track in the pool and write it into the store, in manifest order."""
+    """Read every track in the pool and write it into the store, in manifest order.
+
+    When a whole chunk of tracks (``DEFAULT_TRACK_CHUNK`` rows) of the whole
+    layout fits in ``BLOCK_BYTES`` (in the store's dtype), tracks are gathered into blocks
+    aligned with the store's track chunks and each block is written at once:
+    :meth:`Store.add_track` would recompress every chunk once per track. Larger
+    layouts (whole genomes) stream one axis of one track at a time.
+    """
     layout, transform = store.layout, store.transform
     tasks, owners = [], []
     for k, source in enumerate(sources):
         for axes in _task_axes(source, layout):
             tasks.append((_read_axes, source, layout, axes, transform))
             owners.append(k)
-    results = zip(owners, _ordered(pool, tasks, max(2, 2 * workers)))
+    counts = [owners.count(k) for k in range(len(sources))]
+    results = _ordered(pool, tasks, max(2, 2 * workers))
     total = len(sources) * layout.n_positions
     with progress(total=total, desc="ingest", verbose=verbose, unit="bin", unit_scale=True) as bar:
-        for k, source in enumerate(sources):
-            tally = _Tally(source, layout)
 
-            def pieces(k=k, tally=tally):
-                for _ in range(owners.count(k)):
-                    owner, result = next(results)
-                    for axis, values, n_bad in result:
-                        tally.add(values, n_bad)
-                        bar.update(len(values))
-                        yield axis, values
-                tally.close()
+        def pieces(k: int) -> Iterator[tuple[str, np.ndarray]]:
+            tally = _Tally(sources[k], layout)
+            for _ in range(counts[k]):
+                for axis, values, n_bad in next(results):
+                    tally.add(values, n_bad)
+                    bar.update(len(values))
+                    yield axis, values
+            tally.close()
 
-            spec = source.spec
-            store.add_track(spec.celltype, spec.assay, pieces(), source=spec.path, md5=spec.md5)
+        chunk = DEFAULT_TRACK_CHUNK
+        if chunk * layout.n_positions * np.dtype(store.dtype).itemsize > BLOCK_BYTES:
+            for k, source in enumerate(sources):
+                spec = source.spec
+                store.add_track(spec.celltype, spec.assay, pieces(k), spec.path, spec.md5)
+            return
+        k = 0
+        while k < len(sources):
+            batch = list(range(k, min(len(sources), k + chunk - store.n_tracks % chunk)))
+            _write_block(store, [sources[i].spec for i in batch], [pieces(i) for i in batch])
+            k = batch[-1] + 1
+
+
+def _write_block(store: Store, specs: list[TrackSpec], tracks: list[Iterator]) -> None:
+    """Gather a few tracks in memory and add them with one block write per axis."""
+    layout = store.layout
+    dtype = np.dtype(store.dtype)
+    block = {a: np.zeros((len(specs), n), dtype=dtype) for a, n in layout.axis_lengths.items()}
+    for row, track in enumerate(tracks):
+        for axis, values in track:
+            block[axis][row] = values
+    store.add_tracks(
+        [(spec.celltype, spec.assay) for spec in specs],
+        block,
+        source=[spec.path for spec in specs],
+        md5=[spec.md5 for spec in specs],
+    )
 
 
 def _add(store: Store, specs: Sequence[TrackSpec], workers: int, verbose: bool) -> None:
