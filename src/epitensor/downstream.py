@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from epitensor._utils import EpitensorError, atomic_directory, progress, warn
+from epitensor._utils import EpitensorError, EpitensorWarning, atomic_directory, progress, warn
 from epitensor.genome import Layout
 
 __all__ = [
@@ -49,7 +49,6 @@ __all__ = [
     "parse_interval_names",
     "plot_comparison",
     "promoter_features",
-    "promoter_windows",
     "read_targetfinder_pairs",
     "run_downstream",
     "track_features",
@@ -552,23 +551,11 @@ def _fold_row(
 # files and the CLI entry point
 
 
-def load_features(path: str | os.PathLike) -> np.ndarray:
-    """Read a feature matrix.
-
-    Parameters
-    ----------
-    path : str or path-like
-        ``.npy``; ``.npz`` (its only array, or ``arr_0``); ``.tsv`` / ``.csv``
-        (numeric columns with a header row; non-numeric columns are dropped).
-
-    Returns
-    -------
-    numpy.ndarray, shape=(n_samples, n_features), float32
-        A 1-D file becomes one feature column.
-    """
+def _read_matrix(path: str | os.PathLike) -> np.ndarray:
+    """A numeric 2-D array from .npy / .npz / .tsv / .csv, in its stored dtype."""
     path = Path(path)
     if not path.is_file():
-        raise EpitensorError(f"feature file {path} not found")
+        raise EpitensorError(f"file {path} not found")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -587,7 +574,7 @@ def load_features(path: str | os.PathLike) -> np.ndarray:
                 f"{path}: unknown feature format {suffix!r}; use .npy, .npz or .tsv"
             )
     except (ValueError, OSError) as exc:
-        raise EpitensorError(f"cannot read features from {path}: {exc}") from exc
+        raise EpitensorError(f"cannot read {path}: {exc}") from exc
     x = np.asarray(x)
     if x.ndim == 1:
         x = x[:, None]
@@ -595,7 +582,24 @@ def load_features(path: str | os.PathLike) -> np.ndarray:
         raise EpitensorError(
             f"{path}: expected a numeric (n_samples, n_features) array, got {x.shape}"
         )
-    return x.astype(np.float32)
+    return x
+
+
+def load_features(path: str | os.PathLike) -> np.ndarray:
+    """Read a feature matrix.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``.npy``; ``.npz`` (its only array, or ``arr_0``); ``.tsv`` / ``.csv``
+        (numeric columns with a header row; non-numeric columns are dropped).
+
+    Returns
+    -------
+    numpy.ndarray, shape=(n_samples, n_features), float32
+        A 1-D file becomes one feature column.
+    """
+    return _read_matrix(path).astype(np.float32)
 
 
 def load_labels(
@@ -616,7 +620,7 @@ def load_labels(
     -------
     numpy.ndarray, shape=(n_samples,), float64
     """
-    y = load_features(path)
+    y = _read_matrix(path)
     if y.shape[1] != 1:
         raise EpitensorError(f"label file {path} has {y.shape[1]} columns; expected one")
     y = y[:, 0].astype(np.float64)
@@ -690,9 +694,10 @@ def run_downstream(
     out = Path(out)
     if out.exists() and not overwrite:
         raise EpitensorError(f"{out} already exists; choose another --out or pass --overwrite")
+    files = _parse_feature_args(features)  # a bad NAME=FILE fails before any reading
     y = load_labels(labels, threshold, n_samples)
     sets = {}
-    for name, file in _parse_feature_args(features).items():
+    for name, file in files.items():
         x = load_features(file)
         if n_samples is not None:
             if x.shape[0] < n_samples:
@@ -711,7 +716,7 @@ def run_downstream(
         seed=seed, n_estimators=n_estimators, threads=threads, verbose=verbose,
     )  # fmt: skip
     result.params.update(
-        features={k: str(v) for k, v in _parse_feature_args(features).items()},
+        features={k: str(v) for k, v in files.items()},
         labels=str(labels), threshold=threshold,
     )  # fmt: skip
     result.save(out, title=title, overwrite=overwrite)
@@ -837,17 +842,24 @@ def locate_intervals(intervals: pd.DataFrame, layout: Layout) -> pd.DataFrame:
         layout region covers every 25-bp bin the interval touches).
     """
     res = layout.resolution
-    axis, lo, hi, inside = [], [], [], []
-    for chrom, start, end in intervals[["chrom", "start", "end"]].itertuples(index=False):
-        hit = layout.locate(str(chrom), int(start), int(end))
-        n_bins = -(-int(end) // res) - int(start) // res
-        ok = len(hit) == 1 and int(hit.axis_end.iloc[0] - hit.axis_start.iloc[0]) == n_bins
-        axis.append(hit.axis.iloc[0] if ok else None)
-        lo.append(int(hit.axis_start.iloc[0]) if ok else -1)
-        hi.append(int(hit.axis_end.iloc[0]) if ok else -1)
-        inside.append(ok)
+    chrom = intervals["chrom"].astype(str).to_numpy()
+    lo = intervals["start"].to_numpy(np.int64) // res
+    hi = -(-intervals["end"].to_numpy(np.int64) // res)
+    axis = np.full(len(intervals), None, dtype=object)
+    axis_start = np.full(len(intervals), -1, dtype=np.int64)
+    # Regions of a layout never overlap, so at most one region can hold all of [lo, hi):
+    # the same answer as Layout.locate returning one full-length slice, vectorised over
+    # intervals (tens of thousands of TargetFinder elements) rather than looped.
+    for region in layout.regions.itertuples(index=False):
+        hit = (chrom == region.chrom) & (lo >= region.first_bin)
+        hit &= hi <= region.first_bin + region.n_bins
+        axis[hit] = region.axis
+        axis_start[hit] = region.offset + lo[hit] - region.first_bin
+    inside = axis_start >= 0
+    axis_end = np.where(inside, axis_start + (hi - lo), -1)
     return pd.DataFrame(
-        {"axis": axis, "axis_start": lo, "axis_end": hi, "inside": inside}, index=intervals.index
+        {"axis": axis, "axis_start": axis_start, "axis_end": axis_end, "inside": inside},
+        index=intervals.index,
     )
 
 
@@ -905,13 +917,107 @@ def _located(located: pd.DataFrame, prefix: str = "") -> tuple:
     )
 
 
-def genome_factor_features(model, located: pd.DataFrame, prefix: str = "") -> np.ndarray:
+def genome_factor_features(model, intervals: pd.DataFrame, prefix: str = "") -> np.ndarray:
     """Mean genome factors of a fitted model over each interval.
+
+    A thin wrapper of :func:`epitensor.export.region_factors` (``embed --regions``).
 
     Parameters
     ----------
-    model : epitensor.avocado.Avocado
-        Anything with ``genome_factors(axis, start, end) -> (end - start, n_factors)``.
+    model : epitensor.avocado.Avocado or path
+        Fitted model or model directory.
+    intervals : pandas.DataFrame
+        ``chrom, start, end`` (bp, 0-based half-open); with ``prefix``,
+        ``{prefix}chrom`` etc. (as in :func:`pairs_in_layout`).
+    prefix : str
+        Column prefix, e.g. ``"enhancer_"``. Default "".
+
+    Returns
+    -------
+    numpy.ndarray, shape=(n_intervals, n_factors), float32
+        Every factor averaged over the interval's 25-bp positions (110 columns
+        for the paper's sizes: 25-bp, 250-bp, then 5-kbp factors). Intervals
+        outside the model's layout give NaN rows (filter with
+        :func:`locate_intervals` or :func:`pairs_in_layout` first).
+    """
+    from epitensor.export import region_factors
+
+    bed = intervals[[f"{prefix}{c}" for c in ("chrom", "start", "end")]]
+    bed = bed.set_axis(["chrom", "start", "end"], axis=1).reset_index(drop=True)
+    return _factor_matrix(region_factors(model, bed, verbose=False))
+
+
+def promoter_features(
+    model, tss: pd.DataFrame, flank: int = 2000, window: int = 250
+) -> tuple[np.ndarray, np.ndarray]:
+    """Promoter features from genome factors: adjacent 250-bp windows over ``TSS ± flank``.
+
+    Per window, the 25-bp factors averaged over the window and its 250-bp
+    factors; the 5-kbp factors once per promoter, averaged over the span:
+    ``n_windows * (n_25bp + n_250bp) + n_5kbp`` columns (16 * 65 + 45 = 1085
+    for the paper's sizes and ±2 kb). Windows follow the model's 250-bp grid
+    (the window holding the TSS and ``flank // 250`` on either side, less
+    one), listed 5' to 3' on either strand; see
+    :func:`epitensor.export.region_factors`.
+
+    Parameters
+    ----------
+    model : epitensor.avocado.Avocado or path
+        Fitted model or model directory.
+    tss : pandas.DataFrame
+        ``chrom, pos`` (0-based base) and optionally ``strand``, as returned by
+        :func:`epitensor.annotations.read_tss`.
+    flank : int
+        bp on each side of the TSS. Default 2000.
+    window : int
+        Window size; must be 250 (the 250-bp factor grid). Default 250.
+
+    Returns
+    -------
+    features : numpy.ndarray, shape=(n_kept, n_columns), float32
+    kept : numpy.ndarray, shape=(n_kept,), int64
+        Rows of ``tss`` whose windows lie inside the model's layout.
+    """
+    from epitensor.export import region_factors
+
+    if window != 250 or flank <= 0 or (2 * flank) % window:
+        raise EpitensorError(
+            f"window must be 250 bp (the 250-bp factor grid) dividing 2 * flank; "
+            f"got window={window!r}, flank={flank!r}"
+        )
+    pos = tss["pos"].to_numpy(np.int64)
+    bed = pd.DataFrame({"chrom": tss["chrom"].to_numpy(), "start": pos, "end": pos + 1})
+    if "strand" in tss:
+        bed["strand"] = tss["strand"].to_numpy()
+    import warnings
+
+    with warnings.catch_warnings():  # promoters outside the layout are expected; dropped below
+        warnings.simplefilter("ignore", EpitensorWarning)
+        table = region_factors(model, bed, window=2 * flank // window, verbose=False)
+    x = _factor_matrix(table)
+    kept = np.flatnonzero(~np.isnan(x).any(axis=1))
+    if kept.size == 0:
+        raise EpitensorError("no promoter window span lies inside the model's layout")
+    return x[kept], kept
+
+
+def _factor_matrix(table: pd.DataFrame) -> np.ndarray:
+    """The feature columns of a :func:`epitensor.export.region_factors` table."""
+    meta = {"chrom", "start", "end", "name", "strand"}
+    return table[[c for c in table.columns if c not in meta]].to_numpy(np.float32)
+
+
+def track_features(
+    store, tracks: Sequence[tuple[str, str]], located: pd.DataFrame, prefix: str = ""
+) -> np.ndarray:
+    """Mean observed signal of some tracks over each interval.
+
+    Parameters
+    ----------
+    store : epitensor.store.Store
+        The compendium.
+    tracks : sequence of (str, str)
+        ``(celltype, assay)`` pairs, each observed in ``store``.
     located : pandas.DataFrame
         ``axis, axis_start, axis_end`` per interval (see :func:`locate_intervals`);
         with ``prefix``, ``{prefix}axis`` etc. (as in :func:`pairs_in_layout`).
@@ -920,41 +1026,13 @@ def genome_factor_features(model, located: pd.DataFrame, prefix: str = "") -> np
 
     Returns
     -------
-    numpy.ndarray, shape=(n_intervals, n_factors), float32
-        Each scale's factors averaged over the interval's 25-bp positions
-        (110 columns for the paper's sizes: 25-bp, 250-bp, 5-kbp).
+    numpy.ndarray, shape=(n_intervals, n_tracks), float32, arcsinh
+        Columns in the order of ``tracks``.
     """
-    return _interval_means(
-        lambda a, s, e: model.genome_factors(a, s, e), *_located(located, prefix)
-    )
-
-
-def track_features(
-    store, celltype: str, assays: Sequence[str], located: pd.DataFrame, prefix: str = ""
-) -> np.ndarray:
-    """Mean observed signal of a cell type's tracks over each interval.
-
-    Parameters
-    ----------
-    store : epitensor.store.Store
-        The compendium.
-    celltype : str
-        Cell type.
-    assays : sequence of str
-        Assays (each must be observed in ``celltype``).
-    located : pandas.DataFrame
-        As in :func:`genome_factor_features`.
-    prefix : str
-        Column prefix. Default "".
-
-    Returns
-    -------
-    numpy.ndarray, shape=(n_intervals, n_assays), float32, arcsinh
-    """
-    missing = [a for a in assays if not store.has_track(celltype, a)]
+    missing = [t for t in tracks if not store.has_track(*t)]
     if missing:
-        raise EpitensorError(f"store lacks the tracks {[(celltype, a) for a in missing]}")
-    rows = [store.track_index(celltype, a) for a in assays]
+        raise EpitensorError(f"store {store.url} lacks the tracks {missing}")
+    rows = [store.track_index(*t) for t in tracks]
     return _interval_means(
         lambda a, s, e: store.read_block(a, s, e, tracks=rows).T, *_located(located, prefix)
     )
@@ -977,94 +1055,6 @@ def pair_features(enhancer: np.ndarray, promoter: np.ndarray) -> np.ndarray:
             f"enhancer features {enhancer.shape} and promoter {promoter.shape} differ"
         )
     return np.concatenate([enhancer, promoter], axis=1)
-
-
-def promoter_windows(tss: pd.DataFrame, flank: int = 2000, window: int = 250) -> pd.DataFrame:
-    """Adjacent windows spanning ``[TSS - flank, TSS + flank)`` around each TSS.
-
-    Windows run 5' to 3' along the gene (reversed on the - strand), so column
-    ``j`` of every promoter means the same place relative to its TSS.
-
-    Parameters
-    ----------
-    tss : pandas.DataFrame
-        ``chrom, pos`` (0-based base of the TSS) and optionally ``strand``
-        (as :func:`epitensor.annotations.read_tss` returns).
-    flank : int
-        bp on each side. Default 2000.
-    window : int
-        Window size in bp; must divide ``2 * flank``. Default 250 (16 windows).
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``tss, window, chrom, start, end``: ``n_tss * 2 * flank // window`` rows.
-    """
-    if window <= 0 or flank <= 0 or (2 * flank) % window:
-        raise EpitensorError(f"window={window} must be positive and divide 2 * flank={2 * flank}")
-    n_win = 2 * flank // window
-    pos = tss["pos"].to_numpy(np.int64)
-    minus = (tss["strand"] == "-").to_numpy() if "strand" in tss else np.zeros(len(tss), bool)
-    j = np.arange(n_win)
-    offset = np.where(minus[:, None], flank - (j + 1) * window, -flank + j * window)
-    starts = pos[:, None] + offset
-    return pd.DataFrame(
-        {
-            "tss": np.repeat(np.arange(len(tss)), n_win),
-            "window": np.tile(j, len(tss)),
-            "chrom": np.repeat(tss["chrom"].to_numpy(), n_win),
-            "start": starts.ravel(),
-            "end": starts.ravel() + window,
-        }
-    )
-
-
-def promoter_features(
-    model, tss: pd.DataFrame, layout: Layout | None = None, flank: int = 2000, window: int = 250
-) -> tuple[np.ndarray, np.ndarray]:
-    """Promoter features from genome factors: adjacent windows over ``TSS ± flank``.
-
-    Per window, the 25-bp and the 250-bp factors averaged over the window; the
-    5-kbp factors once per promoter, averaged over the span: ``n_windows * (n_25bp + n_250bp) + n_5kbp``
-    columns (16 * 65 + 45 = 1085 for the paper's sizes and ±2 kb).
-
-    Parameters
-    ----------
-    model : epitensor.avocado.Avocado
-        Fitted model (``genome_factors``, ``layout_``, ``n_25bp_factors``,
-        ``n_250bp_factors``).
-    tss : pandas.DataFrame
-        ``chrom, pos`` and optionally ``strand``.
-    layout : Layout, optional
-        Default None: ``model.layout_``.
-    flank, window : int
-        See :func:`promoter_windows`. Defaults 2000, 250.
-
-    Returns
-    -------
-    features : numpy.ndarray, shape=(n_kept, n_columns), float32
-    kept : numpy.ndarray, shape=(n_kept,), int64
-        Rows of ``tss`` whose whole span lies inside the layout.
-    """
-    layout = layout if layout is not None else model.layout_
-    n25, n250 = int(model.n_25bp_factors), int(model.n_250bp_factors)
-    span = pd.DataFrame(
-        {"chrom": tss["chrom"].to_numpy(), "start": tss["pos"].to_numpy() - flank,
-         "end": tss["pos"].to_numpy() + flank}
-    )  # fmt: skip
-    located = locate_intervals(span, layout)
-    kept = np.flatnonzero(located.inside.to_numpy())
-    if kept.size == 0:
-        raise EpitensorError("no promoter span lies inside the layout")
-    windows = promoter_windows(tss.iloc[kept].reset_index(drop=True), flank, window)
-    win_located = locate_intervals(windows, layout)
-    if not win_located.inside.all():  # cannot happen when the span is inside; guards rounding
-        raise EpitensorError("a promoter window falls outside the layout")
-    per_window = genome_factor_features(model, win_located)[:, : n25 + n250]
-    coarse = genome_factor_features(model, located.iloc[kept])[:, n25 + n250 :]
-    n_win = 2 * flank // window
-    fine = per_window.reshape(kept.size, n_win * (n25 + n250))
-    return np.concatenate([fine, coarse], axis=1), kept
 
 
 def _warn_small(n_positive: int, n_folds: int) -> None:
