@@ -27,7 +27,13 @@ import pandas as pd
 import torch
 
 from epitensor.annotations import read_tss
-from epitensor.datasets import cache_dir, pilot_annotations_dir, roadmap_pilot
+from epitensor.datasets import (
+    cache_dir,
+    pilot_annotations_dir,
+    pilot_layout,
+    roadmap_pilot,
+    roadmap_pilot_arrays,
+)
 from epitensor.explain import (
     _quadrature,
     explain,
@@ -38,7 +44,9 @@ from epitensor.explain import (
     plot_peak_attributions,
     reference_features,
 )
+from epitensor.genome import Layout, chrom_sizes
 from epitensor.model import COMPONENTS, AvocadoModule
+from epitensor.store import Store
 
 HALF_WIDTH = 5_000  # bp each side of the TSS: a 10-kb region, 400 bins
 ASSAY = "H3K4me3"
@@ -57,14 +65,33 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def fitted_model(path: Path, store):
+def chrom_store(path: Path, chrom: str) -> Store:
+    """The bundled sample cut to the pilot regions of one chromosome (all 25 tracks)."""
+    if path.exists():
+        return Store.open(path)
+    layout = pilot_layout()
+    regions = layout.axis_regions("pilot")
+    regions = regions[regions.chrom == chrom].copy()
+    keep = np.concatenate([np.arange(r.offset, r.offset + r.n_bins) for r in regions.itertuples()])
+    regions["offset"] = np.concatenate([[0], np.cumsum(regions.n_bins.to_numpy())[:-1]])
+    regions["axis"] = "pilot"
+    sub = Layout(regions, {"pilot": int(regions.n_bins.sum())}, 25, f"pilot-{chrom}")
+    store = Store.create(path, sub, chrom_sizes("hg19"), genome="hg19")
+    arrays = roadmap_pilot_arrays()
+    names = list(arrays)
+    store.add_tracks(names, {"pilot": np.stack([arrays[n][keep] for n in names])})
+    return Store.open(path)
+
+
+def fitted_model(path: Path, store, n_epochs: int | None):
     from epitensor.avocado import Avocado
 
     if (path / "config.json").is_file():
         return Avocado.load(path)
     start = time.perf_counter()
-    model = Avocado.from_preset("cpu-small").fit(store)
-    print(f"trained cpu-small in {time.perf_counter() - start:.0f} s")
+    overrides = {} if n_epochs is None else {"n_epochs": n_epochs}
+    model = Avocado.from_preset("cpu-small", **overrides).fit(store)
+    print(f"trained cpu-small {overrides} in {time.perf_counter() - start:.0f} s")
     model.save(path, overwrite=True)
     return model
 
@@ -136,12 +163,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs"))
     parser.add_argument("--steps", type=int, default=128)
     parser.add_argument("--per-group", type=int, default=200)
+    parser.add_argument(
+        "--chrom",
+        default=None,
+        help="train on this chromosome's pilot regions only (a smaller, faster sample)",
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="override cpu-small's epochs")
+    parser.add_argument("--skip-timing", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    time_paper_size()
-    store = roadmap_pilot()
-    model = fitted_model(args.model, store)
+    if not args.skip_timing:
+        time_paper_size()
+    if args.chrom is None:
+        store = roadmap_pilot()
+    else:
+        store = chrom_store(cache_dir() / f"roadmap-pilot-{args.chrom}.zarr", args.chrom)
+    model = fitted_model(args.model, store, args.epochs)
     chrom, pos = pick_promoter(store, model.layout_)
     region = f"{chrom}:{pos - HALF_WIDTH}-{pos + HALF_WIDTH}"
     start = time.perf_counter()
