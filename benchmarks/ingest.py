@@ -6,7 +6,11 @@ one 25-bp record per bin), then ingested with the pilot layout, each
 configuration in a fresh Python process so that peak RSS is its own:
 
 * ``read only``: ``read_track`` for every track, no store (the readers' speed);
-* ``ingest, workers=W``: the full ``epitensor.ingest.ingest`` into a new store.
+* ``ingest, workers=W``: the full ``epitensor.ingest.ingest`` into a new store
+  (the pilot layout is small enough for block writes of 32 tracks);
+* with ``--whole-genome``: the ENCODE fixture ENCFF324BPE onto whole hg19
+  chromosomes (124 M bins, one track), the path that streams one chromosome
+  of one track at a time.
 
 The machine may be shared, so CPU seconds (parent + workers, user + system)
 are given beside wall time. Peak RSS is ``ru_maxrss`` of the process (the parent, which writes the store)
@@ -87,8 +91,14 @@ def child(mode: str, manifest: Path, workers: int, out: Path) -> dict:
     from epitensor.genome import chrom_sizes
     from epitensor.ingest import ingest, read_manifest, read_track
 
-    layout = pilot_layout()
     specs = read_manifest(manifest)
+    if mode == "genome":  # whole chromosomes: the streaming path, one axis of one track
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
+        store = ingest(manifest, out, workers=workers, verbose=False, overwrite=True)
+        layout = store.layout
+        size = store.nbytes_on_disk()
+        return _row(mode, workers, specs, layout, start, cpu_start, size)
+    layout = pilot_layout()
     start = time.perf_counter()
     cpu_start = _cpu_seconds()
     if mode == "read":
@@ -98,8 +108,14 @@ def child(mode: str, manifest: Path, workers: int, out: Path) -> dict:
                 pass
         size = None
     else:
-        store = ingest(manifest, out, regions=layout, workers=workers, verbose=False)
+        store = ingest(
+            manifest, out, regions=layout, workers=workers, verbose=False, overwrite=True
+        )
         size = store.nbytes_on_disk()
+    return _row(mode, workers, specs, layout, start, cpu_start, size)
+
+
+def _row(mode, workers, specs, layout, start, cpu_start, size) -> dict:
     seconds = time.perf_counter() - start
     cpu = _cpu_seconds() - cpu_start
     parent, worker = _peak_rss_mb()
@@ -122,7 +138,9 @@ def child(mode: str, manifest: Path, workers: int, out: Path) -> dict:
 
 def run(mode: str, manifest: Path, workers: int, out: Path) -> dict:
     command = [sys.executable, __file__, "--child", mode, str(manifest), str(workers), str(out)]
-    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"benchmark step {mode} (workers={workers}) failed:\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -131,6 +149,11 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=25)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--whole-genome",
+        action="store_true",
+        help="also ingest ENCFF324BPE (hg19, 24 chromosomes) onto whole chromosomes",
+    )
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="epitensor-bench-ingest-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -140,6 +163,11 @@ def main() -> None:
     results = [run("read", manifest, 1, workdir / "unused")]
     for workers in args.workers:
         results.append(run("ingest", manifest, workers, workdir / f"store-w{workers}.zarr"))
+    if args.whole_genome:
+        encode = REPO.parent / "shared" / "data" / "fixtures" / "genomedata" / "ENCFF324BPE.bigWig"
+        genome_manifest = workdir / "genome.tsv"
+        genome_manifest.write_text(f"celltype\tassay\tpath\nK562\tENCFF324BPE\t{encode}\n")
+        results.append(run("genome", genome_manifest, 1, workdir / "store-genome.zarr"))
     header = (
         "| step | workers | tracks x bins | wall s | bins/s | CPU s | bins/CPU-s "
         "| peak RSS parent | peak RSS worker | store / raw float32 |"
@@ -147,7 +175,11 @@ def main() -> None:
     print(header)
     print("|" + " --- |" * 10)
     for r in results:
-        step = "read only (read_track)" if r["mode"] == "read" else "ingest into a store"
+        step = {
+            "read": "pilot: read only (read_track)",
+            "ingest": "pilot: ingest into a store",
+            "genome": "ENCFF324BPE: whole hg19, streamed",
+        }[r["mode"]]
         worker = f"{r['peak_rss_worker_mb']:.0f} MB" if r["peak_rss_worker_mb"] else "-"
         ratio = (
             f"{r['store_mb']:.1f} MB / {r['raw_float32_mb']:.1f} MB = {r['store_mb'] / r['raw_float32_mb']:.1%}"
