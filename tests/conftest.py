@@ -53,3 +53,72 @@ def _torch_threads():
         torch.set_num_threads(min(2, os.cpu_count() or 1))
     except ImportError:  # pragma: no cover
         pass
+
+
+# The standard benchmark split of DESIGN.md: cell type i with assay (2i mod 5).
+STANDARD_HOLDOUT = [
+    ("E003", "H3K4me3"),
+    ("E017", "H3K36me3"),
+    ("E065", "H3K4me1"),
+    ("E116", "H3K27me3"),
+    ("E117", "H3K9me3"),
+]
+
+
+@pytest.fixture(scope="session")
+def trained_model(pilot_store):
+    """A small Avocado fitted on the pilot store with the standard split held out.
+
+    One epoch of a 2 x 64 network with small factors (about 20 s on 2 cores).
+    Session-scoped and shared: tests must not refit or extend it (``clone`` it
+    or load a saved copy first).
+    """
+    from epitensor.avocado import Avocado
+
+    model = Avocado(
+        n_celltype_factors=8,
+        n_assay_factors=16,
+        n_25bp_factors=8,
+        n_250bp_factors=8,
+        n_5kbp_factors=8,
+        n_layers=2,
+        n_nodes=64,
+        n_epochs=1,
+        n_genome_epochs=1,
+        batch_size=8192,
+        lr=0.003,
+        seed=0,
+        verbose=False,
+    )
+    return model.fit(pilot_store, holdout=STANDARD_HOLDOUT)
+
+
+@pytest.fixture(scope="session")
+def small_pilot_store(tmp_path_factory):
+    """The first 40,000 positions of the pilot sample (all 25 real tracks) as a store."""
+    import pandas as pd
+
+    from epitensor.datasets import pilot_layout, roadmap_pilot_arrays
+    from epitensor.genome import Layout, chrom_sizes
+    from epitensor.store import Store
+
+    n = 40_000
+    first = pilot_layout().regions.iloc[0]
+    regions = pd.DataFrame(
+        {
+            "axis": ["pilot"],
+            "chrom": [first.chrom],
+            "start": [int(first.first_bin) * 25],
+            "end": [(int(first.first_bin) + n) * 25],
+            "name": ["pilot-head"],
+            "offset": [0],
+            "first_bin": [int(first.first_bin)],
+            "n_bins": [n],
+        }
+    )
+    layout = Layout(regions, {"pilot": n}, 25, "pilot-head")
+    path = tmp_path_factory.mktemp("small") / "small.zarr"
+    store = Store.create(path, layout, chrom_sizes("hg19"), genome="hg19")
+    for (celltype, assay), values in roadmap_pilot_arrays().items():
+        store.add_track(celltype, assay, {"pilot": values[:n]})
+    return Store.open(path)

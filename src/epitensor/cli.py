@@ -519,5 +519,84 @@ def import_reference(
     )
 
 
+@app.command()
+@user_errors
+def evaluate(
+    model: ModelArg,
+    store: StoreArg,
+    tracks: Annotated[
+        list[str],
+        typer.Option(
+            "--tracks", help="Observed CELL:ASSAY to score (repeat).", parser=_track_option
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Long-format metrics CSV to write.")],
+    annotations: Annotated[
+        Path | None,
+        typer.Option("--annotations", help="Annotation folder (default: bundled hg19 pilot)."),
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score a trained model's imputation of observed tracks (every metric, blacklist masked).
+
+    Example: epitensor evaluate model roadmap-pilot --tracks E003:H3K4me3 --out metrics.csv
+    """
+    from epitensor.benchmark import evaluate_model
+
+    table = evaluate_model(
+        model,
+        store,
+        [tuple(t.split(":")) for t in tracks],
+        _writable_dir(out),
+        annotations=annotations,
+        verbose=not quiet,
+    )
+    wide = table.pivot_table(
+        index="metric", columns=["celltype", "assay"], values="value", sort=False
+    )
+    typer.echo(wide.to_string(float_format="%.4f"))
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+@user_errors
+def benchmark(
+    store: StoreArg,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the tables and figures.")],
+    split: Annotated[
+        str, typer.Option("--split", help="'standard' or a TSV of held-out celltype, assay.")
+    ] = "standard",
+    preset: Annotated[
+        str, typer.Option("--preset", help="Model hyperparameters: cpu-small, paper or none.")
+    ] = "cpu-small",
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Model epochs (default: the preset's).")
+    ] = None,
+    parafac_epochs: Annotated[
+        int, typer.Option("--parafac-epochs", min=1, help="Epochs of the PARAFAC baseline.")
+    ] = 10,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the model and every baseline on a split, score the held-out tracks side by side.
+
+    Example: epitensor benchmark roadmap-pilot --out benchmark --split standard
+    """
+    from epitensor.benchmark import run_benchmark
+
+    result = run_benchmark(
+        store,
+        _writable_dir(out),
+        split=split,
+        preset=None if preset == "none" else preset,
+        model_params=None if epochs is None else {"n_epochs": epochs},
+        parafac_epochs=parafac_epochs,
+        overwrite=overwrite,
+        verbose=not quiet,
+    )
+    typer.echo(result.summary_markdown())
+    typer.echo(f"wrote {out}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -21,6 +21,25 @@ def _uniform_embedding(n_rows: int, n_factors: int, sparse: bool) -> nn.Embeddin
     return embedding
 
 
+def _project_rows(embedding: nn.Embedding, weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``embedding(index) @ weight.T``, through the projected table when it is smaller.
+
+    Parameters
+    ----------
+    embedding : nn.Embedding
+        Table of shape ``(n_rows, n_factors)``.
+    weight : torch.Tensor, shape=(n_nodes, n_factors)
+    index : torch.Tensor, shape=(batch,), int64
+
+    Returns
+    -------
+    torch.Tensor, shape=(batch, n_nodes)
+    """
+    if embedding.num_embeddings <= index.shape[0] and not embedding.sparse:
+        return (embedding.weight @ weight.T)[index]
+    return embedding(index) @ weight.T
+
+
 class GenomeFactors(nn.Module):
     """Multi-scale genome factors of one axis (a chromosome or a region layout).
 
@@ -205,7 +224,17 @@ class AvocadoModule(nn.Module):
         -------
         torch.Tensor, shape=(batch,), arcsinh scale
         """
-        return self.network(self.features(celltypes, assays, positions, axis)).squeeze(1)
+        # Same value as ``network(features(...))``, but the first layer is split by
+        # component: the cell type and assay parts are projected once per table row
+        # and gathered, so the first layer costs 110 inputs per sample instead of 398.
+        w_ct, w_as, w_genome = self._first_layer_split()
+        pre = (
+            _project_rows(self.celltype_embedding, w_ct, celltypes)
+            + _project_rows(self.assay_embedding, w_as, assays)
+            + self.genome[axis](positions) @ w_genome.T
+            + self.network[0].bias
+        )
+        return self.head(pre)
 
     # fast inference: the first layer is linear in the concatenated factors --------
 

@@ -1,0 +1,330 @@
+"""Tests of the training machinery: multi-scale factors, sampler, plan, freezing, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from epitensor._utils import EpitensorError
+from epitensor.model import AvocadoModule, GenomeFactors
+from epitensor.training import (
+    AxisSource,
+    EpochSampler,
+    TrackSet,
+    TrainConfig,
+    TrainingPlan,
+    fit_genome_axis,
+    freeze,
+    module_kwargs_of,
+    validation_positions,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _module(n_positions=450, sparse=True, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    sizes = dict(
+        n_celltype_factors=3,
+        n_assay_factors=4,
+        n_25bp_factors=2,
+        n_250bp_factors=3,
+        n_5kbp_factors=4,
+        n_layers=2,
+        n_nodes=8,
+    )
+    sizes.update(kwargs)
+    return AvocadoModule(2, 3, {"a": n_positions}, sparse=sparse, **sizes)
+
+
+def _batch(positions, seed=0, scale=1.0):
+    from epitensor.training import Batch
+
+    g = torch.Generator().manual_seed(seed)
+    n = len(positions)
+    return Batch(
+        "a",
+        torch.randint(0, 2, (n,), generator=g),
+        torch.randint(0, 3, (n,), generator=g),
+        torch.as_tensor(positions),
+        scale * torch.rand(n, generator=g),
+    )
+
+
+def test_multiscale_shapes_and_rows():
+    factors = GenomeFactors(4001, 2, 3, 4, sparse=False)
+    assert factors.emb_25bp.weight.shape == (4001, 2)
+    assert factors.emb_250bp.weight.shape == (401, 3)  # ceil(4001 / 10)
+    assert factors.emb_5kbp.weight.shape == (21, 4)  # ceil(4001 / 200)
+    positions = torch.tensor([0, 9, 10, 199, 200, 4000])
+    out = factors(positions)
+    assert out.shape == (6, 9)
+    w25, w250, w5k = (factors.emb_25bp.weight, factors.emb_250bp.weight, factors.emb_5kbp.weight)
+    for k, p in enumerate(positions.tolist()):
+        expected = torch.cat([w25[p], w250[p // 10], w5k[p // 200]])
+        assert torch.equal(out[k], expected)
+    # positions 9 and 10 share the 5-kbp row but not the 250-bp row
+    assert torch.equal(out[1, 5:], out[2, 5:]) and not torch.equal(out[1, 2:5], out[2, 2:5])
+
+
+def test_split_first_layer_equals_plain_network():
+    module = _module()
+    batch = _batch(torch.randint(0, 450, (64,)))
+    direct = module.network(module.features(batch.celltypes, batch.assays, batch.positions, "a"))
+    split = module(batch.celltypes, batch.assays, batch.positions, "a")
+    torch.testing.assert_close(split, direct.squeeze(1), rtol=1e-5, atol=1e-6)
+    tracks = module.forward_tracks(torch.tensor([0, 1]), torch.tensor([2, 0]), batch.positions, "a")
+    one = module(torch.zeros(64, dtype=torch.long), torch.full((64,), 2), batch.positions, "a")
+    torch.testing.assert_close(tracks[0], one, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("trainable", [["genome:a"], ["network"], ["celltype", "assay"]])
+def test_freezing_really_freezes(trainable):
+    module = _module()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    freeze(module, trainable)
+    plan = TrainingPlan(
+        module, TrainConfig(n_epochs=1, batch_size=64, lr=0.01), torch.device("cpu")
+    )
+    for seed in range(3):
+        plan.step(_batch(torch.randint(0, 450, (64,)), seed))
+    prefixes = {
+        "genome:a": "genome.a.",
+        "network": "network.",
+        "celltype": "celltype_embedding",
+        "assay": "assay_embedding",
+    }
+    trained = tuple(prefixes[t] for t in trainable)
+    for name, value in module.state_dict().items():
+        if name.startswith(trained):
+            assert not torch.equal(value, before[name]), name
+        else:
+            assert torch.equal(value, before[name]), name
+
+
+def test_freeze_unknown_part_raises():
+    with pytest.raises(EpitensorError, match="unknown parts"):
+        freeze(_module(), ["genome:b"])
+
+
+def test_sparse_and_dense_updates_agree():
+    """SparseAdam is lazy: rows off a batch keep their moments. When every batch touches
+    every row, lazy and dense Adam take identical steps, so the two runs must agree.
+    (SparseAdam adds eps before the bias correction, Adam after; eps is made negligible
+    here so that this difference in eps placement does not show.)"""
+    n = 400  # 400 rows at 25 bp, 40 at 250 bp, 2 at 5 kbp
+    sparse, dense = _module(n, sparse=True), _module(n, sparse=False)
+    dense.load_state_dict(sparse.state_dict())
+    config = TrainConfig(n_epochs=1, batch_size=n, lr=0.01)
+    plans = [TrainingPlan(m, config, torch.device("cpu")) for m in (sparse, dense)]
+    assert isinstance(plans[0].optimizers[-1], torch.optim.SparseAdam)
+    assert all(isinstance(o, torch.optim.Adam) for o in plans[1].optimizers)
+    for plan in plans:
+        for optimizer in plan.optimizers:
+            for group in optimizer.param_groups:
+                group["eps"] = 1e-30
+    for step in range(5):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(step))
+        batch = _batch(order, step)
+        for plan in plans:
+            plan.step(batch)
+    for (name, a), b in zip(sparse.state_dict().items(), dense.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert not torch.equal(
+        sparse.genome["a"].emb_25bp.weight, _module(n).genome["a"].emb_25bp.weight
+    )
+
+
+def test_lazy_adam_leaves_untouched_rows():
+    module = _module(400)
+    freeze(module, ["genome:a"])
+    before = module.genome["a"].emb_25bp.weight.clone()
+    plan = TrainingPlan(module, TrainConfig(n_epochs=1, batch_size=8, lr=0.01), torch.device("cpu"))
+    plan.step(_batch(torch.arange(8)))
+    plan.step(_batch(torch.arange(100, 108)))
+    after = module.genome["a"].emb_25bp.weight
+    assert torch.equal(after[200:], before[200:])
+    assert not torch.equal(after[:8], before[:8])
+
+
+def test_validation_positions():
+    pos = validation_positions(1000, 5000)
+    assert np.array_equal(pos, np.arange(1000))
+    pos = validation_positions(1_000_000, 6400, n_windows=64)
+    assert len(pos) == 6400 and pos[0] == 0 and pos[-1] == 999_999
+    assert np.all(np.diff(pos) > 0)
+
+
+def _sampler(store, batch_size=1000, block_size=4096, seed=3):
+    names = [t for t in store.track_names() if t[0] != "E003"]
+    tracks = TrackSet.build(store, names, store.celltypes, store.assays)
+    source = AxisSource(store, "pilot", tracks.rows)
+    return EpochSampler({"pilot": source}, tracks, batch_size, block_size, 3, seed), tracks
+
+
+def test_epoch_sees_each_position_once_with_its_value(small_pilot_store):
+    store = small_pilot_store
+    sampler, tracks = _sampler(store)
+    batches = list(sampler.batches(1))
+    positions = torch.cat([b.positions for b in batches]).numpy()
+    assert np.array_equal(np.sort(positions), np.arange(store.axis_length("pilot")))
+    assert len(batches) == sampler.n_batches()
+    assert max(len(b.values) for b in batches) == 1000
+    signal = store.read_block("pilot")
+    ct, assay = torch.cat([b.celltypes for b in batches]), torch.cat([b.assays for b in batches])
+    values = torch.cat([b.values for b in batches]).numpy()
+    pair = {
+        (int(c), int(a)): int(r) for c, a, r in zip(tracks.celltypes, tracks.assays, tracks.rows)
+    }
+    rows = np.array([pair[(int(c), int(a))] for c, a in zip(ct, assay)])
+    np.testing.assert_allclose(values, signal[rows, positions], atol=1e-3)
+    assert 0 not in set(ct.tolist()) or store.celltypes[0] != "E003"
+    # every training track is drawn, roughly uniformly
+    counts = np.bincount(rows, minlength=store.n_tracks)[tracks.rows]
+    assert counts.min() > 0.8 * len(positions) / len(tracks)
+    # a batch comes from at most group_blocks blocks (sequential reads)
+    assert len(np.unique(batches[0].positions.numpy() // 4096)) <= 3
+
+
+def test_epoch_is_a_function_of_seed_and_epoch(small_pilot_store):
+    a, _ = _sampler(small_pilot_store)
+    b, _ = _sampler(small_pilot_store)
+    first = next(iter(a.batches(2)))
+    again = next(iter(b.batches(2)))
+    other = next(iter(b.batches(3)))
+    assert torch.equal(first.positions, again.positions) and torch.equal(first.values, again.values)
+    assert not torch.equal(first.positions, other.positions)
+
+
+def test_train_config_rejects_bad_values():
+    for bad in ({"batch_size": 0}, {"lr": -1.0}, {"precision": "fp8"}, {"early_stopping": 0}):
+        config = TrainConfig(**{"n_epochs": 1, "batch_size": 8, "lr": 0.1, **bad})
+        with pytest.raises(EpitensorError):
+            config.check()
+
+
+def test_stage2_function_changes_only_the_axis_tables(trained_model, small_pilot_store):
+    model = trained_model
+    state = {k: v.clone() for k, v in model.module_.state_dict().items()}
+    config = TrainConfig(n_epochs=1, batch_size=4096, lr=0.01, verbose=False)
+    tables, history = fit_genome_axis(
+        module_kwargs_of(model.module_),
+        state,
+        model.celltypes_,
+        model.assays_,
+        small_pilot_store,
+        "pilot",
+        model.training_tracks_,
+        config,
+    )
+    assert tables["emb_25bp.weight"].shape == (40_000, model.n_25bp_factors)
+    assert tables["emb_250bp.weight"].shape == (4_000, model.n_250bp_factors)
+    assert tables["emb_5kbp.weight"].shape == (200, model.n_5kbp_factors)
+    assert len(history) == 1 and history[0]["stage"] == "genome:pilot"
+    for name, value in model.module_.state_dict().items():  # the caller's module is untouched
+        assert torch.equal(value, state[name]), name
+    # same seed, same tables
+    again, _ = fit_genome_axis(
+        module_kwargs_of(model.module_),
+        state,
+        model.celltypes_,
+        model.assays_,
+        small_pilot_store,
+        "pilot",
+        model.training_tracks_,
+        config,
+    )
+    assert all(torch.equal(tables[k], again[k]) for k in tables)
+
+
+_KILL_SCRIPT = """
+import sys
+from epitensor.avocado import Avocado
+from epitensor.store import Store
+model = Avocado(n_celltype_factors=4, n_assay_factors=4, n_25bp_factors=4, n_250bp_factors=4,
+                n_5kbp_factors=4, n_layers=1, n_nodes=16, n_epochs=3, batch_size=128, lr=0.003,
+                dropout=0.1, n_threads=1, seed=5, verbose=False)
+model.fit(Store.open(sys.argv[1]), holdout=[("E003", "H3K4me3")], checkpoint_dir=sys.argv[2],
+          resume=len(sys.argv) > 3)
+"""
+
+
+def test_kill_and_resume_equals_uninterrupted(small_pilot_store, tmp_path):
+    from epitensor.avocado import Avocado
+
+    ckpt = tmp_path / "ckpt"
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_SCRIPT, small_pilot_store.url, str(ckpt)], env=env
+    )
+    log = ckpt / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and log.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.02)
+    time.sleep(0.1)  # into epoch 2 (an epoch takes about a second)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = json.loads((ckpt / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] in (1, 2)
+
+    kwargs = dict(
+        n_celltype_factors=4,
+        n_assay_factors=4,
+        n_25bp_factors=4,
+        n_250bp_factors=4,
+        n_5kbp_factors=4,
+        n_layers=1,
+        n_nodes=16,
+        n_epochs=3,
+        batch_size=128,
+        lr=0.003,
+        dropout=0.1,
+        n_threads=1,
+        seed=5,
+        verbose=False,
+    )
+    holdout = [("E003", "H3K4me3")]
+    resumed = Avocado(**kwargs).fit(
+        small_pilot_store, holdout=holdout, checkpoint_dir=ckpt, resume=True
+    )
+    straight = Avocado(**kwargs).fit(small_pilot_store, holdout=holdout)
+    for (name, a), b in zip(
+        resumed.module_.state_dict().items(), straight.module_.state_dict().values()
+    ):
+        assert torch.equal(a, b), name
+    assert list(resumed.history_.epoch) == [1, 2, 3]
+    np.testing.assert_array_equal(resumed.history_.holdout_mse, straight.history_.holdout_mse)
+
+
+def test_resume_refuses_another_run(small_pilot_store, tmp_path):
+    from epitensor.avocado import Avocado
+
+    kwargs = dict(
+        n_celltype_factors=2,
+        n_assay_factors=2,
+        n_25bp_factors=2,
+        n_250bp_factors=2,
+        n_5kbp_factors=2,
+        n_layers=1,
+        n_nodes=4,
+        n_epochs=1,
+        batch_size=4096,
+        verbose=False,
+    )
+    Avocado(**kwargs).fit(small_pilot_store, checkpoint_dir=tmp_path)
+    with pytest.raises(EpitensorError, match="another run"):
+        Avocado(**{**kwargs, "lr": 0.5}).fit(
+            small_pilot_store, checkpoint_dir=tmp_path, resume=True
+        )
