@@ -161,3 +161,16 @@ def test_cli_impute(model, tmp_path):
     )
     assert result.exit_code == 1 and "no tracks to impute" in result.output
     assert runner.invoke(app, ["impute", "--help"]).exit_code == 0
+
+
+def test_saved_model_keeps_one_axis_in_memory(model, tmp_path):
+    """Imputing from a saved model reads the genome factors lazily and drops them after."""
+    from epitensor.avocado import Avocado
+
+    model.save(tmp_path / "model")
+    loaded = Avocado.load(tmp_path / "model")
+    assert "pilot" not in loaded.module_.genome
+    export.impute(loaded, TRACKS[:1], tmp_path / "a.bw", chroms=["chr21"], verbose=False)
+    assert "pilot" not in loaded.module_.genome
+    with pybigtools.open(str(tmp_path / "a.bw")) as reader:
+        assert list(reader.chroms()) == ["chr21"]

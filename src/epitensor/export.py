@@ -124,6 +124,23 @@ def _genome_table(model, axis: str):
     return model.module_.genome[axis]
 
 
+@contextlib.contextmanager
+def _axis_table(model, axis: str):
+    """The genome factors of ``axis``; dropped afterwards when this call read them from disk.
+
+    A saved model loads its axes lazily; dropping them again keeps one axis in
+    memory at a time over a whole genome (a later call reads it back).
+    """
+    genome = model.module_.genome
+    loaded_before = axis in genome
+    table = _genome_table(model, axis)
+    try:
+        yield table
+    finally:
+        if not loaded_before and axis in genome:
+            del genome[axis]
+
+
 def _split_first_layer(module) -> torch.Tensor:
     """The genome columns of the first layer's weight, shape ``(n_nodes, n_genome_factors)``."""
     sizes = module.component_sizes
@@ -173,14 +190,16 @@ class FastPredictor:
         celltypes = torch.tensor([_index(model.celltypes_, c, "cell type") for c, _ in tracks])
         assays = torch.tensor([_index(model.assays_, a, "assay") for _, a in tracks])
         self._index = (celltypes, assays)
-        self._tables: dict[str, object] = {}
+        self._tables = contextlib.ExitStack()
+        self._axis: str | None = None
+        self._table_of_axis = None
 
     @contextlib.contextmanager
     def session(self) -> Iterator[FastPredictor]:
         """Borrow the module: eval mode on ``device``; both restored on exit."""
         module = self.module
         was_training = module.training
-        old_device = next(module.parameters()).device
+        self._old_device = next(module.parameters()).device
         module.eval().to(self.device)
         try:
             with torch.inference_mode():
@@ -189,15 +208,23 @@ class FastPredictor:
                 self._w_genome = _split_first_layer(module)
                 yield self
         finally:
-            for table in self._tables.values():
-                table.to(old_device)
-            self._tables.clear()
-            module.to(old_device).train(was_training)
+            self._release()
+            module.to(self._old_device).train(was_training)
+
+    def _release(self) -> None:
+        if self._table_of_axis is not None:
+            self._table_of_axis.to(self._old_device)
+        self._tables.close()
+        self._axis = self._table_of_axis = None
 
     def _table(self, axis: str):
-        if axis not in self._tables:
-            self._tables[axis] = _genome_table(self.model, axis).eval().to(self.device)
-        return self._tables[axis]
+        # one axis at a time: moving to the next one releases (or unloads) the last
+        if axis != self._axis:
+            self._release()
+            table = self._tables.enter_context(_axis_table(self.model, axis))
+            self._table_of_axis = table.eval().to(self.device)
+            self._axis = axis
+        return self._table_of_axis
 
     def genome_projection(self, axis: str, start: int, end: int) -> torch.Tensor:
         """First-layer genome part of positions ``[start, end)``, shape ``(n, n_nodes)``."""
@@ -821,12 +848,12 @@ def _position_blocks(model, axes, block_size, verbose):
     with progress(total=total, desc="genome factors", verbose=verbose, unit="bin") as bar:
         with torch.inference_mode():
             for axis in axes:
-                table = _genome_table(model, axis)
                 length = model.layout_.axis_lengths[axis]
-                for lo in range(0, length, block_size):
-                    hi = min(lo + block_size, length)
-                    yield axis, lo, hi, _genome_block(table, lo, hi)
-                    bar.update(hi - lo)
+                with _axis_table(model, axis) as table:
+                    for lo in range(0, length, block_size):
+                        hi = min(lo + block_size, length)
+                        yield axis, lo, hi, _genome_block(table, lo, hi)
+                        bar.update(hi - lo)
 
 
 def _write_zarr(model, path: Path, axes, block_size: int, verbose: bool) -> None:
@@ -981,18 +1008,18 @@ def _region_means(model, bed, max_positions, verbose):
     with progress(total=total, desc="region factors", verbose=verbose, unit="bin") as bar:
         with torch.inference_mode():
             for axis, group in runs.groupby("axis", sort=False):
-                table = _genome_table(model, axis)
-                device = table.emb_25bp.weight.device
                 lengths = (group.end - group.start).to_numpy()
                 batches = np.cumsum(lengths) // max_positions
-                for _, part in group.groupby(batches, sort=False):
-                    n = (part.end - part.start).to_numpy()
-                    ids = np.repeat(part.region.to_numpy(), n)
-                    starts = np.repeat(part.start.to_numpy() - np.cumsum(n) + n, n)
-                    positions = torch.from_numpy(np.arange(len(ids)) + starts).to(device)
-                    sums.index_add_(0, torch.from_numpy(ids), table(positions).double().cpu())
-                    counts += np.bincount(ids, minlength=len(bed))
-                    bar.update(len(ids))
+                with _axis_table(model, axis) as table:
+                    device = table.emb_25bp.weight.device
+                    for _, part in group.groupby(batches, sort=False):
+                        n = (part.end - part.start).to_numpy()
+                        ids = np.repeat(part.region.to_numpy(), n)
+                        starts = np.repeat(part.start.to_numpy() - np.cumsum(n) + n, n)
+                        positions = torch.from_numpy(np.arange(len(ids)) + starts).to(device)
+                        sums.index_add_(0, torch.from_numpy(ids), table(positions).double().cpu())
+                        counts += np.bincount(ids, minlength=len(bed))
+                        bar.update(len(ids))
     with np.errstate(invalid="ignore", divide="ignore"):
         means = (sums.numpy() / counts[:, None]).astype(np.float32)
     return means, names
@@ -1014,18 +1041,29 @@ def _region_windows(model, bed, window, max_positions, verbose):
     step = max(1, max_positions // (10 * window))
     with torch.inference_mode():
         for axis in points.axis[inside].unique():
-            table = _genome_table(model, axis)
-            device = table.emb_25bp.weight.device
             rows = np.flatnonzero(inside & (points.axis == axis).to_numpy())
-            for lo in progress(range(0, len(rows), step), desc="window factors", verbose=verbose):
-                chunk = rows[lo : lo + step]
-                positions = first[chunk, None] + np.arange(10 * window)[None, :]
-                f25, f250, f5k = table.parts(torch.from_numpy(positions.ravel()).to(device))
-                f25 = f25.reshape(len(chunk), window, 10, n25).mean(2)
-                f250 = f250.reshape(len(chunk), window, 10, n250)[:, :, 0]
-                f5k = f5k.reshape(len(chunk), -1, n5k).mean(1)
-                flip = torch.from_numpy(minus[chunk]).to(device)[:, None, None]
-                f25 = torch.where(flip, f25.flip(1), f25)
-                f250 = torch.where(flip, f250.flip(1), f250)
-                out[chunk] = torch.cat([f25.flatten(1), f250.flatten(1), f5k], dim=1).cpu().numpy()
+            with _axis_table(model, axis) as table:
+                for lo in progress(range(0, len(rows), step), desc="windows", verbose=verbose):
+                    chunk = rows[lo : lo + step]
+                    positions = first[chunk, None] + np.arange(10 * window)[None, :]
+                    out[chunk] = _window_features(table, positions, window, minus[chunk])
     return out, columns
+
+
+def _window_features(table, positions: np.ndarray, window: int, minus: np.ndarray) -> np.ndarray:
+    """Window features of regions whose ``10 * window`` axis positions are the rows of ``positions``.
+
+    Returns
+    -------
+    numpy.ndarray, shape=(n_regions, window * (n_25bp + n_250bp) + n_5kbp), float32
+    """
+    device = table.emb_25bp.weight.device
+    n = positions.shape[0]
+    f25, f250, f5k = table.parts(torch.from_numpy(positions.ravel()).to(device))
+    f25 = f25.reshape(n, window, 10, -1).mean(2)
+    f250 = f250.reshape(n, window, 10, -1)[:, :, 0]
+    f5k = f5k.reshape(n, 10 * window, -1).mean(1)
+    flip = torch.from_numpy(minus).to(device)[:, None, None]
+    f25 = torch.where(flip, f25.flip(1), f25)
+    f250 = torch.where(flip, f250.flip(1), f250)
+    return torch.cat([f25.flatten(1), f250.flatten(1), f5k], dim=1).cpu().numpy()
