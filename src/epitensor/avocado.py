@@ -690,6 +690,29 @@ class Avocado(BaseEstimator):
             module.cpu()
         return out
 
+    def impute(self, tracks: Sequence, out: str | os.PathLike, **kwargs) -> list[Path]:
+        """Write imputed tracks as bigWig / bedGraph (see :func:`epitensor.export.impute`).
+
+        Parameters
+        ----------
+        tracks : sequence of (str, str)
+            (cell type, assay) pairs.
+        out : str or path-like
+            A ``.bw`` / ``.bedGraph`` file for one track, else a folder.
+        **kwargs
+            ``chroms``, ``regions``, ``arcsinh`` (default False: -log10 p),
+            ``fmt``, ``block_size``, ``device``, ``overwrite``, ``verbose``.
+
+        Returns
+        -------
+        list of pathlib.Path
+            The written files.
+        """
+        from epitensor.export import impute
+
+        self._check_fitted()
+        return impute(self, [_parse_track(t) for t in tracks], out, **kwargs)
+
     def genome_factors(
         self, axis: str | None = None, start: int = 0, end: int | None = None
     ) -> np.ndarray:
