@@ -183,6 +183,40 @@ def test_stage2_ray_equals_in_process(trained_model, by_chrom_store, ray_local, 
     assert not torch.equal(expected[("chr1", "emb_25bp.weight")], start.emb_25bp.weight)
 
 
+IMPUTE_CHROMS = ["chr1", "chr4", "chr8", "chr9"]  # 20,002 pilot positions each
+
+
+def test_impute_ray_writes_the_files_of_export_impute(trained_model, ray_local, tmp_path):
+    import pybigtools
+
+    from epitensor.distributed import impute
+    from epitensor.export import impute as export_impute
+
+    tracks = [("E003", "H3K4me3"), ("E116", "H3K27me3"), ("E065", "H3K4me1")]
+    trained_model.save(tmp_path / "model")
+    local = export_impute(trained_model, tracks, tmp_path / "local", chroms=IMPUTE_CHROMS,
+                          verbose=False)  # fmt: skip
+    remote = impute(tmp_path / "model", tracks, tmp_path / "ray", chroms=IMPUTE_CHROMS,
+                    ray_address=ray_local, verbose=False)  # fmt: skip
+    assert [p.name for p in remote] == [p.name for p in local]
+    for a, b in zip(local, remote):
+        assert a.read_bytes() == b.read_bytes(), b.name
+    records = list(pybigtools.open(str(remote[0])).records("chr4"))
+    assert len(records) == 20_002 and np.var([r[2] for r in records]) > 0
+    assert (tmp_path / "ray" / "impute.json").is_file()
+
+
+def test_impute_ray_memory_store_is_refused(by_chrom_store, trained_model):
+    from epitensor.distributed import _remote_store
+
+    assert _remote_store(by_chrom_store, None) is by_chrom_store
+    assert _remote_store(by_chrom_store, "local") == by_chrom_store.url
+    layout, sizes = _tiny_layout()
+    memory = Store.create("memory://epitensor-test/refused.zarr", layout, sizes)
+    with pytest.raises(EpitensorError, match="memory"):
+        _remote_store(memory, "local")
+
+
 # stores anywhere --------------------------------------------------------------------------------
 
 

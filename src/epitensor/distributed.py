@@ -29,9 +29,13 @@ the Ray path and the in-process path give identical results.
 from __future__ import annotations
 
 import itertools
+import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from epitensor._utils import EpitensorError, progress
 
@@ -461,3 +465,170 @@ def fit_genome(
     if failure is not None:
         raise failure
     return model
+
+
+# imputation: one task per chromosome x track batch ---------------------------------------------
+
+
+def _impute_task(job: tuple, model, segments, arcsinh: bool, block_size: int, device):
+    """Impute one chromosome for a batch of tracks (a Ray task).
+
+    Returns
+    -------
+    numpy.ndarray, shape=(n_tracks, n_bins of the chromosome's segments), float32
+        On the arcsinh scale when ``arcsinh``, else the -log10 p scale.
+    """
+    from epitensor.export import FastPredictor, _iter_blocks, _load
+
+    chrom, tracks = job
+    model = _load(model)  # a model directory is read here, its genome tables lazily
+    predictor = FastPredictor(model, tracks, device=device)
+    parts = []
+    with predictor.session():
+        # the blocks of export.impute, so each value is computed exactly as there
+        for _, _, axis, lo, hi in _iter_blocks(segments[segments.chrom == chrom], block_size):
+            values = predictor.predict(axis, lo, hi)
+            parts.append(values if arcsinh else np.sinh(values))
+    return np.concatenate(parts, axis=1)
+
+
+def impute(
+    model,
+    tracks: Sequence[tuple[str, str]],
+    out,
+    chroms: Sequence[str] | None = None,
+    regions: Sequence[str] | None = None,
+    arcsinh: bool = False,
+    fmt: str | None = None,
+    block_size: int | None = None,
+    device: str | None = None,
+    overwrite: bool = False,
+    verbose: bool = True,
+    ray_address: str | None = None,
+    track_batch: int | None = None,
+    num_gpus: float | None = None,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    window: int = 4,
+) -> list:
+    """:func:`epitensor.export.impute`, with one Ray task per chromosome x track batch.
+
+    Without ``ray_address`` this is :func:`epitensor.export.impute` itself. With
+    it, tracks are cut into batches of ``track_batch``; for each batch, one task
+    per chromosome computes that chromosome's values for the batch and returns
+    them, and this process writes them to the files in file order (at most
+    ``window`` chromosomes wait in Ray's object store). The files are the same
+    as in-process.
+
+    Parameters
+    ----------
+    model : Avocado or path
+        A fitted model, or a model directory (then each task loads only the
+        genome factors of its chromosome; the directory must be readable by
+        every worker).
+    tracks, out, chroms, regions, arcsinh, fmt, device, overwrite, verbose
+        See :func:`epitensor.export.impute`.
+    block_size : int, optional
+        Positions per forward pass. Default None: export's default (16,384).
+    ray_address : str, optional
+        Default None: in this process. ``"local"``, ``"auto"`` or a Ray address.
+    track_batch : int, optional
+        Tracks per task (and files open at once). Default None: 16.
+    num_gpus : float, optional
+        GPUs per task. Default None: 1 when the cluster has GPUs, else 0.
+    max_retries : int
+        Retries of a failed task. Default 2.
+    window : int
+        Chromosome results computed ahead of the one being written. Default 4.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The written files, in the order of ``tracks``.
+
+    Raises
+    ------
+    TaskFailure
+        When a chromosome failed after its retries; no partial file is left.
+    """
+    from epitensor import export
+
+    block_size = export.DEFAULT_BLOCK_SIZE if block_size is None else int(block_size)
+    if ray_address is None:
+        return export.impute(model, tracks, out, chroms=chroms, regions=regions,
+                             arcsinh=arcsinh, fmt=fmt, block_size=block_size, device=device,
+                             overwrite=overwrite, verbose=verbose)  # fmt: skip
+    track_batch = export.MAX_OPEN_WRITERS if track_batch is None else int(track_batch)
+    if track_batch < 1 or block_size < 1:
+        raise EpitensorError(
+            f"track_batch and block_size must be positive integers; got "
+            f"track_batch={track_batch!r}, block_size={block_size!r}"
+        )
+    shared_model = str(model) if isinstance(model, str | os.PathLike) else None
+    model = export._load(model)
+    tracks = export._check_tracks(model, tracks)
+    paths, fmt, params_path = export._output_paths(tracks, Path(out), fmt, overwrite)
+    segments = export._model_segments(model, chroms, regions)
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    sizes = {c: int(model.chrom_sizes_[c]) for c in sorted(model.chrom_sizes_.index)}
+    shared = {
+        "model": shared_model or model,
+        "segments": segments,
+        "arcsinh": bool(arcsinh),
+        "block_size": block_size,
+        "device": device,
+    }
+    for lo in range(0, len(tracks), track_batch):
+        batch = tracks[lo : lo + track_batch]
+        _write_batch(batch, paths[lo : lo + track_batch], fmt, segments, sizes, model,
+                     shared, ray_address, num_gpus, max_retries, window, verbose)  # fmt: skip
+    export._write_json(
+        params_path,
+        {
+            "tracks": [list(t) for t in tracks],
+            "files": [str(p) for p in paths],
+            "scale": "arcsinh" if arcsinh else "-log10 p",
+            "format": fmt,
+            "chroms": list(chroms) if chroms else None,
+            "regions": list(regions) if regions else None,
+            "genome": getattr(model, "genome_", None),
+            "resolution": int(model.layout_.resolution),
+            "n_bins": int((segments.axis_end - segments.axis_start).sum()),
+        },
+    )
+    return paths
+
+
+def _write_batch(batch, paths, fmt, segments, sizes, model, shared, ray_address, num_gpus,
+                 max_retries, window, verbose) -> None:  # fmt: skip
+    """Fan out one track batch over the chromosomes and write its files in order."""
+    from epitensor import export
+
+    res = int(model.layout_.resolution)
+    chroms = list(dict.fromkeys(segments.chrom))
+    sinks = []
+    try:
+        for (celltype, assay), path in zip(batch, paths):
+            if fmt == "bigwig":
+                sinks.append(export._BigWigSink(path, sizes))
+            else:
+                sinks.append(export._BedGraphSink(path, f"{celltype} {assay}"))
+        jobs = [(chrom, list(batch)) for chrom in chroms]
+        results = iter_tasks(_impute_task, jobs, ray_address, shared, names=[
+            f"{chrom} x {len(batch)} tracks from {batch[0][0]}:{batch[0][1]}" for chrom in chroms
+        ], num_gpus=num_gpus, max_retries=max_retries, window=window,
+            desc=f"impute {len(batch)} track(s)", verbose=verbose)  # fmt: skip
+        for chrom, values in zip(chroms, results):
+            done = 0
+            for _, first_bin, _, lo, hi in export._iter_blocks(
+                segments[segments.chrom == chrom], export.DEFAULT_BLOCK_SIZE
+            ):
+                starts, ends = export._bin_edges(first_bin, hi - lo, res, sizes[chrom])
+                for sink, row in zip(sinks, values[:, done : done + hi - lo]):
+                    sink.write(chrom, starts, ends, row)
+                done += hi - lo
+        for sink in sinks:
+            sink.close()
+    except BaseException:
+        for sink in sinks:
+            sink.abort()
+        raise
