@@ -217,6 +217,44 @@ def test_impute_ray_memory_store_is_refused(by_chrom_store, trained_model):
         _remote_store(memory, "local")
 
 
+def test_ingest_ray_builds_the_store_of_in_process_ingest(shared_data, ray_local, tmp_path):
+    """Real K562 bigWigs (chr9:4-6 Mb): tracks read in Ray tasks, written here, same store."""
+    from epitensor.ingest import ingest
+
+    coolbox = shared_data / "fixtures" / "coolbox"
+    rows = [
+        ("K562", assay, coolbox / f"bigwig_chr9_4000000_6000000_K562_{assay}.bigwig")
+        for assay in ("H3K27ac", "H3K27me3", "RNA")
+    ]
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text("celltype\tassay\tpath\n" + "".join(f"{c}\t{a}\t{p}\n" for c, a, p in rows))
+    regions = tmp_path / "regions.bed"
+    regions.write_text("chr9\t4000000\t4600000\nchr9\t5500000\t6000000\n")
+    serial = ingest(manifest, tmp_path / "serial.zarr", regions=regions, workers=1, verbose=False)
+    remote = ingest(manifest, tmp_path / "ray.zarr", regions=regions, ray_address=ray_local,
+                    verbose=False)  # fmt: skip
+    assert remote.track_names() == serial.track_names()
+    assert list(remote.tracks.source) == list(serial.tracks.source)
+    np.testing.assert_array_equal(remote.read_block("regions"), serial.read_block("regions"))
+    assert remote.read_block("regions").std() > 0
+
+
+def test_ingest_ray_names_the_broken_file(shared_data, ray_local, tmp_path):
+    from epitensor.ingest import ingest
+
+    broken = tmp_path / "broken.bigwig"
+    good = shared_data / "fixtures" / "coolbox" / "bigwig_chr9_4000000_6000000_K562_RNA.bigwig"
+    broken.write_bytes(good.read_bytes()[:4000])  # header kept, data cut off
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text(f"celltype\tassay\tpath\nK562\tRNA\t{broken}\n")
+    regions = tmp_path / "regions.bed"
+    regions.write_text("chr9\t4000000\t4600000\n")
+    with pytest.raises(EpitensorError, match="broken.bigwig"):
+        ingest(manifest, tmp_path / "s.zarr", regions=regions, ray_address=ray_local,
+               verbose=False)  # fmt: skip
+    assert not (tmp_path / "s.zarr").exists()
+
+
 # stores anywhere --------------------------------------------------------------------------------
 
 

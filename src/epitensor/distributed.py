@@ -28,10 +28,12 @@ the Ray path and the in-process path give identical results.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,10 @@ DEFAULT_MAX_RETRIES = 2
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
+    "RayExecutor",
     "TaskFailure",
+    "fit_genome",
+    "impute",
     "import_ray",
     "iter_tasks",
     "ray_session",
@@ -632,3 +637,83 @@ def _write_batch(batch, paths, fmt, segments, sizes, model, shared, ray_address,
         for sink in sinks:
             sink.abort()
         raise
+
+
+# a concurrent.futures-style executor on Ray (store ingestion) ------------------------------------
+
+
+class RayExecutor:
+    """Submit ``fn(*args)`` as Ray tasks; the ``submit`` / ``shutdown`` of an executor.
+
+    Lets code written for :class:`concurrent.futures.ProcessPoolExecutor` (the
+    ingestion's per-track readers) run its tasks on a Ray cluster unchanged.
+    A task that raises is retried ``max_retries`` times; then its future holds
+    the task's own :class:`~epitensor._utils.EpitensorError` (which names the
+    file) or an :class:`EpitensorError` naming the task and its last error.
+
+    Parameters
+    ----------
+    address : str
+        ``"local"``, ``"auto"`` or a Ray address (see :func:`ray_session`).
+    num_cpus : float
+        CPUs per task. Default 1.
+    num_gpus : float
+        GPUs per task. Default 0 (readers need none).
+    max_retries : int
+        Retries of a failed task. Default 2.
+    verbose : bool
+        Forward the workers' output. Default True.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        num_cpus: float = 1,
+        num_gpus: float = 0,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        verbose: bool = True,
+    ) -> None:
+        self._ray = ray_session(address, verbose=verbose)
+        self._options = {
+            "num_cpus": num_cpus,
+            "num_gpus": num_gpus,
+            "max_retries": max_retries,
+            "retry_exceptions": True,
+        }
+        self._attempts = max_retries + 1
+        self._remotes: dict = {}
+        self._refs: list = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Start ``fn(*args)`` as a Ray task; returns a future of its result."""
+        if fn not in self._remotes:
+            self._remotes[fn] = self._ray.remote(fn).options(**self._options)
+        ref = self._remotes[fn].remote(*args)
+        self._refs.append(ref)
+        result: Future = Future()
+        name = getattr(fn, "__name__", "task")
+
+        def settle(done: Future) -> None:
+            try:
+                result.set_result(done.result())
+            except BaseException as exc:  # noqa: BLE001 - handed to the future's owner
+                result.set_exception(self._error(exc, name))
+
+        ref.future().add_done_callback(settle)
+        return result
+
+    def _error(self, exc: BaseException, name: str) -> BaseException:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, EpitensorError):
+            return cause  # already names the file and what to do
+        return EpitensorError(
+            f"Ray task {name} failed after {self._attempts} attempt(s): {_describe(exc)}"
+        )
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        """Cancel the tasks not finished when ``cancel_futures``; Ray itself stays up."""
+        if cancel_futures:
+            for ref in self._refs:
+                with contextlib.suppress(Exception):
+                    self._ray.cancel(ref)
+        self._refs.clear()

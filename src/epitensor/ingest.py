@@ -414,17 +414,18 @@ def _bigwig_header(path: str, where: str) -> tuple[dict[str, int], int]:
     return lengths, (covered if lengths else 0)
 
 
-def _bigwig_bins(reader, chrom: str, length: int, first: int, n: int, res: int) -> np.ndarray:
-    """Mean signal of ``n`` bins from chromosome bin ``first``, uncovered bases as 0.
+def _bigwig_bins(reader, chrom: str, length: int, first: int, res: int, out: np.ndarray) -> None:
+    """Fill ``out`` (float64, one per bin) with bin means from chromosome bin ``first``.
 
-    pybigtools returns 0 for a bin that crosses the chromosome end, so the
+    Uncovered bases count as 0. pybigtools writes straight into ``out`` (no temporary chromosome-sized
+    array). It returns 0 for a bin that crosses the chromosome end, so that
     last, partial bin is summed base by base and divided by the full width.
     """
-    out = np.zeros(n, dtype=np.float64)
+    n = len(out)
     full = max(0, min(n, length // res - first))
     if full > 0:
         start = first * res
-        out[:full] = reader.values(
+        reader.values(
             chrom,
             start,
             start + full * res,
@@ -434,12 +435,12 @@ def _bigwig_bins(reader, chrom: str, length: int, first: int, n: int, res: int) 
             uncovered=0.0,
             oob=0.0,
             fillna=None,
+            arr=out[:full],
         )
     if full < n and (first + full) * res < length:
         start = (first + full) * res
         bases = reader.values(chrom, start, length, uncovered=0.0, oob=0.0, fillna=None)
         out[full] = np.sum(bases) / res
-    return out
 
 
 def _read_text(path: str, fmt: str, where: str) -> dict[str, tuple[np.ndarray, ...]]:
@@ -609,7 +610,7 @@ def _array_axis(path: str, fmt: str, axis: str, layout: Layout, where: str) -> n
             f"{layout.name!r} has {expected:,} positions; use the layout the array was made on "
             f"(--regions)"
         )
-    return np.asarray(values, dtype=np.float64)
+    return np.array(values, dtype=np.float64)  # a copy: _finish edits it in place
 
 
 # reading one track (runs in a worker) ----------------------------------------------------
@@ -632,29 +633,35 @@ def _axis_chrom_bins(
             continue
         name = inverse[chrom]
         firsts, counts = group.first_bin.to_numpy(), group.n_bins.to_numpy()
+        offsets = group.offset.to_numpy()
         if source.fmt == "bigwig":
             length = int(reader.chroms()[name])
-            pieces = [
-                _bigwig_bins(reader, name, length, f, c, layout.resolution)
-                for f, c in zip(firsts, counts)
-            ]
-        else:
-            pieces, bad = _bin_records(reader[name], firsts, counts, layout.resolution)
-            n_bad += bad
-        for offset, piece in zip(group.offset.to_numpy(), pieces):
+            for first, count, offset in zip(firsts, counts, offsets):
+                _bigwig_bins(
+                    reader, name, length, first, layout.resolution, out[offset : offset + count]
+                )
+            continue
+        pieces, bad = _bin_records(reader[name], firsts, counts, layout.resolution)
+        n_bad += bad
+        for offset, piece in zip(offsets, pieces):
             out[offset : offset + len(piece)] = piece
     return out, n_bad
 
 
 def _finish(values: np.ndarray, transform: str, scale: str) -> tuple[np.ndarray, int]:
-    """Replace non-finite values by 0 and apply the transform; float32 out, with the count."""
+    """Replace non-finite values by 0 (in place) and apply the transform.
+
+    Returns float32 values, shape ``(n,)``, and the number of values replaced.
+    """
     bad = ~np.isfinite(values)
     n_bad = int(bad.sum())
     if n_bad:
-        values = np.where(bad, 0.0, values)
+        values[bad] = 0.0
+    del bad
+    out = values.astype(np.float32)
     if transform == "arcsinh" and scale == "raw":
-        values = np.arcsinh(values)
-    return values.astype(np.float32), n_bad
+        np.arcsinh(out, out=out)
+    return out, n_bad
 
 
 def _read_axes(
@@ -852,7 +859,11 @@ class _Inline:
         """Nothing to stop."""
 
 
-def _executor(workers: int):
+def _executor(workers: int, ray_address: str | None = None):
+    if ray_address is not None:
+        from epitensor.distributed import RayExecutor
+
+        return RayExecutor(ray_address)
     if workers <= 1:
         return _Inline()
     # spawn: the parent may hold zarr's event-loop thread, which fork would copy half-alive
@@ -977,11 +988,13 @@ def _write_block(store: Store, specs: list[TrackSpec], tracks: list[Iterator]) -
     )
 
 
-def _add(store: Store, specs: Sequence[TrackSpec], workers: int, verbose: bool) -> None:
+def _add(
+    store: Store, specs: Sequence[TrackSpec], workers: int, verbose: bool, ray_address=None
+) -> None:
     genome = store.genome
     with tempfile.TemporaryDirectory(prefix="epitensor-ingest-") as scratch:
         paths = _fetch(specs, Path(scratch))
-        pool = _executor(workers)
+        pool = _executor(workers, ray_address)
         try:
             sources = _inspect_all(pool, specs, paths, store.chrom_sizes, genome)
             _write_tracks(store, sources, pool, workers, verbose)
@@ -1011,6 +1024,7 @@ def add_tracks(
     manifest: str | os.PathLike | Sequence[TrackSpec],
     workers: int | None = None,
     verbose: bool = True,
+    ray_address: str | None = None,
 ) -> Store:
     """Add the tracks of a manifest to an existing store, all or none.
 
@@ -1028,6 +1042,10 @@ def add_tracks(
         1 reads in this process.
     verbose : bool
         Show a progress bar on stderr. Default True.
+    ray_address : str, optional
+        Read the tracks as Ray tasks (``"local"``, ``"auto"`` or an address;
+        the files must be readable by every worker); this process writes the
+        store. Default None: worker processes on this machine.
 
     Returns
     -------
@@ -1040,7 +1058,7 @@ def add_tracks(
     _check_duplicates(specs, f"store {store.url}", store.track_names())
     n_rows, tracks = store.n_tracks, list(store._attrs["tracks"])
     try:
-        _add(store, specs, _default_workers(workers, len(specs)), verbose)
+        _add(store, specs, _default_workers(workers, len(specs)), verbose, ray_address)
     except BaseException:
         _rollback(store, n_rows, tracks)
         raise
@@ -1067,6 +1085,7 @@ def ingest(
     append: bool = False,
     overwrite: bool = False,
     transform: str = "arcsinh",
+    ray_address: str | None = None,
 ) -> Store:
     """Build a compendium store from the tracks of a manifest.
 
@@ -1097,6 +1116,10 @@ def ingest(
         Replace an existing store at ``out``. Default False: refuse.
     transform : str
         ``"arcsinh"`` (default) or ``"none"``.
+    ray_address : str, optional
+        Read the tracks as Ray tasks (``"local"``, ``"auto"`` or an address;
+        the files must be readable by every worker); this process writes the
+        store, in manifest order. Default None: worker processes on this machine.
 
     Returns
     -------
@@ -1104,7 +1127,7 @@ def ingest(
         The new store, opened read-only.
     """
     if append:
-        return add_tracks(out, manifest, workers=workers, verbose=verbose)
+        return add_tracks(out, manifest, workers=workers, verbose=verbose, ray_address=ray_address)
     _check_choice("transform", transform, TRANSFORMS)
     if not is_local_path(out):
         raise EpitensorError(f"ingest writes local stores; got {out}: build it locally, then copy")
@@ -1119,7 +1142,7 @@ def ingest(
         atomic_directory(out, overwrite=overwrite) as tmp,
     ):
         paths = _fetch(specs, Path(scratch))
-        pool = _executor(workers)
+        pool = _executor(workers, ray_address)
         try:
             sources = _inspect_all(pool, specs, paths, sizes, build)
             layout = _layout_for(regions, sizes, sources)
