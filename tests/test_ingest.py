@@ -206,18 +206,19 @@ def test_pilot_round_trip_through_bigwig(shared_data, pilot_store, tmp_path):
 
 def test_pilot_npz_on_pilot_layout(shared_data, pilot_store, tmp_path):
     """An npz holding a whole layout axis (already arcsinh: scale column) matches by layout."""
+    npz = shared_data / "roadmap-pilot" / "E065.H3K4me1.pilot.arcsinh.npz"
+    np.save(tmp_path / "E065.H3K4me1.npy", np.load(npz)["arr_0"])
     rows = [
-        (
-            "E065",
-            "H3K4me1",
-            shared_data / "roadmap-pilot" / "E065.H3K4me1.pilot.arcsinh.npz",
-            "arcsinh",
-        ),
+        ("E065", "H3K4me1", npz, "arcsinh"),
+        ("E065", "npy", tmp_path / "E065.H3K4me1.npy", "arcsinh"),
     ]
     manifest = _manifest(tmp_path, rows, ("celltype", "assay", "path", "scale"))
     store = ingest(manifest, tmp_path / "s.zarr", regions="roadmap-pilot", verbose=False)
     np.testing.assert_array_equal(
         store.read_track("E065", "H3K4me1"), pilot_store.read_track("E065", "H3K4me1")
+    )
+    np.testing.assert_array_equal(
+        store.read_track("E065", "npy"), pilot_store.read_track("E065", "H3K4me1")
     )
 
 
