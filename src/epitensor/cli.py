@@ -131,19 +131,19 @@ def info(store: StoreArg) -> None:
 @user_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("demo-output"),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="The same pipeline in about a minute (tiny model).")
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run the demo on the bundled real Roadmap sample.
+    """Run the demo on the bundled real Roadmap sample: benchmark, imputations, figures, report.
 
     Example: epitensor demo --out demo-output
     """
-    from epitensor.datasets import roadmap_pilot
+    from epitensor.demo import run_demo
 
-    store = roadmap_pilot()
-    out.mkdir(parents=True, exist_ok=True)
-    summary = store.summary()
-    (out / "store-summary.txt").write_text(summary + "\n")
-    typer.echo(summary)
+    report = run_demo(out, quick=quick, verbose=not quiet)
+    typer.echo(f"report: {report}")
 
 
 def _writable_dir(path: Path) -> Path:

@@ -1,0 +1,164 @@
+"""Baselines: hand-checked means on the real pilot data, PARAFAC on a small exact tensor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from epitensor import metrics
+from epitensor._utils import EpitensorError
+from epitensor.baselines import (
+    AssayMean,
+    AverageActivity,
+    GlobalMean,
+    ParafacModule,
+    TensorFactorization,
+    all_baselines,
+)
+from epitensor.benchmark import STANDARD_SPLIT, resolve_split
+from epitensor.genome import Layout, chrom_sizes
+from epitensor.store import Store
+
+
+@pytest.fixture(scope="module")
+def pilot_split(pilot_store):
+    holdout, train = resolve_split("standard", pilot_store)
+    block = pilot_store.read_block("pilot")
+    names = pilot_store.track_names()
+    data = {t: block[names.index(t)] for t in names}
+    return holdout, train, data
+
+
+def test_global_and_assay_means_by_hand(pilot_store, pilot_split):
+    holdout, train, data = pilot_split
+    glob = GlobalMean().fit(pilot_store, train)
+    assert glob.mean_ == pytest.approx(np.mean([data[t].astype(np.float64).mean() for t in train]))
+    prediction = glob.predict("E003", "H3K4me3")
+    assert prediction.shape == (pilot_store.axis_length("pilot"),)
+    assert prediction.dtype == np.float32
+    # the reference point of ../shared/data/README.md: held-out MSE 0.215
+    mses = [metrics.mse(data[t], glob.predict(*t)) for t in holdout]
+    assert np.mean(mses) == pytest.approx(0.215, abs=0.002)
+    per_assay = AssayMean().fit(pilot_store, train)
+    k4 = [data[t].astype(np.float64).mean() for t in train if t[1] == "H3K4me3"]
+    assert per_assay.means_["H3K4me3"] == pytest.approx(np.mean(k4))
+    assert per_assay.predict("E003", "H3K4me3", start=10, end=20) == pytest.approx(
+        np.full(10, np.mean(k4)), rel=1e-6
+    )
+
+
+def test_average_activity_is_the_mean_over_the_other_celltypes(pilot_store, pilot_split):
+    holdout, train, data = pilot_split
+    model = AverageActivity().fit(pilot_store, train)
+    others = [data[(c, "H3K4me3")] for c in ("E017", "E065", "E116", "E117")]
+    np.testing.assert_allclose(
+        model.predict("E003", "H3K4me3"), np.mean(others, axis=0), rtol=1e-5, atol=1e-6
+    )
+    assert model.celltypes_["H3K4me3"] == ["E017", "E065", "E116", "E117"]
+    # the reference point of ../shared/data/README.md: MSE 0.167, Pearson 0.458
+    mses = [metrics.mse(data[t], model.predict(*t)) for t in holdout]
+    pearsons = [metrics.pearson(data[t], model.predict(*t)) for t in holdout]
+    assert np.mean(mses) == pytest.approx(0.167, abs=0.002)
+    assert np.mean(pearsons) == pytest.approx(0.458, abs=0.003)
+    np.testing.assert_array_equal(
+        model.predict_tracks(holdout[:2], start=5, end=9),
+        np.stack([model.predict(*t, start=5, end=9) for t in holdout[:2]]),
+    )
+
+
+def test_baseline_errors(pilot_store, pilot_split):
+    _, train, _ = pilot_split
+    with pytest.raises(EpitensorError, match="not fitted"):
+        GlobalMean().predict("E003", "H3K4me3")
+    with pytest.raises(EpitensorError, match="no training tracks"):
+        AverageActivity().fit(pilot_store, [])
+    with pytest.raises(EpitensorError, match="not in store"):
+        GlobalMean().fit(pilot_store, [("E999", "H3K4me3")])
+    only_k4 = [t for t in train if t[1] == "H3K4me3"]
+    fitted = AverageActivity().fit(pilot_store, only_k4)
+    with pytest.raises(EpitensorError, match="no training track"):
+        fitted.predict("E003", "H3K27me3")
+    with pytest.raises(EpitensorError, match="no training track"):
+        AssayMean().fit(pilot_store, only_k4).predict("E003", "H3K27me3")
+    with pytest.raises(EpitensorError, match="invalid range"):
+        fitted.predict("E003", "H3K4me3", start=10, end=5)
+    with pytest.raises(EpitensorError, match="unknown axis"):
+        fitted.predict("E003", "H3K4me3", axis="chr1")
+    assert set(all_baselines(verbose=False)) == {
+        "global_mean",
+        "assay_mean",
+        "average_activity",
+        "parafac",
+    }
+
+
+def test_parafac_module_by_hand():
+    torch.manual_seed(0)
+    module = ParafacModule(3, 2, {"a": 50, "b": 7}, n_factors=4)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_()
+    c, a, p = torch.tensor([0, 2, 1]), torch.tensor([1, 0, 1]), torch.tensor([3, 49, 0])
+    expected = (
+        (module.celltype_factors.weight[c] * module.assay_factors.weight[a])
+        * module.genome["a"].factors.weight[p]
+    ).sum(1)
+    expected += (
+        module.celltype_bias.weight[c, 0]
+        + module.assay_bias.weight[a, 0]
+        + module.genome["a"].bias.weight[p, 0]
+        + module.bias
+    )
+    torch.testing.assert_close(module(c, a, p, "a"), expected)
+    grid = module.forward_tracks(c, a, torch.arange(7), "b")
+    assert grid.shape == (3, 7)
+    for i in range(3):
+        torch.testing.assert_close(
+            grid[i], module(c[[i] * 7], a[[i] * 7], torch.arange(7), "b"), rtol=1e-5, atol=1e-5
+        )
+
+
+@pytest.fixture(scope="module")
+def low_rank_store(tmp_path_factory):
+    """A 3 x 3 store on 1,000 positions holding an exact rank-2 PARAFAC tensor plus biases."""
+    rng = np.random.default_rng(1)
+    n = 1000
+    layout = Layout.from_bed(
+        pd.DataFrame({"chrom": ["chr1"], "start": [1_000_000], "end": [1_000_000 + 25 * n]}),
+        name="toy",
+    )
+    store = Store.create(
+        tmp_path_factory.mktemp("toy") / "toy.zarr", layout, chrom_sizes("hg19"), genome="hg19"
+    )
+    celltypes, assays = ["c0", "c1", "c2"], ["a0", "a1", "a2"]
+    ct, asy, genome = rng.normal(size=(3, 2)), rng.normal(size=(3, 2)), rng.normal(size=(n, 2))
+    for i, c in enumerate(celltypes):
+        for j, a in enumerate(assays):
+            values = 1.0 + 0.3 * j + genome @ (ct[i] * asy[j])
+            store.add_track(c, a, {"toy": values.astype(np.float32)})
+    return store
+
+
+def test_parafac_learns_a_low_rank_tensor(low_rank_store):
+    holdout, train = resolve_split([("c0", "a0"), ("c1", "a2")], low_rank_store)
+    observed = {t: low_rank_store.read_track(*t) for t in holdout}
+    model = TensorFactorization(
+        n_factors=4, n_epochs=15, batch_size=100, lr=0.05, genome_lr=0.05, verbose=False
+    ).fit(low_rank_store, train)
+    assert model.history_.train_mse.iloc[-1] < 0.5 * model.history_.train_mse.iloc[0]
+    average = AverageActivity().fit(low_rank_store, train)
+    mse_parafac = np.mean([metrics.mse(observed[t], model.predict(*t)) for t in holdout])
+    mse_average = np.mean([metrics.mse(observed[t], average.predict(*t)) for t in holdout])
+    assert mse_parafac < 0.5 * mse_average
+    with pytest.raises(EpitensorError, match="no training track"):
+        model.predict("c9", "a0")
+    with pytest.raises(EpitensorError, match="positive integer"):
+        TensorFactorization(n_factors=0).fit(low_rank_store, train)
+
+
+def test_standard_split_is_the_designed_one():
+    celltypes = ["E003", "E017", "E065", "E116", "E117"]
+    assays = ["H3K4me3", "H3K27me3", "H3K36me3", "H3K9me3", "H3K4me1"]
+    assert STANDARD_SPLIT == [(celltypes[i], assays[(2 * i) % 5]) for i in range(5)]
