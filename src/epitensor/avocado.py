@@ -248,6 +248,27 @@ class Avocado(BaseEstimator):
         model = cls(**PRESETS[name])
         return model.set_params(**overrides) if overrides else model
 
+    @classmethod
+    def from_reference(
+        cls, path_or_prefix, genome: str | os.PathLike = "hg19", **kwargs
+    ) -> Avocado:
+        """A fitted model from files of the original Avocado (``avocado-chrN.{json,h5}``).
+
+        Parameters
+        ----------
+        path_or_prefix : path or list of paths
+            Prefix, folder or files (see :func:`epitensor.reference.find_reference_files`).
+        genome : str or path-like
+            Build the model was trained on, or a chrom.sizes file. Default ``"hg19"``.
+        **kwargs
+            ``first_bin`` (models trained on a chromosome slice), ``chroms``,
+            ``verbose`` and estimator hyperparameters; see
+            :func:`epitensor.reference.import_reference`.
+        """
+        from epitensor.reference import import_reference
+
+        return import_reference(path_or_prefix, genome, **kwargs)
+
     def _check_params(self) -> None:
         for name in (
             "n_celltype_factors",
