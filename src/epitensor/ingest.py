@@ -64,6 +64,7 @@ SCALES = ("raw", "arcsinh")
 _BIGWIG_MAGIC = (0x888FFC26).to_bytes(4, "little")
 _TEXT_FORMATS = ("bedgraph", "wig")
 BLOCK_BYTES = 256 << 20  # tracks buffered for one block write
+_BIGWIG_BLOCK = 1 << 20  # bins per pybigtools query
 _WIG_HEADS = ("fixedStep", "variableStep", "track", "browser", "#")
 
 
@@ -423,19 +424,20 @@ def _bigwig_bins(reader, chrom: str, length: int, first: int, res: int, out: np.
     """
     n = len(out)
     full = max(0, min(n, length // res - first))
-    if full > 0:
-        start = first * res
+    # pybigtools keeps ~45 bytes per requested bin while summarising: query in blocks
+    for lo in range(0, full, _BIGWIG_BLOCK):
+        hi = min(full, lo + _BIGWIG_BLOCK)
         reader.values(
             chrom,
-            start,
-            start + full * res,
-            bins=full,
+            (first + lo) * res,
+            (first + hi) * res,
+            bins=hi - lo,
             summary="mean",
             exact=True,
             uncovered=0.0,
             oob=0.0,
             fillna=None,
-            arr=out[:full],
+            arr=out[lo:hi],
         )
     if full < n and (first + full) * res < length:
         start = (first + full) * res
