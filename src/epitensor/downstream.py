@@ -243,7 +243,14 @@ def _fit_predict_linear(
         estimator = RidgeCV(alphas=1.0 / (2.0 * LOGISTIC_CS), cv=inner)
     else:
         estimator = LogisticRegressionCV(
-            Cs=LOGISTIC_CS, cv=inner, scoring="average_precision", max_iter=2000, **_LOGISTIC_KW
+            Cs=LOGISTIC_CS,
+            cv=inner,
+            scoring="average_precision",
+            # liblinear: 5-10x less CPU than lbfgs on these small (hundreds of samples) sets,
+            # where lbfgs crawls at large C on nearly separable data.
+            solver="liblinear",
+            max_iter=2000,
+            **_LOGISTIC_KW,
         )
     model = make_pipeline(StandardScaler(), estimator)
     model.fit(x[fold.train], y[fold.train])
