@@ -328,3 +328,25 @@ def test_resume_refuses_another_run(small_pilot_store, tmp_path):
         Avocado(**{**kwargs, "lr": 0.5}).fit(
             small_pilot_store, checkpoint_dir=tmp_path, resume=True
         )
+
+
+def test_several_tracks_per_position_stay_together(small_pilot_store):
+    store = small_pilot_store
+    names = [t for t in store.track_names() if t[0] != "E003"]
+    tracks = TrackSet.build(store, names, store.celltypes, store.assays)
+    source = AxisSource(store, "pilot", tracks.rows)
+    sampler = EpochSampler({"pilot": source}, tracks, 999, 4096, 3, seed=1, tracks_per_position=3)
+    batches = list(sampler.batches(1))
+    assert len(batches) == sampler.n_batches()
+    positions = torch.cat([b.positions for b in batches]).numpy()
+    assert len(positions) == sampler.n_samples == 3 * store.axis_length("pilot")
+    assert np.array_equal(np.bincount(positions), np.full(store.axis_length("pilot"), 3))
+    pairs = torch.stack(
+        [
+            torch.cat([b.positions for b in batches]),
+            torch.cat([b.celltypes for b in batches]) * 10 + torch.cat([b.assays for b in batches]),
+        ]
+    )
+    assert len(torch.unique(pairs, dim=1).T) == len(positions)  # distinct tracks per position
+    first = batches[0].positions.numpy()
+    assert np.array_equal(first[0::3], first[1::3]) and np.array_equal(first[0::3], first[2::3])

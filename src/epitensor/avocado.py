@@ -124,6 +124,9 @@ class Avocado(BaseEstimator):
         Learning rate of the genome factors. Default None: ``lr``.
     genome_weight_decay : float
         L2 penalty on the genome factors a batch touches. Default 0.
+    tracks_per_position : int
+        Training tracks paired with each position per epoch, drawn without
+        replacement and kept in one batch. Default 1: the paper's epoch.
     early_stopping : int, optional
         Stop stage 1 when the holdout MSE has not improved for this many
         epochs. Default None: never.
@@ -202,6 +205,7 @@ class Avocado(BaseEstimator):
         lr: float = 1e-3,
         genome_lr: float | None = None,
         genome_weight_decay: float = 0.0,
+        tracks_per_position: int = 1,
         early_stopping: int | None = None,
         precision: str = "fp32",
         device: str | None = None,
@@ -223,6 +227,7 @@ class Avocado(BaseEstimator):
         self.lr = lr
         self.genome_lr = genome_lr
         self.genome_weight_decay = genome_weight_decay
+        self.tracks_per_position = tracks_per_position
         self.early_stopping = early_stopping
         self.precision = precision
         self.device = device
@@ -305,6 +310,7 @@ class Avocado(BaseEstimator):
             n_threads=self.n_threads,
             precision=self.precision,
             genome_weight_decay=float(self.genome_weight_decay),
+            tracks_per_position=int(self.tracks_per_position),
             early_stopping=self.early_stopping,
             verbose=bool(self.verbose),
         )

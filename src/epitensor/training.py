@@ -82,6 +82,8 @@ class TrainConfig:
     block_size, group_blocks : int
         Sampler block length (positions) and blocks shuffled together.
         Defaults 65,536 and 8.
+    tracks_per_position : int
+        Training tracks per position per epoch (the paper: 1). Default 1.
     genome_weight_decay : float
         L2 penalty on the genome factors a batch touches (added to the loss as
         ``decay * mean over the batch of the squared factors``). Default 0.
@@ -105,6 +107,7 @@ class TrainConfig:
     precision: str = "fp32"
     block_size: int = 1 << 16
     group_blocks: int = 8
+    tracks_per_position: int = 1
     genome_weight_decay: float = 0.0
     early_stopping: int | None = None
     n_validation: int = 100_000
@@ -112,7 +115,8 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise an :class:`EpitensorError` for an impossible value."""
-        for name in ("n_epochs", "batch_size", "block_size", "group_blocks", "n_validation"):
+        for name in ("n_epochs", "batch_size", "block_size", "group_blocks", "n_validation",
+                     "tracks_per_position"):
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or value < (0 if name == "n_epochs" else 1):
                 raise EpitensorError(f"{name} must be a positive integer; got {name}={value!r}")
@@ -294,6 +298,9 @@ class EpochSampler:
     block_size, group_blocks : int
         See :class:`TrainConfig`.
     seed : int
+    tracks_per_position : int
+        Training tracks drawn (without replacement) per position and epoch. Default 1,
+        the paper's epoch.
     """
 
     def __init__(
@@ -304,8 +311,10 @@ class EpochSampler:
         block_size: int = 1 << 16,
         group_blocks: int = 8,
         seed: int = 0,
+        tracks_per_position: int = 1,
     ) -> None:
         self.sources = sources
+        self.tracks_per_position = int(tracks_per_position)
         self.tracks = tracks
         self.batch_size = int(batch_size)
         self.block_size = int(block_size)
@@ -317,13 +326,30 @@ class EpochSampler:
     @property
     def n_samples(self) -> int:
         """Samples per epoch: every position of every training axis once."""
-        return sum(s.length for s in self.sources.values())
+        k = min(self.tracks_per_position, len(self.tracks))
+        return k * sum(s.length for s in self.sources.values())
 
     def n_batches(self) -> int:
         """Batches per epoch."""
+        k = min(self.tracks_per_position, len(self.tracks))
         return sum(
-            math.ceil(sum(e - s for s, e in blocks) / self.batch_size)
+            math.ceil(k * sum(e - s for s, e in blocks) / self.batch_size)
             for _, _, blocks in self.groups(0)
+        )
+
+    @classmethod
+    def from_config(
+        cls, sources: dict[str, AxisSource], tracks: TrackSet, config: TrainConfig
+    ) -> EpochSampler:
+        """The sampler a :class:`TrainConfig` describes."""
+        return cls(
+            sources,
+            tracks,
+            config.batch_size,
+            config.block_size,
+            config.group_blocks,
+            config.seed,
+            config.tracks_per_position,
         )
 
     def groups(self, epoch: int) -> list[tuple[int, str, list[tuple[int, int]]]]:
@@ -347,7 +373,13 @@ class EpochSampler:
         positions = np.concatenate([np.arange(s, e, dtype=np.int64) for s, e in blocks])
         values = np.concatenate([source.read(s, e) for s, e in blocks], axis=1)
         order = rng.permutation(len(positions))
-        choice = rng.integers(0, len(self.tracks), size=len(positions))
+        n_tracks, k = len(self.tracks), min(self.tracks_per_position, len(self.tracks))
+        if k == 1:
+            choice = rng.integers(0, n_tracks, size=len(positions))
+        else:  # k distinct tracks per position, kept together in one batch
+            keys = rng.random((len(positions), n_tracks), dtype=np.float32)
+            choice = np.argsort(keys, axis=1)[:, :k].ravel()
+            order = np.repeat(order, k)
         y = torch.from_numpy(values[choice, order].astype(np.float32))
         pos = torch.from_numpy(positions[order])
         choice_t = torch.from_numpy(choice)
@@ -868,9 +900,7 @@ def fit_stage1(
     module.to(device)
     plan = TrainingPlan(module, config, device)
     sources = {axis: AxisSource(store, axis, tracks.rows) for axis in axes}
-    sampler = EpochSampler(
-        sources, tracks, config.batch_size, config.block_size, config.group_blocks, config.seed
-    )
+    sampler = EpochSampler.from_config(sources, tracks, config)
     scorer = None
     if holdout is not None and len(holdout):
         scorer = HoldoutScorer(store, axes[0], holdout, config.n_validation)
@@ -972,13 +1002,8 @@ def fit_genome_axis(
     freeze(module, [f"genome:{axis}"])
     module.to(device)
     plan = TrainingPlan(module, config, device)
-    sampler = EpochSampler(
-        {axis: AxisSource(store, axis, track_set.rows)},
-        track_set,
-        config.batch_size,
-        config.block_size,
-        config.group_blocks,
-        config.seed,
+    sampler = EpochSampler.from_config(
+        {axis: AxisSource(store, axis, track_set.rows)}, track_set, config
     )
     checkpoint = None
     if checkpoint_dir is not None:
@@ -1051,9 +1076,7 @@ def fit_new_rows(
     name = f"{part}_embedding.weight"
     plan = TrainingPlan(module, config, device, row_masks={name: mask})
     sources = {axis: AxisSource(store, axis, tracks.rows) for axis in axes}
-    sampler = EpochSampler(
-        sources, tracks, config.batch_size, config.block_size, config.group_blocks, config.seed
-    )
+    sampler = EpochSampler.from_config(sources, tracks, config)
     try:
         with torch_threads(config.n_threads):
             result = run_training(
