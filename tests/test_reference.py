@@ -254,9 +254,9 @@ def test_error_file_names(fixture_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def imported(fixture_dir):
-    from epitensor.reference import import_reference
+    from epitensor.avocado import Avocado
 
-    return import_reference(
+    return Avocado.from_reference(
         fixture_dir / "avocado-chr1", genome="hg19", first_bin=FIXTURE_FIRST_BIN, verbose=False
     )
 
