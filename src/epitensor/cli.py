@@ -30,6 +30,16 @@ DeviceOpt = Annotated[
     str | None,
     typer.Option("--device", help="torch device (cpu, cuda, mps); default: best available."),
 ]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="Run the work as Ray tasks: 'local' (start Ray here), 'auto' (join this "
+        "machine's cluster) or a Ray address; needs Ray (the 'ray' extra of epitensor). "
+        "Default: in this process.",
+    ),
+]
 ThreadsOpt = Annotated[
     int | None, typer.Option("--threads", help="CPU threads for torch; default: torch's choice.")
 ]
@@ -94,6 +104,7 @@ def ingest(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing store at --out.")
     ] = False,
+    ray: RayOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Bin bigWig / bedGraph / wig / npz tracks to 25 bp, arcsinh them, and write a store.
@@ -111,6 +122,7 @@ def ingest(
         verbose=not quiet,
         append=append,
         overwrite=overwrite,
+        ray_address=ray,
     )
     typer.echo(store.summary())
 
@@ -288,6 +300,7 @@ def impute(
     bedgraph: Annotated[bool, typer.Option("--bedgraph", help="Write bedGraph, not bigWig.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
     device: DeviceOpt = None,
+    ray: RayOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Impute tracks genome-wide (or on --chrom / --region) as bigWig or bedGraph, 25 bp.
@@ -296,6 +309,11 @@ def impute(
     """
     from epitensor.export import impute as run_impute
 
+    extra = {}
+    if ray is not None:  # one Ray task per chromosome x track batch
+        from epitensor.distributed import impute as run_impute
+
+        extra = {"ray_address": ray}
     celltype, assay = celltype or [], assay or []
     if len(celltype) != len(assay):
         raise typer.BadParameter(
@@ -315,8 +333,54 @@ def impute(
         overwrite=overwrite,
         missing_in=all_missing,
         verbose=not quiet,
+        **extra,
     )
     typer.echo("\n".join(f"wrote {p}" for p in paths))
+
+
+@app.command("fit-genome")
+@user_errors
+def fit_genome(
+    model: ModelArg,
+    store: StoreArg,
+    out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
+    axis: Annotated[
+        list[str] | None,
+        typer.Option("--axis", help="Only this axis / chromosome (repeat); default: all."),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option("--epochs", min=1, help="Stage-2 epochs per axis (default: the model's)."),
+    ] = None,
+    ray: RayOpt = None,
+    gpus_per_task: Annotated[
+        float | None,
+        typer.Option("--gpus-per-task", help="With --ray; default: 1 if the cluster has GPUs."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Stage 2: learn the genome factors of each chromosome of STORE, the rest frozen.
+
+    One task per chromosome, in this process or on Ray (--ray).
+    Example: epitensor fit-genome model genome.zarr --out model-genome --ray auto
+    """
+    from epitensor.distributed import train_genome
+
+    fitted = train_genome(
+        model,
+        store,
+        _writable_dir(out),
+        axes=axis,
+        n_epochs=epochs,
+        ray_address=ray,
+        num_gpus=gpus_per_task,
+        device=device,
+        verbose=not quiet,
+        overwrite=overwrite,
+    )
+    typer.echo(f"wrote {out}: genome factors of {len(fitted.genome_axes_)} axes")
 
 
 @app.command()

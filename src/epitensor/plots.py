@@ -99,6 +99,7 @@ def plot_tracks(
     gene_ax.set_yticks([])
     gene_ax.set_ylabel("genes / TSS", rotation=0, ha="right", va="center", fontsize=9)
     gene_ax.set_xlabel(f"{chrom} position (Mb, hg19)")
+    gene_ax.ticklabel_format(axis="x", useOffset=False, style="plain")
     gene_ax.spines[["top", "right", "left"]].set_visible(False)
     _save(fig, path)
 

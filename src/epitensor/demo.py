@@ -1,0 +1,443 @@
+"""The demo: the whole method on the bundled Roadmap sample, ending in one HTML report.
+
+Steps (each with progress on stderr):
+
+1. open the bundled 5 x 5 Roadmap pilot store;
+2. run the standard benchmark split (DESIGN.md): train the model (``cpu-small``
+   preset) and every baseline on 20 tracks, impute the 5 held-out tracks and
+   score them with every metric;
+3. write the held-out imputations to bigWig;
+4. draw the figures (tracks at two loci, the training curve, UMAP maps of the
+   latent factors, metrics by method);
+5. assemble ``report.html``, one self-contained page.
+
+All genomic intervals are 0-based, half-open; positions are 25-bp bins of the
+single ``"pilot"`` axis.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from epitensor._utils import EpitensorWarning, atomic_directory
+from epitensor.annotations import read_tss
+from epitensor.genome import Layout, read_bed
+from epitensor.store import Store
+
+__all__ = [
+    "QUICK_PARAMS",
+    "QUICK_REGIONS",
+    "Locus",
+    "factor_maps",
+    "pick_broad_domain",
+    "pick_promoter",
+    "region_subset",
+    "run_demo",
+]
+
+
+@dataclass
+class Locus:
+    """A window of the layout to draw: axis positions ``[start, end)`` and their genomic place."""
+
+    axis: str
+    start: int
+    end: int
+    chrom: str
+    first_bin: int
+    label: str
+
+    def bp_starts(self, resolution: int = 25) -> np.ndarray:
+        """Genomic start (bp) of each bin, shape ``(end - start,)``."""
+        return (self.first_bin + np.arange(self.end - self.start)) * resolution
+
+    @property
+    def region(self) -> str:
+        """UCSC string of the window (0-based, half-open)."""
+        lo = self.first_bin * 25
+        return f"{self.chrom}:{lo}-{lo + (self.end - self.start) * 25}"
+
+
+def _locus_at(layout: Layout, axis: str, centre: int, width: int, label: str) -> Locus:
+    """A ``width``-bin window centred on axis position ``centre``, kept inside its region."""
+    regions = layout.axis_regions(axis)
+    row = regions[(regions.offset <= centre) & (regions.offset + regions.n_bins > centre)].iloc[0]
+    width = min(width, int(row.n_bins))
+    start = int(np.clip(centre - width // 2, row.offset, row.offset + row.n_bins - width))
+    return Locus(
+        axis, start, start + width, row.chrom, int(row.first_bin + start - row.offset), label
+    )
+
+
+def pick_promoter(
+    observed: np.ndarray, layout: Layout, axis: str, tss_path: str | os.PathLike, width: int = 800
+) -> Locus:
+    """The active promoter to draw: the GENCODE TSS with the strongest observed signal.
+
+    Parameters
+    ----------
+    observed : numpy.ndarray, shape=(n_positions,), arcsinh
+        A promoter mark (H3K4me3) on ``axis``.
+    layout : Layout
+        The store's layout.
+    axis : str
+        Axis of ``observed``.
+    tss_path : str or path-like
+        GFF or BED6 of transcription start sites.
+    width : int
+        Window width in bins. Default 800 (20 kb).
+
+    Returns
+    -------
+    Locus
+    """
+    tss = read_tss(tss_path)
+    positions = []
+    for row in tss.itertuples():
+        hit = layout.locate(row.chrom, row.pos, row.pos + 1)
+        if len(hit) and hit.axis.iloc[0] == axis:
+            positions.append(int(hit.axis_start.iloc[0]))
+    positions = np.unique(positions)
+    if positions.size == 0:
+        raise ValueError("no TSS falls inside the layout")
+    # Score each TSS by the signal over +-1 kb so a single spike does not win.
+    smooth = np.convolve(observed, np.ones(81) / 81, mode="same")
+    best = int(positions[np.argmax(smooth[positions])])
+    return _locus_at(layout, axis, best, width, "active promoter")
+
+
+def pick_broad_domain(observed: np.ndarray, layout: Layout, axis: str, width: int = 6000) -> Locus:
+    """The broad domain to draw: the window with the highest mean of a broad mark.
+
+    Parameters
+    ----------
+    observed : numpy.ndarray, shape=(n_positions,), arcsinh
+        A broad mark (H3K27me3, H3K36me3 or H3K9me3) on ``axis``.
+    layout : Layout
+        The store's layout.
+    axis : str
+        Axis of ``observed``.
+    width : int
+        Window width in bins. Default 6000 (150 kb).
+
+    Returns
+    -------
+    Locus
+    """
+    window = np.convolve(observed, np.ones(width) / width, mode="same")
+    return _locus_at(layout, axis, int(np.argmax(window)), width, "broad domain")
+
+
+def _element_windows(table: pd.DataFrame, half: int) -> pd.DataFrame:
+    """Intervals of ``half`` bp either side of each interval's centre (0-based, half-open)."""
+    centre = ((table.start + table.end) // 2).to_numpy()
+    return pd.DataFrame(
+        {"chrom": table.chrom.to_numpy(), "start": centre - half, "end": centre + half}
+    ).drop_duplicates(ignore_index=True)
+
+
+def factor_maps(
+    model, annotations_dir: str | os.PathLike, out: Path, max_points: int = 3000, seed: int = 0
+) -> dict[str, Path]:
+    """UMAP maps of the cell type, assay and genome factors (promoters vs enhancers).
+
+    One point per element: its genome factors averaged over TSS +- 250 bp
+    (GENCODE v19 promoters) or over the centre +- 250 bp of an E116 ChromHMM
+    enhancer state, as the paper's Fig. 3.
+
+    Parameters
+    ----------
+    model : Avocado
+        A fitted model.
+    annotations_dir : str or path-like
+        Folder with ``gencode.v19.TSS.notlow.gff.gz`` and ``E116_chromhmm25.bed.gz``.
+    out : Path
+        Folder for the PNGs.
+    max_points : int
+        Positions drawn per class. Default 3000.
+    seed : int
+        Sampling and UMAP seed. Default 0.
+
+    Returns
+    -------
+    dict of str to Path
+        ``celltypes``, ``assays`` and ``genome`` figure paths.
+    """
+    from epitensor.annotations import enhancer_intervals
+    from epitensor.export import region_factors
+    from epitensor.plots import plot_embedding_map, umap_2d
+
+    paths = {}
+    for name, table, names in (
+        ("celltypes", model.celltype_embedding_, model.celltypes_),
+        ("assays", model.assay_embedding_, model.assays_),
+    ):
+        coords = umap_2d(table, seed=seed)
+        paths[name] = out / f"umap_{name}.png"
+        plot_embedding_map(
+            paths[name],
+            coords,
+            names,
+            f"UMAP of the {name[:-1].replace('celltype', 'cell type')} factors",
+            annotate=True,
+        )
+    directory = Path(annotations_dir)
+    tss = read_tss(directory / "gencode.v19.TSS.notlow.gff.gz")
+    tss_table = pd.DataFrame({"chrom": tss.chrom, "start": tss.pos, "end": tss.pos + 1})
+    enhancers = enhancer_intervals(directory / "E116_chromhmm25.bed.gz")
+    rng = np.random.default_rng(seed)
+    tables, labels = [], []
+    for label, elements in (
+        ("promoter (TSS ± 250 bp)", tss_table),
+        ("enhancer (E116 ChromHMM)", enhancers),
+    ):
+        with warnings.catch_warnings():  # elements outside the layout are expected and dropped
+            warnings.simplefilter("ignore", EpitensorWarning)
+            rows = region_factors(model, _element_windows(elements, 250), verbose=False)
+        rows = rows.iloc[:, 4:].dropna().to_numpy(dtype=np.float32)
+        rows = rows[rng.permutation(len(rows))[:max_points]]
+        tables.append(rows)
+        labels += [label] * len(rows)
+    factors = np.concatenate(tables)
+    coords = umap_2d(factors, seed=seed)
+    paths["genome"] = out / "umap_genome.png"
+    plot_embedding_map(
+        paths["genome"], coords, labels, "UMAP of the genome factors (25 bp + 250 bp + 5 kbp)"
+    )
+    return paths
+
+
+QUICK_REGIONS = 6
+"""Pilot regions the quick demo trains on (about 120,000 positions of the 1.1 M)."""
+
+QUICK_PARAMS = {"n_epochs": 3, "n_nodes": 64}
+"""Preset overrides of the quick demo: the pipeline in about a minute, not a good model."""
+
+
+def region_subset(store: Store, n_regions: int, path: str | os.PathLike) -> Store:
+    """A store holding the first ``n_regions`` regions of a one-axis region store.
+
+    Parameters
+    ----------
+    store : Store
+        A store with a single axis (such as the bundled pilot store).
+    n_regions : int
+        Regions to keep, in axis order.
+    path : str or path-like
+        Where to write the new store (replaced if present).
+
+    Returns
+    -------
+    Store
+        Opened read-only, same tracks, genome and chromosome sizes.
+    """
+    (axis,) = store.axes
+    regions = store.layout.axis_regions(axis).head(n_regions).copy()
+    blocks = [store.read_block(axis, r.offset, r.offset + r.n_bins) for r in regions.itertuples()]
+    regions["offset"] = np.concatenate([[0], np.cumsum(regions.n_bins.to_numpy())[:-1]])
+    length = int(regions.n_bins.sum())
+    layout = Layout(regions, {axis: length}, store.resolution, f"{store.layout.name}-{n_regions}")
+    with atomic_directory(path, overwrite=True) as tmp:
+        subset = Store.create(tmp, layout, store.chrom_sizes, genome=store.genome, overwrite=True)
+        subset.add_tracks(store.track_names(), {axis: np.concatenate(blocks, axis=1)}, store.url)
+    return Store.open(path)
+
+
+def _gene_tables(directory: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    genes = read_bed(directory / "RefSeqGene.hg19.bed.gz")
+    tss = read_tss(directory / "gencode.v19.TSS.notlow.gff.gz").rename(columns={"pos": "start"})
+    return genes, tss
+
+
+def _track_figures(result, store: Store, out: Path, directory: Path) -> list[tuple[Path, str]]:
+    """Observed, model and average-activity signal at an active promoter and a broad domain."""
+    from epitensor.plots import plot_tracks
+
+    axis = store.axes[0]
+    holdout = result.holdout
+    promoter_track = next((t for t in holdout if t[1] == "H3K4me3"), holdout[0])
+    broad_track = next(
+        (t for t in holdout if t[1] in ("H3K27me3", "H3K36me3", "H3K9me3")), holdout[-1]
+    )
+    genes, tss = _gene_tables(directory)
+    figures = []
+    for track, pick in ((promoter_track, "promoter"), (broad_track, "broad")):
+        observed = store.read_track(*track, axis=axis)
+        if pick == "promoter":
+            locus = pick_promoter(
+                observed, store.layout, axis, directory / "gencode.v19.TSS.notlow.gff.gz"
+            )
+        else:
+            locus = pick_broad_domain(observed, store.layout, axis)
+        window = slice(locus.start, locus.end)
+        name = f"{track[0]} {track[1]}"
+        panels = {f"observed {name}": observed[window]}
+        for method in ("avocado", "average_activity"):
+            if method in result.predictions:
+                panels[f"{method} (imputed)"] = result.predictions[method][track][window]
+        path = out / f"tracks_{pick}.png"
+        plot_tracks(
+            path,
+            locus.chrom,
+            locus.bp_starts(store.resolution),
+            panels,
+            f"Held-out {name} at {locus.label} {locus.region} (hg19)",
+            genes=genes,
+            tss=tss,
+            resolution=store.resolution,
+        )
+        figures.append(
+            (
+                path,
+                f"{name} (held out: never seen in training) around {locus.label} {locus.region}: "
+                f"observed signal, the model's imputation and the average-activity baseline; "
+                f"RefSeq genes and GENCODE TSS (arrows give the strand) beneath.",
+            )
+        )
+    return figures
+
+
+def _write_report(
+    result, out: Path, figures: list[tuple[Path, str]], seconds: float, quick: bool
+) -> Path:
+    from epitensor.report import Report
+
+    summary = result.summary
+    lower = {m for m in summary.index if m.startswith("mse")}
+    report = Report("epitensor demo: imputing held-out Roadmap tracks")
+    report.paragraph(
+        "epitensor trained a multi-scale deep tensor factorization model (the Avocado method) "
+        f"on {len(result.train)} observed tracks of the bundled Roadmap sample (5 cell types x "
+        "5 histone marks over the ENCODE pilot regions of hg19, arcsinh(-log10 p) in 25-bp bins), "
+        f"held out {len(result.holdout)} tracks ("
+        + ", ".join(f"{c} {a}" for c, a in result.holdout)
+        + "), imputed them, and scored the imputations against the observed tracks next to "
+        "simple baselines trained on the same tracks. "
+        f"The whole run took {seconds / 60:.1f} minutes."
+    )
+    if quick:
+        report.paragraph(
+            "This is the quick demo: a tiny network trained for a few epochs on a few regions. "
+            "It checks the pipeline; its numbers say nothing about the method.",
+            note=True,
+        )
+    if "avocado" in summary.columns:
+        won = [m for m in summary.index if result.best.get(m) == "avocado"]
+        lost = [
+            f"{m} ({result.best[m]})" for m in summary.index if m not in won and result.best.get(m)
+        ]
+        verdict = f"The model is best on {len(won)} of {len(summary.index)} metrics"
+        verdict += f" ({', '.join(won)})." if won else "."
+        if lost:
+            verdict += " A baseline is better on " + ", ".join(lost) + "."
+        report.paragraph(verdict, note=bool(lost))
+    report.heading("Held-out tracks: mean over tracks, every method")
+    report.table(
+        summary,
+        caption="Mean over the held-out tracks. MSE metrics: lower is better; "
+        "all others: higher is better (arcsinh scale).",
+    )
+    report.bullets(
+        [
+            f"{m}: best {result.best[m]}" + (" (lower is better)" if m in lower else "")
+            for m in summary.index
+            if m in result.best
+        ]
+    )
+    per_track = result.table.pivot_table(
+        index=["celltype", "assay", "method"], columns="metric", values="value", sort=False
+    )
+    report.heading("Per held-out track")
+    report.table(per_track[[c for c in summary.index if c in per_track.columns]])
+    report.heading("Figures")
+    for path, caption in figures:
+        report.figure(path, caption)
+    return report.write(out / "report.html")
+
+
+def run_demo(
+    out: str | os.PathLike = "demo-output", quick: bool = False, verbose: bool = True
+) -> Path:
+    """Run the demo on the bundled Roadmap sample; return the path of ``report.html``.
+
+    Parameters
+    ----------
+    out : str or path-like
+        Output folder (created; its demo files are replaced). Default ``"demo-output"``.
+    quick : bool
+        The same pipeline in about a minute: :data:`QUICK_REGIONS` regions and
+        :data:`QUICK_PARAMS`. Default False: the ``cpu-small`` preset on every region.
+    verbose : bool
+        Progress on stderr. Default True.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out/report.html``. Beside it: ``benchmark/`` (tables, metrics figures),
+        ``model/`` (the trained model), ``imputed/`` (held-out tracks as bigWig)
+        and the PNG figures.
+    """
+    from epitensor.benchmark import run_benchmark
+    from epitensor.datasets import pilot_annotations_dir, roadmap_pilot
+    from epitensor.plots import plot_training_curve
+
+    started = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = roadmap_pilot()
+    if quick:
+        store = region_subset(store, QUICK_REGIONS, out / "quick-store.zarr")
+    _say(verbose, f"demo: benchmark on {store.layout.n_positions:,} positions (standard split)")
+    result = run_benchmark(
+        store,
+        out / "benchmark",
+        split="standard",
+        preset="cpu-small",
+        model_params={**(QUICK_PARAMS if quick else {}), "verbose": verbose},
+        parafac_epochs=2 if quick else 10,
+        overwrite=True,
+        verbose=verbose,
+    )
+    model = result.model
+    model.save(out / "model", overwrite=True)
+    _say(verbose, "demo: writing the held-out imputations to bigWig")
+    model.impute(result.holdout, out / "imputed", overwrite=True, verbose=verbose)
+    directory = pilot_annotations_dir()
+    figures = _track_figures(result, store, out, directory)
+    plot_training_curve(out / "training_curve.png", model.history_, "Training (stage 1)")
+    figures.append(
+        (
+            out / "training_curve.png",
+            "Mean squared error per epoch on the training tracks and on the held-out tracks.",
+        )
+    )
+    figures.append(
+        (
+            result.out_dir / "metrics.png",
+            "Every metric for every method on each held-out track.",
+        )
+    )
+    maps = factor_maps(model, directory, out, max_points=500 if quick else 3000)
+    captions = {
+        "celltypes": "UMAP of the cell type factors.",
+        "assays": "UMAP of the assay factors.",
+        "genome": "UMAP of the genome factors of promoters (TSS ± 250 bp) and enhancers "
+        "(centres ± 250 bp of E116 ChromHMM enhancer states), as the paper's Fig. 3.",
+    }
+    figures += [(path, captions[name]) for name, path in maps.items()]
+    report = _write_report(result, out, figures, time.perf_counter() - started, quick)
+    _say(verbose, f"demo: report written to {report}")
+    return report
+
+
+def _say(verbose: bool, message: str) -> None:
+    if verbose:
+        print(message, file=sys.stderr, flush=True)
