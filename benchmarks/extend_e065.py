@@ -136,11 +136,13 @@ def main() -> None:
     tables = []
     for observed in args.observed:
         table = evaluate(model_path, args.workdir, observed, args.transfer_epochs, args.threads)
-        print(f"{observed}: transfer {table.transfer_seconds.iloc[0]:.0f} s")
+        print(f"{observed}: transfer {table.transfer_seconds.iloc[0]:.0f} s", flush=True)
+        print(to_markdown(table), flush=True)
         tables.append(table)
+        if args.out:  # written after every observed track, so a long run can be read midway
+            pd.concat(tables, ignore_index=True).to_csv(args.out, index=False)
     table = pd.concat(tables, ignore_index=True)
-    if args.out:
-        table.to_csv(args.out, index=False)
+    print()
     print(to_markdown(table))
     means = table[["mse", "mse_baseline", "pearson", "pearson_baseline"]].mean()
     print(

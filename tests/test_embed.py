@@ -138,3 +138,4 @@ def test_embed_raises_and_cli(model, tmp_path):
     assert list(table.name) == ["a", "tss", "edge"] and not table.isna().any().any()
     result = runner.invoke(app, ["embed", str(model_dir), "--out", str(out)])
     assert result.exit_code == 1 and "already exists" in result.output
+    assert runner.invoke(app, ["embed", "--help"]).exit_code == 0

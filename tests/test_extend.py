@@ -96,6 +96,9 @@ def test_extend_celltype_cli_freezes_the_model(model_dir, new_store, tmp_path):
 
 
 def test_extend_assay_and_errors(model_dir, new_store, tmp_path):
+    assert CliRunner().invoke(app, ["extend", "--help"]).exit_code == 0
+    result = CliRunner().invoke(app, ["extend", str(model_dir), new_store.url, "--out", "x"])
+    assert result.exit_code != 0 and "one kind per call" in result.output
     with pytest.raises(EpitensorError, match="is the original model"):
         extend(model_dir, new_store, model_dir, assays=["H3K4me3x"], overwrite=True)
     with pytest.raises(EpitensorError, match="not both or none"):

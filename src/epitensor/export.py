@@ -252,6 +252,19 @@ def plain_predict(
 
     The reference :class:`FastPredictor` is checked (and benchmarked) against.
 
+    Parameters
+    ----------
+    model : Avocado
+        A fitted model.
+    celltype, assay : str
+        The track.
+    axis : str
+        Genome axis.
+    start, end : int
+        Axis positions, half-open.
+    batch_size : int
+        Positions per forward pass. Default 8192.
+
     Returns
     -------
     numpy.ndarray, shape=(end - start,), float32, arcsinh
