@@ -322,3 +322,16 @@ def test_impute_to_bigwig_and_embed_from_the_imported_model(imported, tmp_path, 
         table = factors["chr1_151158050-151658100"]
     assert table.shape == (N_POSITIONS, 110)
     np.testing.assert_array_equal(table[:50], imported.genome_factors(start=0, end=50))
+
+
+def test_explain_on_the_imported_model(imported, expected):
+    """Attributions land on the fixture's positions and explain the original's predictions."""
+    from epitensor.explain import explain
+
+    table = explain(imported, "E065", "H3K4me3", "chr1:151200000-151205000", n_steps=8)
+    assert len(table) == 200
+    positions = table.position.to_numpy()
+    assert positions[0] == 151_200_000 // 25 - FIXTURE_FIRST_BIN
+    np.testing.assert_allclose(
+        table.prediction.to_numpy(), expected["E065.H3K4me3"][positions], atol=1e-5, rtol=0
+    )
