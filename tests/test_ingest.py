@@ -449,3 +449,20 @@ def test_contigs_skipped_and_bad_options(tmp_path):
         np.savez(npz, values=np.ones(3))
         ingest(_manifest(tmp_path, [("A", "B", npz)]), tmp_path / "t.zarr", verbose=False)
     assert not (tmp_path / "t.zarr").exists() and _leftovers(tmp_path) == []
+
+
+def test_append_to_a_whole_genome_store_warns_about_dropped_chromosomes(tmp_path):
+    sizes = tmp_path / "chrom.sizes"
+    sizes.write_text("chr1\t1000\nchr2\t500\n")
+    first, second = tmp_path / "a.bedGraph", tmp_path / "b.bedGraph"
+    first.write_text("chr1\t0\t50\t1\n")
+    second.write_text("chr1\t25\t50\t2\nchr2\t0\t10\t4\n")
+    store = ingest(
+        _manifest(tmp_path, [("A", "X", first)]), tmp_path / "s.zarr", genome=sizes, verbose=False
+    )
+    assert store.axes == ["chr1"]
+    with pytest.warns(EpitensorWarning, match="data on chr2 dropped"):
+        store = add_tracks(
+            tmp_path / "s.zarr", _manifest(tmp_path, [("B", "X", second)]), verbose=False
+        )
+    np.testing.assert_allclose(store.read_track("B", "X")[:3], np.arcsinh([0, 2, 0]), **FLOAT16)

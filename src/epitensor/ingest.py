@@ -999,9 +999,26 @@ def _add(
         pool = _executor(workers, ray_address)
         try:
             sources = _inspect_all(pool, specs, paths, store.chrom_sizes, genome)
+            _warn_dropped(store.layout, sources)
             _write_tracks(store, sources, pool, workers, verbose)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _warn_dropped(layout: Layout, sources: list[_Source]) -> None:
+    """Warn when appended tracks have data on chromosomes a whole-genome store lacks."""
+    if not layout.is_whole_genome:
+        return
+    kept = set(layout.regions.chrom)
+    for source in sources:
+        dropped = [c for c in source.chroms if c not in kept]
+        if dropped:
+            warn(
+                f"{source.spec.where}: data on {', '.join(dropped[:3])}"
+                f"{', ...' if len(dropped) > 3 else ''} dropped: the store holds only "
+                f"{len(kept)} chromosomes; ingest all tracks together to keep them",
+                3,
+            )
 
 
 def _default_workers(workers: int | None, n_tracks: int) -> int:
