@@ -215,10 +215,10 @@ def factor_maps(
     return paths
 
 
-QUICK_REGIONS = 6
-"""Pilot regions the quick demo trains on (about 120,000 positions of the 1.1 M)."""
+QUICK_REGIONS = 4
+"""Pilot regions the quick demo trains on (80,000 positions of the 1.1 M)."""
 
-QUICK_PARAMS = {"n_epochs": 3, "n_nodes": 64}
+QUICK_PARAMS = {"n_epochs": 2, "n_nodes": 64}
 """Preset overrides of the quick demo: the pipeline in about a minute, not a good model."""
 
 
@@ -402,7 +402,7 @@ def run_demo(
         split="standard",
         preset="cpu-small",
         model_params={**(QUICK_PARAMS if quick else {}), "verbose": verbose},
-        parafac_epochs=2 if quick else 10,
+        parafac_epochs=1 if quick else 10,
         overwrite=True,
         verbose=verbose,
     )

@@ -1,0 +1,72 @@
+import re
+
+import numpy as np
+import pandas as pd
+import pybigtools
+from PIL import Image
+from typer.testing import CliRunner
+
+from epitensor.benchmark import STANDARD_SPLIT
+from epitensor.cli import app
+from epitensor.datasets import roadmap_pilot
+from epitensor.demo import QUICK_REGIONS, region_subset
+
+
+def test_region_subset_keeps_the_first_regions(tmp_path, pilot_store):
+    subset = region_subset(pilot_store, 2, tmp_path / "two.zarr")
+    regions = pilot_store.layout.axis_regions("pilot").head(2)
+    n = int(regions.n_bins.sum())
+    assert subset.layout.n_positions == n
+    assert subset.track_names() == pilot_store.track_names()
+    np.testing.assert_array_equal(subset.read_block("pilot"), pilot_store.read_block("pilot", 0, n))
+    # The second region starts right after the first on the new axis.
+    second = subset.layout.locate(
+        regions.chrom.iloc[1], regions.start.iloc[1], regions.start.iloc[1] + 25
+    )
+    assert int(second.axis_start.iloc[0]) == int(regions.n_bins.iloc[0])
+
+
+def test_quick_demo_writes_every_output(tmp_path, monkeypatch):
+    monkeypatch.setenv("EPITENSOR_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--quick", "--quiet", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "report.html" in result.output
+
+    # The held-out tracks as bigWig, read back over the quick regions.
+    store = roadmap_pilot()
+    regions = store.layout.axis_regions("pilot").head(QUICK_REGIONS)
+    first = regions.iloc[0]
+    for celltype, assay in STANDARD_SPLIT:
+        path = out / "imputed" / f"{celltype}.{assay}.bigWig"
+        with pybigtools.open(str(path)) as bigwig:
+            values = np.asarray(
+                bigwig.values(first.chrom, int(first.start), int(first.start) + 2500)
+            )
+        assert np.isfinite(values).all() and (values >= 0).all() and values.std() > 0
+
+    # The tables parse and hold every method and every held-out track.
+    table = pd.read_csv(out / "benchmark" / "metrics.csv")
+    assert set(table.method) == {
+        "avocado",
+        "global_mean",
+        "assay_mean",
+        "average_activity",
+        "parafac",
+    }
+    assert set(zip(table.celltype, table.assay)) == set(STANDARD_SPLIT)
+    summary = pd.read_csv(out / "benchmark" / "summary.csv", index_col=0)
+    assert {"mse", "pearson", "catch1obs", "f1"} <= set(summary.index)
+
+    # Every PNG opens; the report embeds every figure and contains the summary table.
+    html = (out / "report.html").read_text()
+    pngs = sorted(out.glob("*.png")) + [out / "benchmark" / "metrics.png"]
+    assert len(pngs) >= 7
+    for png in pngs:
+        with Image.open(png) as image:
+            assert image.format == "PNG" and min(image.size) > 100
+        assert f'data-file="{png.name}"' in html
+    assert html.count("data:image/png;base64,") == len(pngs)
+    assert "<table" in html and "average_activity" in html
+    mse = summary.loc["mse", "avocado"]
+    assert re.search(rf">{mse:.3f}<", html)
