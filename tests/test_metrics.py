@@ -144,6 +144,10 @@ def test_catch1_by_hand():
     # imputed top 1% {0, 199}: only 199 is in the observed top 5%
     assert metrics.catch1imp(observed, imputed) == pytest.approx(0.5)
     assert np.isnan(metrics.catch1obs(observed[:50], imputed[:50]))
+    # A constant imputation catches nothing: NaN, not a perfect score from ties.
+    constant = np.full_like(imputed, 0.3)
+    assert np.isnan(metrics.catch1obs(observed, constant))
+    assert np.isnan(metrics.catch1imp(observed, constant))
 
 
 def test_peak_scores_by_hand_and_against_sklearn(pair):

@@ -243,14 +243,19 @@ def spearman(observed: np.ndarray, imputed: np.ndarray, mask: np.ndarray | None 
 
 def _catch(source: np.ndarray, target: np.ndarray) -> float:
     top1 = top_fraction(source, 0.01)
-    if not top1.any():
+    # A constant track has no top 1% or 5%: with ties included its "top 5%" is every
+    # position, which would give a constant imputation a perfect catch score.
+    if not top1.any() or np.ptp(source) == 0 or np.ptp(target) == 0:
         return float("nan")
     top5 = top_fraction(target, 0.05)
     return float(np.mean(top5[top1]))
 
 
 def catch1obs(observed: np.ndarray, imputed: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Share of the top 1% observed positions that lie in the top 5% imputed."""
+    """Share of the top 1% observed positions that lie in the top 5% imputed.
+
+    NaN when either track is constant (its top fraction is undefined).
+    """
     obs, imp = _check(observed, imputed, mask)
     return _catch(obs, imp)
 
