@@ -324,3 +324,32 @@ def test_ray_iter_tasks_streams_in_order(ray_local, tmp_path):
         verbose=False,
     )
     assert list(out) == items
+
+
+@pytest.mark.parametrize("command", ["ingest", "impute", "fit-genome"])
+def test_cli_commands_take_ray(command):
+    from typer.testing import CliRunner
+
+    from epitensor.cli import app
+
+    result = CliRunner().invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--ray" in result.output
+
+
+def test_cli_fit_genome_saves_every_axis(trained_model, by_chrom_store, tmp_path):
+    from typer.testing import CliRunner
+
+    from epitensor.avocado import Avocado
+    from epitensor.cli import app
+
+    trained_model.save(tmp_path / "model")
+    args = ["fit-genome", str(tmp_path / "model"), by_chrom_store.url, "--out",
+            str(tmp_path / "genome-model"), "--axis", "chr4", "--axis", "chr8", "--quiet"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    fitted = Avocado.load(tmp_path / "genome-model")
+    assert set(fitted.genome_axes_) == {"pilot", "chr4", "chr8"}
+    assert fitted.genome_factors("chr8").shape == (20_002, 24)
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 1 and "already exists" in again.output

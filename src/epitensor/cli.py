@@ -298,6 +298,9 @@ def impute(
         bool, typer.Option("--arcsinh", help="Write arcsinh values (default: -log10 p).")
     ] = False,
     bedgraph: Annotated[bool, typer.Option("--bedgraph", help="Write bedGraph, not bigWig.")] = False,
+    precision: Annotated[
+        str, typer.Option("--precision", help="fp32, or bf16 (faster on bf16 hardware, ~1e-2 error).")
+    ] = "fp32",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
     device: DeviceOpt = None,
     ray: RayOpt = None,
@@ -330,6 +333,7 @@ def impute(
         arcsinh=arcsinh,
         fmt="bedgraph" if bedgraph else None,
         device=device,
+        precision=precision,
         overwrite=overwrite,
         missing_in=all_missing,
         verbose=not quiet,

@@ -53,6 +53,7 @@ __all__ = [
     "iter_tasks",
     "ray_session",
     "run_tasks",
+    "train_genome",
 ]
 
 
@@ -514,6 +515,7 @@ def impute(
     num_gpus: float | None = None,
     max_retries: int = DEFAULT_MAX_RETRIES,
     window: int = 4,
+    missing_in=None,
 ) -> list:
     """:func:`epitensor.export.impute`, with one Ray task per chromosome x track batch.
 
@@ -530,7 +532,7 @@ def impute(
         A fitted model, or a model directory (then each task loads only the
         genome factors of its chromosome; the directory must be readable by
         every worker).
-    tracks, out, chroms, regions, arcsinh, fmt, device, overwrite, verbose
+    tracks, out, chroms, regions, arcsinh, fmt, device, overwrite, verbose, missing_in
         See :func:`epitensor.export.impute`.
     block_size : int, optional
         Positions per forward pass. Default None: export's default (16,384).
@@ -558,6 +560,10 @@ def impute(
     from epitensor import export
 
     block_size = export.DEFAULT_BLOCK_SIZE if block_size is None else int(block_size)
+    shared_model = str(model) if isinstance(model, str | os.PathLike) else None
+    model = export._load(model)
+    if missing_in is not None:
+        tracks = list(tracks) + export.missing_tracks(model, missing_in)
     if ray_address is None:
         return export.impute(model, tracks, out, chroms=chroms, regions=regions,
                              arcsinh=arcsinh, fmt=fmt, block_size=block_size, device=device,
@@ -568,8 +574,6 @@ def impute(
             f"track_batch and block_size must be positive integers; got "
             f"track_batch={track_batch!r}, block_size={block_size!r}"
         )
-    shared_model = str(model) if isinstance(model, str | os.PathLike) else None
-    model = export._load(model)
     tracks = export._check_tracks(model, tracks)
     paths, fmt, params_path = export._output_paths(tracks, Path(out), fmt, overwrite)
     segments = export._model_segments(model, chroms, regions)
@@ -717,3 +721,59 @@ class RayExecutor:
                 with contextlib.suppress(Exception):
                     self._ray.cancel(ref)
         self._refs.clear()
+
+
+def train_genome(
+    model,
+    store,
+    out,
+    axes: Sequence[str] | None = None,
+    n_epochs: int | None = None,
+    ray_address: str | None = None,
+    num_gpus: float | None = None,
+    device: str | None = None,
+    verbose: bool = True,
+    overwrite: bool = False,
+):
+    """Stage 2 from a saved model, then save the result (``epitensor fit-genome``).
+
+    Parameters
+    ----------
+    model : Avocado or path
+        A fitted model or a model directory (stage 1 done).
+    store : Store, str or path-like
+        The compendium holding the axes (chromosomes) to fit.
+    out : str or path-like
+        Model directory to write.
+    axes : sequence of str, optional
+        Axes to fit. Default None: every axis of the store.
+    n_epochs : int, optional
+        Stage-2 epochs per axis. Default None: the model's ``n_genome_epochs``.
+    ray_address : str, optional
+        Default None: in this process. ``"local"``, ``"auto"`` or a Ray address.
+    num_gpus : float, optional
+        GPUs per task. Default None: 1 when the cluster has GPUs, else 0.
+    device : str, optional
+        torch device of each task. Default None: best available there.
+    verbose : bool
+        Progress bars. Default True.
+    overwrite : bool
+        Replace an existing ``out``. Default False.
+
+    Returns
+    -------
+    Avocado
+        The model with the new genome factors (also saved at ``out``).
+    """
+    from epitensor.export import _load
+
+    if Path(out).exists() and not overwrite:
+        raise EpitensorError(f"{out} already exists; choose another --out or pass overwrite")
+    model = _load(model)
+    params = {"device": device, "verbose": verbose}
+    if n_epochs is not None:
+        params["n_genome_epochs"] = int(n_epochs)
+    model.set_params(**params)
+    fit_genome(model, store, axes, ray_address=ray_address, num_gpus=num_gpus)
+    model.save(out, overwrite=overwrite)
+    return model
