@@ -13,8 +13,9 @@ timed in a fresh Python process, so that its peak RSS is its own:
 * ``fast, k tracks``: :class:`epitensor.export.FastPredictor`, the genome part
   of the first layer computed once per block of positions and shared by the
   k tracks; throughput counted in (track, position) pairs per second;
-* ``impute to bigWig``: :func:`epitensor.export.impute` end to end for one
-  track, bigWig writing included.
+* ``fast bf16``: the same with the layers after the first in bfloat16;
+* ``impute to bigWig``: :func:`epitensor.export.impute` end to end (fp32),
+  bigWig writing included, for 1 and 8 tracks.
 
 Ratios are against ``plain`` in the same process. The projected time for one
 genome-wide track is 115,241,319 positions (hg19 at 25 bp) over the end-to-end
@@ -99,9 +100,9 @@ def child(size: str, threads: int) -> dict:
                 module(idx, idx, pos, "pilot")
 
     result["module.forward"] = _rate(forward, n)
-    for k in (1, 8, 24):
+    for k, precision in [(1, "fp32"), (8, "fp32"), (24, "fp32"), (1, "bf16"), (8, "bf16")]:
         tracks = [(f"T{i}", f"T{(i + 3) % 25}") for i in range(k)]
-        predictor = export.FastPredictor(model, tracks, device="cpu")
+        predictor = export.FastPredictor(model, tracks, device="cpu", precision=precision)
         m = n if k == 1 else max(n // k, export.DEFAULT_BLOCK_SIZE)
 
         def fast(predictor=predictor, m=m) -> None:
@@ -110,7 +111,8 @@ def child(size: str, threads: int) -> dict:
 
         with predictor.session():
             predictor.predict("pilot", 0, 2048)
-            result[f"fast, {k} tracks"] = _rate(fast, m * k, repeat=1 if k > 1 else 2)
+            name = f"fast{' bf16' if precision == 'bf16' else ''}, {k} track{'s' * (k > 1)}"
+            result[name] = _rate(fast, m * k, repeat=1 if k > 1 else 2)
 
     # end to end, bigWig writing included: the first pilot regions, about n positions
     segments = export.track_segments(model.layout_, model.chrom_sizes_)

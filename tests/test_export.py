@@ -98,6 +98,10 @@ def test_fast_inference_equals_plain_forward_any_block_size(model):
     np.testing.assert_allclose(whole, plain, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(pieces, whole, rtol=1e-5, atol=1e-6)
     assert not model.module_.training  # the borrowed module is restored
+    with export.FastPredictor(model, tracks, device="cpu", precision="bf16").session() as fast:
+        bf16 = fast.predict("pilot", start, end)
+    assert bf16.dtype == np.float32 and np.abs(bf16 - plain).max() < 0.05
+    assert np.corrcoef(bf16.ravel(), plain.ravel())[0, 1] > 0.999
 
 
 def test_segments_sorted_clipped_and_checked(model):
@@ -130,6 +134,8 @@ def test_impute_raises_on_user_mistakes(model, tmp_path):
         export.impute(model, TRACKS, tmp_path, block_size=0, verbose=False)
     with pytest.raises(EpitensorError, match="invalid fmt"):
         export.impute(model, TRACKS, tmp_path, fmt="wig", verbose=False)
+    with pytest.raises(EpitensorError, match="invalid precision"):
+        export.impute(model, TRACKS, tmp_path, precision="int8", verbose=False)
     existing = tmp_path / "x.bw"
     existing.write_bytes(b"keep")
     with pytest.raises(EpitensorError, match="already exists"):
@@ -146,7 +152,7 @@ def test_cli_impute(model, tmp_path):
         app,
         ["impute", str(model_dir), "--celltype", "E065", "--assay", "H3K4me1"]
         + ["--celltype", "E117", "--assay", "H3K9me3", "--region", "chr11:2000000-2010000"]
-        + ["--out", str(out), "--quiet", "--bedgraph"],
+        + ["--out", str(out), "--quiet", "--bedgraph", "--precision", "bf16"],
     )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
