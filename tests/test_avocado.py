@@ -128,7 +128,8 @@ def test_stage2_changes_only_genome_factors(trained_model, small_pilot_store, tm
     model = Avocado.load(tmp_path / "m")
     model.set_params(verbose=False)
     before = {k: v.clone() for k, v in model.module_.state_dict().items()}
-    model.fit_genome(small_pilot_store, axes=["pilot"])
+    model.fit_genome(small_pilot_store, axes=["pilot"], checkpoint_dir=tmp_path / "ck")
+    assert (tmp_path / "ck" / "pilot" / "checkpoint" / "state.json").is_file()
     after = model.module_.state_dict()
     assert model.genome_axes_ == {"pilot": 40_000}
     assert after["genome.pilot.emb_25bp.weight"].shape[0] == 40_000

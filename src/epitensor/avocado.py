@@ -434,6 +434,8 @@ class Avocado(BaseEstimator):
         store: Store | str | os.PathLike,
         axes: Sequence[str] | None = None,
         warm_start: bool = False,
+        checkpoint_dir: str | os.PathLike | None = None,
+        resume: bool = False,
     ) -> Avocado:
         """Stage 2: learn the genome factors of each axis, everything else frozen.
 
@@ -446,6 +448,11 @@ class Avocado(BaseEstimator):
         warm_start : bool
             Start from the axis's current factors when it has some. Default
             False: fresh uniform factors, as in the paper.
+        checkpoint_dir : str or path-like, optional
+            Per-epoch checkpoints of each axis go to ``checkpoint_dir/<axis>/``.
+            Default None.
+        resume : bool
+            Continue each axis from its checkpoint. Default False.
 
         Returns
         -------
@@ -467,8 +474,19 @@ class Avocado(BaseEstimator):
             init = None
             if warm_start and axis in self.genome_axes_:
                 init = self.genome_module(axis).state_dict()
+            axis_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / axis
             tables, history = fit_genome_axis(
-                kwargs, state, self.celltypes_, self.assays_, store, axis, tracks, config, init
+                kwargs,
+                state,
+                self.celltypes_,
+                self.assays_,
+                store,
+                axis,
+                tracks,
+                config,
+                init,
+                checkpoint_dir=axis_dir,
+                resume=resume,
             )
             self.module_.genome[axis] = new_genome_module(self.module_, tables)
             self.genome_axes_[axis] = store.axis_length(axis)
