@@ -287,6 +287,7 @@ def test_cli_writes_a_model_that_loads_and_predicts_identically(fixture_dir, tmp
     out = tmp_path / "model"
     args = ["import-reference", str(fixture_dir / "avocado-chr1"), "--genome", "hg19"]
     args += ["--first-bin", f"chr1:{FIXTURE_FIRST_BIN}", "--out", str(out), "--quiet"]
+    assert CliRunner().invoke(app, ["import-reference", "--help"]).exit_code == 0
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "5 cell types" in result.output
