@@ -336,3 +336,40 @@ def test_explain_on_the_imported_model(imported, expected):
     np.testing.assert_allclose(
         table.prediction.to_numpy(), expected["E065.H3K4me3"][positions], atol=1e-5, rtol=0
     )
+
+
+def test_extend_the_imported_model_with_a_new_cell_type(fixture_dir, pilot_store, tmp_path):
+    """E065's real pilot tracks (first region = the fixture's positions) as a new cell type."""
+    from epitensor.avocado import Avocado
+    from epitensor.store import Store
+    from epitensor.transfer import extend
+
+    model = Avocado.from_reference(
+        fixture_dir / "avocado-chr1", first_bin=FIXTURE_FIRST_BIN, batch_size=2000, verbose=False
+    )
+    model.save(tmp_path / "model")
+    store = Store.create(
+        tmp_path / "e065.zarr", model.layout_, model.chrom_sizes_, genome="hg19", dtype="float32"
+    )
+    axis = model.layout_.axes[0]
+    for assay in ("H3K27me3", "H3K36me3", "H3K9me3", "H3K4me1"):  # not the held-out H3K4me3
+        values = pilot_store.read_track("E065", assay, start=0, end=N_POSITIONS)
+        store.add_track("E065new", assay, {axis: values})
+    before = model.predict_tracks([("E003", "H3K4me3"), ("E117", "H3K9me3")])
+    new = extend(
+        tmp_path / "model",
+        store,
+        tmp_path / "extended",
+        celltypes=["E065new"],
+        n_epochs=2,
+        verbose=False,
+    )
+    assert new.celltypes_[-1] == "E065new"
+    history = new.history_
+    assert history.train_mse.iloc[-1] < history.train_mse.iloc[0]
+    # Everything but the new cell type's factors is frozen.
+    after = Avocado.load(tmp_path / "extended")
+    np.testing.assert_array_equal(
+        after.predict_tracks([("E003", "H3K4me3"), ("E117", "H3K9me3")]), before
+    )
+    assert after.predict("E065new", "H3K4me3").shape == (N_POSITIONS,)
