@@ -324,6 +324,15 @@ def test_ray_iter_tasks_streams_in_order(ray_local, tmp_path):
         verbose=False,
     )
     assert list(out) == items
+    for item in items:
+        (tmp_path / f"{item}.tried").touch()
+    got = []
+    with pytest.raises(TaskFailure, match=r"1 of 5 tasks failed.*bad.*2 more not run"):
+        for value in iter_tasks(_flaky, ["a", "bad", "c", "d", "e"], ray_address=ray_local,
+                                shared={"marker_dir": str(tmp_path)}, max_retries=0, window=1,
+                                verbose=False):  # fmt: skip
+            got.append(value)
+    assert got == ["a"]
 
 
 @pytest.mark.parametrize("command", ["ingest", "impute", "fit-genome"])
