@@ -139,6 +139,26 @@ def test_bytes_attributes_from_older_keras_are_decoded(fixture_dir, tmp_path, ex
     )
 
 
+def test_keras1_weight_names_are_understood(fixture_dir, tmp_path, expected):
+    """Keras 1 stored ``dense_0_W:0`` / ``dense_0_b:0`` and ``<embedding>_W:0``."""
+    prefix = _copy(fixture_dir, tmp_path)
+    with h5py.File(prefix.with_suffix(".h5"), "r+") as f:
+        root = f["model_weights"]
+        for layer in [str(n) for n in root.attrs["layer_names"]]:
+            renamed = []
+            for name in [str(n) for n in root[layer].attrs["weight_names"]]:
+                short = name.rsplit("/", 1)[-1].split(":")[0]
+                new = f"{layer}_{'b' if short == 'bias' else 'W'}:0"
+                root[layer].move(name, new)
+                renamed.append(new.encode())
+            if renamed:
+                root[layer].attrs["weight_names"] = np.array(renamed, dtype="S")
+    ref = read_reference(prefix, first_bin=FIXTURE_FIRST_BIN, verbose=False)
+    np.testing.assert_allclose(
+        _module_predictions(ref, ["E116.H3K4me1"])[0], expected["E116.H3K4me1"], atol=1e-5
+    )
+
+
 def test_many_chromosomes_share_the_network(fixture_dir, tmp_path):
     for chrom in ("chr1", "chr2"):
         _copy(fixture_dir, tmp_path, chrom)

@@ -242,6 +242,11 @@ def _layer_weights(root, layer: str, h5_path: Path) -> dict[str, np.ndarray]:
     weights = {}
     for name in names:
         short = name.rsplit("/", 1)[-1].split(":")[0]
+        # Keras 1 named weights ``<layer>_W`` / ``<layer>_b``; Keras 2 ``kernel`` / ``bias``.
+        if short.endswith("_W"):
+            short = "embeddings" if layer.endswith("_embedding") else "kernel"
+        elif short.endswith("_b"):
+            short = "bias"
         try:
             weights[short] = np.asarray(group[name][()], dtype=np.float32)
         except KeyError:
