@@ -312,6 +312,8 @@ def test_cli_writes_a_model_that_loads_and_predicts_identically(fixture_dir, tmp
     assert result.exit_code == 0, result.output
     assert "5 cell types" in result.output
     assert (out / "config.json").is_file()
+    record = json.loads((out / "import.json").read_text())
+    assert record["first_bin"] == {"chr1": FIXTURE_FIRST_BIN} and "chr1" in record["sources"]
     assert (out / "genome" / "chr1_151158050-151658100.safetensors").is_file()
     loaded = Avocado.load(out)
     assert loaded.layout_.regions.first_bin.iloc[0] == FIXTURE_FIRST_BIN

@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from epitensor._utils import EpitensorError, progress, warn
+from epitensor._utils import EpitensorError, atomic_write_bytes, progress, warn
 from epitensor.genome import DEFAULT_RESOLUTION, Layout, chrom_sizes, n_bins, natural_sort
 from epitensor.model import SCALE_5KBP, SCALE_250BP, AvocadoModule, GenomeFactors
 
@@ -669,7 +669,8 @@ def import_reference_to_directory(
     Chromosomes are read and written one at a time, so a genome-wide paper-sized
     model (about 14 GB of float32 genome factors for hg19) needs the memory of
     one chromosome, not of the whole genome. The result is an ordinary model
-    directory: ``Avocado.load(out)`` reads it.
+    directory: ``Avocado.load(out)`` reads it. ``import.json`` beside the
+    weights records the source files and the options.
 
     Parameters
     ----------
@@ -712,4 +713,11 @@ def import_reference_to_directory(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     model._genome_path = str(out)
+    record = {
+        "sources": {c: [str(p.resolve()) for p in pair] for c, pair in ref.sources.items()},
+        "genome": ref.genome,
+        "first_bin": dict(first_bin) if isinstance(first_bin, Mapping) else first_bin,
+        "axes": ref.layout.axis_lengths,
+    }
+    atomic_write_bytes(out / "import.json", (json.dumps(record, indent=1) + "\n").encode())
     return model
