@@ -52,7 +52,10 @@ from epitensor.model import SCALE_5KBP, SCALE_250BP, AvocadoModule, GenomeFactor
 
 __all__ = [
     "ReferenceModel",
+    "chrom_of",
     "find_reference_files",
+    "import_reference",
+    "import_reference_to_directory",
     "read_reference",
     "read_reference_config",
     "read_reference_weights",
