@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--split", default="standard")
     parser.add_argument("--preset", default="cpu-small")
     parser.add_argument("--epochs", type=int, default=None, help="model epochs override")
-    parser.add_argument("--parafac-epochs", type=int, default=10)
+    parser.add_argument("--parafac-epochs", type=int, default=1)
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()

@@ -148,6 +148,10 @@ def test_catch1_by_hand():
     constant = np.full_like(imputed, 0.3)
     assert np.isnan(metrics.catch1obs(observed, constant))
     assert np.isnan(metrics.catch1imp(observed, constant))
+    # likewise the MSE over the top 1% of a constant track is undefined
+    assert np.isnan(metrics.mse1imp(observed, constant))
+    assert np.isnan(metrics.mse1obs(constant, observed))
+    assert metrics.mse1obs(observed, constant) == pytest.approx(np.mean((observed[-2:] - 0.3) ** 2))
 
 
 def test_peak_scores_by_hand_and_against_sklearn(pair):

@@ -562,7 +562,7 @@ def run_benchmark(
     model_params: dict | None = None,
     baselines: Mapping | None = None,
     annotations: Annotations | None = None,
-    parafac_epochs: int = 10,
+    parafac_epochs: int = 1,
     overwrite: bool = False,
     seed: int = 0,
     verbose: bool = True,
@@ -592,7 +592,7 @@ def run_benchmark(
     annotations : Annotations, optional
         Default None: the bundled pilot annotations.
     parafac_epochs : int
-        Epochs of the tensor-factorization baseline. Default 10.
+        Epochs of the tensor-factorization baseline after its least-squares start. Default 1.
     overwrite : bool
         Replace an existing ``out_dir``. Default False.
     seed : int

@@ -641,8 +641,8 @@ def benchmark(
         int | None, typer.Option("--epochs", min=1, help="Model epochs (default: the preset's).")
     ] = None,
     parafac_epochs: Annotated[
-        int, typer.Option("--parafac-epochs", min=1, help="Epochs of the PARAFAC baseline.")
-    ] = 10,
+        int, typer.Option("--parafac-epochs", min=0, help="Epochs of the PARAFAC baseline.")
+    ] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
     quiet: QuietOpt = False,
 ) -> None:

@@ -12,7 +12,8 @@ Conventions (ENCODE Imputation Challenge, Durham et al. 2018):
   the set depend on the sort order);
 * a peak is a position whose -log10 p value is at least 2, i.e. whose arcsinh
   value is at least ``arcsinh(2)`` (:data:`PEAK_THRESHOLD`);
-* a metric over an empty selection is NaN.
+* a metric over an empty selection is NaN, and so are the top-1% metrics of
+  a constant track (with ties included its top 1% would be every position).
 """
 
 from __future__ import annotations
@@ -159,14 +160,26 @@ def mse_weighted(
 
 
 def mse1obs(observed: np.ndarray, imputed: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """MSE over the top 1% of positions by observed signal (ties included)."""
+    """MSE over the top 1% of positions by observed signal (ties included).
+
+    NaN when the observed track is constant: with ties included its "top 1%"
+    would be every position.
+    """
     obs, imp = _check(observed, imputed, mask)
+    if obs.size == 0 or np.ptp(obs) == 0:
+        return float("nan")
     return mse(obs, imp, top_fraction(obs, 0.01))
 
 
 def mse1imp(observed: np.ndarray, imputed: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """MSE over the top 1% of positions by imputed signal (ties included)."""
+    """MSE over the top 1% of positions by imputed signal (ties included).
+
+    NaN when the imputed track is constant (such as a global-mean baseline):
+    with ties included its "top 1%" would be every position.
+    """
     obs, imp = _check(observed, imputed, mask)
+    if imp.size == 0 or np.ptp(imp) == 0:
+        return float("nan")
     return mse(obs, imp, top_fraction(imp, 0.01))
 
 
