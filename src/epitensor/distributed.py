@@ -17,13 +17,24 @@ has GPUs, none otherwise): Ray then sets ``CUDA_VISIBLE_DEVICES`` so that
 
 A task that raises is retried up to ``max_retries`` times (on Ray through
 ``max_retries`` / ``retry_exceptions``; in-process with the same count). When
-tasks still fail, every item is run to the end and then one
-:class:`~epitensor._utils.EpitensorError` names each failed item and its last
-error: a run either completes every item or says which failed, never drops one.
+tasks still fail, :func:`run_tasks` runs every item to the end and then raises
+one :class:`TaskFailure` naming each failed item and its last error: a run
+either completes every item or says which failed, never drops one.
 
 Task functions must give the same result wherever they run: they draw their
 random numbers from seeds derived from their item (not from global state), so
-the Ray path and the in-process path give identical results.
+the Ray path and the in-process path give identical results (bit for bit at
+equal torch thread counts per task).
+
+Built on it:
+
+* :func:`fit_genome` / :func:`train_genome`: stage 2, one task per axis
+  (chromosome), the frozen network and factors shared through the object store;
+* :func:`impute`: one task per chromosome x track batch, streamed in order
+  through :func:`iter_tasks` to the files this process writes;
+* :class:`RayExecutor`: an executor whose ``submit`` starts Ray tasks, used by
+  :mod:`epitensor.ingest` to read tracks in tasks while this process writes
+  the store.
 """
 
 from __future__ import annotations
