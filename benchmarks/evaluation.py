@@ -6,6 +6,10 @@ tables, figures and parameters of :func:`epitensor.benchmark.run_benchmark`,
 and prints the Markdown summaries and the wall-clock times.
 
     nice -n 10 .venv/bin/python benchmarks/evaluation.py --out benchmark-output
+
+``--combine A/metrics.csv B/metrics.csv`` prints the side-by-side summary of
+several runs' long tables instead (each method taken from the first file that
+has it), e.g. the model of one run beside the baselines of another.
 """
 
 from __future__ import annotations
@@ -13,9 +17,31 @@ from __future__ import annotations
 import argparse
 import time
 
+import pandas as pd
+
 from epitensor.baselines import all_baselines
-from epitensor.benchmark import resolve_split, run_benchmark
+from epitensor.benchmark import (
+    best_methods,
+    markdown_table,
+    resolve_split,
+    run_benchmark,
+    summarise,
+)
 from epitensor.store import open_store
+
+
+def combine(paths: list[str]) -> str:
+    tables, seen = [], set()
+    for path in paths:
+        table = pd.read_csv(path)
+        table = table[~table.method.isin(seen)]
+        seen |= set(table.method)
+        tables.append(table)
+    summary = summarise(pd.concat(tables, ignore_index=True))
+    best = best_methods(summary)
+    summary.index.name = "metric"
+    summary["best"] = best
+    return markdown_table(summary, bold=best.to_dict())
 
 
 def main() -> None:
@@ -28,7 +54,11 @@ def main() -> None:
     parser.add_argument("--parafac-epochs", type=int, default=1)
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--combine", nargs="+", help="metrics.csv files to put side by side")
     args = parser.parse_args()
+    if args.combine:
+        print(combine(args.combine))
+        return
     store = open_store(args.store)
     holdout, _ = resolve_split(args.split, store)
     tic = time.perf_counter()

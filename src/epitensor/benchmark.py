@@ -366,8 +366,9 @@ def markdown_table(frame: pd.DataFrame, digits: int = 3, bold: Mapping | None = 
 
     names = [str(frame.index.name or "")] + [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    integer = [frame[c].dtype.kind in "iu" for c in frame.columns]
     for label, row in frame.iterrows():
-        cells = [cell(v) for v in row]
+        cells = [f"{int(v):,}" if is_int else cell(v) for v, is_int in zip(row, integer)]
         for i, column in enumerate(frame.columns):
             if bold.get(label) == column and cells[i] != "–":
                 cells[i] = f"**{cells[i]}**"
