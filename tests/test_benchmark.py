@@ -131,6 +131,14 @@ def test_summaries_and_markdown():
     text = markdown_table(summary, digits=2, bold=best.to_dict())
     assert text.splitlines()[0] == "| metric | m1 | m2 |"
     assert "| mse | 1.00 | **0.50** |" in text
+    counts = pd.DataFrame({"n": [1234567], "x": [np.nan]}, index=pd.Index(["a"], name="k"))
+    assert "| a | 1,234,567 | – |" in markdown_table(counts)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "benchmark"])
+def test_cli_help(command):
+    result = CliRunner().invoke(app, [command, "--help"])
+    assert result.exit_code == 0 and "Example" in result.output
 
 
 def test_stratified_by_hand(small_pilot_store):
