@@ -487,6 +487,7 @@ def plot_stratified(path: str | os.PathLike, stratified: pd.DataFrame, title: st
     for ax, name in zip(axes, ("mse", "precision", "recall")):
         for method, group in stratified.groupby("method", sort=False):
             ax.plot(group.n_celltypes_with_peak, group[name], "o-", label=method)
+        ax.set_xticks(sorted(stratified.n_celltypes_with_peak.unique()))
         ax.set_xlabel("cell types with a peak of the assay")
         ax.set_title(name)
         ax.grid(alpha=0.3)
