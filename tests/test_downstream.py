@@ -84,6 +84,30 @@ def test_folds_partition_and_validation_never_overlaps_test():
     assert all(np.array_equal(a.test, b.test) for a, b in zip(folds, again))
 
 
+def test_grouped_folds_keep_each_group_in_one_fold():
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 40, size=300)
+    y = (groups % 4 == 0).astype(float)  # the label follows the group, as for shared promoters
+    folds = make_folds(y, n_folds=5, n_repeats=2, groups=groups)
+    for fold in folds:
+        assert np.intersect1d(groups[fold.test], groups[fold.train]).size == 0
+        assert np.intersect1d(groups[fold.valid], groups[fold.test]).size == 0
+    with pytest.raises(EpitensorError, match="groups has 3"):
+        make_folds(y, n_folds=5, groups=groups[:3])
+    with pytest.raises(EpitensorError, match="2 groups cannot fill"):
+        make_folds(y, n_folds=5, groups=np.arange(300) % 2)
+    # a feature naming the group (like position-specific genome factors naming an element)
+    # looks perfect with random folds and is exposed by grouped folds
+    ids = np.eye(40)[groups]
+    free = compare_feature_sets({"ids": ids}, y, model="logistic", n_folds=5, verbose=False)
+    grouped = compare_feature_sets(
+        {"ids": ids}, y, model="logistic", n_folds=5, groups=groups, verbose=False
+    )
+    assert free.summary().mean_ap[0] > 0.95
+    assert grouped.summary().set_index("feature_set").loc["ids", "mean_ap"] < 0.6
+    assert grouped.params["grouped"] and not free.params["grouped"]
+
+
 def test_make_folds_raises():
     y = np.r_[np.ones(3), np.zeros(50)]
     with pytest.raises(EpitensorError, match="rarest class has 3"):

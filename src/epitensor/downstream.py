@@ -149,6 +149,7 @@ def make_folds(
     n_repeats: int = 1,
     seed: int = 0,
     stratify: bool = True,
+    groups: np.ndarray | None = None,
 ) -> list[Fold]:
     """Shuffled k-fold splits, optionally stratified and repeated.
 
@@ -164,13 +165,17 @@ def make_folds(
         Seed of the shuffles. Default 0.
     stratify : bool
         Keep the class balance in every fold (classification). Default True.
+    groups : numpy.ndarray, shape=(n_samples,), optional
+        Group labels: every group falls wholly in one fold (e.g. the promoter
+        of an enhancer-promoter pair, so no element is seen in training and
+        test). Default None: samples split freely.
 
     Returns
     -------
     list of Fold
         ``n_repeats * n_folds`` folds, repeat-major.
     """
-    from sklearn.model_selection import KFold, StratifiedKFold
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
     y = np.asarray(y).ravel()
     if n_folds < 3:
@@ -181,6 +186,12 @@ def make_folds(
         raise EpitensorError(f"n_repeats must be a positive integer; got n_repeats={n_repeats!r}")
     if y.size < n_folds:
         raise EpitensorError(f"{y.size} samples cannot fill {n_folds} folds; use fewer folds")
+    if groups is not None:
+        groups = np.asarray(groups).ravel()
+        if groups.size != y.size:
+            raise EpitensorError(f"groups has {groups.size} values but y has {y.size}")
+        if np.unique(groups).size < n_folds:
+            raise EpitensorError(f"{np.unique(groups).size} groups cannot fill {n_folds} folds")
     if stratify:
         counts = np.unique(y, return_counts=True)[1]
         if counts.min() < n_folds:
@@ -191,10 +202,14 @@ def make_folds(
     seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=n_repeats)
     folds = []
     for repeat, repeat_seed in enumerate(seeds):
-        splitter = (StratifiedKFold if stratify else KFold)(
-            n_splits=n_folds, shuffle=True, random_state=int(repeat_seed)
-        )
-        tests = [test for _, test in splitter.split(np.zeros(y.size), y)]
+        if groups is None:
+            cls = StratifiedKFold if stratify else KFold
+        else:
+            cls = StratifiedGroupKFold if stratify else GroupKFold
+        splitter = cls(n_splits=n_folds, shuffle=True, random_state=int(repeat_seed))
+        tests = [test for _, test in splitter.split(np.zeros(y.size), y, groups)]
+        if min(len(t) for t in tests) == 0:
+            raise EpitensorError(f"{n_folds} folds leave one empty; use fewer folds or groups")
         for k, test in enumerate(tests):
             valid = tests[(k + 1) % n_folds]
             train = np.sort(np.concatenate([t for j, t in enumerate(tests) if j != k]))
@@ -468,6 +483,7 @@ def compare_feature_sets(
     max_depth: int = 6,
     early_stopping_rounds: int = 20,
     threads: int | None = None,
+    groups: np.ndarray | None = None,
     verbose: bool = True,
 ) -> Comparison:
     """Score every feature set by cross-validation on the same shuffled folds.
@@ -495,6 +511,8 @@ def compare_feature_sets(
         XGBoost settings. Defaults 5000, 6, 20 (the paper's).
     threads : int, optional
         XGBoost threads. Default None: all cores.
+    groups : numpy.ndarray, shape=(n_samples,), optional
+        Keep each group in one fold (see :func:`make_folds`). Default None.
     verbose : bool
         Progress bar on stderr. Default True.
 
@@ -507,14 +525,14 @@ def compare_feature_sets(
     y = np.asarray(y, dtype=np.float64).ravel()
     features = {name: np.asarray(x, dtype=np.float32) for name, x in features.items()}
     _check_inputs(features, y, regression)
-    folds = make_folds(y, n_folds, n_repeats, seed, stratify=not regression)
+    folds = make_folds(y, n_folds, n_repeats, seed, stratify=not regression, groups=groups)
     if not regression:
         _warn_small(int(y.sum()), n_folds)
     params = dict(
         model=model, n_folds=n_folds, n_repeats=n_repeats, regression=regression, seed=seed,
         n_estimators=n_estimators, max_depth=max_depth,
         early_stopping_rounds=early_stopping_rounds, threads=threads, n_samples=int(y.size),
-        n_positive=None if regression else int(y.sum()),
+        n_positive=None if regression else int(y.sum()), grouped=groups is not None,
     )  # fmt: skip
     fitter = _FITTERS[model]
     rows = []
