@@ -582,9 +582,14 @@ class HoldoutScorer:
         self.axis = axis
         self.tracks = tracks
         self.positions = validation_positions(store.axis_length(axis), n_positions)
-        lo, hi = int(self.positions[0]), int(self.positions[-1]) + 1
-        block = store.read_block(axis, lo, hi)[tracks.rows]
-        self.values = torch.from_numpy(np.ascontiguousarray(block[:, self.positions - lo]))
+        # Read window by window: the windows span the whole axis, and one read from
+        # the first to the last position would load every track of the axis.
+        breaks = np.flatnonzero(np.diff(self.positions) != 1) + 1
+        pieces = [
+            store.read_block(axis, int(w[0]), int(w[-1]) + 1)[tracks.rows]
+            for w in np.split(self.positions, breaks)
+        ]
+        self.values = torch.from_numpy(np.ascontiguousarray(np.concatenate(pieces, axis=1)))
 
     @torch.inference_mode()
     def score(self, module: AvocadoModule, device: torch.device, chunk: int = 16384) -> float:
