@@ -7,6 +7,7 @@ autocast; samples are drawn by the real block-shuffled sampler from the bundled
 pilot store. A plain torch matmul is timed in the same child for reference.
 
 Usage: python benchmarks/train.py [--sizes paper cpu-small 2x256] [--seconds 20] [--threads 2]
+       [--paper-batch 40000]
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def flops_per_sample(module):
     return 3 * 2 * macs
 
 
-def time_training(module, config, source, tracks, seconds, min_steps=3):
+def time_training(module, config, source, tracks, seconds, min_steps=2):
     import torch
 
     from epitensor.training import EpochSampler, TrainingPlan
@@ -128,8 +129,10 @@ def main():
     parser.add_argument("--sizes", nargs="+", default=["cpu-small", "2x256", "paper"])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--paper-batch", type=int, default=40_000, help="batch of the paper size")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    SIZES["paper"]["batch_size"] = args.paper_batch
     if args.child:
         child(args.child, args.seconds, args.threads)
         return

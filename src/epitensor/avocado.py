@@ -62,10 +62,15 @@ PRESETS: dict[str, dict] = {
         "n_layers": 2,
         "n_nodes": 256,
         "dropout": 0.0,
-        "n_epochs": 15,
-        "n_genome_epochs": 15,
+        # Held-out MSE bottoms out after 4-5 epochs at this size, then overfits.
+        "n_epochs": 5,
+        "n_genome_epochs": 5,
         "batch_size": 4096,
-        "lr": 1e-3,
+        "lr": 3e-3,
+        # Lazy (sparse) Adam moves a 25-bp row only on the one step per epoch that
+        # touches it; a 10x larger step for the genome factors makes up for it.
+        "genome_lr": 3e-2,
+        "precision": "bf16",
     },
 }
 

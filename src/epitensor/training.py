@@ -115,8 +115,14 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise an :class:`EpitensorError` for an impossible value."""
-        for name in ("n_epochs", "batch_size", "block_size", "group_blocks", "n_validation",
-                     "tracks_per_position"):
+        for name in (
+            "n_epochs",
+            "batch_size",
+            "block_size",
+            "group_blocks",
+            "n_validation",
+            "tracks_per_position",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or value < (0 if name == "n_epochs" else 1):
                 raise EpitensorError(f"{name} must be a positive integer; got {name}={value!r}")
@@ -320,8 +326,6 @@ class EpochSampler:
         self.block_size = int(block_size)
         self.group_blocks = int(group_blocks)
         self.seed = int(seed)
-        self._track_ct = torch.from_numpy(tracks.celltypes)
-        self._track_as = torch.from_numpy(tracks.assays)
 
     @property
     def n_samples(self) -> int:
@@ -367,7 +371,7 @@ class EpochSampler:
 
     def _group_batches(
         self, epoch: int, group_id: int, axis: str, blocks: list[tuple[int, int]]
-    ) -> Iterator[Batch]:
+    ) -> Iterator[tuple]:
         rng = _epoch_rng(self.seed, epoch, group_id)
         source = self.sources[axis]
         positions = np.concatenate([np.arange(s, e, dtype=np.int64) for s, e in blocks])
@@ -380,22 +384,31 @@ class EpochSampler:
             keys = rng.random((len(positions), n_tracks), dtype=np.float32)
             choice = np.argsort(keys, axis=1)[:, :k].ravel()
             order = np.repeat(order, k)
-        y = torch.from_numpy(values[choice, order].astype(np.float32))
-        pos = torch.from_numpy(positions[order])
-        choice_t = torch.from_numpy(choice)
-        ct, assay = self._track_ct[choice_t], self._track_as[choice_t]
+        # numpy only in this (prefetch) thread: a torch op here starts an OpenMP team
+        # owned by this thread, and once the thread exits every later step of the
+        # training thread ran up to 100x slower.
+        y = values[choice, order].astype(np.float32)
+        pos = positions[order]
+        ct, assay = self.tracks.celltypes[choice], self.tracks.assays[choice]
         for k in range(0, len(order), self.batch_size):
             sl = slice(k, k + self.batch_size)
-            yield Batch(axis, ct[sl], assay[sl], pos[sl], y[sl])
+            yield (axis, ct[sl], assay[sl], pos[sl], y[sl])
 
     def batches(self, epoch: int) -> Iterator[Batch]:
         """All batches of ``epoch``, built in a background thread."""
 
-        def produce() -> Iterator[Batch]:
+        def produce() -> Iterator[tuple]:
             for group_id, axis, blocks in self.groups(epoch):
                 yield from self._group_batches(epoch, group_id, axis, blocks)
 
-        return _prefetch(produce(), depth=64)
+        for axis, ct, assay, pos, y in _prefetch(produce(), depth=64):
+            yield Batch(
+                axis,
+                torch.from_numpy(ct),
+                torch.from_numpy(assay),
+                torch.from_numpy(pos),
+                torch.from_numpy(y),
+            )
 
 
 def _prefetch(iterator: Iterator, depth: int) -> Iterator:
