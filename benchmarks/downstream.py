@@ -93,8 +93,10 @@ def _pilot_model(args):
     if args.model_path is not None:
         return Avocado.load(args.model_path)
     start = time.perf_counter()
-    model = Avocado.from_preset("cpu-small", seed=args.seed).fit(roadmap_pilot())
+    overrides = {} if args.epochs is None else {"n_epochs": args.epochs}
+    model = Avocado.from_preset("cpu-small", seed=args.seed, **overrides).fit(roadmap_pilot())
     print(f"  trained cpu-small on all 25 pilot tracks: {time.perf_counter() - start:.0f} s")
+    model.save(args.out / "model-cpu-small", overwrite=True)
     return model
 
 
@@ -161,6 +163,9 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model-path", type=Path, default=None, help="Trained model (pairs).")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="Stage-1 epochs of the cpu-small model (pairs)."
+    )
     args = parser.parse_args(argv)
     for task in args.tasks:
         print(f"# {task}", file=sys.stderr)
