@@ -360,5 +360,20 @@ def test_cli_fit_genome_saves_every_axis(trained_model, by_chrom_store, tmp_path
     fitted = Avocado.load(tmp_path / "genome-model")
     assert set(fitted.genome_axes_) == {"pilot", "chr4", "chr8"}
     assert fitted.genome_factors("chr8").shape == (20_002, 24)
+    # The layout sends chr8's bins to the stage-2 axis, so imputation by genomic
+    # coordinates uses the new factors; chr1 (not fitted) stays on the pilot axis.
+    region = by_chrom_store.layout.axis_regions("chr8").iloc[0]
+    hit = fitted.layout_.locate("chr8", int(region.start), int(region.start) + 2_500)
+    assert list(hit.axis) == ["chr8"]
+    assert list(fitted.layout_.locate("chr1", 151_158_100, 151_158_200).axis) == ["pilot"]
+    import pybigtools
+
+    (written,) = fitted.impute([("E003", "H3K4me3")], tmp_path / "chr8.bw", chroms=["chr8"],
+                               arcsinh=True, verbose=False)  # fmt: skip
+    start = int(region.first_bin) * 25
+    with pybigtools.open(str(written)) as bigwig:
+        values = np.asarray(bigwig.values("chr8", start, start + 2_500, fillna=None))[::25]
+    expected = fitted.predict("E003", "H3K4me3", axis="chr8", start=0, end=100)
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-6)
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 1 and "already exists" in again.output

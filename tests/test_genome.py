@@ -179,3 +179,21 @@ def test_mask_from_intervals_on_pilot_layout(shared_data):
     mask = layout.mask_from_intervals(intervals, "pilot")
     assert mask.sum() == 3
     assert np.flatnonzero(mask).tolist() == [0, 1, 2]
+
+
+def test_with_axes_hands_the_covered_bins_to_the_new_axes():
+    sizes = pd.Series({"chr1": 10_000, "chr2": 5_000})
+    regions = Layout.from_bed(
+        pd.DataFrame({"chrom": ["chr1", "chr2"], "start": [1_000, 500], "end": [2_000, 1_000]}),
+        name="train",
+    )
+    genome = Layout.from_chrom_sizes(sizes)
+    merged = regions.with_axes(genome, ["chr1"])
+    assert merged.axis_lengths == {"train": 60, "chr1": 400}
+    # chr1 now lies on its own axis only; chr2 keeps its training region.
+    hit = merged.locate("chr1", 1_500, 1_525)
+    assert list(hit.axis) == ["chr1"] and int(hit.axis_start.iloc[0]) == 60
+    hit = merged.locate("chr2", 500, 525)
+    assert list(hit.axis) == ["train"] and int(hit.axis_start.iloc[0]) == 40
+    with pytest.raises(EpitensorError, match="bp bins"):
+        regions.with_axes(Layout.from_chrom_sizes(sizes, resolution=50), ["chr1"])

@@ -467,6 +467,11 @@ class Avocado(BaseEstimator):
         self._check_fitted()
         store = open_store(store)
         axes = list(store.axes if axes is None else axes)
+        if store.genome != self.genome_:
+            raise EpitensorError(
+                f"store {store.url} is on genome {store.genome!r} but the model on "
+                f"{self.genome_!r}; use a store of the model's genome build"
+            )
         tracks = [t for t in self.training_tracks_ if store.has_track(*t)]
         if not tracks:
             raise EpitensorError(f"store {store.url} holds none of the model's training tracks")
@@ -493,11 +498,28 @@ class Avocado(BaseEstimator):
                 checkpoint_dir=axis_dir,
                 resume=resume,
             )
-            self.module_.genome[axis] = new_genome_module(self.module_, tables)
-            self.genome_axes_[axis] = store.axis_length(axis)
+            self.attach_genome_axis(axis, tables, store.layout)
             rows += history
         self.history_ = history_frame(self.history_.to_dict("records") + rows)
         return self
+
+    def attach_genome_axis(self, axis: str, tables: dict, layout: Layout) -> None:
+        """Install the stage-2 genome factors of one axis (used by every stage-2 runner).
+
+        Parameters
+        ----------
+        axis : str
+            Axis name in ``layout``.
+        tables : dict of str to torch.Tensor
+            The axis's ``GenomeFactors`` state (as from ``fit_genome_axis``).
+        layout : Layout
+            The layout of the store the axis was fitted on; the axis's regions take
+            over their genomic bins in ``layout_``, so predict / impute / embed by
+            genomic coordinates use the stage-2 factors, not the stage-1 regions.
+        """
+        self.module_.genome[axis] = new_genome_module(self.module_, tables)
+        self.genome_axes_[axis] = int(layout.axis_lengths[axis])
+        self.layout_ = self.layout_.with_axes(layout, [axis])
 
     # transfer ---------------------------------------------------------------------------------
 

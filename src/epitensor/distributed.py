@@ -432,7 +432,7 @@ def fit_genome(
         ``fit_genome(model, store, axes=[the failed ones])`` completes the run.
     """
     from epitensor.store import open_store
-    from epitensor.training import history_frame, module_kwargs_of, new_genome_module
+    from epitensor.training import history_frame, module_kwargs_of
 
     model._check_fitted()
     store = open_store(store)
@@ -475,8 +475,7 @@ def fit_genome(
         if result is None:
             continue
         tables, history = result
-        model.module_.genome[axis] = new_genome_module(model.module_, tables)
-        model.genome_axes_[axis] = store.axis_length(axis)
+        model.attach_genome_axis(axis, tables, store.layout)
         rows += history
     model.history_ = history_frame(rows)
     if failure is not None:

@@ -441,6 +441,45 @@ class Layout:
             raise EpitensorError(f"invalid layout {self.name!r}: " + "; ".join(problems))
         return not problems
 
+    def with_axes(self, other: Layout, axes: Iterable[str]) -> Layout:
+        """Add the ``axes`` of ``other`` to a copy of this layout; they take over their bins.
+
+        Regions of this layout that overlap (same chromosome, shared bins) a region
+        of the added axes are dropped, so every genomic bin keeps exactly one place:
+        after stage-2 training of whole chromosomes, their bins map to the new
+        chromosome axes rather than to the stage-1 training regions. Axes that lose
+        all their regions are kept (their factors stay usable by axis position).
+
+        Parameters
+        ----------
+        other : Layout
+            The layout holding the axes to add (same resolution).
+        axes : iterable of str
+            Axes of ``other`` to add; an axis of the same name here is replaced.
+
+        Returns
+        -------
+        Layout
+        """
+        axes = list(axes)
+        if other.resolution != self.resolution:
+            raise EpitensorError(
+                f"cannot combine layouts of {self.resolution}-bp and {other.resolution}-bp bins"
+            )
+        added = pd.concat([other.axis_regions(a) for a in axes], ignore_index=True)
+        kept = self.regions[~self.regions.axis.isin(axes)]
+        covered = np.zeros(len(kept), dtype=bool)
+        for row in added.itertuples():
+            covered |= (
+                (kept.chrom == row.chrom)
+                & (kept.first_bin < row.first_bin + row.n_bins)
+                & (kept.first_bin + kept.n_bins > row.first_bin)
+            ).to_numpy()
+        lengths = {a: n for a, n in self.axis_lengths.items() if a not in axes}
+        lengths.update({a: other.axis_lengths[a] for a in axes})
+        regions = pd.concat([kept[~covered], added], ignore_index=True)
+        return Layout(regions, lengths, self.resolution, self.name)
+
     def axis_regions(self, axis: str) -> pd.DataFrame:
         """Regions lying on ``axis``, ordered by offset."""
         if axis not in self.axis_lengths:
