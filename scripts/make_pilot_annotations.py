@@ -38,9 +38,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, (c_col, s_col, e_col) in FILES.items():
         kept = 0
-        with gzip.open(shared / "annotations/hg19" / name, "rt") as src, gzip.open(
-            out / name, "wt", compresslevel=9
-        ) as dst:
+        with (
+            gzip.open(shared / "annotations/hg19" / name, "rt") as src,
+            gzip.open(out / name, "wt", compresslevel=9) as dst,
+        ):
             for line in src:
                 fields = line.rstrip("\n").split("\t")
                 spans = by_chrom.get(fields[c_col], ())

@@ -227,8 +227,11 @@ def train(
     ] = "cpu-small",
     holdout: Annotated[
         list[str] | None,
-        typer.Option("--holdout", help="CELL:ASSAY left out and scored each epoch (repeat).",
-                     parser=_track_option),
+        typer.Option(
+            "--holdout",
+            help="CELL:ASSAY left out and scored each epoch (repeat).",
+            parser=_track_option,
+        ),
     ] = None,
     epochs: Annotated[
         int | None, typer.Option("--epochs", min=1, help="Stage-1 epochs (default: the preset's).")
@@ -278,7 +281,8 @@ def impute(
         Path, typer.Option("--out", help="FILE.bw / FILE.bedGraph for one track, else a folder.")
     ],
     celltype: Annotated[
-        list[str] | None, typer.Option("--celltype", help="Cell type (repeat, paired with --assay).")
+        list[str] | None,
+        typer.Option("--celltype", help="Cell type (repeat, paired with --assay)."),
     ] = None,
     assay: Annotated[
         list[str] | None, typer.Option("--assay", help="Assay (repeat, paired with --celltype).")
@@ -297,9 +301,12 @@ def impute(
     arcsinh: Annotated[
         bool, typer.Option("--arcsinh", help="Write arcsinh values (default: -log10 p).")
     ] = False,
-    bedgraph: Annotated[bool, typer.Option("--bedgraph", help="Write bedGraph, not bigWig.")] = False,
+    bedgraph: Annotated[
+        bool, typer.Option("--bedgraph", help="Write bedGraph, not bigWig.")
+    ] = False,
     precision: Annotated[
-        str, typer.Option("--precision", help="fp32, or bf16 (faster on bf16 hardware, ~1e-2 error).")
+        str,
+        typer.Option("--precision", help="fp32, or bf16 (faster on bf16 hardware, ~1e-2 error)."),
     ] = "fp32",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
     device: DeviceOpt = None,
@@ -399,7 +406,9 @@ def embed(
         int | None,
         typer.Option("--window", min=1, help="With --regions: N 250-bp bins around each midpoint."),
     ] = None,
-    axis: Annotated[list[str] | None, typer.Option("--axis", help="Only this axis (repeat).")] = None,
+    axis: Annotated[
+        list[str] | None, typer.Option("--axis", help="Only this axis (repeat).")
+    ] = None,
     npz: Annotated[bool, typer.Option("--npz", help="Genome factors as .npz, not Zarr.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
     quiet: QuietOpt = False,
@@ -435,7 +444,9 @@ def extend(
     assay: Annotated[list[str] | None, typer.Option("--assay", help="New assay (repeat).")] = None,
     epochs: Annotated[
         int | None,
-        typer.Option("--epochs", min=1, help="Transfer epochs (default: the model's genome epochs)."),
+        typer.Option(
+            "--epochs", min=1, help="Transfer epochs (default: the model's genome epochs)."
+        ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
     device: DeviceOpt = None,

@@ -21,7 +21,9 @@ def _uniform_embedding(n_rows: int, n_factors: int, sparse: bool) -> nn.Embeddin
     return embedding
 
 
-def _project_rows(embedding: nn.Embedding, weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def _project_rows(
+    embedding: nn.Embedding, weight: torch.Tensor, index: torch.Tensor
+) -> torch.Tensor:
     """``embedding(index) @ weight.T``, through the projected table when it is smaller.
 
     Parameters
