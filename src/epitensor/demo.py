@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from epitensor._utils import EpitensorWarning, atomic_directory
+from epitensor._utils import EpitensorError, EpitensorWarning, atomic_directory
 from epitensor.annotations import read_tss
 from epitensor.genome import Layout, read_bed
 from epitensor.store import Store
@@ -99,15 +99,15 @@ def pick_promoter(
     -------
     Locus
     """
+    from epitensor.downstream import locate_intervals
+
     tss = read_tss(tss_path)
-    positions = []
-    for row in tss.itertuples():
-        hit = layout.locate(row.chrom, row.pos, row.pos + 1)
-        if len(hit) and hit.axis.iloc[0] == axis:
-            positions.append(int(hit.axis_start.iloc[0]))
-    positions = np.unique(positions)
+    where = locate_intervals(
+        pd.DataFrame({"chrom": tss.chrom, "start": tss.pos, "end": tss.pos + 1}), layout
+    )
+    positions = np.unique(where.axis_start[where.inside & (where.axis == axis)].to_numpy())
     if positions.size == 0:
-        raise ValueError("no TSS falls inside the layout")
+        raise EpitensorError(f"no TSS of {tss_path} falls on axis {axis!r} of the layout")
     # Score each TSS by the signal over +-1 kb so a single spike does not win.
     smooth = np.convolve(observed, np.ones(81) / 81, mode="same")
     best = int(positions[np.argmax(smooth[positions])])
