@@ -122,3 +122,34 @@ def small_pilot_store(tmp_path_factory):
     for (celltype, assay), values in roadmap_pilot_arrays().items():
         store.add_track(celltype, assay, {"pilot": values[:n]})
     return Store.open(path)
+
+
+@pytest.fixture(scope="session")
+def by_chrom_store(tmp_path_factory):
+    """Three pilot regions (chr1, chr4, chr8; 20,002 positions each), one axis per chromosome.
+
+    All 25 real tracks, so stage 2 has one task per chromosome as on a
+    whole-genome store.
+    """
+    import numpy as np
+
+    from epitensor.datasets import pilot_layout, roadmap_pilot_arrays
+    from epitensor.genome import Layout, chrom_sizes
+    from epitensor.store import Store
+
+    pilot = pilot_layout().regions
+    picked = pilot[pilot.chrom.isin(["chr1", "chr4", "chr8"])]
+    regions = picked.assign(axis=picked.chrom, offset=0)
+    layout = Layout(regions, dict(zip(regions.axis, regions.n_bins)), name="pilot-by-chrom")
+    path = tmp_path_factory.mktemp("by-chrom") / "store.zarr"
+    store = Store.create(path, layout, chrom_sizes("hg19"), genome="hg19")
+    arrays = roadmap_pilot_arrays()
+    names = list(arrays)
+    store.add_tracks(
+        names,
+        {
+            row.chrom: np.stack([arrays[n][row.offset : row.offset + row.n_bins] for n in names])
+            for row in picked.itertuples()
+        },
+    )
+    return Store.open(path)

@@ -224,3 +224,61 @@ def test_cli_train(small_pilot_store, tmp_path):
         app, ["train", small_pilot_store.url, "--out", str(tmp_path / "x"), "--holdout", "E003"]
     )
     assert bad.exit_code != 0
+
+
+# stage 1 on regions of a chromosome store ------------------------------------------------------
+
+
+def _training_bed(store, path, n_bins=4000):
+    """The first ``n_bins`` of the chr4 and chr8 regions of ``store`` as a BED file."""
+    lines = []
+    for chrom in ("chr8", "chr4"):
+        first = int(store.layout.axis_regions(chrom).first_bin.iloc[0])
+        lines.append(f"{chrom}\t{first * 25}\t{(first + n_bins) * 25}\ttrain-{chrom}\n")
+    path.write_text("".join(lines))
+    return path
+
+
+def test_stage1_on_regions_then_stage2_per_chromosome(by_chrom_store, tmp_path):
+    """Stage 1 trains on BED regions read from chromosome axes; stage 2 then takes over chr4."""
+    bed = _training_bed(by_chrom_store, tmp_path / "train.bed")
+    model = Avocado(**TINY, seed=3).fit(by_chrom_store, regions=bed, holdout=["E003:H3K4me3"])
+    assert model.genome_axes_ == {"regions": 8000}
+    assert list(model.layout_.regions.chrom) == ["chr4", "chr8"]  # natural order
+    assert np.isfinite(model.history_.holdout_mse).all()
+    pred = model.predict("E003", "H3K4me3", "regions", 3990, 4010)
+    assert pred.shape == (20,) and np.isfinite(pred).all()
+    chr4 = by_chrom_store.layout.axis_regions("chr4").iloc[0]
+    inside = int(chr4.first_bin) * 25 + 1000
+    beyond = inside + 200_000  # past the stage-1 region: only stage 2 knows it
+    assert list(model.layout_.locate("chr4", inside, inside + 100).axis) == ["regions"]
+    assert model.layout_.locate("chr4", beyond, beyond + 100).empty
+    model.fit_genome(by_chrom_store, axes=["chr4"])
+    regions = model.layout_.regions.set_index("chrom")
+    assert regions.loc["chr4", "axis"] == "chr4" and regions.loc["chr8", "axis"] == "regions"
+    assert list(model.layout_.locate("chr4", beyond, beyond + 100).axis) == ["chr4"]
+    assert model.predict("E003", "H3K4me3", "chr4").shape == (int(chr4.n_bins),)
+
+
+def test_stage1_region_choice(by_chrom_store, small_pilot_store, tmp_path):
+    from epitensor.store import RegionView
+    from epitensor.training import stage1_store
+
+    assert stage1_store(by_chrom_store) is by_chrom_store  # small: every position
+    assert stage1_store(by_chrom_store, "all") is by_chrom_store
+    with pytest.warns(UserWarning, match="lack"):
+        pilot = stage1_store(by_chrom_store, "pilot")
+    assert isinstance(pilot, RegionView) and pilot.axes == ["pilot"]
+    with pytest.raises(EpitensorError, match="expected 'all', 'pilot' or a BED"):
+        stage1_store(by_chrom_store, "pilots")
+
+
+def test_cli_train_on_regions(by_chrom_store, tmp_path):
+    from epitensor.cli import app
+
+    bed = _training_bed(by_chrom_store, tmp_path / "train.bed", n_bins=2000)
+    out = tmp_path / "model"
+    args = ["train", by_chrom_store.url, "--out", str(out), "--epochs", "1", "--quiet"]
+    result = CliRunner().invoke(app, [*args, "--regions", str(bed), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert Avocado.load(out).genome_axes_ == {"regions": 4000}

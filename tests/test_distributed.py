@@ -112,33 +112,6 @@ def test_ray_reports_a_task_that_always_fails_by_name(ray_local, tmp_path):
 # stage 2 and imputation on real pilot data ----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def by_chrom_store(tmp_path_factory):
-    """Three pilot regions (chr1, chr4, chr8; 20,002 positions each), one axis per chromosome.
-
-    All 25 real tracks, so stage 2 has one task per chromosome as on a
-    whole-genome store.
-    """
-    from epitensor.datasets import pilot_layout, roadmap_pilot_arrays
-
-    pilot = pilot_layout().regions
-    picked = pilot[pilot.chrom.isin(["chr1", "chr4", "chr8"])]
-    regions = picked.assign(axis=picked.chrom, offset=0)
-    layout = Layout(regions, dict(zip(regions.axis, regions.n_bins)), name="pilot-by-chrom")
-    path = tmp_path_factory.mktemp("by-chrom") / "store.zarr"
-    store = Store.create(path, layout, chrom_sizes("hg19"), genome="hg19")
-    arrays = roadmap_pilot_arrays()
-    names = list(arrays)
-    store.add_tracks(
-        names,
-        {
-            row.chrom: np.stack([arrays[n][row.offset : row.offset + row.n_bins] for n in names])
-            for row in picked.itertuples()
-        },
-    )
-    return Store.open(path)
-
-
 def _genome_tables(model, axes):
     return {
         (axis, k): v.detach().clone()

@@ -177,3 +177,56 @@ def test_add_tracks_writes_a_block_like_add_track(tmp_path):
             [("C", "X")], {"chr1": arrays[0]["chr1"][None], "chr2": arrays[0]["chr1"][None]}
         )
     assert Store.open(tmp_path / "many.zarr").n_tracks == 3
+
+
+# region views ---------------------------------------------------------------------------------
+
+
+def test_region_view_reads_the_pilot_regions_from_chromosome_axes(by_chrom_store):
+    """The ENCODE pilot BED over a store of chromosome axes gives the bundled arrays back."""
+    from epitensor.datasets import pilot_layout, pilot_regions_bed
+    from epitensor.genome import Layout
+    from epitensor.store import RegionView
+
+    bed = Layout.from_bed(pilot_regions_bed(), name="pilot")
+    with pytest.warns(UserWarning, match="lack"):
+        view = RegionView(by_chrom_store, bed)
+    assert view.axes == ["pilot"] and list(view.layout.regions.chrom) == ["chr1", "chr4", "chr8"]
+    assert view.axis_length("pilot") == int(view.layout.regions.n_bins.sum())
+    assert view.track_names() == by_chrom_store.track_names()
+    pilot = pilot_layout().regions.set_index("chrom")
+    for region in view.layout.regions.itertuples():
+        got = view.read_block("pilot", region.offset, region.offset + region.n_bins)
+        source = pilot.loc[region.chrom]
+        skip = region.first_bin - source.first_bin
+        want = by_chrom_store.read_block(region.chrom, skip, skip + region.n_bins)
+        np.testing.assert_array_equal(got, want)
+    # a read across the boundary of two regions joins both
+    edge = int(view.layout.regions.offset.iloc[1])
+    across = view.read_block("pilot", edge - 3, edge + 2, tracks=[0, 5])
+    before = view.read_block("pilot", edge - 3, edge, tracks=[0, 5])
+    after = view.read_block("pilot", edge, edge + 2, tracks=[0, 5])
+    np.testing.assert_array_equal(across, np.concatenate([before, after], axis=1))
+    track = view.read_track("E017", "H3K36me3", start=edge - 3, end=edge + 2)
+    row = view.track_index("E017", "H3K36me3")
+    np.testing.assert_array_equal(track, view.read_block("pilot", edge - 3, edge + 2)[row])
+    with pytest.raises(EpitensorError, match="read-only"):
+        view.add_track("E999", "H3K4me3", {"pilot": np.zeros(view.axis_length("pilot"))})
+
+
+def test_region_view_refuses_regions_the_store_lacks(by_chrom_store):
+    import pandas as pd
+
+    from epitensor.genome import Layout
+    from epitensor.store import RegionView
+
+    first = by_chrom_store.layout.axis_regions("chr4").iloc[0]
+    end = (int(first.first_bin) + int(first.n_bins)) * 25
+    past_end = pd.DataFrame({"chrom": ["chr4"], "start": [end - 500], "end": [end + 500]})
+    with pytest.raises(EpitensorError, match=r"chr4:.*20 of its 40 bins are missing"):
+        RegionView(by_chrom_store, Layout.from_bed(past_end))
+    elsewhere = pd.DataFrame({"chrom": ["chr2"], "start": [0], "end": [1000]})
+    with pytest.raises(EpitensorError, match="none of the regions"):
+        RegionView(by_chrom_store, Layout.from_bed(elsewhere))
+    with pytest.raises(EpitensorError, match="50-bp bins"):
+        RegionView(by_chrom_store, Layout.from_bed(past_end, resolution=50))

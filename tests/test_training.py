@@ -252,7 +252,8 @@ from epitensor.avocado import Avocado
 from epitensor.store import Store
 model = Avocado(n_celltype_factors=4, n_assay_factors=4, n_25bp_factors=4, n_250bp_factors=4,
                 n_5kbp_factors=4, n_layers=1, n_nodes=16, n_epochs=3, batch_size=128, lr=0.003,
-                dropout=0.1, n_threads=1, seed=5, verbose=False)
+                dropout=0.1, n_threads=1, seed=5, verbose=False, lr_schedule="cosine",
+                early_stopping=2)
 model.fit(Store.open(sys.argv[1]), holdout=[("E003", "H3K4me3")], checkpoint_dir=sys.argv[2],
           resume=len(sys.argv) > 3)
 """
@@ -294,6 +295,8 @@ def test_kill_and_resume_equals_uninterrupted(small_pilot_store, tmp_path):
         n_threads=1,
         seed=5,
         verbose=False,
+        lr_schedule="cosine",
+        early_stopping=2,
     )
     holdout = [("E003", "H3K4me3")]
     resumed = Avocado(**kwargs).fit(
@@ -306,6 +309,59 @@ def test_kill_and_resume_equals_uninterrupted(small_pilot_store, tmp_path):
         assert torch.equal(a, b), name
     assert list(resumed.history_.epoch) == [1, 2, 3]
     np.testing.assert_array_equal(resumed.history_.holdout_mse, straight.history_.holdout_mse)
+
+
+def test_cosine_schedule_anneals_every_rate():
+    module = _module()
+    config = TrainConfig(n_epochs=2, batch_size=8, lr=0.01, genome_lr=0.1, lr_schedule="cosine")
+    plan = TrainingPlan(module, config, torch.device("cpu"))
+
+    def rates():
+        return [g["lr"] for opt in plan.optimizers for g in opt.param_groups]
+
+    assert sorted(rates()) == [0.01, 0.1]
+    plan.set_progress(0.5)
+    assert sorted(rates()) == pytest.approx([0.005, 0.05])
+    plan.set_progress(0.999)
+    assert max(rates()) < 1e-6
+    plan.set_progress(0.0)
+    assert sorted(rates()) == [0.01, 0.1]
+    constant = TrainingPlan(module, TrainConfig(n_epochs=2, batch_size=8, lr=0.01), plan.device)
+    constant.set_progress(0.5)
+    assert [g["lr"] for opt in constant.optimizers for g in opt.param_groups] == [0.01, 0.01]
+    with pytest.raises(EpitensorError, match="lr_schedule"):
+        TrainConfig(n_epochs=1, batch_size=8, lr=0.01, lr_schedule="step").check()
+
+
+def test_early_stopping_keeps_the_best_epoch(small_pilot_store):
+    """Holdout MSE stops improving, training stops, and the best epoch's parameters are kept."""
+    from epitensor.avocado import Avocado
+    from epitensor.training import HoldoutScorer
+
+    holdout = [("E003", "H3K4me3"), ("E116", "H3K27me3")]
+    model = Avocado(
+        n_celltype_factors=4,
+        n_assay_factors=4,
+        n_25bp_factors=16,
+        n_250bp_factors=4,
+        n_5kbp_factors=4,
+        n_layers=1,
+        n_nodes=32,
+        n_epochs=30,
+        batch_size=1024,
+        lr=0.01,
+        genome_lr=0.1,
+        early_stopping=2,
+        n_threads=1,
+        verbose=False,
+    ).fit(small_pilot_store, holdout=holdout)
+    scores = model.history_.holdout_mse.to_numpy()
+    assert 3 <= len(scores) < 30  # stopped early
+    best = int(np.argmin(scores))
+    assert best == len(scores) - 3 and (scores[-2:] >= scores[best]).all()
+    held = TrackSet.build(small_pilot_store, holdout, model.celltypes_, model.assays_)
+    scorer = HoldoutScorer(small_pilot_store, "pilot", held, 100_000)
+    assert scorer.score(model.module_, torch.device("cpu")) == pytest.approx(scores[best], rel=1e-5)
 
 
 def test_resume_refuses_another_run(small_pilot_store, tmp_path):

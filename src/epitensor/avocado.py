@@ -20,7 +20,7 @@ from epitensor import __version__
 from epitensor._utils import EpitensorError, atomic_directory, resolve_device, warn
 from epitensor.genome import Layout
 from epitensor.model import AvocadoModule, GenomeFactors
-from epitensor.store import Store, open_store
+from epitensor.store import RegionView, Store, open_store
 from epitensor.training import (
     Checkpoint,
     TrackSet,
@@ -32,6 +32,8 @@ from epitensor.training import (
     history_frame,
     module_kwargs_of,
     new_genome_module,
+    progress_write,
+    stage1_store,
 )
 
 __all__ = ["Avocado", "PRESETS"]
@@ -128,6 +130,9 @@ class Avocado(BaseEstimator):
         Default 40,000 (the original's).
     lr : float
         Adam learning rate. Default 0.001.
+    lr_schedule : str
+        ``"constant"`` (the paper's) or ``"cosine"``: every learning rate
+        annealed to 0 over the epochs of each stage. Default ``"constant"``.
     genome_lr : float, optional
         Learning rate of the genome factors. Default None: ``lr``.
     genome_weight_decay : float
@@ -137,7 +142,7 @@ class Avocado(BaseEstimator):
         replacement and kept in one batch. Default 1: the paper's epoch.
     early_stopping : int, optional
         Stop stage 1 when the holdout MSE has not improved for this many
-        epochs. Default None: never.
+        epochs, keeping the parameters of the best epoch. Default None: never.
     precision : str
         ``"fp32"`` or ``"bf16"`` autocast. Default ``"fp32"``.
     device : str, optional
@@ -211,6 +216,7 @@ class Avocado(BaseEstimator):
         n_genome_epochs: int = 200,
         batch_size: int = 40_000,
         lr: float = 1e-3,
+        lr_schedule: str = "constant",
         genome_lr: float | None = None,
         genome_weight_decay: float = 0.0,
         tracks_per_position: int = 1,
@@ -233,6 +239,7 @@ class Avocado(BaseEstimator):
         self.n_genome_epochs = n_genome_epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.lr_schedule = lr_schedule
         self.genome_lr = genome_lr
         self.genome_weight_decay = genome_weight_decay
         self.tracks_per_position = tracks_per_position
@@ -321,6 +328,7 @@ class Avocado(BaseEstimator):
             tracks_per_position=int(self.tracks_per_position),
             early_stopping=self.early_stopping,
             verbose=bool(self.verbose),
+            lr_schedule=self.lr_schedule,
         )
         config.check()
         return config
@@ -350,6 +358,7 @@ class Avocado(BaseEstimator):
         assays: Sequence[str] | None = None,
         checkpoint_dir: str | os.PathLike | None = None,
         resume: bool = False,
+        regions: str | os.PathLike | pd.DataFrame | None = None,
     ) -> Avocado:
         """Stage 1: learn every factor and the network jointly.
 
@@ -368,6 +377,12 @@ class Avocado(BaseEstimator):
             Folder for per-epoch checkpoints and the epoch log. Default None.
         resume : bool
             Continue from the checkpoint in ``checkpoint_dir``. Default False.
+        regions : str, path-like or pandas.DataFrame, optional
+            Where stage 1 trains: ``"all"`` (every position of the store),
+            ``"pilot"`` (the ENCODE pilot regions, hg19) or a BED of regions,
+            read from the store's axes into one axis. Default None: every
+            position of a store of at most 20 million positions, else the
+            pilot regions (the paper's choice).
 
         Returns
         -------
@@ -376,7 +391,12 @@ class Avocado(BaseEstimator):
         """
         self._check_params()
         config = self._config(self.n_epochs)
-        store = open_store(store)
+        store = stage1_store(open_store(store), regions)
+        if isinstance(store, RegionView) and self.verbose:
+            progress_write(
+                f"stage 1 on {store.layout.n_positions:,} positions of "
+                f"{len(store.layout.regions)} regions ({store.layout.name}) of {store.url}"
+            )
         axes = list(store.axes if axes is None else axes)
         for axis in axes:
             store.axis_length(axis)
@@ -424,6 +444,7 @@ class Avocado(BaseEstimator):
                 "tracks": names,
                 "holdout": holdout,
                 "axes": axes,
+                "axis_lengths": self.genome_axes_,
                 "config": _fingerprint(config),
             }
             fingerprint["params"].pop("verbose")
@@ -946,6 +967,7 @@ def train_model(
     holdout: Sequence = (),
     n_epochs: int | None = None,
     resume: bool = False,
+    regions: str | os.PathLike | None = None,
     device: str | None = None,
     n_threads: int | None = None,
     verbose: bool = True,
@@ -971,6 +993,8 @@ def train_model(
         Override the preset's stage-1 epochs. Default None.
     resume : bool
         Continue an interrupted run from its last checkpoint. Default False.
+    regions : str or path-like, optional
+        Where stage 1 trains (see :meth:`Avocado.fit`). Default None.
     device : str, optional
         torch device. Default None: best available.
     n_threads : int, optional
@@ -995,7 +1019,7 @@ def train_model(
     checkpoint_dir = out.with_name(out.name + ".checkpoint")
     if resume and not (checkpoint_dir / "checkpoint").exists():
         warn(f"no checkpoint in {checkpoint_dir}; training from the start")
-    model.fit(store, holdout=holdout, checkpoint_dir=checkpoint_dir, resume=resume)
+    model.fit(store, holdout=holdout, checkpoint_dir=checkpoint_dir, resume=resume, regions=regions)
     model.save(out, overwrite=overwrite)
     log = checkpoint_dir / "log.jsonl"
     if log.is_file():

@@ -239,6 +239,14 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUT.checkpoint/ after a crash.")
     ] = False,
+    regions: Annotated[
+        str | None,
+        typer.Option(
+            "--regions",
+            help="Where stage 1 trains: all, pilot (ENCODE pilot regions, hg19) or a BED "
+            "file. Default: all positions of stores up to 20M positions, else pilot.",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
@@ -258,6 +266,7 @@ def train(
         holdout=holdout or [],
         n_epochs=epochs,
         resume=resume,
+        regions=regions,
         device=device,
         n_threads=threads,
         verbose=not quiet,

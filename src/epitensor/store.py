@@ -23,6 +23,7 @@ leaves the store as it was: rows past the listed tracks are ignored and reused.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -36,7 +37,7 @@ FORMAT_VERSION = 1
 DEFAULT_POSITION_CHUNK = 1 << 14
 DEFAULT_TRACK_CHUNK = 32
 
-__all__ = ["Store", "open_store"]
+__all__ = ["RegionView", "Store", "open_store"]
 
 
 def _zarr():
@@ -471,6 +472,134 @@ class Store:
             observed = self.observed.replace({True: "x", False: "."})
             lines += ["", "observed (cell type x assay)", observed.to_string()]
         return "\n".join(lines)
+
+
+class RegionView(Store):
+    """A store read through another layout: chosen regions of its axes, concatenated.
+
+    Stage 1 trains on a region layout (such as the ENCODE pilot regions) while
+    the store holds whole chromosomes; the view reads each region's bins from
+    the chromosome axes, so nothing is copied. Read-only.
+
+    Parameters
+    ----------
+    store : Store
+        The store read.
+    layout : Layout
+        Region layout (same resolution). Its regions must lie on positions the
+        store holds; regions on chromosomes the store lacks entirely are dropped
+        with a warning.
+
+    Attributes
+    ----------
+    source : Store
+        The store read.
+    """
+
+    def __init__(self, store: Store, layout: Layout) -> None:
+        if layout.resolution != store.resolution:
+            raise EpitensorError(
+                f"regions use {layout.resolution}-bp bins but store {store.url} has "
+                f"{store.resolution}-bp bins"
+            )
+        self.source = store
+        self._group = store._group
+        self.url = store.url
+        self.mode = "r"
+        self._attrs = store._attrs
+        self.genome = store.genome
+        self.chrom_sizes = store.chrom_sizes
+        self.transform = store.transform
+        self.tracks = store.tracks
+        self.layout = _covered_layout(layout, store)
+        self._pieces = {axis: _region_pieces(self.layout, axis, store) for axis in self.axes}
+
+    def _array(self, axis: str) -> _GatheredArray:
+        self.axis_length(axis)
+        return _GatheredArray(self.source, self._pieces[axis])
+
+    def add_track(self, *args, **kwargs) -> int:
+        """Refused: a view is read-only."""
+        raise EpitensorError(f"a region view of {self.url} is read-only; add tracks to the store")
+
+    add_tracks = add_track
+
+
+def _covered_layout(layout: Layout, store: Store) -> Layout:
+    """``layout`` without regions on chromosomes ``store`` lacks (warned), re-packed."""
+    held = set(store.layout.regions.chrom)
+    missing = sorted(set(layout.regions.chrom) - held)
+    if not missing:
+        return layout
+    kept = layout.regions[layout.regions.chrom.isin(held)]
+    if kept.empty:
+        raise EpitensorError(
+            f"none of the regions of {layout.name!r} lies on a chromosome of store "
+            f"{store.url} (it holds {sorted(held)}); pass regions on those chromosomes"
+        )
+    warnings.warn(
+        f"{len(layout.regions) - len(kept)} regions of {layout.name!r} lie on chromosomes "
+        f"store {store.url} lacks ({', '.join(missing)}); training on the other {len(kept)}",
+        stacklevel=3,
+    )
+    bed = kept[["chrom", "start", "end", "name"]]
+    return Layout.from_bed(bed, layout.resolution, layout.axes[0])
+
+
+def _region_pieces(layout: Layout, axis: str, store: Store) -> np.ndarray:
+    """Where each stretch of ``axis`` lies in ``store``.
+
+    Returns
+    -------
+    numpy.ndarray, shape=(n_pieces, 4), object
+        Per piece, sorted by offset: offset on ``axis``, length, store axis and
+        start on that store axis.
+    """
+    res = layout.resolution
+    pieces = []
+    for region in layout.axis_regions(axis).itertuples():
+        lo, hi = region.first_bin, region.first_bin + region.n_bins
+        found = store.layout.locate(region.chrom, lo * res, hi * res)
+        covered = int((found.axis_end - found.axis_start).sum())
+        if covered < region.n_bins:
+            where = f"{region.chrom}:{region.start}-{region.end}"
+            label = where if region.name == where else f"{region.name} ({where})"
+            raise EpitensorError(
+                f"region {label} is not "
+                f"wholly in store {store.url}: {region.n_bins - covered} of its "
+                f"{region.n_bins} bins are missing; drop or trim it in the regions BED"
+            )
+        for piece in found.itertuples():
+            offset = region.offset + piece.first_bin - lo
+            pieces.append((offset, piece.axis_end - piece.axis_start, piece.axis, piece.axis_start))
+    return np.array(sorted(pieces), dtype=object).reshape(-1, 4)
+
+
+class _GatheredArray:
+    """``array[rows, start:end]`` over a region axis, gathered from the store's axes."""
+
+    def __init__(self, store: Store, pieces: np.ndarray) -> None:
+        self.store = store
+        self.pieces = pieces
+        self.offsets = pieces[:, 0].astype(np.int64)
+        self.ends = self.offsets + pieces[:, 1].astype(np.int64)
+
+    def __getitem__(self, key: tuple) -> np.ndarray:
+        rows, columns = key
+        start, stop = int(columns.start or 0), int(columns.stop)
+        shape = (stop - start,)
+        if isinstance(rows, slice):
+            shape = (len(range(*rows.indices(self.store.n_tracks))), *shape)
+        out = np.zeros(shape, dtype=np.float32)
+        first = np.searchsorted(self.ends, start, side="right")
+        last = np.searchsorted(self.offsets, stop, side="left")
+        for offset, length, axis, axis_start in self.pieces[first:last]:
+            lo, hi = max(start, offset), min(stop, offset + length)
+            read_from = axis_start + lo - offset
+            out[..., lo - start : hi - start] = self.store._array(axis)[
+                rows, read_from : read_from + hi - lo
+            ]
+        return out
 
 
 def _zarr_target(url: str) -> str:

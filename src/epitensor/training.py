@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import queue
 import threading
 import time
@@ -34,8 +35,9 @@ import torch
 from torch import nn
 
 from epitensor._utils import EpitensorError, atomic_directory, progress, resolve_device
+from epitensor.genome import Layout
 from epitensor.model import AvocadoModule, GenomeFactors
-from epitensor.store import Store, open_store
+from epitensor.store import RegionView, Store, open_store
 
 __all__ = [
     "TrainConfig",
@@ -46,13 +48,17 @@ __all__ = [
     "Checkpoint",
     "run_training",
     "fit_stage1",
+    "stage1_store",
     "fit_genome_axis",
     "fit_new_rows",
     "freeze",
     "HISTORY_COLUMNS",
 ]
 
+LR_SCHEDULES = ["constant", "cosine"]
 HISTORY_COLUMNS = ["epoch", "stage", "train_mse", "holdout_mse", "seconds"]
+# Stage 1 trains on every position of stores up to this size, else on the pilot regions.
+ALL_POSITIONS_LIMIT = 20_000_000
 # Stores up to this many bytes of training signal are read once and kept in memory.
 CACHE_BYTES = 1 << 30
 
@@ -88,13 +94,16 @@ class TrainConfig:
         L2 penalty on the genome factors a batch touches (added to the loss as
         ``decay * mean over the batch of the squared factors``). Default 0.
     early_stopping : int, optional
-        Stop when the holdout MSE has not improved for this many epochs.
-        Default None: never.
+        Stop when the holdout MSE has not improved for this many epochs, and
+        end with the parameters of the best epoch. Default None: never.
     n_validation : int
         Positions (in evenly spaced windows) on which held-out tracks are
         scored after each epoch. Default 100,000.
     verbose : bool
         Progress bars on stderr. Default True.
+    lr_schedule : str
+        ``"constant"`` or ``"cosine"`` (every learning rate annealed from its
+        value to 0 over the run, step by step). Default ``"constant"``.
     """
 
     n_epochs: int
@@ -112,6 +121,7 @@ class TrainConfig:
     early_stopping: int | None = None
     n_validation: int = 100_000
     verbose: bool = True
+    lr_schedule: str = "constant"
 
     def check(self) -> None:
         """Raise an :class:`EpitensorError` for an impossible value."""
@@ -133,6 +143,10 @@ class TrainConfig:
         if self.precision not in ("fp32", "bf16"):
             raise EpitensorError(
                 f"invalid precision: got {self.precision!r}, expected one of ['fp32', 'bf16']"
+            )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise EpitensorError(
+                f"invalid lr_schedule: got {self.lr_schedule!r}, expected one of {LR_SCHEDULES}"
             )
         if self.early_stopping is not None and self.early_stopping < 1:
             raise EpitensorError(
@@ -526,6 +540,7 @@ class TrainingPlan:
             self.optimizers.append(torch.optim.Adam([g for g in groups if g["params"]]))
         if sparse:
             self.optimizers.append(torch.optim.SparseAdam(sparse, lr=genome_lr))
+        self.base_lrs = [[g["lr"] for g in opt.param_groups] for opt in self.optimizers]
         self._hooks = []
         for name, mask in (row_masks or {}).items():
             param = module.get_parameter(name)
@@ -547,6 +562,19 @@ class TrainingPlan:
             return mse, mse
         factors = self.module.genome[batch.axis](batch.positions)
         return mse, mse + decay * factors.pow(2).sum(dim=1).mean()
+
+    def set_progress(self, fraction: float) -> None:
+        """Set the learning rates the schedule gives at ``fraction`` (in [0, 1)) of training.
+
+        ``"cosine"`` anneals every rate from its base value to 0 over the run;
+        ``"constant"`` leaves them alone.
+        """
+        if self.config.lr_schedule != "cosine":
+            return
+        factor = 0.5 * (1 + math.cos(math.pi * fraction))
+        for opt, bases in zip(self.optimizers, self.base_lrs):
+            for group, base in zip(opt.param_groups, bases):
+                group["lr"] = base * factor
 
     def step(self, batch: Batch) -> float:
         """One optimiser step; returns the batch MSE (without the penalty)."""
@@ -721,16 +749,34 @@ class Checkpoint:
         plan.load_state_dict(_unflatten_optimizer_states(tensors, state["optimizers"]))
         return int(state["epoch"]), list(state["history"]), dict(state["extra"])
 
+    def save_best(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Write the parameters of the best epoch so far (atomic rename)."""
+        from safetensors.torch import save_file
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / "best.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        os.replace(tmp, self.directory / "best.safetensors")
+
+    def load_best(self) -> dict[str, torch.Tensor] | None:
+        """Parameters saved by :meth:`save_best`, or None."""
+        from safetensors.torch import load_file
+
+        path = self.directory / "best.safetensors"
+        return load_file(str(path)) if path.is_file() else None
+
     def clear(self) -> None:
-        """Remove the checkpoint folder and log."""
+        """Remove the checkpoint folder, the best parameters and the log."""
         import shutil
 
         shutil.rmtree(self.path, ignore_errors=True)
+        (self.directory / "best.safetensors").unlink(missing_ok=True)
         (self.directory / "log.jsonl").unlink(missing_ok=True)
 
 
 def _module_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    """A CPU copy of every parameter and buffer."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}
 
 
 # runner ----------------------------------------------------------------------------------------
@@ -758,6 +804,7 @@ class RunResult:
 
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
+    best_epoch: int | None = None
 
 
 def run_training(
@@ -805,9 +852,13 @@ def run_training(
     result = RunResult()
     start_epoch = 0
     best, since_best = math.inf, 0
+    keep_best = config.early_stopping is not None and scorer is not None
+    best_state = None
     if checkpoint is not None and resume and checkpoint.exists():
         start_epoch, result.history, extra = checkpoint.load(module, plan)
         best, since_best = extra.get("best", math.inf), extra.get("since_best", 0)
+        result.best_epoch = extra.get("best_epoch")
+        best_state = checkpoint.load_best() if keep_best else None
         if extra.get("stopped_early"):
             result.stopped_early = True
             start_epoch = config.n_epochs
@@ -827,7 +878,8 @@ def run_training(
             )
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed * 1_000_003 + epoch)
-                for batch in sampler.batches(epoch):
+                for i, batch in enumerate(sampler.batches(epoch)):
+                    plan.set_progress((epoch - 1 + i / n_batches) / config.n_epochs)
                     mse = plan.step(batch.to(plan.device))
                     n = len(batch.values)
                     total, count = total + mse * n, count + n
@@ -846,14 +898,23 @@ def run_training(
                 row["holdout_mse"] = scorer.score(module, plan.device)
                 module.train()
                 if row["holdout_mse"] < best:
-                    best, since_best = row["holdout_mse"], 0
+                    best, since_best, result.best_epoch = row["holdout_mse"], 0, epoch
+                    if keep_best:
+                        best_state = _module_tensors(module)
+                        if checkpoint is not None:
+                            checkpoint.save_best(best_state)
                 else:
                     since_best += 1
             row["seconds"] = time.perf_counter() - tic
             result.history.append(row)
             stop = config.early_stopping is not None and since_best >= config.early_stopping
             if checkpoint is not None:
-                extra = {"best": best, "since_best": since_best, "stopped_early": stop}
+                extra = {
+                    "best": best,
+                    "since_best": since_best,
+                    "best_epoch": result.best_epoch,
+                    "stopped_early": stop,
+                }
                 checkpoint.save(epoch, module, plan, result.history, extra)
             if on_epoch is not None:
                 on_epoch(row)
@@ -866,6 +927,8 @@ def run_training(
             if stop:
                 result.stopped_early = True
                 break
+        if best_state is not None:
+            module.load_state_dict(best_state)
     finally:
         module.eval()
     return result
@@ -879,6 +942,46 @@ def progress_write(message: str) -> None:
 
 
 # stages ----------------------------------------------------------------------------------------
+
+
+def stage1_store(store: Store, regions: str | os.PathLike | pd.DataFrame | None = None) -> Store:
+    """The store stage 1 trains on: ``store`` itself, or a view of some of its regions.
+
+    Parameters
+    ----------
+    store : Store
+    regions : str, path-like or pandas.DataFrame, optional
+        ``"all"``: every position of ``store``. ``"pilot"``: the ENCODE pilot
+        regions (hg19 only). A BED path or table: those regions. Default None:
+        ``"all"`` for stores of at most :data:`ALL_POSITIONS_LIMIT` positions,
+        else ``"pilot"``.
+
+    Returns
+    -------
+    Store
+        ``store``, or a :class:`~epitensor.store.RegionView` of it with one axis.
+    """
+    if regions is None:
+        regions = "all" if store.layout.n_positions <= ALL_POSITIONS_LIMIT else "pilot"
+    if isinstance(regions, str) and regions == "all":
+        return store
+    if isinstance(regions, str) and regions == "pilot":
+        if store.genome != "hg19":
+            raise EpitensorError(
+                f"store {store.url} is on {store.genome} and the bundled ENCODE pilot regions "
+                f"are on hg19; pass training regions on {store.genome} as a BED "
+                f"(regions=..., --regions) or regions='all'"
+            )
+        from epitensor.datasets import pilot_regions_bed
+
+        layout = Layout.from_bed(pilot_regions_bed(), store.resolution, "pilot")
+    else:
+        if not isinstance(regions, pd.DataFrame) and not Path(regions).is_file():
+            raise EpitensorError(
+                f"invalid regions {str(regions)!r}: expected 'all', 'pilot' or a BED file"
+            )
+        layout = Layout.from_bed(regions, store.resolution, "regions")
+    return RegionView(store, layout)
 
 
 def fit_stage1(
