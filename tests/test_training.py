@@ -311,6 +311,20 @@ def test_kill_and_resume_equals_uninterrupted(small_pilot_store, tmp_path):
     np.testing.assert_array_equal(resumed.history_.holdout_mse, straight.history_.holdout_mse)
 
 
+def test_auto_precision_follows_the_hardware():
+    import torch
+
+    from epitensor._utils import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert resolve_precision("auto", torch.device("meta")) == "fp32"
+    plan = TrainingPlan(_module(), TrainConfig(1, 8, 0.01, precision="auto"), cpu)
+    assert plan.precision == resolve_precision("auto", cpu)
+
+
 def test_cosine_schedule_anneals_every_rate():
     module = _module()
     config = TrainConfig(n_epochs=2, batch_size=8, lr=0.01, genome_lr=0.1, lr_schedule="cosine")

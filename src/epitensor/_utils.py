@@ -67,6 +67,33 @@ def resolve_device(device: str | None = None):
     return torch.device("cpu")
 
 
+def resolve_precision(precision: str, device) -> str:
+    """``"fp32"`` or ``"bf16"``; ``"auto"`` is bf16 where the hardware has native bf16.
+
+    Parameters
+    ----------
+    precision : str
+        ``"fp32"``, ``"bf16"`` or ``"auto"`` (bf16 on CUDA GPUs that support it
+        and on CPUs with AVX-512 BF16 or AMX, else fp32).
+    device : torch.device
+        Where the model runs.
+    """
+    import torch
+
+    if precision != "auto":
+        return precision
+    try:
+        if device.type == "cuda":
+            native = torch.cuda.is_bf16_supported()
+        elif device.type == "cpu":
+            native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        else:
+            native = False
+    except (AttributeError, RuntimeError):  # private CPU probes may move between releases
+        native = False
+    return "bf16" if native else "fp32"
+
+
 def md5sum(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     """Hex MD5 digest of a file, read in chunks."""
     digest = hashlib.md5()

@@ -34,7 +34,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from epitensor._utils import EpitensorError, atomic_directory, progress, resolve_device
+from epitensor._utils import (
+    EpitensorError,
+    atomic_directory,
+    progress,
+    resolve_device,
+    resolve_precision,
+)
 from epitensor.genome import Layout
 from epitensor.model import AvocadoModule, GenomeFactors
 from epitensor.store import RegionView, Store, open_store
@@ -84,7 +90,8 @@ class TrainConfig:
     n_threads : int, optional
         CPU threads for torch. Default None: leave torch's setting.
     precision : str
-        ``"fp32"`` or ``"bf16"`` (autocast of the network). Default ``"fp32"``.
+        ``"fp32"``, ``"bf16"`` (autocast of the network) or ``"auto"`` (bf16
+        where the device has native bf16). Default ``"fp32"``.
     block_size, group_blocks : int
         Sampler block length (positions) and blocks shuffled together.
         Defaults 65,536 and 8.
@@ -140,9 +147,10 @@ class TrainConfig:
             raise EpitensorError(f"lr must be a positive number; got lr={self.lr!r}")
         if self.genome_lr is not None and not self.genome_lr > 0:
             raise EpitensorError(f"genome_lr must be a positive number; got {self.genome_lr!r}")
-        if self.precision not in ("fp32", "bf16"):
+        if self.precision not in ("fp32", "bf16", "auto"):
             raise EpitensorError(
-                f"invalid precision: got {self.precision!r}, expected one of ['fp32', 'bf16']"
+                f"invalid precision: got {self.precision!r}, expected one of "
+                f"['fp32', 'bf16', 'auto']"
             )
         if self.lr_schedule not in LR_SCHEDULES:
             raise EpitensorError(
@@ -522,6 +530,7 @@ class TrainingPlan:
         self.module = module
         self.config = config
         self.device = device
+        self.precision = resolve_precision(config.precision, device)
         sparse, dense = [], []
         for name, param in module.named_parameters():
             if not param.requires_grad:
@@ -548,7 +557,7 @@ class TrainingPlan:
             self._hooks.append(param.register_hook(lambda g, m=mask: g * m))
 
     def _autocast(self):
-        if self.config.precision == "bf16":
+        if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
