@@ -78,6 +78,20 @@ def test_fit_reduces_heldout_mse(trained_model, pilot_store):
     assert trained_model.history_.holdout_mse.iloc[-1] < 0.3
 
 
+def test_bf16_training_matches_fp32_quality(small_pilot_store):
+    """bf16 autocast learns as well as fp32: same held-out MSE curve within a few percent."""
+    params = dict(TINY, n_epochs=3, n_nodes=64, seed=1, n_threads=1)
+    holdout = ["E003:H3K4me3", "E116:H3K27me3"]
+    curves = {
+        precision: Avocado(**params, precision=precision)
+        .fit(small_pilot_store, holdout=holdout)
+        .history_.holdout_mse.to_numpy()
+        for precision in ("fp32", "bf16")
+    }
+    assert curves["fp32"][-1] < 0.95 * curves["fp32"][0]  # it is still learning
+    np.testing.assert_allclose(curves["bf16"], curves["fp32"], rtol=0.02)
+
+
 def test_predict_shapes_and_consistency(trained_model):
     one = trained_model.predict("E003", "H3K4me3", start=100, end=1100)
     assert one.shape == (1000,) and one.dtype == np.float32

@@ -253,7 +253,7 @@ from epitensor.store import Store
 model = Avocado(n_celltype_factors=4, n_assay_factors=4, n_25bp_factors=4, n_250bp_factors=4,
                 n_5kbp_factors=4, n_layers=1, n_nodes=16, n_epochs=3, batch_size=128, lr=0.003,
                 dropout=0.1, n_threads=1, seed=5, verbose=False, lr_schedule="cosine",
-                early_stopping=2)
+                swa_start=2)
 model.fit(Store.open(sys.argv[1]), holdout=[("E003", "H3K4me3")], checkpoint_dir=sys.argv[2],
           resume=len(sys.argv) > 3)
 """
@@ -296,7 +296,7 @@ def test_kill_and_resume_equals_uninterrupted(small_pilot_store, tmp_path):
         seed=5,
         verbose=False,
         lr_schedule="cosine",
-        early_stopping=2,
+        swa_start=2,
     )
     holdout = [("E003", "H3K4me3")]
     resumed = Avocado(**kwargs).fit(
@@ -345,6 +345,28 @@ def test_cosine_schedule_anneals_every_rate():
     assert [g["lr"] for opt in constant.optimizers for g in opt.param_groups] == [0.01, 0.01]
     with pytest.raises(EpitensorError, match="lr_schedule"):
         TrainConfig(n_epochs=1, batch_size=8, lr=0.01, lr_schedule="step").check()
+
+
+def test_weight_averaging_keeps_the_mean_of_epochs():
+    from epitensor.training import KeptWeights
+
+    module = _module()
+    kept = KeptWeights(TrainConfig(n_epochs=4, batch_size=8, lr=0.01, swa_start=2), scored=False)
+    seen = []
+    for epoch in range(1, 5):
+        with torch.no_grad():
+            for param in module.parameters():
+                param.uniform_(-1, 1)
+        seen.append({k: v.clone() for k, v in module.state_dict().items()})
+        kept.update(module, epoch, improved=True)
+    assert kept.n_averaged == 3 and "best" not in kept.sets
+    for name, value in kept.final().items():
+        want = torch.stack([s[name] for s in seen[1:]]).mean(0)
+        torch.testing.assert_close(value, want)
+    with pytest.raises(EpitensorError, match="cannot be combined"):
+        TrainConfig(1, 8, 0.01, swa_start=1, early_stopping=1).check()
+    with pytest.raises(EpitensorError, match="swa_start"):
+        TrainConfig(1, 8, 0.01, swa_start=0).check()
 
 
 def test_early_stopping_keeps_the_best_epoch(small_pilot_store):

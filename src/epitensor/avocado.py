@@ -136,6 +136,9 @@ class Avocado(BaseEstimator):
     lr_schedule : str
         ``"constant"`` (the paper's) or ``"cosine"``: every learning rate
         annealed to 0 over the epochs of each stage. Default ``"constant"``.
+    swa_start : int, optional
+        Stochastic weight averaging: each stage ends with the mean of the
+        parameters after each of its epochs from this one on. Default None.
     genome_lr : float, optional
         Learning rate of the genome factors. Default None: ``lr``.
     genome_weight_decay : float
@@ -222,6 +225,7 @@ class Avocado(BaseEstimator):
         batch_size: int = 40_000,
         lr: float = 1e-3,
         lr_schedule: str = "constant",
+        swa_start: int | None = None,
         genome_lr: float | None = None,
         genome_weight_decay: float = 0.0,
         tracks_per_position: int = 1,
@@ -245,6 +249,7 @@ class Avocado(BaseEstimator):
         self.batch_size = batch_size
         self.lr = lr
         self.lr_schedule = lr_schedule
+        self.swa_start = swa_start
         self.genome_lr = genome_lr
         self.genome_weight_decay = genome_weight_decay
         self.tracks_per_position = tracks_per_position
@@ -334,6 +339,7 @@ class Avocado(BaseEstimator):
             early_stopping=self.early_stopping,
             verbose=bool(self.verbose),
             lr_schedule=self.lr_schedule,
+            swa_start=self.swa_start,
         )
         config.check()
         return config

@@ -99,13 +99,11 @@ def pick_promoter(
     -------
     Locus
     """
-    from epitensor.downstream import locate_intervals
-
     tss = read_tss(tss_path)
-    where = locate_intervals(
-        pd.DataFrame({"chrom": tss.chrom, "start": tss.pos, "end": tss.pos + 1}), layout
+    runs = layout.locate_many(
+        pd.DataFrame({"chrom": tss.chrom, "start": tss.pos, "end": tss.pos + 1})
     )
-    positions = np.unique(where.axis_start[where.inside & (where.axis == axis)].to_numpy())
+    positions = np.unique(runs.axis_start[runs.axis == axis].to_numpy())
     if positions.size == 0:
         raise EpitensorError(f"no TSS of {tss_path} falls on axis {axis!r} of the layout")
     # Score each TSS by the signal over +-1 kb so a single spike does not win.

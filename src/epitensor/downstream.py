@@ -867,23 +867,18 @@ def locate_intervals(intervals: pd.DataFrame, layout: Layout) -> pd.DataFrame:
         layout region covers every 25-bp bin the interval touches).
     """
     res = layout.resolution
-    chrom = intervals["chrom"].astype(str).to_numpy()
     lo = intervals["start"].to_numpy(np.int64) // res
     hi = -(-intervals["end"].to_numpy(np.int64) // res)
+    runs = layout.locate_many(intervals)
+    # Regions on one chromosome never overlap: at most one run holds all of [lo, hi).
+    runs = runs[(runs.axis_end - runs.axis_start).to_numpy() == (hi - lo)[runs.interval]]
     axis = np.full(len(intervals), None, dtype=object)
-    axis_start = np.full(len(intervals), -1, dtype=np.int64)
-    # Regions of a layout never overlap, so at most one region can hold all of [lo, hi):
-    # the same answer as Layout.locate returning one full-length slice, vectorised over
-    # intervals (tens of thousands of TargetFinder elements) rather than looped.
-    for region in layout.regions.itertuples(index=False):
-        hit = (chrom == region.chrom) & (lo >= region.first_bin)
-        hit &= hi <= region.first_bin + region.n_bins
-        axis[hit] = region.axis
-        axis_start[hit] = region.offset + lo[hit] - region.first_bin
-    inside = axis_start >= 0
-    axis_end = np.where(inside, axis_start + (hi - lo), -1)
+    axis_start, axis_end = np.full((2, len(intervals)), -1, dtype=np.int64)
+    at = runs.interval.to_numpy()
+    axis[at] = runs.axis.to_numpy()
+    axis_start[at], axis_end[at] = runs.axis_start.to_numpy(), runs.axis_end.to_numpy()
     return pd.DataFrame(
-        {"axis": axis, "axis_start": axis_start, "axis_end": axis_end, "inside": inside},
+        {"axis": axis, "axis_start": axis_start, "axis_end": axis_end, "inside": axis_start >= 0},
         index=intervals.index,
     )
 

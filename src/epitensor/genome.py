@@ -232,6 +232,34 @@ def read_bed(path: str | os.PathLike) -> pd.DataFrame:
 _LAYOUT_COLUMNS = ["axis", "chrom", "start", "end", "name", "offset", "first_bin", "n_bins"]
 
 
+def _overlapping(first: np.ndarray, end: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple:
+    """Pairs of intervals ``[lo, hi)`` and regions ``[first, end)`` (bins) sharing a bin.
+
+    Parameters
+    ----------
+    first, end : numpy.ndarray, shape=(n_regions,), int64
+        Bins of the regions of one chromosome, sorted by ``first``.
+    lo, hi : numpy.ndarray, shape=(n_intervals,), int64
+        Bins of the intervals on that chromosome.
+
+    Returns
+    -------
+    rows : numpy.ndarray, shape=(n_pairs,), int64
+        Interval of each pair (index into ``lo``), ascending.
+    k : numpy.ndarray, shape=(n_pairs,), int64
+        Region of each pair (index into ``first``).
+    """
+    # Candidates of an interval: regions starting before hi, from the first one whose
+    # end, or the end of a region before it, passes lo. The running maximum keeps the
+    # search valid should regions of one chromosome overlap (their ends then unsorted).
+    a = np.searchsorted(np.maximum.accumulate(end), lo, side="right")
+    n = np.maximum(np.searchsorted(first, hi, side="left") - a, 0)
+    rows = np.repeat(np.arange(len(lo)), n)
+    k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n - a, n)
+    keep = np.minimum(end[k], hi[rows]) > np.maximum(first[k], lo[rows])
+    return rows[keep], k[keep]
+
+
 @dataclass
 class Layout:
     """Genomic regions laid along named axes of 25-bp bins.
@@ -489,6 +517,8 @@ class Layout:
     def locate(self, chrom: str, start: int, end: int) -> pd.DataFrame:
         """Axis slices covering the bins of a genomic interval.
 
+        One interval of :meth:`locate_many`.
+
         Parameters
         ----------
         chrom : str
@@ -501,27 +531,66 @@ class Layout:
         pandas.DataFrame
             One row per overlapping region: ``axis``, ``axis_start``,
             ``axis_end`` (positions on the axis, half-open) and ``first_bin``
-            (the chromosome bin at ``axis_start``). Empty when the interval
-            misses the layout.
+            (the chromosome bin at ``axis_start``), sorted by axis, then
+            position. Empty when the interval misses the layout.
+        """
+        runs = self.locate_many(pd.DataFrame({"chrom": [chrom], "start": [start], "end": [end]}))
+        runs = runs[["axis", "axis_start", "axis_end", "first_bin"]]
+        return runs.sort_values(["axis", "axis_start"], ignore_index=True)
+
+    def locate_many(self, intervals: pd.DataFrame) -> pd.DataFrame:
+        """Axis runs covering the bins of many genomic intervals.
+
+        Vectorised over intervals: per chromosome, the intervals are matched to
+        that chromosome's regions with a binary search.
+
+        Parameters
+        ----------
+        intervals : pandas.DataFrame
+            Columns ``chrom, start, end`` in bp, 0-based half-open.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per (interval, region) pair sharing at least one bin:
+            ``interval`` (row position in ``intervals``), ``region`` (row of
+            :attr:`regions`), ``axis``, ``axis_start``, ``axis_end`` (positions on
+            the axis, half-open) and ``first_bin`` (the chromosome bin at
+            ``axis_start``), sorted by interval, then ``axis_start``. Intervals
+            that touch no bin of the layout (other chromosomes, gaps, or
+            ``start == end`` on a bin edge) have no row.
         """
         res = self.resolution
-        lo, hi = start // res, -(-end // res)
-        r = self.regions[self.regions.chrom == chrom]
-        r_lo = r.first_bin.to_numpy()
-        r_hi = r_lo + r.n_bins.to_numpy()
-        keep = (r_lo < hi) & (r_hi > lo)
-        r, r_lo, r_hi = r[keep], r_lo[keep], r_hi[keep]
-        first = np.maximum(r_lo, lo)
-        last = np.minimum(r_hi, hi)
-        offset = r.offset.to_numpy()
-        return pd.DataFrame(
+        lo = intervals["start"].to_numpy(np.int64) // res
+        hi = -(-intervals["end"].to_numpy(np.int64) // res)
+        chrom = intervals["chrom"].astype(str).to_numpy()
+        rows_of = pd.Series(chrom).groupby(chrom, sort=False).indices
+        pairs = [(np.empty(0, np.int64), np.empty(0, np.int64))]
+        for name, regions in self.regions.groupby("chrom", sort=False):
+            if name in rows_of:
+                regions = regions.sort_values("first_bin")
+                which = rows_of[name]
+                first = regions.first_bin.to_numpy()
+                rows, k = _overlapping(
+                    first, first + regions.n_bins.to_numpy(), lo[which], hi[which]
+                )
+                pairs.append((which[rows], regions.index.to_numpy()[k]))
+        rows, k = (np.concatenate(p).astype(np.int64) for p in zip(*pairs))
+        region_first = self.regions.first_bin.to_numpy()[k]
+        first = np.maximum(region_first, lo[rows])
+        last = np.minimum(region_first + self.regions.n_bins.to_numpy()[k], hi[rows])
+        offset = self.regions.offset.to_numpy()[k] - region_first
+        runs = pd.DataFrame(
             {
-                "axis": r.axis.to_numpy(),
-                "axis_start": offset + first - r_lo,
-                "axis_end": offset + last - r_lo,
+                "interval": rows,
+                "region": k,
+                "axis": self.regions.axis.to_numpy()[k],
+                "axis_start": offset + first,
+                "axis_end": offset + last,
                 "first_bin": first,
             }
-        ).sort_values(["axis", "axis_start"], ignore_index=True)
+        )
+        return runs.sort_values(["interval", "axis_start", "region"], ignore_index=True)
 
     def genome_bins(self, axis: str) -> tuple[np.ndarray, np.ndarray]:
         """Chromosome and bin of every position on an axis.

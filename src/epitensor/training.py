@@ -111,6 +111,9 @@ class TrainConfig:
     lr_schedule : str
         ``"constant"`` or ``"cosine"`` (every learning rate annealed from its
         value to 0 over the run, step by step). Default ``"constant"``.
+    swa_start : int, optional
+        End with the mean of the parameters after each epoch from this one on
+        (stochastic weight averaging). Default None: the last epoch's.
     """
 
     n_epochs: int
@@ -129,6 +132,7 @@ class TrainConfig:
     n_validation: int = 100_000
     verbose: bool = True
     lr_schedule: str = "constant"
+    swa_start: int | None = None
 
     def check(self) -> None:
         """Raise an :class:`EpitensorError` for an impossible value."""
@@ -156,6 +160,16 @@ class TrainConfig:
             raise EpitensorError(
                 f"invalid lr_schedule: got {self.lr_schedule!r}, expected one of {LR_SCHEDULES}"
             )
+        if self.swa_start is not None:
+            if not isinstance(self.swa_start, int | np.integer) or self.swa_start < 1:
+                raise EpitensorError(
+                    f"swa_start must be a positive integer or None; got {self.swa_start!r}"
+                )
+            if self.early_stopping is not None:
+                raise EpitensorError(
+                    "early_stopping and swa_start cannot be combined: one ends with the best "
+                    "epoch's parameters, the other with an average; set one of them"
+                )
         if self.early_stopping is not None and self.early_stopping < 1:
             raise EpitensorError(
                 f"early_stopping must be a positive integer or None; got {self.early_stopping!r}"
@@ -722,15 +736,27 @@ class Checkpoint:
         return (self.path / "state.json").is_file()
 
     def save(
-        self, epoch: int, module: nn.Module, plan: TrainingPlan, history: list[dict], extra: dict
+        self,
+        epoch: int,
+        module: nn.Module,
+        plan: TrainingPlan,
+        history: list[dict],
+        extra: dict,
+        kept: dict[str, dict[str, torch.Tensor]] | None = None,
     ) -> None:
-        """Write the state after ``epoch`` (atomic: the old checkpoint stays until the rename)."""
+        """Write the state after ``epoch`` (atomic: the old checkpoint stays until the rename).
+
+        ``kept`` holds further parameter sets (the best epoch's, the running
+        average), written in the same atomic step so they always match the epoch.
+        """
         from safetensors.torch import save_file
 
         tensors, meta = _flatten_optimizer_states(plan.state_dict())
         with atomic_directory(self.path, overwrite=True) as tmp:
             save_file(_module_tensors(module), str(tmp / "module.safetensors"))
             save_file(tensors, str(tmp / "optim.safetensors"))
+            for name, state in (kept or {}).items():
+                save_file(state, str(tmp / f"kept-{name}.safetensors"))
             state = {
                 "epoch": epoch,
                 "fingerprint": self.fingerprint,
@@ -758,28 +784,20 @@ class Checkpoint:
         plan.load_state_dict(_unflatten_optimizer_states(tensors, state["optimizers"]))
         return int(state["epoch"]), list(state["history"]), dict(state["extra"])
 
-    def save_best(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Write the parameters of the best epoch so far (atomic rename)."""
-        from safetensors.torch import save_file
-
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.directory / "best.safetensors.tmp"
-        save_file(tensors, str(tmp))
-        os.replace(tmp, self.directory / "best.safetensors")
-
-    def load_best(self) -> dict[str, torch.Tensor] | None:
-        """Parameters saved by :meth:`save_best`, or None."""
+    def load_kept(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The parameter sets saved with ``kept=`` by :meth:`save`, by name."""
         from safetensors.torch import load_file
 
-        path = self.directory / "best.safetensors"
-        return load_file(str(path)) if path.is_file() else None
+        return {
+            path.stem.removeprefix("kept-"): load_file(str(path))
+            for path in sorted(self.path.glob("kept-*.safetensors"))
+        }
 
     def clear(self) -> None:
-        """Remove the checkpoint folder, the best parameters and the log."""
+        """Remove the checkpoint folder and log."""
         import shutil
 
         shutil.rmtree(self.path, ignore_errors=True)
-        (self.directory / "best.safetensors").unlink(missing_ok=True)
         (self.directory / "log.jsonl").unlink(missing_ok=True)
 
 
@@ -805,6 +823,38 @@ def torch_threads(n_threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+class KeptWeights:
+    """Parameter sets kept beside the live ones during a run.
+
+    ``best``: the parameters of the epoch with the lowest holdout MSE (kept when
+    early stopping is on). ``average``: the running mean of the parameters after
+    each epoch from ``config.swa_start`` on (stochastic weight averaging,
+    Izmailov et al. 2018). Each is a CPU copy of the module's state dict.
+    """
+
+    def __init__(self, config: TrainConfig, scored: bool) -> None:
+        self.keep_best = config.early_stopping is not None and scored
+        self.swa_start = config.swa_start
+        self.sets: dict[str, dict[str, torch.Tensor]] = {}
+        self.n_averaged = 0
+
+    def update(self, module: nn.Module, epoch: int, improved: bool) -> None:
+        """Record the parameters after ``epoch``."""
+        if self.keep_best and improved:
+            self.sets["best"] = _module_tensors(module)
+        if self.swa_start is not None and epoch >= self.swa_start:
+            current = _module_tensors(module)
+            average = self.sets.setdefault("average", current)
+            if average is not current:
+                for name, value in average.items():
+                    value += (current[name] - value) / (self.n_averaged + 1)
+            self.n_averaged += 1
+
+    def final(self) -> dict[str, torch.Tensor] | None:
+        """The parameters to end the run with, or None to keep the live ones."""
+        return self.sets.get("average", self.sets.get("best"))
 
 
 @dataclass
@@ -861,13 +911,12 @@ def run_training(
     result = RunResult()
     start_epoch = 0
     best, since_best = math.inf, 0
-    keep_best = config.early_stopping is not None and scorer is not None
-    best_state = None
+    kept = KeptWeights(config, scored=scorer is not None)
     if checkpoint is not None and resume and checkpoint.exists():
         start_epoch, result.history, extra = checkpoint.load(module, plan)
         best, since_best = extra.get("best", math.inf), extra.get("since_best", 0)
         result.best_epoch = extra.get("best_epoch")
-        best_state = checkpoint.load_best() if keep_best else None
+        kept.sets, kept.n_averaged = checkpoint.load_kept(), extra.get("n_averaged", 0)
         if extra.get("stopped_early"):
             result.stopped_early = True
             start_epoch = config.n_epochs
@@ -903,17 +952,16 @@ def run_training(
                 "holdout_mse": float("nan"),
                 "seconds": time.perf_counter() - tic,
             }
+            improved = False
             if scorer is not None:
                 row["holdout_mse"] = scorer.score(module, plan.device)
                 module.train()
-                if row["holdout_mse"] < best:
+                improved = row["holdout_mse"] < best
+                if improved:
                     best, since_best, result.best_epoch = row["holdout_mse"], 0, epoch
-                    if keep_best:
-                        best_state = _module_tensors(module)
-                        if checkpoint is not None:
-                            checkpoint.save_best(best_state)
                 else:
                     since_best += 1
+            kept.update(module, epoch, improved)
             row["seconds"] = time.perf_counter() - tic
             result.history.append(row)
             stop = config.early_stopping is not None and since_best >= config.early_stopping
@@ -922,9 +970,10 @@ def run_training(
                     "best": best,
                     "since_best": since_best,
                     "best_epoch": result.best_epoch,
+                    "n_averaged": kept.n_averaged,
                     "stopped_early": stop,
                 }
-                checkpoint.save(epoch, module, plan, result.history, extra)
+                checkpoint.save(epoch, module, plan, result.history, extra, kept.sets)
             if on_epoch is not None:
                 on_epoch(row)
             if config.verbose:
@@ -936,8 +985,8 @@ def run_training(
             if stop:
                 result.stopped_early = True
                 break
-        if best_state is not None:
-            module.load_state_dict(best_state)
+        if kept.final() is not None:
+            module.load_state_dict(kept.final())
     finally:
         module.eval()
     return result
