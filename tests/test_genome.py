@@ -197,3 +197,128 @@ def test_with_axes_hands_the_covered_bins_to_the_new_axes():
     assert list(hit.axis) == ["train"] and int(hit.axis_start.iloc[0]) == 40
     with pytest.raises(EpitensorError, match="bp bins"):
         regions.with_axes(Layout.from_chrom_sizes(sizes, resolution=50), ["chr1"])
+
+
+def _runs_by_bin(layout, intervals):
+    """Brute-force ``locate_many``: every bin of every interval looked up on its own.
+
+    The lookup table is built from :meth:`Layout.genome_bins` (axis position to
+    chromosome bin), the inverse of the mapping ``locate_many`` computes; bins
+    that follow on in one region are then joined into runs.
+    """
+    res = layout.resolution
+    parts = []
+    for axis in layout.axes:
+        region, bins = layout.genome_bins(axis)
+        held = np.flatnonzero(bins >= 0)
+        chrom = layout.regions.chrom.to_numpy()[region[held]]
+        parts.append(
+            pd.DataFrame(
+                {"chrom": chrom, "bin": bins[held], "region": region[held], "position": held}
+            ).assign(axis=axis)
+        )
+    table = {c: g for c, g in pd.concat(parts).sort_values("bin").groupby("chrom")}
+    rows = []
+    for i, (chrom, start, end) in enumerate(intervals.itertuples(index=False)):
+        if chrom not in table:
+            continue
+        known = table[chrom]
+        bins = np.arange(start // res, -(-end // res))
+        at = np.minimum(np.searchsorted(known.bin.to_numpy(), bins), len(known) - 1)
+        hit = known.iloc[at[known.bin.to_numpy()[at] == bins]]
+        for region, run in hit.groupby("region"):
+            assert (np.diff(run.position) == 1).all()
+            rows.append(
+                (
+                    i,
+                    region,
+                    run.axis.iloc[0],
+                    run.position.iloc[0],
+                    run.position.iloc[-1] + 1,
+                    run.bin.iloc[0],
+                )
+            )
+    columns = ["interval", "region", "axis", "axis_start", "axis_end", "first_bin"]
+    expected = pd.DataFrame(rows, columns=columns).astype(
+        {c: "int64" for c in columns if c != "axis"}
+    )
+    return expected.sort_values(["interval", "axis_start", "region"], ignore_index=True)
+
+
+def _edge_intervals(layout, n, seed):
+    """Random intervals around region edges (bp and bin edges), lengths 0 bp to 40 kb."""
+    rng = np.random.default_rng(seed)
+    regions = layout.regions
+    pick = rng.integers(0, len(regions), n)
+    res = layout.resolution
+    edges = np.stack(
+        [
+            regions.start.to_numpy(),
+            regions.end.to_numpy(),
+            regions.first_bin.to_numpy() * res,
+            (regions.first_bin + regions.n_bins).to_numpy() * res,
+        ]
+    )
+    anchor = edges[rng.integers(0, 4, n), pick]
+    near = rng.choice([-50, -25, -1, 0, 1, 25], n)
+    start = anchor + np.where(rng.random(n) < 0.5, near, rng.integers(-2_000, 2_000, n))
+    length = rng.choice([0, 1, 24, 25, 26, 300, 5_000, 40_000], n)
+    chrom = regions.chrom.to_numpy()[pick]
+    chrom = np.where(rng.random(n) < 0.05, "chrX", chrom)  # the pilot layout lacks chrX
+    return pd.DataFrame({"chrom": chrom, "start": start, "end": start + length})
+
+
+def test_locate_many_matches_a_per_bin_lookup():
+    from epitensor.datasets import pilot_layout
+
+    layout = pilot_layout()
+    res = layout.resolution
+    regions = layout.regions
+    first_bp = regions.first_bin.to_numpy() * res
+    last_bp = (regions.first_bin + regions.n_bins).to_numpy() * res
+    # consecutive regions of one chromosome, and an interval spanning both
+    pairs = np.flatnonzero(regions.chrom.to_numpy()[1:] == regions.chrom.to_numpy()[:-1])
+    special = pd.DataFrame(
+        {
+            "chrom": ["chr1", "chr1", "chr1", "chrX", "chr3"] + list(regions.chrom[pairs]),
+            # touching the first bin from the left, the last bin from the right,
+            # an empty interval on a bin edge inside, a missing chromosome, a gap
+            "start": [first_bp[0] - 100, last_bp[0], first_bp[0] + 250, 1_000, 1_000]
+            + list(regions.end[pairs] - 30),
+            "end": [first_bp[0], last_bp[0] + 100, first_bp[0] + 250, 5_000, 5_000]
+            + list(regions.start[pairs + 1] + 30),
+        }
+    )
+    intervals = pd.concat([special, _edge_intervals(layout, 3_000, seed=0)], ignore_index=True)
+    runs = layout.locate_many(intervals)
+    pd.testing.assert_frame_equal(runs, _runs_by_bin(layout, intervals))
+    assert runs.interval.is_monotonic_increasing
+    assert not set(runs.interval) & {0, 1, 2, 3, 4}
+    spans = runs[runs.interval.between(5, len(special) - 1)]
+    spans = spans.groupby("interval").region.apply(list)
+    assert spans.tolist() == [[k, k + 1] for k in pairs]
+    assert runs.interval.nunique() > 1_000 and (runs.axis_end > runs.axis_start).all()
+    # the random intervals do straddle edges and do miss the layout
+    touched = -(-intervals.end // res) - intervals.start // res
+    assert ((runs.axis_end - runs.axis_start) < touched[runs.interval].to_numpy()).sum() > 200
+    assert len(intervals) - runs.interval.nunique() > 500
+
+
+def test_locate_many_on_a_layout_with_added_axes():
+    from epitensor.datasets import pilot_layout
+
+    pilot = pilot_layout()
+    merged = pilot.with_axes(Layout.from_chrom_sizes(pd.Series({"chr21": 48_129_895})), ["chr21"])
+    assert merged.axes == ["pilot", "chr21"]
+    intervals = _edge_intervals(pilot, 1_000, seed=1)
+    runs = merged.locate_many(intervals)
+    pd.testing.assert_frame_equal(runs, _runs_by_bin(merged, intervals))
+    on21 = runs[intervals.chrom.to_numpy()[runs.interval] == "chr21"]
+    assert len(on21) > 10 and (on21.axis == "chr21").all()
+    assert (on21.axis_start == on21.first_bin).all()
+    # Layout.locate is the one-interval case, sorted by axis then position
+    row = intervals.iloc[int(on21.interval.iloc[0])]
+    hit = merged.locate(row.chrom, row.start, row.end)
+    assert hit.to_dict("records") == on21[on21.interval == on21.interval.iloc[0]][
+        ["axis", "axis_start", "axis_end", "first_bin"]
+    ].to_dict("records")
