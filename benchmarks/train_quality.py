@@ -6,8 +6,12 @@ held-out track and averaged, MSE and Pearson r over all positions for the model
 and for the average-activity baseline (mean of the same assay over the other
 cell types). Also prints the training time and the per-epoch history.
 
+With ``--seeds 0 1 2`` it trains once per seed and ends with the mean and
+standard deviation over seeds (the spread between seeds is of the same order as
+the differences between settings, so compare settings over several seeds).
+
 Usage: python benchmarks/train_quality.py [--split standard|shifted] [--epochs N]
-       [--threads 2] [--out MODEL_DIR] [--set key=value ...]
+       [--threads 2] [--out MODEL_DIR] [--seeds 0 1 2] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="also save the model here")
+    parser.add_argument("--seeds", nargs="*", type=int, default=None, help="one run per seed")
     parser.add_argument("--set", nargs="*", default=[], help="hyperparameter overrides key=value")
     args = parser.parse_args()
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
@@ -61,6 +66,23 @@ def main():
         overrides["n_epochs"] = args.epochs
     store = roadmap_pilot()
     holdout = split(args.split)
+    means = []
+    for seed in args.seeds if args.seeds else [None]:
+        if seed is not None:
+            overrides["seed"] = seed
+        means.append(run(store, holdout, args, overrides))
+    if len(means) > 1:
+        table = np.array([[m["model_mse"], m["model_r"]] for m in means])
+        print(
+            f"over seeds {args.seeds}: model MSE {table[:, 0].mean():.4f} "
+            f"(sd {table[:, 0].std(ddof=1):.4f}), model r {table[:, 1].mean():.4f} "
+            f"(sd {table[:, 1].std(ddof=1):.4f}); average activity MSE "
+            f"{means[0]['avg_mse']:.4f}, r {means[0]['avg_r']:.4f}"
+        )
+
+
+def run(store, holdout, args, overrides) -> dict:
+    """Train once, print the per-track table, return the means over held-out tracks."""
     model = Avocado.from_preset("cpu-small", n_threads=args.threads, **overrides)
     tic = time.perf_counter()
     model.fit(store, holdout=holdout)
@@ -81,6 +103,7 @@ def main():
         f"{'mean':<18} {mean['model_mse']:9.4f} {mean['model_r']:8.4f} "
         f"{mean['avg_mse']:8.4f} {mean['avg_r']:6.4f}"
     )
+    return mean
 
 
 if __name__ == "__main__":

@@ -296,3 +296,22 @@ def test_cli_train_on_regions(by_chrom_store, tmp_path):
     result = CliRunner().invoke(app, [*args, "--regions", str(bed), "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert Avocado.load(out).genome_axes_ == {"regions": 4000}
+
+
+def test_weight_averaged_fit_scores_its_final_parameters(small_pilot_store, tmp_path):
+    """With swa_start the model ends with averaged parameters, scored as ``holdout_mse_``."""
+    from epitensor.training import HoldoutScorer, TrackSet
+
+    holdout = [("E003", "H3K4me3")]
+    params = dict(TINY, n_epochs=3, seed=2, n_threads=1)
+    averaged = Avocado(**params, swa_start=2).fit(small_pilot_store, holdout=holdout)
+    last = Avocado(**params).fit(small_pilot_store, holdout=holdout)
+    np.testing.assert_array_equal(averaged.history_.holdout_mse, last.history_.holdout_mse)
+    assert last.holdout_mse_ == last.history_.holdout_mse.iloc[-1]
+    assert averaged.holdout_mse_ != averaged.history_.holdout_mse.iloc[-1]
+    held = TrackSet.build(small_pilot_store, holdout, averaged.celltypes_, averaged.assays_)
+    scorer = HoldoutScorer(small_pilot_store, "pilot", held, 100_000)
+    rescored = scorer.score(averaged.module_, torch.device("cpu"))
+    assert averaged.holdout_mse_ == pytest.approx(rescored, rel=1e-6)
+    averaged.save(tmp_path / "model")
+    assert Avocado.load(tmp_path / "model").holdout_mse_ == pytest.approx(rescored, rel=1e-6)

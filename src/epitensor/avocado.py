@@ -69,8 +69,12 @@ PRESETS: dict[str, dict] = {
         "n_layers": 2,
         "n_nodes": 256,
         "dropout": 0.0,
-        "n_epochs": 15,
+        "n_epochs": 20,
         "n_genome_epochs": 15,
+        # The held-out error of the last epoch swings from epoch to epoch and seed to
+        # seed; the mean of the parameters after epochs 4..20 is steadier and better
+        # (held-out Pearson +0.02 on average over seeds; README, "cpu-small").
+        "swa_start": 4,
         "batch_size": 4096,
         "lr": 3e-3,
         # Lazy (sparse) Adam moves a 25-bp row only on the one step per epoch that
@@ -180,6 +184,10 @@ class Avocado(BaseEstimator):
         Tracks used for training.
     holdout_tracks_ : list of (str, str)
         Tracks held out and scored during stage 1.
+    holdout_mse_ : float
+        Holdout MSE of the parameters the model ended stage 1 with (the
+        averaged or best ones when ``swa_start`` or ``early_stopping`` is set;
+        NaN without holdout tracks).
     history_ : pandas.DataFrame
         Columns ``epoch, stage, train_mse, holdout_mse, seconds``.
 
@@ -465,6 +473,10 @@ class Avocado(BaseEstimator):
         result = fit_stage1(self.module_, store, axes, tracks, config, held, checkpoint, resume)
         self.module_.cpu()
         self.history_ = history_frame(result.history)
+        final = result.final_holdout_mse
+        if final is None:
+            final = float(self.history_.holdout_mse.iloc[-1]) if len(self.history_) else np.nan
+        self.holdout_mse_ = final
         return self
 
     # stage 2 ----------------------------------------------------------------------------------
@@ -916,6 +928,7 @@ class Avocado(BaseEstimator):
             "training_tracks_": [list(t) for t in self.training_tracks_],
             "holdout_tracks_": [list(t) for t in self.holdout_tracks_],
             "history_": history.to_dict("records"),
+            "holdout_mse_": _json_float(getattr(self, "holdout_mse_", None)),
         }
 
     @classmethod
@@ -963,12 +976,21 @@ class Avocado(BaseEstimator):
         model.training_tracks_ = [tuple(t) for t in config["training_tracks_"]]
         model.holdout_tracks_ = [tuple(t) for t in config.get("holdout_tracks_", [])]
         model.history_ = history_frame(config["history_"])
+        holdout_mse = config.get("holdout_mse_")
+        model.holdout_mse_ = float("nan") if holdout_mse is None else float(holdout_mse)
         module = AvocadoModule(axis_lengths={}, **config["module"])
         module.load_state_dict(load_file(str(path / WEIGHTS_FILE)), strict=False)
         module.eval()
         model.module_ = module
         model._genome_path = str(path)
         return model
+
+
+def _json_float(value: float | None) -> float | None:
+    """``value`` as a JSON-safe float (None for missing or NaN)."""
+    if value is None or not np.isfinite(value):
+        return None
+    return float(value)
 
 
 def train_model(

@@ -275,7 +275,7 @@ def train(
     last = model.history_.iloc[-1]
     typer.echo(
         f"wrote {out}: {int(last.epoch)} epochs, train MSE {last.train_mse:.4f}, "
-        f"holdout MSE {last.holdout_mse:.4f}"
+        f"holdout MSE {model.holdout_mse_:.4f}"
     )
 
 

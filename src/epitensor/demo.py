@@ -410,11 +410,15 @@ def run_demo(
     model.impute(result.holdout, out / "imputed", overwrite=True, verbose=verbose)
     directory = pilot_annotations_dir()
     figures = _track_figures(result, store, out, directory)
-    plot_training_curve(out / "training_curve.png", model.history_, "Training (stage 1)")
+    plot_training_curve(
+        out / "training_curve.png", model.history_, "Training (stage 1)", model.holdout_mse_
+    )
     figures.append(
         (
             out / "training_curve.png",
-            "Mean squared error per epoch on the training tracks and on the held-out tracks.",
+            "Mean squared error per epoch on the training tracks and on the held-out tracks "
+            "(100,000 positions); the dashed line is the final model, the mean of the "
+            "parameters over the late epochs.",
         )
     )
     figures.append(

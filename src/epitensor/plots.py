@@ -104,7 +104,9 @@ def plot_tracks(
     _save(fig, path)
 
 
-def plot_training_curve(path: str | os.PathLike, history: pd.DataFrame, title: str) -> None:
+def plot_training_curve(
+    path: str | os.PathLike, history: pd.DataFrame, title: str, final_holdout: float | None = None
+) -> None:
     """Training and held-out MSE per epoch.
 
     Parameters
@@ -116,11 +118,16 @@ def plot_training_curve(path: str | os.PathLike, history: pd.DataFrame, title: s
         ``holdout_mse`` (arcsinh scale).
     title : str
         Figure title.
+    final_holdout : float, optional
+        Held-out MSE of the parameters training ended with, when they are not
+        the last epoch's (weight averaging, early stopping): a dashed line.
     """
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(history.epoch, history.train_mse, "o-", label="training tracks")
     if "holdout_mse" in history and history.holdout_mse.notna().any():
         ax.plot(history.epoch, history.holdout_mse, "s-", label="held-out tracks")
+    if final_holdout is not None and np.isfinite(final_holdout):
+        ax.axhline(final_holdout, ls="--", color="C2", label="held-out, final (averaged) model")
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"MSE, {SIGNAL_LABEL}")
     ax.set_title(title)

@@ -859,11 +859,17 @@ class KeptWeights:
 
 @dataclass
 class RunResult:
-    """What a loop leaves: per-epoch history rows and whether it stopped early."""
+    """What a loop leaves.
+
+    Per-epoch history rows, whether it stopped early, the best epoch, and the
+    holdout MSE of the parameters it ended with when those are not the last
+    epoch's (best or averaged).
+    """
 
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
     best_epoch: int | None = None
+    final_holdout_mse: float | None = None
 
 
 def run_training(
@@ -987,6 +993,8 @@ def run_training(
                 break
         if kept.final() is not None:
             module.load_state_dict(kept.final())
+            if scorer is not None:
+                result.final_holdout_mse = scorer.score(module, plan.device)
     finally:
         module.eval()
     return result
