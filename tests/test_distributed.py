@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from epitensor._utils import EpitensorError
+from epitensor.avocado import Avocado
 from epitensor.distributed import TaskFailure, iter_tasks, run_tasks
 from epitensor.genome import Layout, chrom_sizes
 from epitensor.store import Store
@@ -132,7 +133,9 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_stage2_ray_equals_in_process(trained_model, by_chrom_store, ray_local, one_thread):
+def test_stage2_ray_equals_in_process(
+    trained_model, by_chrom_store, ray_local, one_thread, tmp_path
+):
     import copy
 
     from epitensor.distributed import fit_genome
@@ -144,13 +147,33 @@ def test_stage2_ray_equals_in_process(trained_model, by_chrom_store, ray_local, 
     reference = fresh().fit_genome(by_chrom_store)
     local = fit_genome(fresh(), by_chrom_store)
     remote = fit_genome(fresh(), by_chrom_store, ray_address=ray_local)
+    # with out=, each axis is written to the saved model as it comes back and freed
+    released = {}
+    for label, ray in (("released", None), ("released-ray", ray_local)):
+        model = fresh()
+        model.save(tmp_path / label)
+        released[label] = fit_genome(model, by_chrom_store, ray_address=ray, out=tmp_path / label)
+        assert not set(axes) & set(model.module_.genome)  # nothing left in memory
+    method = fresh()
+    method.save(tmp_path / "method")
+    method.fit_genome(by_chrom_store, out=tmp_path / "method")
+    assert not set(axes) & set(method.module_.genome)
+    reloaded = Avocado.load(tmp_path / "released-ray")
+    assert set(reloaded.genome_axes_) == {"pilot", *axes}
     expected = _genome_tables(reference, axes)
-    for label, model in (("in-process", local), ("ray", remote)):
+    for label, model in (
+        ("in-process", local),
+        ("ray", remote),
+        *released.items(),
+        ("method", method),
+        ("reloaded", reloaded),
+    ):
         got = _genome_tables(model, axes)
         assert got.keys() == expected.keys()
         for key in expected:
             assert torch.equal(got[key], expected[key]), (label, key)
         assert list(model.history_.stage[-3:]) == [f"genome:{a}" for a in axes]
+    assert reloaded.layout_.to_dict() == reference.layout_.to_dict()
     # the factors were learned: they moved away from their uniform start
     start = fresh().module_.new_genome_factors(20_002)
     assert not torch.equal(expected[("chr1", "emb_25bp.weight")], start.emb_25bp.weight)

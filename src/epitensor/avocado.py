@@ -488,6 +488,7 @@ class Avocado(BaseEstimator):
         warm_start: bool = False,
         checkpoint_dir: str | os.PathLike | None = None,
         resume: bool = False,
+        out: str | os.PathLike | None = None,
     ) -> Avocado:
         """Stage 2: learn the genome factors of each axis, everything else frozen.
 
@@ -505,6 +506,11 @@ class Avocado(BaseEstimator):
             Default None.
         resume : bool
             Continue each axis from its checkpoint. Default False.
+        out : str or path-like, optional
+            A directory this model was saved to (:meth:`save`): each axis's
+            factors are written there as soon as they are fitted and then freed
+            (read back lazily), so memory holds one axis at a time. Default
+            None: all fitted axes stay in memory until :meth:`save`.
 
         Returns
         -------
@@ -547,6 +553,10 @@ class Avocado(BaseEstimator):
             )
             self.attach_genome_axis(axis, tables, store.layout)
             rows += history
+            if out is not None:
+                self.history_ = history_frame(self.history_.to_dict("records") + rows)
+                rows = []
+                self.release_genome_axis(out, axis)
         self.history_ = history_frame(self.history_.to_dict("records") + rows)
         return self
 
@@ -911,6 +921,38 @@ class Avocado(BaseEstimator):
             (tmp / CONFIG_FILE).write_text(json.dumps(self._config_dict(), indent=1))
             self.history_.to_csv(tmp / "history.csv", index=False)
         self._genome_path = str(path)
+
+    def release_genome_axis(self, path: str | os.PathLike, axis: str) -> None:
+        """Write one axis's genome factors into the saved model at ``path``, then free them.
+
+        The axis file and ``config.json`` are replaced atomically (the file
+        first, so a crash leaves a model that does not list the new axis yet);
+        the factors are read back lazily when needed. Stage 2 calls this after
+        each chromosome so the genome never has to be in memory at once.
+
+        Parameters
+        ----------
+        path : str or path-like
+            A model directory written by :meth:`save` for this model.
+        axis : str
+            An axis whose factors are in memory.
+        """
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        if not (path / CONFIG_FILE).is_file():
+            raise EpitensorError(f"{path} is not a saved model; save the model there first")
+        tables = self.module_.genome[axis].state_dict()
+        target = _axis_file(path, axis)
+        partial = target.with_name(target.name + ".partial")
+        save_file({k: v.detach().cpu().contiguous() for k, v in tables.items()}, str(partial))
+        os.replace(partial, target)
+        partial = path / (CONFIG_FILE + ".partial")
+        partial.write_text(json.dumps(self._config_dict(), indent=1))
+        os.replace(partial, path / CONFIG_FILE)
+        self.history_.to_csv(path / "history.csv", index=False)
+        self._genome_path = str(path)
+        del self.module_.genome[axis]
 
     def _config_dict(self) -> dict:
         history = self.history_.astype(object).where(self.history_.notna(), None)

@@ -392,6 +392,7 @@ def fit_genome(
     ray_address: str | None = None,
     num_gpus: float | None = None,
     max_retries: int = DEFAULT_MAX_RETRIES,
+    out=None,
 ):
     """Stage 2 with one task per axis (chromosome): in-process, or on Ray.
 
@@ -419,6 +420,11 @@ def fit_genome(
         GPUs per task. Default None: 1 when the cluster has GPUs, else 0.
     max_retries : int
         Retries of a failed axis. Default 2.
+    out : str or path-like, optional
+        A directory ``model`` was saved to: each axis's factors are written
+        there as soon as they come back, in axis order, and then freed, so the
+        driver holds at most a few axes at a time. Default None: all stay in
+        ``model``.
 
     Returns
     -------
@@ -428,8 +434,9 @@ def fit_genome(
     Raises
     ------
     TaskFailure
-        When some axes failed; the others are kept in ``model`` first, so
-        ``fit_genome(model, store, axes=[the failed ones])`` completes the run.
+        When some axes failed. Without ``out`` the others are kept in ``model``
+        first; with ``out`` the axes before the first failure are saved there.
+        Either way ``fit_genome(model, store, axes=[the rest])`` completes the run.
     """
     from epitensor.store import open_store
     from epitensor.training import history_frame, module_kwargs_of
@@ -461,12 +468,18 @@ def fit_genome(
         "store": _remote_store(store, ray_address),
         "tracks": tracks,
     }
+    # a task reserves the CPUs its torch threads use (Ray's default gives it 1)
+    options = dict(names=axes, num_gpus=num_gpus, num_cpus=model.n_threads or 1,
+                   max_retries=max_retries, desc="stage-2 axes", verbose=model.verbose)  # fmt: skip
+    if out is not None:
+        results = iter_tasks(_fit_axis_task, jobs, ray_address, shared, **options)
+        for axis, (tables, history) in zip(axes, results):
+            model.attach_genome_axis(axis, tables, store.layout)
+            model.history_ = history_frame(list(model.history_.to_dict("records")) + history)
+            model.release_genome_axis(out, axis)
+        return model
     try:
-        # a task reserves the CPUs its torch threads use (Ray's default gives it 1)
-        results = run_tasks(_fit_axis_task, jobs, ray_address, shared, names=axes,
-                            num_gpus=num_gpus, num_cpus=model.n_threads or 1,
-                            max_retries=max_retries, desc="stage-2 axes",
-                            verbose=model.verbose)  # fmt: skip
+        results = run_tasks(_fit_axis_task, jobs, ray_address, shared, **options)
         failure = None
     except TaskFailure as exc:
         results, failure = exc.results, exc
@@ -784,6 +797,7 @@ def train_genome(
     if n_epochs is not None:
         params["n_genome_epochs"] = int(n_epochs)
     model.set_params(**params)
-    fit_genome(model, store, axes, ray_address=ray_address, num_gpus=num_gpus)
+    # the stage-1 model first, then each axis as it is fitted: memory holds few axes
     model.save(out, overwrite=overwrite)
+    fit_genome(model, store, axes, ray_address=ray_address, num_gpus=num_gpus, out=out)
     return model
