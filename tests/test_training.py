@@ -311,6 +311,15 @@ def test_kill_and_resume_equals_uninterrupted(small_pilot_store, tmp_path):
     np.testing.assert_array_equal(resumed.history_.holdout_mse, straight.history_.holdout_mse)
 
 
+def test_parts_to_moves_only_the_axes_asked_for():
+    module = AvocadoModule(2, 3, {"a": 450, "b": 900}, n_nodes=8)
+    module.parts_to("meta", ["a"])  # the meta device stands in for a GPU
+    assert all(p.device.type == "meta" for p in module.network.parameters())
+    assert module.celltype_embedding.weight.device.type == "meta"
+    assert all(p.device.type == "meta" for p in module.genome["a"].parameters())
+    assert all(p.device.type == "cpu" for p in module.genome["b"].parameters())
+
+
 def test_auto_precision_follows_the_hardware():
     import torch
 

@@ -803,7 +803,7 @@ class Avocado(BaseEstimator):
         self.genome_module(axis)
         module = self.module_
         device = resolve_device(self.device)
-        module.to(device)
+        module.parts_to(device, [axis])
         module.eval()
         out = np.empty((len(tracks), end - start), dtype=np.float32)
         step = max(1, chunk // max(1, len(tracks)) if len(tracks) > 8 else chunk)
@@ -816,7 +816,7 @@ class Avocado(BaseEstimator):
                     pred = module.forward_tracks(ct, assay, pos, axis)
                     out[:, lo - start : hi - start] = pred.float().cpu().numpy()
         finally:
-            module.cpu()
+            module.parts_to("cpu", [axis])
         return out
 
     def impute(self, tracks: Sequence, out: str | os.PathLike, **kwargs) -> list[Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -165,6 +166,19 @@ class AvocadoModule(nn.Module):
             if isinstance(layer, nn.Linear):
                 nn.init.xavier_uniform_(layer.weight)
                 nn.init.zeros_(layer.bias)
+
+    def parts_to(self, device: torch.device | str, axes: Sequence[str] = ()) -> AvocadoModule:
+        """Move the network, the cell type and assay factors and only ``axes``' genome factors.
+
+        ``module.to(device)`` would also move every other genome axis (the whole
+        genome for a stage-2 model), which prediction on one axis never reads.
+        """
+        for name, child in self.named_children():
+            if name != "genome":
+                child.to(device)
+        for axis in axes:
+            self.genome[axis].to(device)
+        return self
 
     def new_genome_factors(self, n_positions: int) -> GenomeFactors:
         """A freshly initialised :class:`GenomeFactors` with this module's sizes."""
