@@ -1059,6 +1059,7 @@ def fit_stage1(
     holdout: TrackSet | None = None,
     checkpoint: Checkpoint | None = None,
     resume: bool = False,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> RunResult:
     """Stage 1: every part of ``module`` learned jointly on ``axes``.
 
@@ -1076,6 +1077,8 @@ def fit_stage1(
         Held-out tracks scored after every epoch on the first axis.
     checkpoint : Checkpoint, optional
     resume : bool
+    on_epoch : callable, optional
+        Called with each epoch's history row (see :func:`run_training`).
 
     Returns
     -------
@@ -1094,7 +1097,16 @@ def fit_stage1(
     try:
         with torch_threads(config.n_threads):
             return run_training(
-                module, plan, sampler, config, "stage1", scorer, checkpoint, resume, desc="stage 1"
+                module,
+                plan,
+                sampler,
+                config,
+                "stage1",
+                scorer,
+                checkpoint,
+                resume,
+                desc="stage 1",
+                on_epoch=on_epoch,
             )
     finally:
         plan.close()
