@@ -801,6 +801,15 @@ class Checkpoint:
         (self.directory / "log.jsonl").unlink(missing_ok=True)
 
 
+def _trained_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the parameters that require gradients."""
+    return {
+        name: param.detach().to("cpu", copy=True)
+        for name, param in module.named_parameters()
+        if param.requires_grad
+    }
+
+
 def _module_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
     """A CPU copy of every parameter and buffer."""
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}
@@ -843,9 +852,9 @@ class KeptWeights:
     def update(self, module: nn.Module, epoch: int, improved: bool) -> None:
         """Record the parameters after ``epoch``."""
         if self.keep_best and improved:
-            self.sets["best"] = _module_tensors(module)
+            self.sets["best"] = _trained_tensors(module)
         if self.swa_start is not None and epoch >= self.swa_start:
-            current = _module_tensors(module)
+            current = _trained_tensors(module)
             average = self.sets.setdefault("average", current)
             if average is not current:
                 for name, value in average.items():
@@ -992,7 +1001,7 @@ def run_training(
                 result.stopped_early = True
                 break
         if kept.final() is not None:
-            module.load_state_dict(kept.final())
+            module.load_state_dict(kept.final(), strict=False)
             if scorer is not None:
                 result.final_holdout_mse = scorer.score(module, plan.device)
     finally:
