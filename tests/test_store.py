@@ -207,6 +207,13 @@ def test_region_view_reads_the_pilot_regions_from_chromosome_axes(by_chrom_store
     before = view.read_block("pilot", edge - 3, edge, tracks=[0, 5])
     after = view.read_block("pilot", edge, edge + 2, tracks=[0, 5])
     np.testing.assert_array_equal(across, np.concatenate([before, after], axis=1))
+    whole = view.read_block("pilot", edge - 3, edge + 2)
+    np.testing.assert_array_equal(across, whole[[0, 5]])
+    rows = np.array([7, 2, 2])  # chosen rows, in any order, read without the others
+    chosen = view.read_block("pilot", 10, 90, tracks=rows)
+    np.testing.assert_array_equal(chosen, view.read_block("pilot", 10, 90)[rows])
+    source = by_chrom_store.read_block("chr4", 10, 90, tracks=rows)
+    np.testing.assert_array_equal(source, by_chrom_store.read_block("chr4", 10, 90)[rows])
     track = view.read_track("E017", "H3K36me3", start=edge - 3, end=edge + 2)
     row = view.track_index("E017", "H3K36me3")
     np.testing.assert_array_equal(track, view.read_block("pilot", edge - 3, edge + 2)[row])

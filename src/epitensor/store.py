@@ -268,9 +268,12 @@ class Store:
         numpy.ndarray, shape=(n_tracks, end - start), float32, arcsinh
         """
         end = self.axis_length(axis) if end is None else int(end)
-        block = self._array(axis)[: self.n_tracks, int(start) : end]
-        block = np.asarray(block, dtype=np.float32)
-        return block if tracks is None else block[np.asarray(tracks, dtype=np.int64)]
+        array = self._array(axis)
+        if tracks is None:
+            block = array[: self.n_tracks, int(start) : end]
+        else:  # only the chunks of these rows are read and decoded
+            block = array.oindex[np.asarray(tracks, dtype=np.int64), int(start) : end]
+        return np.asarray(block, dtype=np.float32)
 
     def read_track(
         self,
@@ -576,7 +579,7 @@ def _region_pieces(layout: Layout, axis: str, store: Store) -> np.ndarray:
 
 
 class _GatheredArray:
-    """``array[rows, start:end]`` over a region axis, gathered from the store's axes."""
+    """``array[rows, start:end]`` (and ``.oindex``) over a region axis, gathered from the store's axes."""
 
     def __init__(self, store: Store, pieces: np.ndarray) -> None:
         self.store = store
@@ -584,21 +587,29 @@ class _GatheredArray:
         self.offsets = pieces[:, 0].astype(np.int64)
         self.ends = self.offsets + pieces[:, 1].astype(np.int64)
 
+    @property
+    def oindex(self) -> _GatheredArray:
+        """Orthogonal indexing (an array of rows), as on a Zarr array."""
+        return self
+
     def __getitem__(self, key: tuple) -> np.ndarray:
         rows, columns = key
         start, stop = int(columns.start or 0), int(columns.stop)
         shape = (stop - start,)
         if isinstance(rows, slice):
             shape = (len(range(*rows.indices(self.store.n_tracks))), *shape)
+        elif isinstance(rows, np.ndarray):
+            shape = (len(rows), *shape)
         out = np.zeros(shape, dtype=np.float32)
         first = np.searchsorted(self.ends, start, side="right")
         last = np.searchsorted(self.offsets, stop, side="left")
         for offset, length, axis, axis_start in self.pieces[first:last]:
             lo, hi = max(start, offset), min(stop, offset + length)
             read_from = axis_start + lo - offset
-            out[..., lo - start : hi - start] = self.store._array(axis)[
-                rows, read_from : read_from + hi - lo
-            ]
+            source = self.store._array(axis)
+            if isinstance(rows, np.ndarray):
+                source = source.oindex
+            out[..., lo - start : hi - start] = source[rows, read_from : read_from + hi - lo]
         return out
 
 

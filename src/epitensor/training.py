@@ -255,8 +255,7 @@ class AxisSource:
             self._cache = self._read(0, self.length).astype(np.float16)
 
     def _read(self, start: int, end: int) -> np.ndarray:
-        block = self.store.read_block(self.axis, start, end)
-        return block[self.rows]
+        return self.store.read_block(self.axis, start, end, tracks=self.rows)
 
     def read(self, start: int, end: int) -> np.ndarray:
         """Signal of ``[start, end)``: ``(n_tracks, end - start)``, float16 or float32, arcsinh."""
@@ -650,7 +649,7 @@ class HoldoutScorer:
         # the first to the last position would load every track of the axis.
         breaks = np.flatnonzero(np.diff(self.positions) != 1) + 1
         pieces = [
-            store.read_block(axis, int(w[0]), int(w[-1]) + 1)[tracks.rows]
+            store.read_block(axis, int(w[0]), int(w[-1]) + 1, tracks=tracks.rows)
             for w in np.split(self.positions, breaks)
         ]
         self.values = torch.from_numpy(np.ascontiguousarray(np.concatenate(pieces, axis=1)))
