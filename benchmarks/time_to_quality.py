@@ -18,28 +18,14 @@ import argparse
 import time
 
 import numpy as np
+from train_quality import split
 
-from epitensor.avocado import PRESETS
+from epitensor.avocado import Avocado
 from epitensor.datasets import roadmap_pilot
 from epitensor.model import AvocadoModule
-from epitensor.training import TrackSet, TrainConfig, fit_stage1, validation_positions
+from epitensor.training import TrackSet, fit_stage1, validation_positions
 
-HOLDOUT = [
-    ("E003", "H3K4me3"),
-    ("E017", "H3K36me3"),
-    ("E065", "H3K4me1"),
-    ("E116", "H3K27me3"),
-    ("E117", "H3K9me3"),
-]
-SIZES = [
-    "n_celltype_factors",
-    "n_assay_factors",
-    "n_25bp_factors",
-    "n_250bp_factors",
-    "n_5kbp_factors",
-    "n_layers",
-    "n_nodes",
-]
+HOLDOUT = split("standard")
 
 
 class Reached(Exception):
@@ -58,28 +44,19 @@ def baseline_mse(store, positions: np.ndarray) -> float:
 
 def time_to_quality(store, sparse: bool, target: float, threads: int, max_epochs: int) -> dict:
     """Train until the held-out MSE is below ``target``; CPU and wall seconds to get there."""
-    preset = PRESETS["cpu-small"]
+    model = Avocado.from_preset("cpu-small", n_epochs=max_epochs, n_threads=threads, verbose=False)
     names = [t for t in store.track_names() if t not in HOLDOUT]
     tracks = TrackSet.build(store, names, store.celltypes, store.assays)
     held = TrackSet.build(store, HOLDOUT, store.celltypes, store.assays)
+    kwargs = model._module_kwargs(len(store.celltypes), len(store.assays))
     module = AvocadoModule(
-        len(store.celltypes),
-        len(store.assays),
-        {"pilot": store.axis_length("pilot")},
-        sparse=sparse,
-        **{k: preset[k] for k in SIZES},
+        axis_lengths={"pilot": store.axis_length("pilot")}, sparse=sparse, **kwargs
     )
-    config = TrainConfig(
-        n_epochs=max_epochs,
-        batch_size=preset["batch_size"],
-        lr=preset["lr"],
+    config = model._config(max_epochs)
+    if not sparse:
         # dense Adam keeps moving a row after the step that touched it, so it needs
         # no larger genome rate (as in the original, one rate for everything)
-        genome_lr=preset["genome_lr"] if sparse else preset["lr"],
-        precision=preset["precision"],
-        n_threads=threads,
-        verbose=False,
-    )
+        config.genome_lr = config.lr
     cpu0, wall0 = time.process_time(), time.perf_counter()
     rows = []
 
