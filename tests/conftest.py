@@ -46,11 +46,12 @@ def device(request) -> str:
 
 @pytest.fixture(autouse=True, scope="session")
 def _torch_threads():
-    """Keep torch to the machine's cores so parallel helpers do not oversubscribe."""
+    """Keep torch to the machine's cores (EPITENSOR_TEST_THREADS overrides) so parallel runs do not oversubscribe."""
     try:
         import torch
 
-        torch.set_num_threads(min(2, os.cpu_count() or 1))
+        default = min(2, os.cpu_count() or 1)
+        torch.set_num_threads(int(os.environ.get("EPITENSOR_TEST_THREADS", default)))
     except ImportError:  # pragma: no cover
         pass
 
