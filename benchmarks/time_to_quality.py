@@ -48,11 +48,11 @@ def time_to_quality(store, sparse: bool, target: float, threads: int, max_epochs
     names = [t for t in store.track_names() if t not in HOLDOUT]
     tracks = TrackSet.build(store, names, store.celltypes, store.assays)
     held = TrackSet.build(store, HOLDOUT, store.celltypes, store.assays)
-    kwargs = model._module_kwargs(len(store.celltypes), len(store.assays))
+    kwargs = model.module_config(len(store.celltypes), len(store.assays))
     module = AvocadoModule(
         axis_lengths={"pilot": store.axis_length("pilot")}, sparse=sparse, **kwargs
     )
-    config = model._config(max_epochs)
+    config = model.train_config(max_epochs)
     if not sparse:
         # dense Adam keeps moving a row after the step that touched it, so it needs
         # no larger genome rate (as in the original, one rate for everything)

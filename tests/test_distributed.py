@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -373,3 +374,62 @@ def test_cli_fit_genome_saves_every_axis(trained_model, by_chrom_store, tmp_path
     np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-6)
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 1 and "already exists" in again.output
+
+
+# the one path through the CLI: --ray with every other option ---------------------------------
+
+
+SAVED_MODEL = Path(__file__).resolve().parent / "data" / "saved-model-v1"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cli_impute_ray_with_precision_writes_the_in_process_files(ray_local, precision, tmp_path):
+    """`impute --ray local --precision P` (a TypeError before) gives the in-process bytes."""
+    from typer.testing import CliRunner
+
+    from epitensor.cli import app
+
+    common = [str(SAVED_MODEL), "--celltype", "E065", "--assay", "H3K4me1", "--celltype",
+              "E117", "--assay", "H3K27me3", "--precision", precision, "--chrom", "chr1",
+              "--quiet"]  # fmt: skip
+    runs = {}
+    for label, extra in (("local", []), ("ray", ["--ray", ray_local])):
+        out = tmp_path / label
+        result = CliRunner().invoke(app, ["impute", *common, "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        runs[label] = sorted(out.glob("*.bigWig"))
+    assert [p.name for p in runs["ray"]] == ["E065.H3K4me1.bigWig", "E117.H3K27me3.bigWig"]
+    for a, b in zip(runs["local"], runs["ray"]):
+        assert a.read_bytes() == b.read_bytes(), b.name
+    params = json.loads((tmp_path / "ray" / "impute.json").read_text())
+    assert params["precision"] == precision
+
+
+def _store_of_build(path: Path, genome: str) -> Store:
+    """The saved model's two axes of real pilot data, labelled as genome ``genome``."""
+    from epitensor.datasets import roadmap_pilot_arrays
+
+    model = Avocado.load(SAVED_MODEL)
+    store = Store.create(path, model.layout_, chrom_sizes(genome), genome=genome)
+    for (celltype, assay), values in roadmap_pilot_arrays().items():
+        store.add_track(celltype, assay, {"head": values[:3_000], "next": values[3_000:6_000]})
+    return Store.open(path)
+
+
+@pytest.mark.parametrize("ray", [None, "local"])
+def test_cli_fit_genome_refuses_a_store_of_another_build(ray, request, tmp_path):
+    """fit-genome (in-process and on Ray) checks the store's genome build like Avocado.fit_genome."""
+    from typer.testing import CliRunner
+
+    from epitensor.cli import app
+
+    extra = [] if ray is None else ["--ray", request.getfixturevalue("ray_local")]
+    store = _store_of_build(tmp_path / "hg38.zarr", "hg38")
+    out = tmp_path / "fitted"
+    result = CliRunner().invoke(
+        app, ["fit-genome", str(SAVED_MODEL), store.url, "--out", str(out), "--quiet", *extra]
+    )
+    assert result.exit_code == 1, result.output
+    assert "genome 'hg38'" in result.output and "hg19" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()  # nothing half-written

@@ -26,7 +26,6 @@ from epitensor.training import (
     TrackSet,
     TrainConfig,
     _fingerprint,
-    fit_genome_axis,
     fit_new_rows,
     fit_stage1,
     history_frame,
@@ -332,7 +331,21 @@ class Avocado(BaseEstimator):
                 f"genome_weight_decay must be >= 0; got {self.genome_weight_decay!r}"
             )
 
-    def _config(self, n_epochs: int, seed_offset: int = 0) -> TrainConfig:
+    def train_config(self, n_epochs: int, seed_offset: int = 0) -> TrainConfig:
+        """The training configuration of one stage (its epochs and seed offset).
+
+        Parameters
+        ----------
+        n_epochs : int
+            Epochs of the stage.
+        seed_offset : int
+            Added to ``seed`` (stage 2 uses ``1 + axis index``). Default 0.
+
+        Returns
+        -------
+        TrainConfig
+            Checked.
+        """
         config = TrainConfig(
             n_epochs=int(n_epochs),
             batch_size=int(self.batch_size),
@@ -352,7 +365,8 @@ class Avocado(BaseEstimator):
         config.check()
         return config
 
-    def _module_kwargs(self, n_celltypes: int, n_assays: int) -> dict:
+    def module_config(self, n_celltypes: int, n_assays: int) -> dict:
+        """:class:`AvocadoModule` arguments (without ``axis_lengths``) for these many rows."""
         return {
             "n_celltypes": n_celltypes,
             "n_assays": n_assays,
@@ -409,7 +423,7 @@ class Avocado(BaseEstimator):
             ``self``, fitted.
         """
         self._check_params()
-        config = self._config(self.n_epochs)
+        config = self.train_config(self.n_epochs)
         store = stage1_store(open_store(store), regions)
         if isinstance(store, RegionView) and self.verbose:
             progress_write(
@@ -449,7 +463,7 @@ class Avocado(BaseEstimator):
         self.holdout_tracks_ = holdout
         self.genome_axes_ = {axis: store.axis_length(axis) for axis in axes}
         self._genome_path = None
-        kwargs = self._module_kwargs(len(self.celltypes_), len(self.assays_))
+        kwargs = self.module_config(len(self.celltypes_), len(self.assays_))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.seed))
             self.module_ = AvocadoModule(axis_lengths=self.genome_axes_, **kwargs)
@@ -489,8 +503,12 @@ class Avocado(BaseEstimator):
         checkpoint_dir: str | os.PathLike | None = None,
         resume: bool = False,
         out: str | os.PathLike | None = None,
+        ray_address: str | None = None,
     ) -> Avocado:
         """Stage 2: learn the genome factors of each axis, everything else frozen.
+
+        One task per axis through :func:`epitensor.distributed.fit_genome`: in
+        this process by default, or as Ray tasks with the same result.
 
         Parameters
         ----------
@@ -511,54 +529,39 @@ class Avocado(BaseEstimator):
             factors are written there as soon as they are fitted and then freed
             (read back lazily), so memory holds one axis at a time. Default
             None: all fitted axes stay in memory until :meth:`save`.
+        ray_address : str, optional
+            Default None: in this process. ``"local"``, ``"auto"`` or a Ray
+            address: one Ray task per axis.
 
         Returns
         -------
         Avocado
             ``self``.
         """
-        self._check_fitted()
-        store = open_store(store)
-        axes = list(store.axes if axes is None else axes)
-        if store.genome != self.genome_:
-            raise EpitensorError(
-                f"store {store.url} is on genome {store.genome!r} but the model on "
-                f"{self.genome_!r}; use a store of the model's genome build"
-            )
-        tracks = [t for t in self.training_tracks_ if store.has_track(*t)]
-        if not tracks:
-            raise EpitensorError(f"store {store.url} holds none of the model's training tracks")
+        from epitensor.distributed import fit_genome
+
+        return fit_genome(self, store, axes, warm_start=warm_start, out=out,
+                          checkpoint_dir=checkpoint_dir, resume=resume,
+                          ray_address=ray_address)  # fmt: skip
+
+    def frozen_parts(self) -> dict:
+        """What stage 2 needs of the fitted model, as plain objects (shipped to Ray tasks).
+
+        Returns
+        -------
+        dict
+            ``module_kwargs`` (see :func:`~epitensor.training.module_kwargs_of`),
+            ``state`` (the module's tensors without genome factors),
+            ``celltypes`` and ``assays`` (names in row order).
+        """
+        self.check_fitted()
         state = {k: v for k, v in self.module_.state_dict().items() if not k.startswith("genome.")}
-        kwargs = module_kwargs_of(self.module_)
-        rows = []
-        for i, axis in enumerate(axes):
-            store.axis_length(axis)
-            config = self._config(self.n_genome_epochs, seed_offset=1 + i)
-            init = None
-            if warm_start and axis in self.genome_axes_:
-                init = self.genome_module(axis).state_dict()
-            axis_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / axis
-            tables, history = fit_genome_axis(
-                kwargs,
-                state,
-                self.celltypes_,
-                self.assays_,
-                store,
-                axis,
-                tracks,
-                config,
-                init,
-                checkpoint_dir=axis_dir,
-                resume=resume,
-            )
-            self.attach_genome_axis(axis, tables, store.layout)
-            rows += history
-            if out is not None:
-                self.history_ = history_frame(self.history_.to_dict("records") + rows)
-                rows = []
-                self.release_genome_axis(out, axis)
-        self.history_ = history_frame(self.history_.to_dict("records") + rows)
-        return self
+        return {
+            "module_kwargs": module_kwargs_of(self.module_),
+            "state": state,
+            "celltypes": list(self.celltypes_),
+            "assays": list(self.assays_),
+        }
 
     def attach_genome_axis(self, axis: str, tables: dict, layout: Layout) -> None:
         """Install the stage-2 genome factors of one axis (used by every stage-2 runner).
@@ -616,7 +619,7 @@ class Avocado(BaseEstimator):
         return self._transfer(store, list(assays), "assay")
 
     def _transfer(self, store, names: list[str], part: str) -> Avocado:
-        self._check_fitted()
+        self.check_fitted()
         store = open_store(store)
         if not names:
             raise EpitensorError(f"no new {part}s given")
@@ -657,7 +660,7 @@ class Avocado(BaseEstimator):
             self.module_.assay_embedding = bigger
             self.assays_ = self.assays_ + names
         track_set = TrackSet.build(store, tracks, self.celltypes_, self.assays_)
-        config = self._config(self.n_genome_epochs, seed_offset=104729)
+        config = self.train_config(self.n_genome_epochs, seed_offset=104729)
         result = fit_new_rows(
             self.module_, store, axes, track_set, part, range(n_old, n_old + len(names)), config
         )
@@ -668,7 +671,8 @@ class Avocado(BaseEstimator):
 
     # inference --------------------------------------------------------------------------------
 
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
+        """Raise an :class:`EpitensorError` unless the model is fitted (or loaded)."""
         try:
             check_is_fitted(self, "module_")
         except NotFittedError:
@@ -730,7 +734,7 @@ class Avocado(BaseEstimator):
         -------
         GenomeFactors
         """
-        self._check_fitted()
+        self.check_fitted()
         axis = self._axis(axis)
         if axis not in self.module_.genome:
             from safetensors.torch import load_file
@@ -794,7 +798,7 @@ class Avocado(BaseEstimator):
         -------
         numpy.ndarray, shape=(n_tracks, end - start), float32, arcsinh
         """
-        self._check_fitted()
+        self.check_fitted()
         if len(tracks) == 0:
             raise EpitensorError("no tracks given to predict")
         ct, assay = self._track_rows(tracks)
@@ -839,7 +843,7 @@ class Avocado(BaseEstimator):
         """
         from epitensor.export import impute
 
-        self._check_fitted()
+        self.check_fitted()
         return impute(self, [_parse_track(t) for t in tracks], out, **kwargs)
 
     def genome_factors(
@@ -860,7 +864,7 @@ class Avocado(BaseEstimator):
             25-bp, 250-bp and 5-kbp factors concatenated (position ``i`` uses rows
             ``i``, ``i // 10`` and ``i // 200``).
         """
-        self._check_fitted()
+        self.check_fitted()
         axis = self._axis(axis)
         start, end = self._range(axis, start, end)
         factors = self.genome_module(axis)
@@ -870,13 +874,13 @@ class Avocado(BaseEstimator):
     @property
     def celltype_embedding_(self) -> np.ndarray:
         """Cell type factors, ``(n_celltypes, n_celltype_factors)``, rows in ``celltypes_`` order."""
-        self._check_fitted()
+        self.check_fitted()
         return self.module_.celltype_embedding.weight.detach().cpu().numpy().copy()
 
     @property
     def assay_embedding_(self) -> np.ndarray:
         """Assay factors, ``(n_assays, n_assay_factors)``, rows in ``assays_`` order."""
-        self._check_fitted()
+        self.check_fitted()
         return self.module_.assay_embedding.weight.detach().cpu().numpy().copy()
 
     # save / load ------------------------------------------------------------------------------
@@ -897,7 +901,7 @@ class Avocado(BaseEstimator):
         """
         from safetensors.torch import save_file
 
-        self._check_fitted()
+        self.check_fitted()
         path = Path(path)
         source = getattr(self, "_genome_path", None)
         same = source is not None and Path(source).resolve() == path.resolve()
@@ -920,6 +924,19 @@ class Avocado(BaseEstimator):
                     shutil.copyfile(_axis_file(Path(source), axis), _axis_file(tmp, axis))
             (tmp / CONFIG_FILE).write_text(json.dumps(self._config_dict(), indent=1))
             self.history_.to_csv(tmp / "history.csv", index=False)
+        self._genome_path = str(path)
+
+    def saved_at(self, path: str | os.PathLike) -> None:
+        """Read genome axes not in memory from the saved copy at ``path`` from now on.
+
+        For a model directory that was moved after :meth:`save` (built under a
+        temporary name, then renamed into place).
+
+        Parameters
+        ----------
+        path : str or path-like
+            A model directory holding this model.
+        """
         self._genome_path = str(path)
 
     def release_genome_axis(self, path: str | os.PathLike, axis: str) -> None:

@@ -319,6 +319,7 @@ def impute(
     ] = "fp32",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
     ray: RayOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -328,11 +329,6 @@ def impute(
     """
     from epitensor.export import impute as run_impute
 
-    extra = {}
-    if ray is not None:  # one Ray task per chromosome x track batch
-        from epitensor.distributed import impute as run_impute
-
-        extra = {"ray_address": ray}
     celltype, assay = celltype or [], assay or []
     if len(celltype) != len(assay):
         raise typer.BadParameter(
@@ -353,7 +349,8 @@ def impute(
         overwrite=overwrite,
         missing_in=all_missing,
         verbose=not quiet,
-        **extra,
+        ray_address=ray,
+        n_threads=threads,
     )
     typer.echo("\n".join(f"wrote {p}" for p in paths))
 

@@ -30,8 +30,8 @@ Built on it:
 
 * :func:`fit_genome` / :func:`train_genome`: stage 2, one task per axis
   (chromosome), the frozen network and factors shared through the object store;
-* :func:`impute`: one task per chromosome x track batch, streamed in order
-  through :func:`iter_tasks` to the files this process writes;
+* :func:`epitensor.export.impute`: one task per chromosome x track batch,
+  streamed in order through :func:`iter_tasks` to the files this process writes;
 * :class:`RayExecutor`: an executor whose ``submit`` starts Ray tasks, used by
   :mod:`epitensor.ingest` to read tracks in tasks while this process writes
   the store.
@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
@@ -375,13 +374,46 @@ def _remote_store(store, ray_address: str | None):
     return store.url
 
 
+def task_threads(n_threads: int | None) -> int:
+    """Torch threads of every task of a job, resolved once by the caller.
+
+    A task gives bit-identical results wherever it runs only at one thread
+    count (a reduction split over two threads rounds differently from one),
+    so each job resolves its count here and runs every task under it, in this
+    process and on Ray alike (where each task also reserves that many CPUs).
+
+    Parameters
+    ----------
+    n_threads : int, optional
+        The model's or the caller's ``n_threads``. Default None: this process's
+        torch thread count.
+
+    Returns
+    -------
+    int
+    """
+    import torch
+
+    if n_threads is None:
+        return int(torch.get_num_threads())
+    if not isinstance(n_threads, int | np.integer) or isinstance(n_threads, bool) or n_threads < 1:
+        raise EpitensorError(f"n_threads must be a positive integer; got n_threads={n_threads!r}")
+    return int(n_threads)
+
+
+def check_ray(ray_address: str | None, verbose: bool = True) -> None:
+    """Connect to Ray now (when an address is given), so a job fails before writing anything."""
+    if ray_address is not None:
+        ray_session(ray_address, verbose=verbose)
+
+
 def _fit_axis_task(job: tuple, module_kwargs, state, celltypes, assays, store, tracks):
-    """One axis of stage 2 (a Ray task): ``(tables, history)`` of :func:`fit_genome_axis`."""
+    """One axis of stage 2 (in-process or a Ray task): ``(tables, history)`` of fit_genome_axis."""
     from epitensor.training import fit_genome_axis
 
-    axis, config, init = job
+    axis, config, init, checkpoint_dir, resume = job
     return fit_genome_axis(module_kwargs, state, celltypes, assays, store, axis, tracks, config,
-                           init)  # fmt: skip
+                           init, checkpoint_dir=checkpoint_dir, resume=resume)  # fmt: skip
 
 
 def fit_genome(
@@ -393,14 +425,18 @@ def fit_genome(
     num_gpus: float | None = None,
     max_retries: int = DEFAULT_MAX_RETRIES,
     out=None,
+    checkpoint_dir=None,
+    resume: bool = False,
 ):
-    """Stage 2 with one task per axis (chromosome): in-process, or on Ray.
+    """Stage 2, one task per axis (chromosome): in this process by default, or on Ray.
 
-    Same result as :meth:`Avocado.fit_genome <epitensor.avocado.Avocado.fit_genome>`
-    (each axis gets the same seed and starting factors), but the axes can run
-    as parallel Ray tasks: the frozen network and the cell type and assay
-    factors are put in Ray's object store once; each task reads its axis of
-    the store in blocks and returns that axis's genome factors, which are
+    The one implementation of stage 2: :meth:`Avocado.fit_genome
+    <epitensor.avocado.Avocado.fit_genome>` and ``epitensor fit-genome`` call
+    it. Each axis gets its own seed and starting factors and runs under the
+    thread count of :func:`task_threads`, so in-process and Ray runs give the
+    same factors bit for bit. On Ray the frozen network and the cell type and
+    assay factors are put in Ray's object store once; each task reads its axis
+    of the store in blocks and returns that axis's genome factors, which are
     gathered into ``model`` here.
 
     Parameters
@@ -408,8 +444,9 @@ def fit_genome(
     model : Avocado
         A fitted model (stage 1 done).
     store : Store, str or path-like
-        The compendium holding the axes. On Ray every worker opens it by URL,
-        so it must be a path on a shared filesystem or a remote URL (``s3://``).
+        The compendium holding the axes, of the model's genome build. On Ray
+        every worker opens it by URL, so it must be a path on a shared
+        filesystem or a remote URL (``s3://``).
     axes : sequence of str, optional
         Axes to fit. Default None: every axis of the store.
     warm_start : bool
@@ -425,6 +462,11 @@ def fit_genome(
         there as soon as they come back, in axis order, and then freed, so the
         driver holds at most a few axes at a time. Default None: all stay in
         ``model``.
+    checkpoint_dir : str or path-like, optional
+        Per-epoch checkpoints of each axis go to ``checkpoint_dir/<axis>/``
+        (on Ray, a folder every worker can write). Default None.
+    resume : bool
+        Continue each axis from its checkpoint. Default False.
 
     Returns
     -------
@@ -439,38 +481,42 @@ def fit_genome(
         Either way ``fit_genome(model, store, axes=[the rest])`` completes the run.
     """
     from epitensor.store import open_store
-    from epitensor.training import history_frame, module_kwargs_of
+    from epitensor.training import history_frame
 
-    model._check_fitted()
+    model.check_fitted()
     store = open_store(store)
+    if store.genome != model.genome_:
+        raise EpitensorError(
+            f"store {store.url} is on genome {store.genome!r} but the model on "
+            f"{model.genome_!r}; use a store of the model's genome build"
+        )
     axes = list(store.axes if axes is None else axes)
     for axis in axes:
         store.axis_length(axis)
     tracks = [t for t in model.training_tracks_ if store.has_track(*t)]
     if not tracks:
         raise EpitensorError(f"store {store.url} holds none of the model's training tracks")
+    check_ray(ray_address, model.verbose)
+    threads = task_threads(model.n_threads)
     jobs = []
     for i, axis in enumerate(axes):
-        # the seeds of Avocado.fit_genome, so both give the same factors
-        config = model._config(model.n_genome_epochs, seed_offset=1 + i)
+        config = model.train_config(model.n_genome_epochs, seed_offset=1 + i)
+        config.n_threads = threads
         if ray_address is not None:
             config.verbose = False  # per-task bars would interleave on the driver
         init = None
         if warm_start and axis in model.genome_axes_:
             init = model.genome_module(axis).state_dict()
-        jobs.append((axis, config, init))
-    state = {k: v for k, v in model.module_.state_dict().items() if not k.startswith("genome.")}
+        axis_dir = None if checkpoint_dir is None else str(Path(checkpoint_dir) / axis)
+        jobs.append((axis, config, init, axis_dir, resume))
     shared = {
-        "module_kwargs": module_kwargs_of(model.module_),
-        "state": state,
-        "celltypes": list(model.celltypes_),
-        "assays": list(model.assays_),
+        **model.frozen_parts(),
         "store": _remote_store(store, ray_address),
         "tracks": tracks,
     }
     # a task reserves the CPUs its torch threads use (Ray's default gives it 1)
-    options = dict(names=axes, num_gpus=num_gpus, num_cpus=model.n_threads or 1,
-                   max_retries=max_retries, desc="stage-2 axes", verbose=model.verbose)  # fmt: skip
+    options = dict(names=axes, num_gpus=num_gpus, num_cpus=threads, max_retries=max_retries,
+                   desc="stage-2 axes", verbose=model.verbose)  # fmt: skip
     if out is not None:
         results = iter_tasks(_fit_axis_task, jobs, ray_address, shared, **options)
         for axis, (tables, history) in zip(axes, results):
@@ -499,171 +545,16 @@ def fit_genome(
 # imputation: one task per chromosome x track batch ---------------------------------------------
 
 
-def _impute_task(job: tuple, model, segments, arcsinh: bool, block_size: int, device):
-    """Impute one chromosome for a batch of tracks (a Ray task).
+def impute(model, tracks: Sequence[tuple[str, str]], out, **kwargs) -> list:
+    """:func:`epitensor.export.impute` (kept here for callers of the Ray entry point).
 
-    Returns
-    -------
-    numpy.ndarray, shape=(n_tracks, n_bins of the chromosome's segments), float32
-        On the arcsinh scale when ``arcsinh``, else the -log10 p scale.
+    There is one imputation, :func:`epitensor.export.impute`; it runs in this
+    process or, given ``ray_address``, as one Ray task per chromosome x track
+    batch. ``kwargs`` are its keyword arguments.
     """
-    from epitensor.export import FastPredictor, _iter_blocks, _load
+    from epitensor.export import impute as export_impute
 
-    chrom, tracks = job
-    model = _load(model)  # a model directory is read here, its genome tables lazily
-    predictor = FastPredictor(model, tracks, device=device)
-    parts = []
-    with predictor.session():
-        # the blocks of export.impute, so each value is computed exactly as there
-        for _, _, axis, lo, hi in _iter_blocks(segments[segments.chrom == chrom], block_size):
-            values = predictor.predict(axis, lo, hi)
-            parts.append(values if arcsinh else np.sinh(values))
-    return np.concatenate(parts, axis=1)
-
-
-def impute(
-    model,
-    tracks: Sequence[tuple[str, str]],
-    out,
-    chroms: Sequence[str] | None = None,
-    regions: Sequence[str] | None = None,
-    arcsinh: bool = False,
-    fmt: str | None = None,
-    block_size: int | None = None,
-    device: str | None = None,
-    overwrite: bool = False,
-    verbose: bool = True,
-    ray_address: str | None = None,
-    track_batch: int | None = None,
-    num_gpus: float | None = None,
-    max_retries: int = DEFAULT_MAX_RETRIES,
-    window: int = 4,
-    missing_in=None,
-) -> list:
-    """:func:`epitensor.export.impute`, with one Ray task per chromosome x track batch.
-
-    Without ``ray_address`` this is :func:`epitensor.export.impute` itself. With
-    it, tracks are cut into batches of ``track_batch``; for each batch, one task
-    per chromosome computes that chromosome's values for the batch and returns
-    them, and this process writes them to the files in file order (at most
-    ``window`` chromosomes wait in Ray's object store). The files are the same
-    as in-process.
-
-    Parameters
-    ----------
-    model : Avocado or path
-        A fitted model, or a model directory (then each task loads only the
-        genome factors of its chromosome; the directory must be readable by
-        every worker).
-    tracks, out, chroms, regions, arcsinh, fmt, device, overwrite, verbose, missing_in
-        See :func:`epitensor.export.impute`.
-    block_size : int, optional
-        Positions per forward pass. Default None: export's default (16,384).
-    ray_address : str, optional
-        Default None: in this process. ``"local"``, ``"auto"`` or a Ray address.
-    track_batch : int, optional
-        Tracks per task (and files open at once). Default None: 16.
-    num_gpus : float, optional
-        GPUs per task. Default None: 1 when the cluster has GPUs, else 0.
-    max_retries : int
-        Retries of a failed task. Default 2.
-    window : int
-        Chromosome results computed ahead of the one being written. Default 4.
-
-    Returns
-    -------
-    list of pathlib.Path
-        The written files, in the order of ``tracks``.
-
-    Raises
-    ------
-    TaskFailure
-        When a chromosome failed after its retries; no partial file is left.
-    """
-    from epitensor import export
-
-    block_size = export.DEFAULT_BLOCK_SIZE if block_size is None else int(block_size)
-    shared_model = str(model) if isinstance(model, str | os.PathLike) else None
-    model = export._load(model)
-    if missing_in is not None:
-        tracks = list(tracks) + export.missing_tracks(model, missing_in)
-    if ray_address is None:
-        return export.impute(model, tracks, out, chroms=chroms, regions=regions,
-                             arcsinh=arcsinh, fmt=fmt, block_size=block_size, device=device,
-                             overwrite=overwrite, verbose=verbose)  # fmt: skip
-    track_batch = export.MAX_OPEN_WRITERS if track_batch is None else int(track_batch)
-    if track_batch < 1 or block_size < 1:
-        raise EpitensorError(
-            f"track_batch and block_size must be positive integers; got "
-            f"track_batch={track_batch!r}, block_size={block_size!r}"
-        )
-    tracks = export._check_tracks(model, tracks)
-    paths, fmt, params_path = export._output_paths(tracks, Path(out), fmt, overwrite)
-    segments = export._model_segments(model, chroms, regions)
-    paths[0].parent.mkdir(parents=True, exist_ok=True)
-    sizes = {c: int(model.chrom_sizes_[c]) for c in sorted(model.chrom_sizes_.index)}
-    shared = {
-        "model": shared_model or model,
-        "segments": segments,
-        "arcsinh": bool(arcsinh),
-        "block_size": block_size,
-        "device": device,
-    }
-    for lo in range(0, len(tracks), track_batch):
-        batch = tracks[lo : lo + track_batch]
-        _write_batch(batch, paths[lo : lo + track_batch], fmt, segments, sizes, model,
-                     shared, ray_address, num_gpus, max_retries, window, verbose)  # fmt: skip
-    export._write_json(
-        params_path,
-        {
-            "tracks": [list(t) for t in tracks],
-            "files": [str(p) for p in paths],
-            "scale": "arcsinh" if arcsinh else "-log10 p",
-            "format": fmt,
-            "chroms": list(chroms) if chroms else None,
-            "regions": list(regions) if regions else None,
-            "genome": getattr(model, "genome_", None),
-            "resolution": int(model.layout_.resolution),
-            "n_bins": int((segments.axis_end - segments.axis_start).sum()),
-        },
-    )
-    return paths
-
-
-def _write_batch(batch, paths, fmt, segments, sizes, model, shared, ray_address, num_gpus,
-                 max_retries, window, verbose) -> None:  # fmt: skip
-    """Fan out one track batch over the chromosomes and write its files in order."""
-    from epitensor import export
-
-    res = int(model.layout_.resolution)
-    chroms = list(dict.fromkeys(segments.chrom))
-    sinks = []
-    try:
-        for (celltype, assay), path in zip(batch, paths):
-            if fmt == "bigwig":
-                sinks.append(export._BigWigSink(path, sizes))
-            else:
-                sinks.append(export._BedGraphSink(path, f"{celltype} {assay}"))
-        jobs = [(chrom, list(batch)) for chrom in chroms]
-        results = iter_tasks(_impute_task, jobs, ray_address, shared, names=[
-            f"{chrom} x {len(batch)} tracks from {batch[0][0]}:{batch[0][1]}" for chrom in chroms
-        ], num_gpus=num_gpus, max_retries=max_retries, window=window,
-            desc=f"impute {len(batch)} track(s)", verbose=verbose)  # fmt: skip
-        for chrom, values in zip(chroms, results):
-            done = 0
-            for _, first_bin, _, lo, hi in export._iter_blocks(
-                segments[segments.chrom == chrom], export.DEFAULT_BLOCK_SIZE
-            ):
-                starts, ends = export._bin_edges(first_bin, hi - lo, res, sizes[chrom])
-                for sink, row in zip(sinks, values[:, done : done + hi - lo]):
-                    sink.write(chrom, starts, ends, row)
-                done += hi - lo
-        for sink in sinks:
-            sink.close()
-    except BaseException:
-        for sink in sinks:
-            sink.abort()
-        raise
+    return export_impute(model, tracks, out, **kwargs)
 
 
 # a concurrent.futures-style executor on Ray (store ingestion) ------------------------------------
@@ -760,6 +651,12 @@ def train_genome(
 ):
     """Stage 2 from a saved model, then save the result (``epitensor fit-genome``).
 
+    The model directory is built under a temporary name beside ``out`` (the
+    stage-1 model first, then each axis as it is fitted, so memory holds few
+    axes) and moved to ``out`` when every axis is done: a failed run (a store
+    of another genome build, no Ray cluster, a failed axis) leaves nothing at
+    ``out``.
+
     Parameters
     ----------
     model : Avocado or path
@@ -788,16 +685,19 @@ def train_genome(
     Avocado
         The model with the new genome factors (also saved at ``out``).
     """
-    from epitensor.export import _load
+    from epitensor._utils import atomic_directory
+    from epitensor.export import load_model
 
     if Path(out).exists() and not overwrite:
         raise EpitensorError(f"{out} already exists; choose another --out or pass overwrite")
-    model = _load(model)
+    model = load_model(model)
     params = {"device": device, "verbose": verbose}
     if n_epochs is not None:
         params["n_genome_epochs"] = int(n_epochs)
     model.set_params(**params)
-    # the stage-1 model first, then each axis as it is fitted: memory holds few axes
-    model.save(out, overwrite=overwrite)
-    fit_genome(model, store, axes, ray_address=ray_address, num_gpus=num_gpus, out=out)
+    check_ray(ray_address, verbose)
+    with atomic_directory(out, overwrite=overwrite) as staging:
+        model.save(staging, overwrite=True)
+        fit_genome(model, store, axes, ray_address=ray_address, num_gpus=num_gpus, out=staging)
+    model.saved_at(out)
     return model

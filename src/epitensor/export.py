@@ -32,13 +32,16 @@ import pandas as pd
 import torch
 
 from epitensor._utils import EpitensorError, atomic_directory, progress, resolve_device, warn
+from epitensor.distributed import DEFAULT_MAX_RETRIES, check_ray, iter_tasks, task_threads
 from epitensor.genome import Layout, n_bins, parse_region, read_bed
 
 __all__ = [
     "FastPredictor",
+    "load_model",
     "embed",
     "factor_names",
     "impute",
+    "impute_blocks",
     "missing_tracks",
     "plain_predict",
     "region_factors",
@@ -56,7 +59,7 @@ MAX_OPEN_WRITERS = 16
 # --------------------------------------------------------------------------------------
 
 
-def _load(model):
+def load_model(model):
     """An :class:`~epitensor.avocado.Avocado` from a fitted object or a model directory."""
     if isinstance(model, (str, os.PathLike)):
         from epitensor.avocado import Avocado
@@ -112,7 +115,7 @@ def missing_tracks(model, store) -> list[tuple[str, str]]:
     """
     from epitensor.store import open_store
 
-    model = _load(model)
+    model = load_model(model)
     observed = set(open_store(store).track_names())
     return [(c, a) for c in model.celltypes_ for a in model.assays_ if (c, a) not in observed]
 
@@ -650,18 +653,32 @@ def impute(
     overwrite: bool = False,
     missing_in=None,
     verbose: bool = True,
+    ray_address: str | None = None,
+    track_batch: int | None = None,
+    num_gpus: float | None = None,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    window: int = 4,
+    n_threads: int | None = None,
 ) -> list[Path]:
     """Impute tracks over the model's genome and write them as bigWig or bedGraph.
 
     Every 25-bp bin of the model's layout is written at its genomic coordinates
     (for a region layout such as the pilot store, each region's bins), with the
-    model's chromosome sizes in the header. All tracks are computed in one pass:
-    the genome part of the first layer is computed once per block of positions.
+    model's chromosome sizes in the header. Tracks are cut into batches of
+    ``track_batch``; each batch is one task per chromosome, run in this process
+    (streamed block by block) or as Ray tasks (each returning its chromosome),
+    and this process writes the files in file order. Within a task the genome
+    part of the first layer is computed once per block of positions and reused
+    for every track of the batch. Every task runs under one torch thread count
+    (see :func:`epitensor.distributed.task_threads`), so the files are the
+    same bytes wherever the tasks ran.
 
     Parameters
     ----------
     model : Avocado or path
-        A fitted model or a model directory.
+        A fitted model or a model directory (on Ray each task then loads only
+        the genome factors of its chromosome; the directory must be readable
+        by every worker).
     tracks : sequence of (str, str)
         (cell type, assay) pairs the model knows.
     out : str or path-like
@@ -693,34 +710,61 @@ def impute(
         (see :func:`missing_tracks`). Default None.
     verbose : bool
         Show a progress bar. Default True.
+    ray_address : str, optional
+        Default None: in this process. ``"local"``, ``"auto"`` or a Ray address:
+        one Ray task per chromosome x track batch.
+    track_batch : int, optional
+        Tracks per task (and files open at once). Default None: 16.
+    num_gpus : float, optional
+        GPUs per Ray task. Default None: 1 when the cluster has GPUs, else 0.
+    max_retries : int
+        Retries of a failed Ray task. Default 2.
+    window : int
+        Chromosome results computed on Ray ahead of the one being written. Default 4.
+    n_threads : int, optional
+        Torch threads of each task. Default None: the model's ``n_threads``,
+        else this process's thread count.
 
     Returns
     -------
     list of pathlib.Path
         The written files, in the order of ``tracks``.
+
+    Raises
+    ------
+    TaskFailure
+        When a chromosome failed on Ray after its retries; no partial file is left.
     """
-    model = _load(model)
+    source = str(model) if isinstance(model, str | os.PathLike) else None
+    model = load_model(model)
     tracks = list(tracks) + ([] if missing_in is None else missing_tracks(model, missing_in))
     tracks = _check_tracks(model, tracks)
-    if int(block_size) <= 0:
-        raise EpitensorError(
-            f"block_size must be a positive integer; got block_size={block_size!r}"
-        )
+    track_batch = MAX_OPEN_WRITERS if track_batch is None else track_batch
+    for name, value in (("block_size", block_size), ("track_batch", track_batch)):
+        if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+            raise EpitensorError(f"{name} must be a positive integer; got {name}={value!r}")
     if precision not in PRECISIONS:
         raise EpitensorError(
             f"invalid precision: got {precision!r}, expected one of {list(PRECISIONS)}"
         )
+    threads = task_threads(getattr(model, "n_threads", None) if n_threads is None else n_threads)
     out = Path(out)
     paths, fmt, params_path = _output_paths(tracks, out, fmt, overwrite)
     segments = _model_segments(model, chroms, regions)
+    check_ray(ray_address, verbose)
     paths[0].parent.mkdir(parents=True, exist_ok=True)
-    chrom_sizes = {c: int(model.chrom_sizes_[c]) for c in sorted(model.chrom_sizes_.index)}
-    for lo in range(0, len(tracks), MAX_OPEN_WRITERS):
-        group = slice(lo, lo + MAX_OPEN_WRITERS)
-        _impute_group(
-            model, tracks[group], paths[group], fmt, segments, chrom_sizes, arcsinh,
-            int(block_size), {"device": device, "precision": precision}, verbose,
-        )  # fmt: skip
+    job = _ImputeJob(
+        model=model, segments=segments, arcsinh=bool(arcsinh), block_size=int(block_size),
+        fmt=fmt, chrom_sizes={c: int(model.chrom_sizes_[c]) for c in sorted(model.chrom_sizes_.index)},
+        shared={"model": source if ray_address is not None and source else model,
+                "segments": segments, "arcsinh": bool(arcsinh), "block_size": int(block_size),
+                "device": device, "precision": precision, "n_threads": threads},
+        executor={"ray_address": ray_address, "num_gpus": num_gpus, "num_cpus": threads,
+                  "max_retries": max_retries, "window": window, "verbose": verbose},
+    )  # fmt: skip
+    for lo in range(0, len(tracks), int(track_batch)):
+        group = slice(lo, lo + int(track_batch))
+        job.write_batch(tracks[group], paths[group])
     _write_json(
         params_path,
         {
@@ -739,38 +783,119 @@ def impute(
     return paths
 
 
-def _impute_group(
-    model, tracks, paths, fmt, segments, chrom_sizes, arcsinh, block_size, predictor_args, verbose
-) -> None:
-    """Impute up to MAX_OPEN_WRITERS tracks in one pass over ``segments``."""
-    res = int(model.layout_.resolution)
-    sinks = []
-    try:
-        for (celltype, assay), path in zip(tracks, paths):
-            if fmt == "bigwig":
-                sinks.append(_BigWigSink(path, chrom_sizes))
-            else:
-                sinks.append(_BedGraphSink(path, f"{celltype} {assay}"))
-        total = int((segments.axis_end - segments.axis_start).sum())
-        bar = progress(
-            total=total, desc=f"impute {len(tracks)} track(s)", verbose=verbose, unit="bin"
-        )
-        predictor = FastPredictor(model, tracks, **predictor_args)
-        with bar, predictor.session():
-            for chrom, first_bin, axis, lo, hi in _iter_blocks(segments, block_size):
-                values = predictor.predict(axis, lo, hi)
-                if not arcsinh:
-                    values = np.sinh(values)
-                starts, ends = _bin_edges(first_bin, hi - lo, res, chrom_sizes[chrom])
-                for sink, row in zip(sinks, values):
-                    sink.write(chrom, starts, ends, row)
-                bar.update(hi - lo)
-        for sink in sinks:
-            sink.close()
-    except BaseException:
-        for sink in sinks:
-            sink.abort()
-        raise
+def impute_blocks(
+    job: tuple[str, list[tuple[str, str]]],
+    model,
+    segments: pd.DataFrame,
+    arcsinh: bool,
+    block_size: int,
+    device: str | None,
+    precision: str,
+    n_threads: int,
+) -> Iterator[np.ndarray]:
+    """The values of one task of :func:`impute`: one chromosome for a batch of tracks.
+
+    Parameters
+    ----------
+    job : (str, list of (str, str))
+        The chromosome and the tracks.
+    model : Avocado or path
+        A fitted model, or a model directory (read here, its axes lazily).
+    segments : pandas.DataFrame
+        From :func:`track_segments`; only the chromosome's rows are used.
+    arcsinh : bool
+        Keep the arcsinh scale; else ``sinh`` (the -log10 p scale).
+    block_size : int
+        Positions per block.
+    device : str, optional
+        torch device (None: the model's, else the best available).
+    precision : {"fp32", "bf16"}
+        See :class:`FastPredictor`.
+    n_threads : int
+        Torch threads while computing.
+
+    Yields
+    ------
+    numpy.ndarray, shape=(n_tracks, block length), float32
+        One array per block of ``_iter_blocks(chromosome segments, block_size)``.
+    """
+    from epitensor.training import torch_threads
+
+    chrom, tracks = job
+    model = load_model(model)
+    predictor = FastPredictor(model, tracks, device=device, precision=precision)
+    with torch_threads(n_threads), predictor.session():
+        for _, _, axis, lo, hi in _iter_blocks(segments[segments.chrom == chrom], block_size):
+            values = predictor.predict(axis, lo, hi)
+            yield values if arcsinh else np.sinh(values)
+
+
+def _impute_chrom(job: tuple, **shared) -> list[np.ndarray]:
+    """A Ray task of :func:`impute`: the blocks of :func:`impute_blocks`, gathered."""
+    return list(impute_blocks(job, **shared))
+
+
+@contextlib.contextmanager
+def _axes_held(model, segments: pd.DataFrame):
+    """Keep the axes that span several chromosomes loaded while their chromosomes are imputed.
+
+    Each task reads its axis lazily and drops it afterwards; an axis shared by
+    many chromosomes (the single axis of a region layout) would otherwise be
+    read from disk once per chromosome.
+    """
+    shared = [a for a, chroms in segments.groupby("axis").chrom.nunique().items() if chroms > 1]
+    with contextlib.ExitStack() as stack:
+        for axis in shared:
+            stack.enter_context(_axis_table(model, axis))
+        yield
+
+
+class _ImputeJob:
+    """One imputation: fans each track batch out over the chromosomes and writes its files."""
+
+    def __init__(self, model, segments, arcsinh, block_size, fmt, chrom_sizes, shared, executor):
+        self.model, self.segments, self.fmt = model, segments, fmt
+        self.block_size, self.chrom_sizes = block_size, chrom_sizes
+        self.shared, self.executor = shared, dict(executor)
+        self.chroms = list(dict.fromkeys(segments.chrom))
+
+    def write_batch(self, tracks: list[tuple[str, str]], paths: list[Path]) -> None:
+        """Compute and write the files of one track batch (none left behind on failure)."""
+        res = int(self.model.layout_.resolution)
+        in_process = self.executor["ray_address"] is None
+        sinks = []
+        with contextlib.ExitStack() as held:
+            if in_process:
+                held.enter_context(_axes_held(self.model, self.segments))
+            self._write(tracks, paths, sinks, res, in_process)
+
+    def _write(self, tracks, paths, sinks, res, in_process) -> None:
+        try:
+            for (celltype, assay), path in zip(tracks, paths):
+                if self.fmt == "bigwig":
+                    sinks.append(_BigWigSink(path, self.chrom_sizes))
+                else:
+                    sinks.append(_BedGraphSink(path, f"{celltype} {assay}"))
+            names = [f"{c} x {len(tracks)} tracks from {tracks[0][0]}:{tracks[0][1]}"
+                     for c in self.chroms]  # fmt: skip
+            results = iter_tasks(
+                impute_blocks if in_process else _impute_chrom,
+                [(chrom, list(tracks)) for chrom in self.chroms],
+                shared=self.shared, names=names, desc=f"impute {len(tracks)} track(s)",
+                **self.executor,
+            )  # fmt: skip
+            for chrom, blocks in zip(self.chroms, results):
+                where = _iter_blocks(self.segments[self.segments.chrom == chrom], self.block_size)
+                for (_, first_bin, _, lo, hi), values in zip(where, blocks, strict=True):
+                    starts, ends = _bin_edges(first_bin, hi - lo, res, self.chrom_sizes[chrom])
+                    for sink, row in zip(sinks, values):
+                        sink.write(chrom, starts, ends, row)
+            for sink in sinks:
+                sink.close()
+        except BaseException:
+            for sink in sinks:
+                sink.abort()
+            raise
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -854,7 +979,7 @@ def embed(
     pathlib.Path
         The folder.
     """
-    model = _load(model)
+    model = load_model(model)
     if fmt not in ("zarr", "npz"):
         raise EpitensorError(f"invalid fmt: got {fmt!r}, expected one of ['zarr', 'npz']")
     if window is not None and regions is None:
@@ -1016,7 +1141,7 @@ def region_factors(
         the layout (or whose window leaves the layout region holding the
         midpoint) are NaN, with a warning giving their number.
     """
-    model = _load(model)
+    model = load_model(model)
     bed = regions if isinstance(regions, pd.DataFrame) else read_bed(regions)
     if bed.empty:
         raise EpitensorError("no regions given: the BED file is empty")
