@@ -39,6 +39,36 @@ def ray_local():
     ray.shutdown()
 
 
+def test_cli_fit_genome_ray_auto_without_a_cluster_writes_nothing(tmp_path):
+    """`fit-genome --ray auto` with no cluster: one line, and no stage-1 model left at --out."""
+    from typer.testing import CliRunner
+
+    from epitensor.cli import app
+
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install epitensor[ray])")
+    if ray.is_initialized() or Path("/tmp/ray/ray_current_cluster").exists():
+        pytest.skip("a Ray instance is running here")
+    store = _store_of_build(tmp_path / "store.zarr", "hg19")
+    out = tmp_path / "fitted"
+    result = CliRunner().invoke(
+        app,
+        [
+            "fit-genome",
+            str(SAVED_MODEL),
+            store.url,
+            "--out",
+            str(out),
+            "--ray",
+            "auto",
+            "--quiet",
+        ],  # fmt: skip
+    )
+    assert result.exit_code == 1, result.output
+    assert "cannot connect to Ray at 'auto'" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "store.zarr"]
+
+
 # run_tasks ------------------------------------------------------------------------------------
 
 

@@ -451,3 +451,37 @@ def test_several_tracks_per_position_stay_together(small_pilot_store):
     assert len(torch.unique(pairs, dim=1).T) == len(positions)  # distinct tracks per position
     first = batches[0].positions.numpy()
     assert np.array_equal(first[0::3], first[1::3]) and np.array_equal(first[0::3], first[2::3])
+
+
+def test_cli_train_stops_at_a_non_finite_loss(tmp_path):
+    """A huge (finite float32) value makes the loss inf: train stops with a one-line error."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from epitensor.cli import app
+    from epitensor.datasets import pilot_layout, roadmap_pilot_arrays
+    from epitensor.genome import Layout, chrom_sizes
+    from epitensor.store import Store
+
+    n = 2_000
+    first = pilot_layout().regions.iloc[0]
+    regions = pd.DataFrame(
+        {"axis": ["head"], "chrom": [first.chrom], "start": [int(first.first_bin) * 25],
+         "end": [(int(first.first_bin) + n) * 25], "name": ["head"], "offset": [0],
+         "first_bin": [int(first.first_bin)], "n_bins": [n]}
+    )  # fmt: skip
+    path = tmp_path / "huge.zarr"
+    store = Store.create(path, Layout(regions, {"head": n}), chrom_sizes("hg19"), genome="hg19")
+    for (celltype, assay), values in roadmap_pilot_arrays().items():
+        values = values[:n].copy()
+        if (celltype, assay) == ("E003", "H3K4me3"):
+            values[n // 2] = 3e38  # finite in float32; its square is not
+        store.add_track(celltype, assay, {"head": values})
+    out = tmp_path / "model"
+    result = CliRunner().invoke(
+        app, ["train", str(path), "--out", str(out), "--epochs", "2", "--quiet"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "training loss is inf at epoch " in result.output and "epitensor info" in result.output
+    assert not out.exists()

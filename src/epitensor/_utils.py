@@ -59,7 +59,13 @@ def resolve_device(device: str | None = None):
     import torch
 
     if device is not None:
-        return torch.device(device)
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise EpitensorError(
+                f"device {str(device)!r} was asked for but torch finds no CUDA GPU on this "
+                f"machine; pass --device cpu, or leave --device out for the best available"
+            )
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,8 +14,8 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from epitensor import __version__
-from epitensor._utils import EpitensorError, atomic_directory, resolve_device, warn
+from epitensor import __version__, modeldir
+from epitensor._utils import EpitensorError, resolve_device, warn
 from epitensor.genome import Layout
 from epitensor.model import AvocadoModule, GenomeFactors
 from epitensor.store import RegionView, Store, open_store
@@ -84,17 +82,6 @@ PRESETS: dict[str, dict] = {
         "precision": "auto",
     },
 }
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "weights.safetensors"
-GENOME_DIR = "genome"
-_AXIS_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
-
-
-def _axis_file(directory: Path, axis: str) -> Path:
-    if not _AXIS_NAME.match(axis):
-        raise EpitensorError(f"axis name {axis!r} cannot be a file name; use letters, digits, _.-")
-    return directory / GENOME_DIR / f"{axis}.safetensors"
 
 
 def _parse_track(track) -> tuple[str, str]:
@@ -737,14 +724,19 @@ class Avocado(BaseEstimator):
         self.check_fitted()
         axis = self._axis(axis)
         if axis not in self.module_.genome:
-            from safetensors.torch import load_file
-
             path = getattr(self, "_genome_path", None)
-            if path is None or not _axis_file(Path(path), axis).is_file():
+            if path is None:
                 raise EpitensorError(
-                    f"genome factors of axis {axis!r} are missing from {path}; re-save the model"
+                    f"genome factors of axis {axis!r} are not in memory and the model has no "
+                    f"saved directory; fit them with fit_genome"
                 )
-            tables = load_file(str(_axis_file(Path(path), axis)))
+            with torch.device("meta"):
+                specs = modeldir.tensor_specs(
+                    self.module_.new_genome_factors(self.genome_axes_[axis])
+                )
+            tables = modeldir.read_tensors(
+                modeldir.axis_file(path, axis), specs, modeldir.recorded_checksum(path, axis)
+            )
             self.module_.genome[axis] = new_genome_module(self.module_, tables)
         return self.module_.genome[axis]
 
@@ -899,8 +891,6 @@ class Avocado(BaseEstimator):
         overwrite : bool
             Replace an existing directory. Default False: refuse.
         """
-        from safetensors.torch import save_file
-
         self.check_fitted()
         path = Path(path)
         source = getattr(self, "_genome_path", None)
@@ -908,22 +898,17 @@ class Avocado(BaseEstimator):
         for axis in self.genome_axes_:
             if axis not in self.module_.genome and (same or source is None):
                 self.genome_module(axis)  # load before the old directory is replaced
-        with atomic_directory(path, overwrite=overwrite) as tmp:
-            state = {
-                k: v.detach().cpu().contiguous()
-                for k, v in self.module_.state_dict().items()
-                if not k.startswith("genome.")
-            }
-            save_file(state, str(tmp / WEIGHTS_FILE))
-            (tmp / GENOME_DIR).mkdir()
-            for axis, factors in self.module_.genome.items():
-                tables = {k: v.detach().cpu().contiguous() for k, v in factors.state_dict().items()}
-                save_file(tables, str(_axis_file(tmp, axis)))
-            for axis in self.genome_axes_:
-                if axis not in self.module_.genome:  # never loaded: copy its file as it is
-                    shutil.copyfile(_axis_file(Path(source), axis), _axis_file(tmp, axis))
-            (tmp / CONFIG_FILE).write_text(json.dumps(self._config_dict(), indent=1))
-            self.history_.to_csv(tmp / "history.csv", index=False)
+        weights = {
+            k: v for k, v in self.module_.state_dict().items() if not k.startswith("genome.")
+        }
+        in_memory = {axis: factors.state_dict() for axis, factors in self.module_.genome.items()}
+        copied = {  # never loaded: copy the file as it is
+            axis: modeldir.axis_file(source, axis)
+            for axis in self.genome_axes_
+            if axis not in self.module_.genome
+        }
+        modeldir.write_model(path, self._config_dict(), weights, in_memory, copied,
+                             self.history_.to_csv(index=False), overwrite=overwrite)  # fmt: skip
         self._genome_path = str(path)
 
     def saved_at(self, path: str | os.PathLike) -> None:
@@ -954,20 +939,8 @@ class Avocado(BaseEstimator):
         axis : str
             An axis whose factors are in memory.
         """
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        if not (path / CONFIG_FILE).is_file():
-            raise EpitensorError(f"{path} is not a saved model; save the model there first")
-        tables = self.module_.genome[axis].state_dict()
-        target = _axis_file(path, axis)
-        partial = target.with_name(target.name + ".partial")
-        save_file({k: v.detach().cpu().contiguous() for k, v in tables.items()}, str(partial))
-        os.replace(partial, target)
-        partial = path / (CONFIG_FILE + ".partial")
-        partial.write_text(json.dumps(self._config_dict(), indent=1))
-        os.replace(partial, path / CONFIG_FILE)
-        self.history_.to_csv(path / "history.csv", index=False)
+        modeldir.write_axis(path, axis, self.module_.genome[axis].state_dict(),
+                            self._config_dict(), self.history_.to_csv(index=False))  # fmt: skip
         self._genome_path = str(path)
         del self.module_.genome[axis]
 
@@ -1006,39 +979,32 @@ class Avocado(BaseEstimator):
         -------
         Avocado
         """
-        from safetensors.torch import load_file
-
         path = Path(path)
-        config_file = path / CONFIG_FILE
-        if not config_file.is_file():
-            raise EpitensorError(f"{path} is not an epitensor model (no {CONFIG_FILE})")
+        config = modeldir.read_config(path, cls.__name__)
         try:
-            config = json.loads(config_file.read_text())
-        except json.JSONDecodeError as exc:
-            raise EpitensorError(f"{config_file} is not valid JSON: {exc}") from None
-        if config.get("class") != cls.__name__:
+            model = cls(**config["params"])
+            model.celltypes_ = [str(c) for c in config["celltypes_"]]
+            model.assays_ = [str(a) for a in config["assays_"]]
+            model.layout_ = Layout.from_dict(config["layout_"])
+            model.genome_ = config["genome_"]
+            model.chrom_sizes_ = pd.Series(config["chrom_sizes_"], name="length", dtype="int64")
+            model.genome_axes_ = {str(k): int(v) for k, v in config["genome_axes_"].items()}
+            model.training_tracks_ = [_parse_track(t) for t in config["training_tracks_"]]
+            model.holdout_tracks_ = [_parse_track(t) for t in config.get("holdout_tracks_", [])]
+            model.history_ = history_frame(config["history_"])
+            module = AvocadoModule(axis_lengths={}, **config["module"])
+        except (TypeError, ValueError, KeyError, EpitensorError) as exc:
             raise EpitensorError(
-                f"{path} holds a {config.get('class')!r} model, not {cls.__name__!r}"
-            )
-        if config.get("epitensor_version") != __version__:
-            warn(
-                f"{path} was saved by epitensor {config.get('epitensor_version')}; "
-                f"this is {__version__}"
-            )
-        model = cls(**config["params"])
-        model.celltypes_ = list(config["celltypes_"])
-        model.assays_ = list(config["assays_"])
-        model.layout_ = Layout.from_dict(config["layout_"])
-        model.genome_ = config["genome_"]
-        model.chrom_sizes_ = pd.Series(config["chrom_sizes_"], name="length", dtype="int64")
-        model.genome_axes_ = {k: int(v) for k, v in config["genome_axes_"].items()}
-        model.training_tracks_ = [tuple(t) for t in config["training_tracks_"]]
-        model.holdout_tracks_ = [tuple(t) for t in config.get("holdout_tracks_", [])]
-        model.history_ = history_frame(config["history_"])
+                f"{path / modeldir.CONFIG_FILE} does not describe a model this release can "
+                f"build ({type(exc).__name__}: {exc}); restore the model directory from a copy"
+            ) from None
         holdout_mse = config.get("holdout_mse_")
         model.holdout_mse_ = float("nan") if holdout_mse is None else float(holdout_mse)
-        module = AvocadoModule(axis_lengths={}, **config["module"])
-        module.load_state_dict(load_file(str(path / WEIGHTS_FILE)), strict=False)
+        weights = modeldir.read_tensors(
+            path / modeldir.WEIGHTS_FILE, modeldir.tensor_specs(module),
+            modeldir.checksum_of(config),
+        )  # fmt: skip
+        module.load_state_dict(weights)  # strict: read_tensors checked every name and shape
         module.eval()
         model.module_ = module
         model._genome_path = str(path)

@@ -45,6 +45,7 @@ __all__ = [
     "missing_tracks",
     "plain_predict",
     "region_factors",
+    "track_file_stems",
     "track_segments",
 ]
 
@@ -464,10 +465,6 @@ def _iter_blocks(segments: pd.DataFrame, block_size: int):
 # --------------------------------------------------------------------------------------
 
 
-class _Abort(Exception):
-    """Tells a bigWig writer thread to stop without finishing the file."""
-
-
 _STOP = object()
 _ABORT = object()
 
@@ -501,7 +498,9 @@ class _BigWigSink:
             if item is _STOP:
                 return
             if item is _ABORT:
-                raise _Abort
+                # end the records rather than raise: pybigtools prints a traceback for an
+                # exception inside its iterator; abort() deletes the file this finishes
+                return
             chrom, starts, ends, values = item
             yield from zip(repeat(chrom), starts, ends, values)
 
@@ -600,6 +599,46 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", name)
 
 
+def track_file_stems(tracks: Sequence[tuple[str, str]]) -> list[str]:
+    """File names (without extension) of tracks in a folder: ``CELLTYPE.ASSAY``, made safe.
+
+    Characters outside ``A-Za-z0-9._+-`` become ``_``. When that makes two
+    tracks' names equal (``K5/62`` and ``K5_62``), every track whose name was
+    changed gets ``-`` and 8 hex digits of the sha256 of its original names
+    appended (all of them, when the names are equal unchanged, as ``K5.62`` +
+    ``x`` and ``K5`` + ``62.x``), so no file replaces another and a name does
+    not depend on the other tracks' order.
+
+    Parameters
+    ----------
+    tracks : sequence of (str, str)
+        Distinct (cell type, assay) pairs.
+
+    Returns
+    -------
+    list of str
+        One distinct stem per track, in order.
+    """
+    import hashlib
+
+    def tagged(track: tuple[str, str], stem: str) -> str:
+        digest = hashlib.sha256("\t".join(track).encode()).hexdigest()
+        return f"{stem}-{digest[:8]}"
+
+    stems = [f"{_safe(c)}.{_safe(a)}" for c, a in tracks]
+    for only_changed in (True, False):  # then names equal without any change ("a.b" + "c")
+        counts: dict[str, int] = {}
+        for stem in stems:
+            counts[stem] = counts.get(stem, 0) + 1
+        stems = [
+            tagged(t, stem)
+            if counts[stem] > 1 and (stem != f"{t[0]}.{t[1]}" or not only_changed)
+            else stem
+            for t, stem in zip(tracks, stems)
+        ]
+    return stems
+
+
 def _output_paths(
     tracks: list[tuple[str, str]], out: Path, fmt: str | None, overwrite: bool
 ) -> tuple[list[Path], str, Path]:
@@ -617,7 +656,7 @@ def _output_paths(
         )
     else:
         ext = ".bigWig" if fmt == "bigwig" else ".bedGraph"
-        paths = [out / f"{_safe(c)}.{_safe(a)}{ext}" for c, a in tracks]
+        paths = [out / f"{stem}{ext}" for stem in track_file_stems(tracks)]
         params = out / "impute.json"
     existing = [p for p in paths if p.exists()]
     if existing and not overwrite:
@@ -748,6 +787,8 @@ def impute(
             f"invalid precision: got {precision!r}, expected one of {list(PRECISIONS)}"
         )
     threads = task_threads(getattr(model, "n_threads", None) if n_threads is None else n_threads)
+    if ray_address is None:  # on Ray the workers' devices count, not this machine's
+        resolve_device(device if device is not None else getattr(model, "device", None))
     out = Path(out)
     paths, fmt, params_path = _output_paths(tracks, out, fmt, overwrite)
     segments = _model_segments(model, chroms, regions)

@@ -692,9 +692,7 @@ def import_reference_to_directory(
     import shutil
     import tempfile
 
-    from safetensors.torch import save_file
-
-    from epitensor.avocado import _axis_file
+    from epitensor.modeldir import write_axis_file
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -704,18 +702,14 @@ def import_reference_to_directory(
     try:
 
         def sink(axis: str, factors: GenomeFactors) -> None:
-            path = _axis_file(staging, axis)
-            path.parent.mkdir(exist_ok=True)
-            tables = {k: v.detach().contiguous() for k, v in factors.state_dict().items()}
-            save_file(tables, str(path))
+            write_axis_file(staging, axis, factors.state_dict())
 
         ref = _read(path_or_prefix, genome, first_bin, chroms, verbose, sink=sink)
         model = _estimator(ref, ref.layout.axis_lengths, {"verbose": verbose})
-        model._genome_path = str(staging)  # save() copies the staged axis files
+        model.saved_at(staging)  # save() copies the staged axis files
         model.save(out, overwrite=overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    model._genome_path = str(out)
     record = {
         "sources": {c: [str(p.resolve()) for p in pair] for c, pair in ref.sources.items()},
         "genome": ref.genome,

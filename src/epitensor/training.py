@@ -953,6 +953,13 @@ def run_training(
                 for i, batch in enumerate(sampler.batches(epoch)):
                     plan.set_progress((epoch - 1 + i / n_batches) / config.n_epochs)
                     mse = plan.step(batch.to(plan.device))
+                    if not math.isfinite(mse):
+                        bar.close()
+                        raise EpitensorError(
+                            f"{desc}: the training loss is {mse} at epoch {epoch} (batch "
+                            f"{i + 1} of {n_batches}); the store may hold non-finite or huge "
+                            f"values (check it with `epitensor info STORE`), or lower lr"
+                        )
                     n = len(batch.values)
                     total, count = total + mse * n, count + n
                     bar.update(1)
