@@ -7,7 +7,10 @@ Rules checked on the source (``ast``, nothing imported):
   module is loaded, and the CLI uses them to start fast);
 * no module uses a private name (``_x``) of another package module, neither
   imported (``from epitensor.x import _y``, at any level) nor reached as an
-  attribute (``x._y`` where ``x`` is an imported package module).
+  attribute: ``x._y`` where ``x`` is an imported package module, or
+  ``obj._y`` where ``_y`` is defined by another package module and not by
+  this one (so ``model._genome_path`` outside avocado.py, ``store._group``
+  outside store.py).
   ``epitensor._utils`` is the shared private helper module: importing it and its
   public names is allowed.
 """
@@ -16,8 +19,6 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-
-import pytest
 
 import epitensor
 
@@ -113,14 +114,55 @@ def _private_uses(name: str, tree: ast.Module) -> list[str]:
     return uses
 
 
-@pytest.mark.xfail(
-    reason="issue 17: distributed/reference/avocado still reach into export/avocado privates",
-    strict=True,
-)
+def _defined_names(tree: ast.Module) -> set[str]:
+    """Every name a module defines or assigns (functions, classes, attributes, arguments)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+    return names
+
+
+def _private_attributes(name: str, tree: ast.Module, others: set[str]) -> list[str]:
+    """``obj._x`` where ``_x`` is not this module's but another package module's private."""
+    own = _defined_names(tree)
+    return [
+        f"line {node.lineno}: {ast.unparse(node)}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and node.attr not in own
+        and node.attr in others
+    ]
+
+
+# Reaches into another helper's module, left to its owner: ingest.py (helper "inputs")
+# writes Store._group / Store._attrs directly. Remove an entry when its module is fixed.
+KNOWN = {("epitensor.ingest", "_group"), ("epitensor.ingest", "_attrs")}
+
+
 def test_no_private_name_used_across_modules():
-    offences = {
-        name: uses for name, tree in _modules().items() if (uses := _private_uses(name, tree))
-    }
+    modules = _modules()
+    defined = {name: _defined_names(tree) for name, tree in modules.items()}
+    offences = {}
+    for name, tree in modules.items():
+        others = {
+            n for other, names in defined.items() if other != name for n in names if n[:1] == "_"
+        }
+        uses = _private_uses(name, tree) + [
+            use
+            for use in _private_attributes(name, tree, others)
+            if (name, use.rsplit(".", 1)[-1]) not in KNOWN
+        ]
+        if uses:
+            offences[name] = uses
     assert not offences, "private names used across modules: " + "; ".join(
         f"{name} ({', '.join(uses)})" for name, uses in offences.items()
     )
@@ -135,5 +177,8 @@ def test_the_checks_catch_what_they_should():
     assert _private_uses("epitensor.store", ast.parse("from epitensor._utils import warn")) == []
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+    reach = ast.parse("def f(store):\n    return store._group\n")
+    assert _private_attributes("epitensor.explain", reach, {"_group"}) == ["line 2: store._group"]
+    assert _private_attributes("epitensor.store", ast.parse("self._group = 1"), {"_group"}) == []
     inner = ast.parse("def f():\n    from epitensor.avocado import Avocado\n")
     assert _module_level_imports(inner) == set()

@@ -23,7 +23,7 @@ from epitensor.training import (
     Checkpoint,
     TrackSet,
     TrainConfig,
-    _fingerprint,
+    config_fingerprint,
     fit_new_rows,
     fit_stage1,
     history_frame,
@@ -465,7 +465,7 @@ class Avocado(BaseEstimator):
                 "holdout": holdout,
                 "axes": axes,
                 "axis_lengths": self.genome_axes_,
-                "config": _fingerprint(config),
+                "config": config_fingerprint(config),
             }
             fingerprint["params"].pop("verbose")
             fingerprint["params"].pop("device")

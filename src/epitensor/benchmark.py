@@ -452,7 +452,7 @@ def plot_metrics(path: str | os.PathLike, table: pd.DataFrame, title: str) -> No
     title : str
         Figure title.
     """
-    from epitensor.plots import _save, plt
+    from epitensor.plots import plt, save_figure
 
     summary = summarise(table)
     methods = list(summary.columns)
@@ -476,12 +476,12 @@ def plot_metrics(path: str | os.PathLike, table: pd.DataFrame, title: str) -> No
         ax.set_visible(False)
     fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_stratified(path: str | os.PathLike, stratified: pd.DataFrame, title: str) -> None:
     """MSE, precision and recall by the number of cell types with a peak, one line per method."""
-    from epitensor.plots import _save, plt
+    from epitensor.plots import plt, save_figure
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, name in zip(axes, ("mse", "precision", "recall")):
@@ -494,7 +494,7 @@ def plot_stratified(path: str | os.PathLike, stratified: pd.DataFrame, title: st
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # the benchmark --------------------------------------------------------------------

@@ -648,7 +648,12 @@ def peak_attributions(
 
     _check_fitted(model)
     store = open_store(store)
-    axis = store._default_axis(axis)
+    if axis is None:
+        if len(store.axes) != 1:
+            raise EpitensorError(
+                f"store {store.url} has {len(store.axes)} axes; name one of {store.axes}"
+            )
+        axis = store.axes[0]
     if axis not in model.layout_.axes:
         raise EpitensorError(f"axis {axis!r} of the store is not in the model's layout")
     assay_idx = _name_index(assay, model.assays_, "assay")

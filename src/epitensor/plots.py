@@ -23,9 +23,13 @@ METHOD_COLOURS = {
 }
 
 
-def _save(fig, path: str | os.PathLike) -> None:
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """Write a figure (120 dpi, tight box) and close it."""
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+
+
+_save = save_figure  # the name other modules used before save_figure was public
 
 
 def plot_tracks(
@@ -101,7 +105,7 @@ def plot_tracks(
     gene_ax.set_xlabel(f"{chrom} position (Mb, hg19)")
     gene_ax.ticklabel_format(axis="x", useOffset=False, style="plain")
     gene_ax.spines[["top", "right", "left"]].set_visible(False)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_training_curve(
@@ -133,7 +137,7 @@ def plot_training_curve(
     ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def umap_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -203,4 +207,4 @@ def plot_embedding_map(
     ax.set_xlabel("UMAP 1")
     ax.set_ylabel("UMAP 2")
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)

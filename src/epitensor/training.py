@@ -1221,7 +1221,7 @@ def fit_genome_axis(
     )
     checkpoint = None
     if checkpoint_dir is not None:
-        fingerprint = {"axis": axis, "tracks": track_set.names, "config": _fingerprint(config)}
+        fingerprint = {"axis": axis, "tracks": track_set.names, "config": config_fingerprint(config)}
         checkpoint = Checkpoint(checkpoint_dir, fingerprint)
     try:
         with torch_threads(config.n_threads):
@@ -1242,7 +1242,8 @@ def fit_genome_axis(
     return tables, result.history
 
 
-def _fingerprint(config: TrainConfig) -> dict:
+def config_fingerprint(config: TrainConfig) -> dict:
+    """The settings of ``config`` that change results (what a checkpoint must match)."""
     keep = {k: v for k, v in asdict(config).items() if k not in ("verbose", "device", "n_threads")}
     return json.loads(json.dumps(keep))
 
