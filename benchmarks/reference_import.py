@@ -8,7 +8,7 @@ Measures, in one process and on this machine's CPU:
    model (2 x 64) and of a randomly initialised paper-sized module (2 x 2048, the
    published models' size), for
 
-   * ``fast``: :meth:`AvocadoModule.forward_tracks`, which computes the genome
+   * ``fast``: :class:`epitensor.inference.Predictor`, which computes the genome
      part of the first layer once per position and adds the track's cell type /
      assay part (what epitensor's imputation uses);
    * ``naive``: the original's forward pass, the concatenated 398 inputs through
@@ -36,6 +36,7 @@ import torch
 
 from epitensor.export import impute
 from epitensor.genome import Layout, chrom_sizes, n_bins
+from epitensor.inference import Predictor
 from epitensor.model import AvocadoModule
 from epitensor.reference import ReferenceModel, _estimator, read_reference
 
@@ -76,15 +77,12 @@ def _throughput(module: AvocadoModule, axis: str, n_positions: int, chunk: int) 
     all_as = torch.arange(n_as).repeat(n_ct)
 
     def fast(celltypes, assays, n: int):
-        # (n_tracks, step, n_nodes) activations: keep them near chunk x n_nodes floats.
-        step = max(1, chunk // len(celltypes))
+        predictor = Predictor(module, celltypes, assays, device="cpu")
 
         def run():
-            with torch.inference_mode():
-                for lo in range(0, n, step):
-                    module.forward_tracks(
-                        celltypes, assays, positions[lo : min(lo + step, n)], axis
-                    )
+            with predictor.session():
+                for lo in range(0, n, chunk):
+                    predictor.predict(axis, lo, min(lo + chunk, n))
 
         return run
 
@@ -95,8 +93,7 @@ def _throughput(module: AvocadoModule, axis: str, n_positions: int, chunk: int) 
                 c, a = ct.expand(len(p)), assay.expand(len(p))
                 module.network(module.features(c, a, p, axis)).squeeze(1)
 
-    with torch.inference_mode():  # warm-up: allocator, thread pool
-        module.forward_tracks(ct, assay, positions[:1000], axis)
+    fast(ct, assay, 1000)()  # warm-up: allocator, thread pool
     one_fast = _rate(fast(ct, assay, n_positions), n_positions)
     one_naive = _rate(naive, n_positions)
     # All tracks over as many (position, track) pairs as one track's run.
@@ -162,8 +159,8 @@ def main() -> None:
         keys = sorted(data.files)
         ct = torch.tensor([ref.celltypes.index(k.split(".")[0]) for k in keys])
         assays = torch.tensor([ref.assays.index(k.split(".")[1]) for k in keys])
-        with torch.inference_mode():
-            pred = ref.module.forward_tracks(ct, assays, torch.arange(20002), axis).numpy()
+        with Predictor(ref.module, ct, assays, device="cpu").session() as predictor:
+            pred = predictor.predict(axis, 0, 20002)
         results["fixture_max_abs_diff_vs_original"] = float(
             max(np.abs(pred[i] - data[k]).max() for i, k in enumerate(keys))
         )

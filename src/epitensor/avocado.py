@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Sequence
@@ -15,8 +16,9 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from epitensor import __version__, modeldir
-from epitensor._utils import EpitensorError, resolve_device, warn
+from epitensor._utils import EpitensorError, warn
 from epitensor.genome import Layout
+from epitensor.inference import Predictor
 from epitensor.model import AvocadoModule, GenomeFactors
 from epitensor.store import RegionView, Store, open_store
 from epitensor.training import (
@@ -796,23 +798,14 @@ class Avocado(BaseEstimator):
         ct, assay = self._track_rows(tracks)
         axis = self._axis(axis)
         start, end = self._range(axis, start, end)
-        self.genome_module(axis)
-        module = self.module_
-        device = resolve_device(self.device)
-        module.parts_to(device, [axis])
-        module.eval()
+        table = self.genome_module(axis)
+        predictor = Predictor(self.module_, ct, assay, device=self.device,
+                              genome=lambda _: contextlib.nullcontext(table))  # fmt: skip
         out = np.empty((len(tracks), end - start), dtype=np.float32)
-        step = max(1, chunk // max(1, len(tracks)) if len(tracks) > 8 else chunk)
-        try:
-            with torch.inference_mode():
-                ct, assay = ct.to(device), assay.to(device)
-                for lo in range(start, end, step):
-                    hi = min(lo + step, end)
-                    pos = torch.arange(lo, hi, device=device)
-                    pred = module.forward_tracks(ct, assay, pos, axis)
-                    out[:, lo - start : hi - start] = pred.float().cpu().numpy()
-        finally:
-            module.parts_to("cpu", [axis])
+        with predictor.session():
+            for lo in range(start, end, chunk):
+                hi = min(lo + chunk, end)
+                out[:, lo - start : hi - start] = predictor.predict(axis, lo, hi)
         return out
 
     def impute(self, tracks: Sequence, out: str | os.PathLike, **kwargs) -> list[Path]:

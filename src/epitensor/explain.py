@@ -359,11 +359,10 @@ def integrated_gradients(
     genomes = list(module.genome.values())
     if not any(g is genome for g in genomes):
         genomes.append(genome)
-    first = next(module.parameters())
-    old_device, was_training = first.device, module.training
+    old_device, was_training = module.celltype_embedding.weight.device, module.training
     old_genome_device = genome.emb_25bp.weight.device
     device = old_device if device is None else resolve_device(device)
-    module.to(device).eval()
+    module.parts_to(device).eval()  # the network and the one axis used, not every axis
     genome.to(device)
     try:
         with torch.no_grad():
@@ -382,7 +381,7 @@ def integrated_gradients(
             module, x, ref, nodes.to(device), weights.to(device), batch_size, verbose
         )
     finally:
-        module.to(old_device).train(was_training)
+        module.parts_to(old_device).train(was_training)
         genome.to(old_genome_device)
 
     table = pd.DataFrame(per_component.cpu().numpy(), columns=list(COMPONENTS))

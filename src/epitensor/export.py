@@ -34,6 +34,7 @@ import torch
 from epitensor._utils import EpitensorError, atomic_directory, progress, resolve_device, warn
 from epitensor.distributed import DEFAULT_MAX_RETRIES, check_ray, iter_tasks, task_threads
 from epitensor.genome import Layout, n_bins, parse_region, read_bed
+from epitensor.inference import PRECISIONS, Predictor
 
 __all__ = [
     "FastPredictor",
@@ -145,69 +146,20 @@ def _axis_table(model, axis: str):
             del genome[axis]
 
 
-def _split_first_layer(module) -> torch.Tensor:
-    """The genome columns of the first layer's weight, shape ``(n_nodes, n_genome_factors)``."""
-    sizes = module.component_sizes
-    return module.network[0].weight[:, sizes["celltype"] + sizes["assay"] :]
-
-
-PRECISIONS = ("fp32", "bf16")
-
-
-def _head_layers(module, dtype: torch.dtype) -> list:
-    """The network after the first linear layer, as ``"relu"`` or ``(weight, bias)`` in ``dtype``."""
-    layers = []
-    for layer in module.network[1:]:
-        if isinstance(layer, torch.nn.ReLU):
-            layers.append("relu")
-        elif isinstance(layer, torch.nn.Linear):
-            layers.append((layer.weight.to(dtype), layer.bias.to(dtype)))
-        elif not isinstance(layer, torch.nn.Dropout):  # dropout is the identity at inference
-            raise EpitensorError(f"fast inference does not know the layer {layer!r}")
-    return layers
-
-
-def _head_inplace(layers: list, pre: torch.Tensor) -> torch.Tensor:
-    """The network after the first layer, reusing ``pre``'s memory for activations.
-
-    Parameters
-    ----------
-    layers : list
-        From :func:`_head_layers`.
-    pre : torch.Tensor, shape=(n, n_nodes)
-        First-layer pre-activation, in the layers' dtype.
-
-    Returns
-    -------
-    torch.Tensor, shape=(n,), float32, arcsinh
-    """
-    x = pre
-    for layer in layers:
-        x = x.relu_() if layer == "relu" else torch.nn.functional.linear(x, *layer)
-    return x.squeeze(-1).float()
-
-
-class FastPredictor:
-    """Predict many tracks over blocks of positions, sharing the genome projection.
-
-    The first dense layer is linear in the concatenated factors, so its
-    pre-activation splits into a per-track part (cell type, assay, bias),
-    computed once, and a per-position genome part, computed once per block and
-    reused for every track. Each track then costs only the rest of the network.
+class FastPredictor(Predictor):
+    """The :class:`~epitensor.inference.Predictor` of named tracks of a fitted model.
 
     Parameters
     ----------
     model : Avocado
-        A fitted model.
+        A fitted model (a saved model's axes are read on first use and freed
+        after the session).
     tracks : sequence of (str, str)
         The (cell type, assay) pairs to predict.
     device : str, optional
         torch device. Default None: the model's ``device`` (None: CUDA if available, else CPU).
     precision : {"fp32", "bf16"}
-        Arithmetic of the layers after the first. Default ``"fp32"``: equal to the
-        plain forward pass to float tolerance. ``"bf16"`` halves the work of the
-        big layers where the hardware has bfloat16 matrix units (recent x86 CPUs,
-        GPUs) at an error of about 1e-2 on the arcsinh scale.
+        See :class:`~epitensor.inference.Predictor`. Default ``"fp32"``.
     """
 
     def __init__(
@@ -217,75 +169,18 @@ class FastPredictor:
         device: str | None = None,
         precision: str = "fp32",
     ):
-        if precision not in PRECISIONS:
-            raise EpitensorError(
-                f"invalid precision: got {precision!r}, expected one of {list(PRECISIONS)}"
-            )
-        self.dtype = torch.float32 if precision == "fp32" else torch.bfloat16
         self.model = model
-        self.module = model.module_
         self.tracks = list(tracks)
-        self.device = resolve_device(
-            device if device is not None else getattr(model, "device", None)
-        )
         celltypes = torch.tensor([_index(model.celltypes_, c, "cell type") for c, _ in tracks])
         assays = torch.tensor([_index(model.assays_, a, "assay") for _, a in tracks])
-        self._index = (celltypes, assays)
-        self._tables = contextlib.ExitStack()
-        self._axis: str | None = None
-        self._table_of_axis = None
-
-    @contextlib.contextmanager
-    def session(self) -> Iterator[FastPredictor]:
-        """Borrow the module: eval mode on ``device``; both restored on exit."""
-        module = self.module
-        was_training = module.training
-        self._old_device = next(module.parameters()).device
-        module.eval().to(self.device)
-        try:
-            with torch.inference_mode():
-                celltypes, assays = (t.to(self.device) for t in self._index)
-                self._track_pre = module.track_projection(celltypes, assays)
-                self._w_genome = _split_first_layer(module)
-                self._layers = _head_layers(module, self.dtype)
-                yield self
-        finally:
-            self._release()
-            module.to(self._old_device).train(was_training)
-
-    def _release(self) -> None:
-        if self._table_of_axis is not None:
-            self._table_of_axis.to(self._old_device)
-        self._tables.close()
-        self._axis = self._table_of_axis = None
-
-    def _table(self, axis: str):
-        # one axis at a time: moving to the next one releases (or unloads) the last
-        if axis != self._axis:
-            self._release()
-            table = self._tables.enter_context(_axis_table(self.model, axis))
-            self._table_of_axis = table.eval().to(self.device)
-            self._axis = axis
-        return self._table_of_axis
-
-    def genome_projection(self, axis: str, start: int, end: int) -> torch.Tensor:
-        """First-layer genome part of positions ``[start, end)``, shape ``(n, n_nodes)``."""
-        positions = torch.arange(start, end, device=self.device)
-        return self._table(axis)(positions) @ self._w_genome.T
-
-    def predict(self, axis: str, start: int, end: int) -> np.ndarray:
-        """Predict every track over axis positions ``[start, end)`` (inside :meth:`session`).
-
-        Returns
-        -------
-        numpy.ndarray, shape=(n_tracks, end - start), float32, arcsinh
-        """
-        genome = self.genome_projection(axis, start, end)
-        out = np.empty((len(self.tracks), end - start), dtype=np.float32)
-        for k in range(len(self.tracks)):
-            pre = (genome + self._track_pre[k]).to(self.dtype)  # the sum in fp32, then cast
-            out[k] = _head_inplace(self._layers, pre).cpu().numpy()
-        return out
+        super().__init__(
+            model.module_,
+            celltypes,
+            assays,
+            device=device if device is not None else getattr(model, "device", None),
+            precision=precision,
+            genome=lambda axis: _axis_table(model, axis),
+        )
 
 
 def plain_predict(

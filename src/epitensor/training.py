@@ -42,6 +42,7 @@ from epitensor._utils import (
     resolve_precision,
 )
 from epitensor.genome import Layout
+from epitensor.inference import Predictor
 from epitensor.model import AvocadoModule, GenomeFactors
 from epitensor.store import RegionView, Store, open_store
 
@@ -654,19 +655,18 @@ class HoldoutScorer:
         ]
         self.values = torch.from_numpy(np.ascontiguousarray(np.concatenate(pieces, axis=1)))
 
-    @torch.inference_mode()
     def score(self, module: AvocadoModule, device: torch.device, chunk: int = 16384) -> float:
         """Mean over tracks and positions of the squared error (arcsinh scale)."""
-        was_training = module.training
-        module.eval()
-        ct = torch.from_numpy(self.tracks.celltypes).to(device)
-        assay = torch.from_numpy(self.tracks.assays).to(device)
+        predictor = Predictor(
+            module, torch.from_numpy(self.tracks.celltypes), torch.from_numpy(self.tracks.assays),
+            device=device,
+        )  # fmt: skip
         total = 0.0
-        for k in range(0, len(self.positions), chunk):
-            pos = torch.from_numpy(self.positions[k : k + chunk]).to(device)
-            pred = module.forward_tracks(ct, assay, pos, self.axis).float().cpu()
-            total += float(((pred - self.values[:, k : k + chunk]) ** 2).sum())
-        module.train(was_training)
+        with predictor.session():
+            for k in range(0, len(self.positions), chunk):
+                pos = torch.from_numpy(self.positions[k : k + chunk])
+                pred = predictor.predict_positions(self.axis, pos).cpu()
+                total += float(((pred - self.values[:, k : k + chunk]) ** 2).sum())
         return total / self.values.numel()
 
 
@@ -1221,7 +1221,11 @@ def fit_genome_axis(
     )
     checkpoint = None
     if checkpoint_dir is not None:
-        fingerprint = {"axis": axis, "tracks": track_set.names, "config": config_fingerprint(config)}
+        fingerprint = {
+            "axis": axis,
+            "tracks": track_set.names,
+            "config": config_fingerprint(config),
+        }
         checkpoint = Checkpoint(checkpoint_dir, fingerprint)
     try:
         with torch_threads(config.n_threads):
