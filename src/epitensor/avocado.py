@@ -18,13 +18,13 @@ from sklearn.utils.validation import check_is_fitted
 from epitensor import __version__, modeldir
 from epitensor._utils import EpitensorError, warn
 from epitensor.genome import Layout
+from epitensor.hyperparams import PRESETS, Hyperparameters, TrainConfig, read_preset
 from epitensor.inference import Predictor
 from epitensor.model import AvocadoModule, GenomeFactors
 from epitensor.store import RegionView, Store, open_store
 from epitensor.training import (
     Checkpoint,
     TrackSet,
-    TrainConfig,
     config_fingerprint,
     fit_new_rows,
     fit_stage1,
@@ -35,55 +35,9 @@ from epitensor.training import (
     stage1_store,
 )
 
-__all__ = ["Avocado", "PRESETS"]
+__all__ = ["Avocado", "PRESETS"]  # PRESETS: see epitensor.hyperparams
 
-PRESETS: dict[str, dict] = {
-    # The paper's topology and schedule (Methods, "Network topology", "Training").
-    "paper": {
-        "n_celltype_factors": 32,
-        "n_assay_factors": 256,
-        "n_25bp_factors": 25,
-        "n_250bp_factors": 40,
-        "n_5kbp_factors": 45,
-        "n_layers": 2,
-        "n_nodes": 2048,
-        "dropout": 0.0,
-        "n_epochs": 800,
-        "n_genome_epochs": 200,
-        "batch_size": 40_000,
-        "lr": 1e-3,
-        "precision": "auto",  # bf16 autocast on GPUs (and CPUs) with native bf16
-    },
-    # Trains the 5 x 5 pilot sample with the standard split in < 15 min on 2 CPU cores.
-    "cpu-small": {
-        "n_celltype_factors": 32,
-        "n_assay_factors": 256,
-        # Fewer 25-bp factors than the paper's 25: with 20 training tracks a position's
-        # 25 factors memorise its values and the held-out tracks overfit after ~5
-        # epochs; with 10, held-out MSE and Pearson keep improving to ~15 epochs (on
-        # the standard and a second split alike; README, "cpu-small").
-        "n_25bp_factors": 10,
-        "n_250bp_factors": 40,
-        "n_5kbp_factors": 45,
-        "n_layers": 2,
-        "n_nodes": 256,
-        "dropout": 0.0,
-        "n_epochs": 20,
-        "n_genome_epochs": 15,
-        # The held-out error of the last epoch swings from epoch to epoch and seed to
-        # seed; the mean of the parameters after epochs 4..20 is steadier and better
-        # (held-out Pearson +0.02 on average over seeds; README, "cpu-small").
-        "swa_start": 4,
-        "batch_size": 4096,
-        "lr": 3e-3,
-        # Lazy (sparse) Adam moves a 25-bp row only on the one step per epoch that
-        # touches it; a 10x larger step for the genome factors makes up for it.
-        "genome_lr": 3e-2,
-        # bf16 autocast where the hardware has it natively (1.3-1.9x faster on
-        # AVX-512 BF16 CPUs), fp32 elsewhere.
-        "precision": "auto",
-    },
-}
+_D = Hyperparameters()  # the defaults, declared once in hyperparams.py
 
 
 def _parse_track(track) -> tuple[str, str]:
@@ -208,70 +162,52 @@ class Avocado(BaseEstimator):
 
     def __init__(
         self,
-        n_celltype_factors: int = 32,
-        n_assay_factors: int = 256,
-        n_25bp_factors: int = 25,
-        n_250bp_factors: int = 40,
-        n_5kbp_factors: int = 45,
-        n_layers: int = 2,
-        n_nodes: int = 2048,
-        dropout: float = 0.0,
-        n_epochs: int = 800,
-        n_genome_epochs: int = 200,
-        batch_size: int = 40_000,
-        lr: float = 1e-3,
-        lr_schedule: str = "constant",
-        swa_start: int | None = None,
-        genome_lr: float | None = None,
-        genome_weight_decay: float = 0.0,
-        tracks_per_position: int = 1,
-        early_stopping: int | None = None,
-        precision: str = "fp32",
-        device: str | None = None,
-        n_threads: int | None = None,
-        seed: int = 0,
-        verbose: bool = True,
+        n_celltype_factors: int = _D.n_celltype_factors,
+        n_assay_factors: int = _D.n_assay_factors,
+        n_25bp_factors: int = _D.n_25bp_factors,
+        n_250bp_factors: int = _D.n_250bp_factors,
+        n_5kbp_factors: int = _D.n_5kbp_factors,
+        n_layers: int = _D.n_layers,
+        n_nodes: int = _D.n_nodes,
+        dropout: float = _D.dropout,
+        n_epochs: int = _D.n_epochs,
+        n_genome_epochs: int = _D.n_genome_epochs,
+        batch_size: int = _D.batch_size,
+        lr: float = _D.lr,
+        lr_schedule: str = _D.lr_schedule,
+        swa_start: int | None = _D.swa_start,
+        genome_lr: float | None = _D.genome_lr,
+        genome_weight_decay: float = _D.genome_weight_decay,
+        tracks_per_position: int = _D.tracks_per_position,
+        early_stopping: int | None = _D.early_stopping,
+        precision: str = _D.precision,
+        device: str | None = _D.device,
+        n_threads: int | None = _D.n_threads,
+        seed: int = _D.seed,
+        verbose: bool = _D.verbose,
     ) -> None:
-        self.n_celltype_factors = n_celltype_factors
-        self.n_assay_factors = n_assay_factors
-        self.n_25bp_factors = n_25bp_factors
-        self.n_250bp_factors = n_250bp_factors
-        self.n_5kbp_factors = n_5kbp_factors
-        self.n_layers = n_layers
-        self.n_nodes = n_nodes
-        self.dropout = dropout
-        self.n_epochs = n_epochs
-        self.n_genome_epochs = n_genome_epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.lr_schedule = lr_schedule
-        self.swa_start = swa_start
-        self.genome_lr = genome_lr
-        self.genome_weight_decay = genome_weight_decay
-        self.tracks_per_position = tracks_per_position
-        self.early_stopping = early_stopping
-        self.precision = precision
-        self.device = device
-        self.n_threads = n_threads
-        self.seed = seed
-        self.verbose = verbose
+        # one attribute per parameter, as given (sklearn's contract); the names and
+        # defaults are those of hyperparams.Hyperparameters (a test keeps them equal)
+        given = locals()
+        for name in _D.keys():
+            setattr(self, name, given[name])
 
     # construction -----------------------------------------------------------------------------
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> Avocado:
-        """An estimator with a preset's hyperparameters (``"paper"`` or ``"cpu-small"``).
+    def from_preset(cls, name: str | os.PathLike, **overrides) -> Avocado:
+        """An estimator with a preset's hyperparameters.
 
         Parameters
         ----------
-        name : str
-            Preset name.
+        name : str or path-like
+            ``"paper"``, ``"cpu-small"``, or a JSON file of parameters (as
+            ``epitensor tune`` writes; parameters it leaves out keep the
+            paper's values).
         **overrides
             Hyperparameters replacing the preset's.
         """
-        if name not in PRESETS:
-            raise EpitensorError(f"invalid preset: got {name!r}, expected one of {list(PRESETS)}")
-        model = cls(**PRESETS[name])
+        model = cls(**read_preset(name))
         return model.set_params(**overrides) if overrides else model
 
     @classmethod
@@ -295,30 +231,12 @@ class Avocado(BaseEstimator):
 
         return import_reference(path_or_prefix, genome, **kwargs)
 
+    def hyperparameters(self) -> Hyperparameters:
+        """The current parameters as a :class:`~epitensor.hyperparams.Hyperparameters`."""
+        return Hyperparameters(**self.get_params())
+
     def _check_params(self) -> None:
-        for name in (
-            "n_celltype_factors",
-            "n_assay_factors",
-            "n_25bp_factors",
-            "n_250bp_factors",
-            "n_5kbp_factors",
-            "n_layers",
-            "n_nodes",
-            "batch_size",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
-                raise EpitensorError(f"{name} must be a positive integer; got {name}={value!r}")
-        for name in ("n_epochs", "n_genome_epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, int | np.integer) or value < 0:
-                raise EpitensorError(f"{name} must be a non-negative integer; got {name}={value!r}")
-        if not 0 <= self.dropout < 1:
-            raise EpitensorError(f"dropout must lie in [0, 1); got dropout={self.dropout!r}")
-        if self.genome_weight_decay < 0:
-            raise EpitensorError(
-                f"genome_weight_decay must be >= 0; got {self.genome_weight_decay!r}"
-            )
+        self.hyperparameters().check()
 
     def train_config(self, n_epochs: int, seed_offset: int = 0) -> TrainConfig:
         """The training configuration of one stage (its epochs and seed offset).
@@ -335,39 +253,13 @@ class Avocado(BaseEstimator):
         TrainConfig
             Checked.
         """
-        config = TrainConfig(
-            n_epochs=int(n_epochs),
-            batch_size=int(self.batch_size),
-            lr=float(self.lr),
-            genome_lr=None if self.genome_lr is None else float(self.genome_lr),
-            seed=int(self.seed) + seed_offset,
-            device=self.device,
-            n_threads=self.n_threads,
-            precision=self.precision,
-            genome_weight_decay=float(self.genome_weight_decay),
-            tracks_per_position=int(self.tracks_per_position),
-            early_stopping=self.early_stopping,
-            verbose=bool(self.verbose),
-            lr_schedule=self.lr_schedule,
-            swa_start=self.swa_start,
-        )
+        config = self.hyperparameters().train_config(n_epochs, seed_offset)
         config.check()
         return config
 
     def module_config(self, n_celltypes: int, n_assays: int) -> dict:
         """:class:`AvocadoModule` arguments (without ``axis_lengths``) for these many rows."""
-        return {
-            "n_celltypes": n_celltypes,
-            "n_assays": n_assays,
-            "n_celltype_factors": int(self.n_celltype_factors),
-            "n_assay_factors": int(self.n_assay_factors),
-            "n_25bp_factors": int(self.n_25bp_factors),
-            "n_250bp_factors": int(self.n_250bp_factors),
-            "n_5kbp_factors": int(self.n_5kbp_factors),
-            "n_layers": int(self.n_layers),
-            "n_nodes": int(self.n_nodes),
-            "dropout": float(self.dropout),
-        }
+        return self.hyperparameters().module_config().module_kwargs(n_celltypes, n_assays)
 
     # stage 1 ----------------------------------------------------------------------------------
 

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from epitensor.hyperparams import ModuleConfig
+
 __all__ = ["AvocadoModule", "GenomeFactors", "COMPONENTS"]
 
 # The five factor groups, in the order they are concatenated into the MLP input.
@@ -43,6 +45,9 @@ def _project_rows(
     return embedding(index) @ weight.T
 
 
+_SIZES = ModuleConfig()  # the defaults, declared once in hyperparams.py
+
+
 class GenomeFactors(nn.Module):
     """Multi-scale genome factors of one axis (a chromosome or a region layout).
 
@@ -63,9 +68,9 @@ class GenomeFactors(nn.Module):
     def __init__(
         self,
         n_positions: int,
-        n_25bp_factors: int = 25,
-        n_250bp_factors: int = 40,
-        n_5kbp_factors: int = 45,
+        n_25bp_factors: int = _SIZES.n_25bp_factors,
+        n_250bp_factors: int = _SIZES.n_250bp_factors,
+        n_5kbp_factors: int = _SIZES.n_5kbp_factors,
         sparse: bool = True,
     ) -> None:
         super().__init__()
@@ -135,14 +140,14 @@ class AvocadoModule(nn.Module):
         n_celltypes: int,
         n_assays: int,
         axis_lengths: dict[str, int],
-        n_celltype_factors: int = 32,
-        n_assay_factors: int = 256,
-        n_25bp_factors: int = 25,
-        n_250bp_factors: int = 40,
-        n_5kbp_factors: int = 45,
-        n_layers: int = 2,
-        n_nodes: int = 2048,
-        dropout: float = 0.0,
+        n_celltype_factors: int = _SIZES.n_celltype_factors,
+        n_assay_factors: int = _SIZES.n_assay_factors,
+        n_25bp_factors: int = _SIZES.n_25bp_factors,
+        n_250bp_factors: int = _SIZES.n_250bp_factors,
+        n_5kbp_factors: int = _SIZES.n_5kbp_factors,
+        n_layers: int = _SIZES.n_layers,
+        n_nodes: int = _SIZES.n_nodes,
+        dropout: float = _SIZES.dropout,
         sparse: bool = True,
     ) -> None:
         super().__init__()

@@ -42,6 +42,7 @@ from epitensor._utils import (
     resolve_precision,
 )
 from epitensor.genome import Layout
+from epitensor.hyperparams import TrainConfig
 from epitensor.inference import Predictor
 from epitensor.model import AvocadoModule, GenomeFactors
 from epitensor.store import RegionView, Store, open_store
@@ -62,119 +63,11 @@ __all__ = [
     "HISTORY_COLUMNS",
 ]
 
-LR_SCHEDULES = ["constant", "cosine"]
 HISTORY_COLUMNS = ["epoch", "stage", "train_mse", "holdout_mse", "seconds"]
 # Stage 1 trains on every position of stores up to this size, else on the pilot regions.
 ALL_POSITIONS_LIMIT = 20_000_000
 # Stores up to this many bytes of training signal are read once and kept in memory.
 CACHE_BYTES = 1 << 30
-
-
-@dataclass
-class TrainConfig:
-    """Hyperparameters of one training loop.
-
-    Parameters
-    ----------
-    n_epochs : int
-        Passes over the training axes.
-    batch_size : int
-        Samples per optimiser step.
-    lr : float
-        Adam learning rate of the network and the cell type and assay factors.
-    genome_lr : float, optional
-        Learning rate of the genome factors. Default None: ``lr``.
-    seed : int
-        Seed of every random draw of the loop. Default 0.
-    device : str, optional
-        torch device. Default None: CUDA, else MPS, else CPU.
-    n_threads : int, optional
-        CPU threads for torch. Default None: leave torch's setting.
-    precision : str
-        ``"fp32"``, ``"bf16"`` (autocast of the network) or ``"auto"`` (bf16
-        where the device has native bf16). Default ``"fp32"``.
-    block_size, group_blocks : int
-        Sampler block length (positions) and blocks shuffled together.
-        Defaults 65,536 and 8.
-    tracks_per_position : int
-        Training tracks per position per epoch (the paper: 1). Default 1.
-    genome_weight_decay : float
-        L2 penalty on the genome factors a batch touches (added to the loss as
-        ``decay * mean over the batch of the squared factors``). Default 0.
-    early_stopping : int, optional
-        Stop when the holdout MSE has not improved for this many epochs, and
-        end with the parameters of the best epoch. Default None: never.
-    n_validation : int
-        Positions (in evenly spaced windows) on which held-out tracks are
-        scored after each epoch. Default 100,000.
-    verbose : bool
-        Progress bars on stderr. Default True.
-    lr_schedule : str
-        ``"constant"`` or ``"cosine"`` (every learning rate annealed from its
-        value to 0 over the run, step by step). Default ``"constant"``.
-    swa_start : int, optional
-        End with the mean of the parameters after each epoch from this one on
-        (stochastic weight averaging). Default None: the last epoch's.
-    """
-
-    n_epochs: int
-    batch_size: int
-    lr: float
-    genome_lr: float | None = None
-    seed: int = 0
-    device: str | None = None
-    n_threads: int | None = None
-    precision: str = "fp32"
-    block_size: int = 1 << 16
-    group_blocks: int = 8
-    tracks_per_position: int = 1
-    genome_weight_decay: float = 0.0
-    early_stopping: int | None = None
-    n_validation: int = 100_000
-    verbose: bool = True
-    lr_schedule: str = "constant"
-    swa_start: int | None = None
-
-    def check(self) -> None:
-        """Raise an :class:`EpitensorError` for an impossible value."""
-        for name in (
-            "n_epochs",
-            "batch_size",
-            "block_size",
-            "group_blocks",
-            "n_validation",
-            "tracks_per_position",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int | np.integer) or value < (0 if name == "n_epochs" else 1):
-                raise EpitensorError(f"{name} must be a positive integer; got {name}={value!r}")
-        if not (isinstance(self.lr, int | float) and self.lr > 0):
-            raise EpitensorError(f"lr must be a positive number; got lr={self.lr!r}")
-        if self.genome_lr is not None and not self.genome_lr > 0:
-            raise EpitensorError(f"genome_lr must be a positive number; got {self.genome_lr!r}")
-        if self.precision not in ("fp32", "bf16", "auto"):
-            raise EpitensorError(
-                f"invalid precision: got {self.precision!r}, expected one of "
-                f"['fp32', 'bf16', 'auto']"
-            )
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise EpitensorError(
-                f"invalid lr_schedule: got {self.lr_schedule!r}, expected one of {LR_SCHEDULES}"
-            )
-        if self.swa_start is not None:
-            if not isinstance(self.swa_start, int | np.integer) or self.swa_start < 1:
-                raise EpitensorError(
-                    f"swa_start must be a positive integer or None; got {self.swa_start!r}"
-                )
-            if self.early_stopping is not None:
-                raise EpitensorError(
-                    "early_stopping and swa_start cannot be combined: one ends with the best "
-                    "epoch's parameters, the other with an average; set one of them"
-                )
-        if self.early_stopping is not None and self.early_stopping < 1:
-            raise EpitensorError(
-                f"early_stopping must be a positive integer or None; got {self.early_stopping!r}"
-            )
 
 
 # tracks and data -----------------------------------------------------------------------------
