@@ -1,19 +1,10 @@
-"""Training: the epoch sampler, the training plan and runner, stage 1, stage 2, transfer, checkpoints.
+"""Training loops: the plan (loss, step, optimisers), the runner, stage 1, stage 2, transfer.
 
 Three layers (STYLE.md): :mod:`epitensor.model` holds the torch module,
 this module the loops and optimisers, :mod:`epitensor.avocado` the user class.
+The data side (track sets, the epoch sampler) is :mod:`epitensor.sampling`,
+checkpoints are :mod:`epitensor.checkpoints`; both are re-exported here.
 
-The paper's epoch
------------------
-One epoch passes over every position of the training axes once; each position
-is paired with one training track drawn uniformly at random. Positions are
-block-shuffled: each axis is cut into blocks of ``block_size`` positions, the
-blocks are shuffled, ``group_blocks`` consecutive shuffled blocks of one axis
-form a group, and the positions of a group are shuffled together. A group is
-read from the store as a few sequential block reads, so a store larger than
-memory streams; a small store is cached in memory once. Everything random in an
-epoch derives from ``(seed, epoch)``, so an epoch replays identically after a
-crash and a resumed run ends with the same parameters as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -22,8 +13,6 @@ import contextlib
 import json
 import math
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,15 +25,16 @@ from torch import nn
 
 from epitensor._utils import (
     EpitensorError,
-    atomic_directory,
     progress,
     resolve_device,
     resolve_precision,
 )
+from epitensor.checkpoints import Checkpoint, trained_tensors
 from epitensor.genome import Layout
 from epitensor.hyperparams import TrainConfig
 from epitensor.inference import Predictor
 from epitensor.model import AvocadoModule, GenomeFactors
+from epitensor.sampling import AxisSource, Batch, EpochSampler, TrackSet, validation_positions
 from epitensor.store import RegionView, Store, open_store
 
 __all__ = [
@@ -66,313 +56,6 @@ __all__ = [
 HISTORY_COLUMNS = ["epoch", "stage", "train_mse", "holdout_mse", "seconds"]
 # Stage 1 trains on every position of stores up to this size, else on the pilot regions.
 ALL_POSITIONS_LIMIT = 20_000_000
-# Stores up to this many bytes of training signal are read once and kept in memory.
-CACHE_BYTES = 1 << 30
-
-
-# tracks and data -----------------------------------------------------------------------------
-
-
-@dataclass
-class TrackSet:
-    """Tracks used by a loop: their store rows and embedding rows.
-
-    Attributes
-    ----------
-    names : list of (str, str)
-        ``(celltype, assay)`` per track.
-    rows : numpy.ndarray, shape=(n_tracks,), int64
-        Rows in the store.
-    celltypes, assays : numpy.ndarray, shape=(n_tracks,), int64
-        Rows of the cell type and assay embeddings.
-    """
-
-    names: list[tuple[str, str]]
-    rows: np.ndarray
-    celltypes: np.ndarray
-    assays: np.ndarray
-
-    @classmethod
-    def build(
-        cls,
-        store: Store,
-        names: Sequence[tuple[str, str]],
-        celltypes: Sequence[str],
-        assays: Sequence[str],
-    ) -> TrackSet:
-        """Look tracks up in the store and in the model's name lists (errors name the track)."""
-        ct_index = {c: i for i, c in enumerate(celltypes)}
-        as_index = {a: i for i, a in enumerate(assays)}
-        for celltype, assay in names:
-            if celltype not in ct_index:
-                raise EpitensorError(
-                    f"cell type {celltype!r} is not in the model: {list(celltypes)}"
-                )
-            if assay not in as_index:
-                raise EpitensorError(f"assay {assay!r} is not in the model: {list(assays)}")
-        return cls(
-            names=[(str(c), str(a)) for c, a in names],
-            rows=np.array([store.track_index(c, a) for c, a in names], dtype=np.int64),
-            celltypes=np.array([ct_index[c] for c, _ in names], dtype=np.int64),
-            assays=np.array([as_index[a] for _, a in names], dtype=np.int64),
-        )
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-
-class AxisSource:
-    """Signal of some tracks on one axis, read in blocks (cached when small).
-
-    Parameters
-    ----------
-    store : Store
-        The compendium.
-    axis : str
-        Axis name.
-    rows : numpy.ndarray, shape=(n_tracks,), int64
-        Store rows of the tracks.
-    cache_bytes : int
-        Cache the whole axis (float16) when it needs at most this many bytes.
-        Default 1 GiB.
-    """
-
-    def __init__(
-        self, store: Store, axis: str, rows: np.ndarray, cache_bytes: int = CACHE_BYTES
-    ) -> None:
-        self.store = store
-        self.axis = axis
-        self.rows = np.asarray(rows, dtype=np.int64)
-        self.length = store.axis_length(axis)
-        self._cache: np.ndarray | None = None
-        if len(self.rows) * self.length * 2 <= cache_bytes:
-            self._cache = self._read(0, self.length).astype(np.float16)
-
-    def _read(self, start: int, end: int) -> np.ndarray:
-        return self.store.read_block(self.axis, start, end, tracks=self.rows)
-
-    def read(self, start: int, end: int) -> np.ndarray:
-        """Signal of ``[start, end)``: ``(n_tracks, end - start)``, float16 or float32, arcsinh."""
-        if self._cache is not None:
-            return self._cache[:, start:end]
-        return self._read(start, end)
-
-
-def validation_positions(length: int, n_positions: int, n_windows: int = 64) -> np.ndarray:
-    """Evenly spaced windows of positions on an axis used to score held-out tracks.
-
-    Parameters
-    ----------
-    length : int
-        Axis length.
-    n_positions : int
-        Positions wanted (all of the axis when it is shorter).
-    n_windows : int
-        Number of contiguous windows. Default 64.
-
-    Returns
-    -------
-    numpy.ndarray, shape=(min(length, n_positions),), int64, sorted
-    """
-    if n_positions >= length:
-        return np.arange(length, dtype=np.int64)
-    width = max(1, n_positions // n_windows)
-    n_windows = n_positions // width
-    starts = np.linspace(0, length - width, n_windows).astype(np.int64)
-    return (starts[:, None] + np.arange(width)[None, :]).ravel()
-
-
-# sampler ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Batch:
-    """One batch of samples (torch tensors on the CPU).
-
-    Attributes
-    ----------
-    axis : str
-    celltypes, assays, positions : torch.Tensor, shape=(batch,), int64
-    values : torch.Tensor, shape=(batch,), float32, arcsinh
-    """
-
-    axis: str
-    celltypes: torch.Tensor
-    assays: torch.Tensor
-    positions: torch.Tensor
-    values: torch.Tensor
-
-    def to(self, device: torch.device) -> Batch:
-        """The batch on ``device``."""
-        if device.type == "cpu":
-            return self
-        move = {"non_blocking": True}
-        return Batch(
-            self.axis,
-            self.celltypes.to(device, **move),
-            self.assays.to(device, **move),
-            self.positions.to(device, **move),
-            self.values.to(device, **move),
-        )
-
-
-def _epoch_rng(seed: int, epoch: int, *keys: int) -> np.random.Generator:
-    return np.random.default_rng([int(seed), int(epoch), *map(int, keys)])
-
-
-class EpochSampler:
-    """The paper's epoch over some axes, block-shuffled, with a prefetching thread.
-
-    Parameters
-    ----------
-    sources : dict of str to AxisSource
-        The signal of the training tracks on each training axis (same track order).
-    tracks : TrackSet
-        The training tracks (their embedding rows).
-    batch_size : int
-    block_size, group_blocks : int
-        See :class:`TrainConfig`.
-    seed : int
-    tracks_per_position : int
-        Training tracks drawn (without replacement) per position and epoch. Default 1,
-        the paper's epoch.
-    """
-
-    def __init__(
-        self,
-        sources: dict[str, AxisSource],
-        tracks: TrackSet,
-        batch_size: int,
-        block_size: int = 1 << 16,
-        group_blocks: int = 8,
-        seed: int = 0,
-        tracks_per_position: int = 1,
-    ) -> None:
-        self.sources = sources
-        self.tracks_per_position = int(tracks_per_position)
-        self.tracks = tracks
-        self.batch_size = int(batch_size)
-        self.block_size = int(block_size)
-        self.group_blocks = int(group_blocks)
-        self.seed = int(seed)
-
-    @property
-    def n_samples(self) -> int:
-        """Samples per epoch: every position of every training axis once."""
-        k = min(self.tracks_per_position, len(self.tracks))
-        return k * sum(s.length for s in self.sources.values())
-
-    def n_batches(self) -> int:
-        """Batches per epoch."""
-        k = min(self.tracks_per_position, len(self.tracks))
-        return sum(
-            math.ceil(k * sum(e - s for s, e in blocks) / self.batch_size)
-            for _, _, blocks in self.groups(0)
-        )
-
-    @classmethod
-    def from_config(
-        cls, sources: dict[str, AxisSource], tracks: TrackSet, config: TrainConfig
-    ) -> EpochSampler:
-        """The sampler a :class:`TrainConfig` describes."""
-        return cls(
-            sources,
-            tracks,
-            config.batch_size,
-            config.block_size,
-            config.group_blocks,
-            config.seed,
-            config.tracks_per_position,
-        )
-
-    def groups(self, epoch: int) -> list[tuple[int, str, list[tuple[int, int]]]]:
-        """The epoch's groups in order: ``(group_id, axis, [(start, end), ...])``."""
-        rng = _epoch_rng(self.seed, epoch)
-        groups = []
-        for axis, source in self.sources.items():
-            starts = np.arange(0, source.length, self.block_size)
-            starts = starts[rng.permutation(len(starts))]
-            blocks = [(int(s), int(min(s + self.block_size, source.length))) for s in starts]
-            for k in range(0, len(blocks), self.group_blocks):
-                groups.append((axis, sorted(blocks[k : k + self.group_blocks])))
-        order = rng.permutation(len(groups))
-        return [(int(i), groups[i][0], groups[i][1]) for i in order]
-
-    def _group_batches(
-        self, epoch: int, group_id: int, axis: str, blocks: list[tuple[int, int]]
-    ) -> Iterator[tuple]:
-        rng = _epoch_rng(self.seed, epoch, group_id)
-        source = self.sources[axis]
-        positions = np.concatenate([np.arange(s, e, dtype=np.int64) for s, e in blocks])
-        values = np.concatenate([source.read(s, e) for s, e in blocks], axis=1)
-        order = rng.permutation(len(positions))
-        n_tracks, k = len(self.tracks), min(self.tracks_per_position, len(self.tracks))
-        if k == 1:
-            choice = rng.integers(0, n_tracks, size=len(positions))
-        else:  # k distinct tracks per position, kept together in one batch
-            keys = rng.random((len(positions), n_tracks), dtype=np.float32)
-            choice = np.argsort(keys, axis=1)[:, :k].ravel()
-            order = np.repeat(order, k)
-        # numpy only in this (prefetch) thread: a torch op here starts an OpenMP team
-        # owned by this thread, and once the thread exits every later step of the
-        # training thread ran up to 100x slower.
-        y = values[choice, order].astype(np.float32)
-        pos = positions[order]
-        ct, assay = self.tracks.celltypes[choice], self.tracks.assays[choice]
-        for k in range(0, len(order), self.batch_size):
-            sl = slice(k, k + self.batch_size)
-            yield (axis, ct[sl], assay[sl], pos[sl], y[sl])
-
-    def batches(self, epoch: int) -> Iterator[Batch]:
-        """All batches of ``epoch``, built in a background thread."""
-
-        def produce() -> Iterator[tuple]:
-            for group_id, axis, blocks in self.groups(epoch):
-                yield from self._group_batches(epoch, group_id, axis, blocks)
-
-        for axis, ct, assay, pos, y in _prefetch(produce(), depth=64):
-            yield Batch(
-                axis,
-                torch.from_numpy(ct),
-                torch.from_numpy(assay),
-                torch.from_numpy(pos),
-                torch.from_numpy(y),
-            )
-
-
-def _prefetch(iterator: Iterator, depth: int) -> Iterator:
-    """Run ``iterator`` in a daemon thread, ``depth`` items ahead of the consumer."""
-    items: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def work() -> None:
-        try:
-            for item in iterator:
-                while not stop.is_set():
-                    try:
-                        items.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            items.put(done)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-            items.put(exc)
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = items.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
 
 
 # plan: loss, step, optimisers ------------------------------------------------------------------
@@ -563,150 +246,6 @@ class HoldoutScorer:
         return total / self.values.numel()
 
 
-# checkpoints -----------------------------------------------------------------------------------
-
-
-def _flatten_optimizer_states(states: list[dict]) -> tuple[dict[str, torch.Tensor], list]:
-    tensors: dict[str, torch.Tensor] = {}
-    meta = []
-    for i, state in enumerate(states):
-        entries = {}
-        for pid, slots in state["state"].items():
-            entry = {}
-            for key, value in slots.items():
-                if torch.is_tensor(value):
-                    name = f"opt{i}.{pid}.{key}"
-                    tensors[name] = value.detach().cpu().contiguous()
-                    entry[key] = {"tensor": name}
-                else:
-                    entry[key] = {"value": value}
-            entries[str(pid)] = entry
-        meta.append({"state": entries, "param_groups": state["param_groups"]})
-    return tensors, meta
-
-
-def _unflatten_optimizer_states(tensors: dict[str, torch.Tensor], meta: list) -> list[dict]:
-    states = []
-    for item in meta:
-        state = {}
-        for pid, entry in item["state"].items():
-            state[int(pid)] = {
-                key: tensors[v["tensor"]] if "tensor" in v else v["value"]
-                for key, v in entry.items()
-            }
-        states.append({"state": state, "param_groups": item["param_groups"]})
-    return states
-
-
-class Checkpoint:
-    """An atomic per-epoch checkpoint of a training loop, in a directory.
-
-    Files: ``checkpoint/state.json`` (epoch, history, run fingerprint),
-    ``checkpoint/module.safetensors``, ``checkpoint/optim.safetensors`` and
-    ``log.jsonl`` (one line of figures per finished epoch).
-
-    Parameters
-    ----------
-    directory : str or path-like
-        Where checkpoints live.
-    fingerprint : dict
-        JSON description of the run; resuming from a checkpoint with another
-        fingerprint raises.
-    """
-
-    def __init__(self, directory: str | Path, fingerprint: dict) -> None:
-        self.directory = Path(directory)
-        self.fingerprint = json.loads(json.dumps(fingerprint))
-
-    @property
-    def path(self) -> Path:
-        """The checkpoint folder."""
-        return self.directory / "checkpoint"
-
-    def exists(self) -> bool:
-        """True when a finished epoch was checkpointed."""
-        return (self.path / "state.json").is_file()
-
-    def save(
-        self,
-        epoch: int,
-        module: nn.Module,
-        plan: TrainingPlan,
-        history: list[dict],
-        extra: dict,
-        kept: dict[str, dict[str, torch.Tensor]] | None = None,
-    ) -> None:
-        """Write the state after ``epoch`` (atomic: the old checkpoint stays until the rename).
-
-        ``kept`` holds further parameter sets (the best epoch's, the running
-        average), written in the same atomic step so they always match the epoch.
-        """
-        from safetensors.torch import save_file
-
-        tensors, meta = _flatten_optimizer_states(plan.state_dict())
-        with atomic_directory(self.path, overwrite=True) as tmp:
-            save_file(_module_tensors(module), str(tmp / "module.safetensors"))
-            save_file(tensors, str(tmp / "optim.safetensors"))
-            for name, state in (kept or {}).items():
-                save_file(state, str(tmp / f"kept-{name}.safetensors"))
-            state = {
-                "epoch": epoch,
-                "fingerprint": self.fingerprint,
-                "history": history,
-                "optimizers": meta,
-                "extra": extra,
-            }
-            (tmp / "state.json").write_text(json.dumps(state))
-        with open(self.directory / "log.jsonl", "a") as log:
-            log.write(json.dumps(history[-1]) + "\n")
-
-    def load(self, module: nn.Module, plan: TrainingPlan) -> tuple[int, list[dict], dict]:
-        """Restore module and optimisers; returns (last epoch, history, extra)."""
-        from safetensors.torch import load_file
-
-        state = json.loads((self.path / "state.json").read_text())
-        if state["fingerprint"] != self.fingerprint:
-            raise EpitensorError(
-                f"checkpoint in {self.directory} belongs to another run (other data or "
-                f"hyperparameters); remove it or train without resume"
-            )
-        weights = load_file(str(self.path / "module.safetensors"))
-        module.load_state_dict(weights)
-        tensors = load_file(str(self.path / "optim.safetensors"))
-        plan.load_state_dict(_unflatten_optimizer_states(tensors, state["optimizers"]))
-        return int(state["epoch"]), list(state["history"]), dict(state["extra"])
-
-    def load_kept(self) -> dict[str, dict[str, torch.Tensor]]:
-        """The parameter sets saved with ``kept=`` by :meth:`save`, by name."""
-        from safetensors.torch import load_file
-
-        return {
-            path.stem.removeprefix("kept-"): load_file(str(path))
-            for path in sorted(self.path.glob("kept-*.safetensors"))
-        }
-
-    def clear(self) -> None:
-        """Remove the checkpoint folder and log."""
-        import shutil
-
-        shutil.rmtree(self.path, ignore_errors=True)
-        (self.directory / "log.jsonl").unlink(missing_ok=True)
-
-
-def _trained_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
-    """A CPU copy of the parameters that require gradients."""
-    return {
-        name: param.detach().to("cpu", copy=True)
-        for name, param in module.named_parameters()
-        if param.requires_grad
-    }
-
-
-def _module_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
-    """A CPU copy of every parameter and buffer."""
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}
-
-
 # runner ----------------------------------------------------------------------------------------
 
 
@@ -744,9 +283,9 @@ class KeptWeights:
     def update(self, module: nn.Module, epoch: int, improved: bool) -> None:
         """Record the parameters after ``epoch``."""
         if self.keep_best and improved:
-            self.sets["best"] = _trained_tensors(module)
+            self.sets["best"] = trained_tensors(module)
         if self.swa_start is not None and epoch >= self.swa_start:
-            current = _trained_tensors(module)
+            current = trained_tensors(module)
             average = self.sets.setdefault("average", current)
             if average is not current:
                 for name, value in average.items():
