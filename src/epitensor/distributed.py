@@ -686,7 +686,7 @@ def train_genome(
         The model with the new genome factors (also saved at ``out``).
     """
     from epitensor._utils import atomic_directory
-    from epitensor.export import load_model
+    from epitensor.modeldir import load_model
 
     if Path(out).exists() and not overwrite:
         raise EpitensorError(f"{out} already exists; choose another --out or pass overwrite")

@@ -1,0 +1,258 @@
+"""Track files: bigWig and bedGraph writers, output file names, the parameters JSON.
+
+Coordinates are 0-based, half-open; bin ``i`` of a chromosome covers
+``[25 i, 25 i + 25)``, clipped to the chromosome's length. A file is written
+under a temporary name beside its final one and moved into place when
+complete; an aborted file is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import queue
+import re
+import tempfile
+import threading
+from collections.abc import Sequence
+from itertools import repeat
+from pathlib import Path
+
+import numpy as np
+
+from epitensor._utils import EpitensorError
+
+__all__ = [
+    "BEDGRAPH_SUFFIXES",
+    "BIGWIG_SUFFIXES",
+    "BedGraphSink",
+    "BigWigSink",
+    "bin_edges",
+    "format_of",
+    "output_paths",
+    "track_file_stems",
+    "write_json",
+]
+
+BIGWIG_SUFFIXES = (".bw", ".bigwig")
+BEDGRAPH_SUFFIXES = (".bedgraph", ".bg", ".bdg", ".bedgraph.gz", ".bg.gz", ".bdg.gz")
+
+_STOP = object()
+_ABORT = object()
+
+
+class BigWigSink:
+    """A bigWig file written on a thread, fed block by block through a small queue.
+
+    pybigtools consumes one iterator per file; the thread lets many files be
+    fed from one pass over the genome, with at most ``maxsize`` blocks waiting.
+    """
+
+    def __init__(self, path: Path, chrom_sizes: dict[str, int], maxsize: int = 4):
+        import pybigtools
+
+        self.path = path
+        # pybigtools picks the file type from the suffix, so the temporary name ends in .bw
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=".bw", dir=path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._error: BaseException | None = None
+        writer = pybigtools.open(str(self.tmp), "w")
+        self._thread = threading.Thread(
+            target=self._run, args=(writer, chrom_sizes), daemon=True, name=f"bigwig-{path.name}"
+        )
+        self._thread.start()
+
+    def _records(self):
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            if item is _ABORT:
+                # end the records rather than raise: pybigtools prints a traceback for an
+                # exception inside its iterator; abort() deletes the file this finishes
+                return
+            chrom, starts, ends, values = item
+            yield from zip(repeat(chrom), starts, ends, values)
+
+    def _run(self, writer, chrom_sizes) -> None:
+        try:
+            writer.write(chrom_sizes, self._records())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            self._error = exc
+
+    def _put(self, item) -> None:
+        while True:
+            if self._error is not None or not self._thread.is_alive():
+                raise EpitensorError(f"writing {self.path} failed: {self._error!r}")
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def write(self, chrom: str, starts: list, ends: list, values: np.ndarray) -> None:
+        """Queue one block of bins (bp coordinates) and their values."""
+        self._put((chrom, starts, ends, values.tolist()))
+
+    def close(self) -> None:
+        """Finish the file and move it into place."""
+        self._put(_STOP)
+        self._thread.join()
+        if self._error is not None:
+            self.abort()
+            raise EpitensorError(f"writing {self.path} failed: {self._error}")
+        _publish(self.tmp, self.path)
+
+    def abort(self) -> None:
+        """Stop the writer and remove the partial file."""
+        if self._thread.is_alive():
+            with contextlib.suppress(queue.Full):
+                self._queue.put(_ABORT, timeout=5)
+            self._thread.join(timeout=30)
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+
+class BedGraphSink:
+    """A bedGraph file (gzip when the name ends in ``.gz``), values with 7 significant digits."""
+
+    def __init__(self, path: Path, name: str):
+        self.path = path
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        opener = gzip.open if path.name.endswith(".gz") else open
+        self._handle = opener(self.tmp, "wt")
+        self._handle.write(f'track type=bedGraph name="{name}"\n')
+
+    def write(self, chrom: str, starts: list, ends: list, values: np.ndarray) -> None:
+        """Append one block of bins (bp coordinates) and their values."""
+        self._handle.write(
+            "".join(
+                f"{chrom}\t{s}\t{e}\t{v:.7g}\n" for s, e, v in zip(starts, ends, values.tolist())
+            )
+        )
+
+    def close(self) -> None:
+        """Finish the file and move it into place."""
+        self._handle.close()
+        _publish(self.tmp, self.path)
+
+    def abort(self) -> None:
+        """Remove the partial file."""
+        self._handle.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Move a finished temporary file into place with the usual permissions."""
+    # mkstemp creates files readable by their owner only; give them the umask's mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def format_of(path: Path, fmt: str | None) -> str:
+    """``fmt`` checked, else the format of the file name (bigWig unless a bedGraph suffix)."""
+    if fmt is not None:
+        if fmt not in ("bigwig", "bedgraph"):
+            raise EpitensorError(
+                f"invalid fmt: got {fmt!r}, expected one of ['bigwig', 'bedgraph']"
+            )
+        return fmt
+    name = path.name.lower()
+    return "bedgraph" if name.endswith(BEDGRAPH_SUFFIXES) else "bigwig"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", name)
+
+
+def track_file_stems(tracks: Sequence[tuple[str, str]]) -> list[str]:
+    """File names (without extension) of tracks in a folder: ``CELLTYPE.ASSAY``, made safe.
+
+    Characters outside ``A-Za-z0-9._+-`` become ``_``. When that makes two
+    tracks' names equal (``K5/62`` and ``K5_62``), every track whose name was
+    changed gets ``-`` and 8 hex digits of the sha256 of its original names
+    appended (all of them, when the names are equal unchanged, as ``K5.62`` +
+    ``x`` and ``K5`` + ``62.x``), so no file replaces another and a name does
+    not depend on the other tracks' order.
+
+    Parameters
+    ----------
+    tracks : sequence of (str, str)
+        Distinct (cell type, assay) pairs.
+
+    Returns
+    -------
+    list of str
+        One distinct stem per track, in order.
+    """
+    import hashlib
+
+    def tagged(track: tuple[str, str], stem: str) -> str:
+        digest = hashlib.sha256("\t".join(track).encode()).hexdigest()
+        return f"{stem}-{digest[:8]}"
+
+    stems = [f"{_safe(c)}.{_safe(a)}" for c, a in tracks]
+    for only_changed in (True, False):  # then names equal without any change ("a.b" + "c")
+        counts: dict[str, int] = {}
+        for stem in stems:
+            counts[stem] = counts.get(stem, 0) + 1
+        stems = [
+            tagged(t, stem)
+            if counts[stem] > 1 and (stem != f"{t[0]}.{t[1]}" or not only_changed)
+            else stem
+            for t, stem in zip(tracks, stems)
+        ]
+    return stems
+
+
+def output_paths(
+    tracks: list[tuple[str, str]], out: Path, fmt: str | None, overwrite: bool
+) -> tuple[list[Path], str, Path]:
+    """Files to write (one per track), the format, and where the parameters JSON goes."""
+    name = out.name.lower()
+    is_file = name.endswith(BIGWIG_SUFFIXES + BEDGRAPH_SUFFIXES)
+    fmt = format_of(out, fmt) if is_file else (fmt or "bigwig")
+    format_of(out, fmt)
+    if is_file and len(tracks) == 1:
+        paths, params = [out], out.with_name(out.name + ".json")
+    elif is_file:
+        raise EpitensorError(
+            f"--out {out} names one file but {len(tracks)} tracks were requested; "
+            f"give a folder instead"
+        )
+    else:
+        ext = ".bigWig" if fmt == "bigwig" else ".bedGraph"
+        paths = [out / f"{stem}{ext}" for stem in track_file_stems(tracks)]
+        params = out / "impute.json"
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise EpitensorError(
+            f"{existing[0]} already exists ({len(existing)} of the outputs do); "
+            f"choose another --out or pass overwrite"
+        )
+    return paths, fmt, params
+
+
+def bin_edges(first_bin: int, n: int, resolution: int, chrom_length: int) -> tuple[list, list]:
+    """Bp ``starts, ends`` of ``n`` bins from ``first_bin``, the last clipped to the chromosome."""
+    starts = np.arange(first_bin, first_bin + n, dtype=np.int64) * resolution
+    ends = np.minimum(starts + resolution, chrom_length)
+    return starts.tolist(), ends.tolist()
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` (with the epitensor version first) as indented JSON, atomically."""
+    from epitensor import __version__
+    from epitensor._utils import atomic_write_bytes
+
+    data = {"epitensor": __version__, **data}
+    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
