@@ -463,3 +463,27 @@ def test_cli_fit_genome_refuses_a_store_of_another_build(ray, request, tmp_path)
     assert "genome 'hg38'" in result.output and "hg19" in result.output
     assert "Traceback" not in result.output
     assert not out.exists()  # nothing half-written
+
+
+def test_cli_fit_genome_ray_equals_in_process(ray_local, tmp_path):
+    """`fit-genome --ray local --axis --epochs` gives the in-process factors bit for bit."""
+    from typer.testing import CliRunner
+
+    from epitensor.cli import app
+
+    store = _store_of_build(tmp_path / "store.zarr", "hg19")
+    fitted = {}
+    for label, extra in (("local", []), ("ray", ["--ray", ray_local])):
+        out = tmp_path / label
+        args = ["fit-genome", str(SAVED_MODEL), store.url, "--out", str(out), "--axis", "next",
+                "--axis", "head", "--epochs", "2", "--quiet", *extra]  # fmt: skip
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        fitted[label] = Avocado.load(out)
+    before = Avocado.load(SAVED_MODEL)
+    for axis in ("head", "next"):
+        local = fitted["local"].genome_factors(axis)
+        np.testing.assert_array_equal(fitted["ray"].genome_factors(axis), local)
+        assert not np.array_equal(local, before.genome_factors(axis))  # refitted
+    expected = ["genome:next"] * 2 + ["genome:head"] * 2  # 2 epochs each, in --axis order
+    assert list(fitted["ray"].history_.stage[-4:]) == expected
