@@ -330,7 +330,7 @@ def impute(
     regions: Sequence[str] | None = None,
     arcsinh: bool = False,
     fmt: str | None = None,
-    block_size: int = DEFAULT_BLOCK_SIZE,
+    block_size: int | None = DEFAULT_BLOCK_SIZE,
     device: str | None = None,
     precision: str = "fp32",
     overwrite: bool = False,
@@ -378,9 +378,9 @@ def impute(
         (``sinh`` of the model output).
     fmt : {"bigwig", "bedgraph"}, optional
         Default None: from the file name (bigWig for a folder).
-    block_size : int
+    block_size : int, optional
         Positions per block. Default 16384 (about 3 x 128 MiB of activations at
-        paper size).
+        paper size); None means the default too.
     device : str, optional
         torch device. Default None: the model's ``device`` setting (None: best available).
     precision : {"fp32", "bf16"}
@@ -423,6 +423,7 @@ def impute(
     tracks = list(tracks) + ([] if missing_in is None else missing_tracks(model, missing_in))
     tracks = _check_tracks(model, tracks)
     track_batch = MAX_OPEN_WRITERS if track_batch is None else track_batch
+    block_size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
     for name, value in (("block_size", block_size), ("track_batch", track_batch)):
         if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
             raise EpitensorError(f"{name} must be a positive integer; got {name}={value!r}")
