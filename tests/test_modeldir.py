@@ -158,3 +158,15 @@ def test_colliding_safe_names_get_distinct_files(old_copy, tmp_path):
         values = np.array([float(line.split("\t")[3]) for line in lines])
         expected = model.predict(celltype, assay, axis="head", start=0, end=10)
         np.testing.assert_allclose(values, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_saving_elsewhere_never_copies_a_damaged_axis(new_copy, tmp_path):
+    """An axis never loaded is copied as a file: its checksum is checked first."""
+    path = new_copy / "genome" / "head.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01
+    path.write_bytes(bytes(data))
+    model = Avocado.load(new_copy)
+    with pytest.raises(EpitensorError, match=r"head\.safetensors does not match the checksum"):
+        model.save(tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere").exists()

@@ -303,7 +303,8 @@ def write_model(
     axes : mapping of str to mapping of str to torch.Tensor
         Genome factors in memory, by axis.
     copied_axes : mapping of str to path
-        Axes not in memory: the axis file to copy, by axis.
+        Axes not in memory: the axis file to copy (``<model>/genome/<axis>.safetensors``),
+        by axis; checked against its model's recorded checksum.
     history_csv : str
         ``history.csv``'s text.
     overwrite : bool
@@ -316,7 +317,14 @@ def write_model(
             checksums[_relative(axis)] = write_tensors(axis_file(tmp, axis), tables)
         for axis, source in copied_axes.items():
             shutil.copyfile(source, axis_file(tmp, axis))
-            checksums[_relative(axis)] = sha256_of(axis_file(tmp, axis))
+            checksum = sha256_of(axis_file(tmp, axis))
+            recorded = recorded_checksum(Path(source).parent.parent, axis)
+            if recorded is not None and checksum != recorded:  # never re-bless a damaged file
+                raise EpitensorError(
+                    f"{source} does not match the checksum in its {CONFIG_FILE} (damaged or "
+                    f"replaced); {_DAMAGED}"
+                )
+            checksums[_relative(axis)] = checksum
         _write_config(tmp, {**config, "checksums": checksums})
         (tmp / HISTORY_FILE).write_text(history_csv)
 
