@@ -453,35 +453,34 @@ def test_several_tracks_per_position_stay_together(small_pilot_store):
     assert np.array_equal(first[0::3], first[1::3]) and np.array_equal(first[0::3], first[2::3])
 
 
-def test_cli_train_stops_at_a_non_finite_loss(tmp_path):
-    """A huge (finite float32) value makes the loss inf: train stops with a one-line error."""
-    import pandas as pd
+def test_cli_train_stops_at_a_non_finite_loss(small_pilot_store, tmp_path):
+    """A diverging run (lr 1e10) stops at the first non-finite loss with a one-line error."""
     from typer.testing import CliRunner
 
     from epitensor.cli import app
-    from epitensor.datasets import pilot_layout, roadmap_pilot_arrays
-    from epitensor.genome import Layout, chrom_sizes
-    from epitensor.store import Store
 
-    n = 2_000
-    first = pilot_layout().regions.iloc[0]
-    regions = pd.DataFrame(
-        {"axis": ["head"], "chrom": [first.chrom], "start": [int(first.first_bin) * 25],
-         "end": [(int(first.first_bin) + n) * 25], "name": ["head"], "offset": [0],
-         "first_bin": [int(first.first_bin)], "n_bins": [n]}
-    )  # fmt: skip
-    path = tmp_path / "huge.zarr"
-    store = Store.create(path, Layout(regions, {"head": n}), chrom_sizes("hg19"), genome="hg19")
-    for (celltype, assay), values in roadmap_pilot_arrays().items():
-        values = values[:n].copy()
-        if (celltype, assay) == ("E003", "H3K4me3"):
-            values[n // 2] = 3e38  # finite in float32; its square is not
-        store.add_track(celltype, assay, {"head": values})
+    preset = tmp_path / "diverging.json"
+    preset.write_text(json.dumps({"n_nodes": 16, "n_layers": 1, "n_celltype_factors": 4,
+                                  "n_assay_factors": 4, "n_25bp_factors": 4,
+                                  "n_250bp_factors": 4, "n_5kbp_factors": 4,
+                                  "batch_size": 8192, "lr": 1e10, "genome_lr": 1e10}))  # fmt: skip
     out = tmp_path / "model"
     result = CliRunner().invoke(
-        app, ["train", str(path), "--out", str(out), "--epochs", "2", "--quiet"]
+        app,
+        [
+            "train",
+            small_pilot_store.url,
+            "--out",
+            str(out),
+            "--preset",
+            str(preset),
+            "--epochs",
+            "3",
+            "--quiet",
+        ],  # fmt: skip
     )
     assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    assert "training loss is inf at epoch " in result.output and "epitensor info" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert "stage 1: the training loss is " in result.output and " at epoch " in result.output
+    assert "epitensor info" in result.output
     assert not out.exists()
