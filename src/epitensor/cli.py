@@ -129,14 +129,36 @@ def ingest(
 
 @app.command()
 @user_errors
-def info(store: StoreArg) -> None:
+def info(
+    store: StoreArg,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Read every chunk and verify its checksum; list missing or corrupt "
+            "chunks and exit 1 if there are any.",
+        ),
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
     """Summarise a store: genome, axes, tracks, the observed matrix, size on disk.
 
-    Example: epitensor info roadmap-pilot
+    Example: epitensor info roadmap-pilot --check
     """
     from epitensor.store import open_store
 
-    typer.echo(open_store(store).summary())
+    opened = open_store(store)
+    typer.echo(opened.summary())
+    if check:
+        result = opened.verify(verbose=not quiet)
+        typer.echo("\n" + result.summary())
+        if not result.ok:
+            typer.echo(
+                f"error: store {opened.url} has {len(result.missing)} missing and "
+                f"{len(result.corrupt)} corrupt chunks; re-ingest it",
+                err=True,
+            )
+            sys.exit(1)
 
 
 @app.command()
