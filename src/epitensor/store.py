@@ -580,7 +580,8 @@ class Store:
         ----------
         block : numpy.ndarray, shape=(n_rows, n_positions), arcsinh
         """
-        cast = np.asarray(block).astype(self.dtype)
+        with np.errstate(over="ignore"):  # overflow to inf is reported just below
+            cast = np.asarray(block).astype(self.dtype)
         finite = np.isfinite(cast.sum(dtype=np.float32))
         bad = 0 if finite else int(np.count_nonzero(~np.isfinite(cast)))
         if bad:
