@@ -90,7 +90,10 @@ class Store:
 
     def _load(self, group) -> None:
         """Read and check the metadata of ``group``; every problem names its key."""
-        attrs = dict(group.attrs)
+        try:
+            attrs = dict(group.attrs)
+        except (TypeError, ValueError):
+            _bad_metadata(self.url, "attributes", "not a mapping")
         version = attrs.get("epitensor_store")
         if version is None:
             raise EpitensorError(
@@ -119,7 +122,7 @@ class Store:
             array = self._group["signal"][axis]
             shape, dtype = tuple(array.shape), str(array.dtype)
         except KeyError:
-            _bad_metadata(self.url, where, "the array is missing")
+            _bad_metadata(self.url, where, "missing (the array of that axis is gone)")
         except Exception as exc:  # noqa: BLE001 - zarr raises many types for bad array JSON
             _bad_metadata(self.url, f"{where}/zarr.json", f"unreadable ({_short(exc)})")
         if len(shape) != 2 or shape[1] != self.axis_length(axis) or shape[0] < self.n_tracks:
@@ -223,7 +226,7 @@ class Store:
             group = zarr.open_group(
                 store=_zarr_target(url), mode=mode, storage_options=storage_options
             )
-        except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - zarr raises many types for damaged JSON
             raise EpitensorError(
                 f"cannot open store {url}: {_short(exc)}; its zarr.json is damaged or it is "
                 f"not a Zarr v3 store: {_REINGEST}"
