@@ -274,7 +274,10 @@ def _try_lock(target: Path):
             return None
         return lock
     while True:
-        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except PermissionError:  # another user's lock file: flock works on a read-only one
+            fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -295,8 +298,9 @@ def _try_lock(target: Path):
         except FileNotFoundError:
             fresh = False
         if fresh:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            with contextlib.suppress(OSError):  # the pid is for messages only
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
             return fd
         os.close(fd)
 
@@ -306,7 +310,7 @@ def _release(handle, target: Path) -> None:
     if fcntl is None:  # pragma: no cover - Windows
         handle.release()
         return
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):  # gone, or a folder this user may not change
         os.unlink(target)
     os.close(handle)  # closing the last descriptor drops the flock
 
