@@ -164,11 +164,9 @@ def ingest(
     """
     from epitensor.ingest import ingest as run_ingest
 
+    if out.exists() and not (append or overwrite):
+        raise EpitensorError(f"{out} already exists; pass --append, --overwrite or another --out")
     with _writing(out, overwrite, new=False, wait=append or overwrite):
-        if out.exists() and not (append or overwrite):
-            raise EpitensorError(
-                f"{out} already exists; pass --append, --overwrite or another --out"
-            )
         store = run_ingest(
             manifest,
             out,
