@@ -255,7 +255,9 @@ def test_cli_writes_png_and_tsv(trained_model, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = pd.read_csv(tsv, sep="\t")
     assert len(table) == 800 and set(COMPONENTS) <= set(table.columns)
-    bad = CliRunner().invoke(app, [*args[:-4], "--region", "chr11:1-100", "--out", str(out)])
+    bad = CliRunner().invoke(
+        app, [*args[:-4], "--region", "chr11:1-100", "--out", str(out), "--overwrite"]
+    )
     assert bad.exit_code == 1 and "outside the model's layout" in bad.output
 
 

@@ -284,6 +284,7 @@ def evaluate_model(
     out: str | os.PathLike,
     annotations: str | os.PathLike | None = None,
     verbose: bool = True,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
     """Load a saved model, score it on observed tracks and write the long CSV.
 
@@ -302,6 +303,8 @@ def evaluate_model(
         None: the bundled pilot annotations.
     verbose : bool
         Progress bars. Default True.
+    overwrite : bool
+        Replace an existing ``out``. Default False: refuse it (before any work).
 
     Returns
     -------
@@ -311,6 +314,8 @@ def evaluate_model(
     from epitensor._utils import atomic_write_bytes
     from epitensor.avocado import Avocado
 
+    if Path(out).exists() and not overwrite:
+        raise EpitensorError(f"{out} already exists; choose another --out or pass --overwrite")
     fitted = Avocado.load(model)
     table = evaluate(
         fitted,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -63,6 +65,55 @@ def main(
     """Learn a latent representation of the epigenome and impute missing experiments."""
 
 
+@contextlib.contextmanager
+def _writing(
+    out: Path | None,
+    overwrite: bool,
+    option: str = "--out",
+    new: bool = True,
+    wait: bool | None = None,
+) -> Iterator[None]:
+    """Refuse an existing output unless ``--overwrite``; hold its write lock meanwhile.
+
+    Parameters
+    ----------
+    out : pathlib.Path or None
+        The command's output (None: nothing to do).
+    overwrite : bool
+        The command's ``--overwrite``.
+    option : str
+        The option naming ``out``, for the message. Default ``"--out"``.
+    new : bool
+        Refuse an existing ``out``. Default True. False for outputs that may
+        exist (a folder receiving new files, a store appended to).
+    wait : bool, optional
+        Wait for another process writing ``out``. Default None: when
+        ``overwrite`` or not ``new`` (else that process's result would only be
+        refused); otherwise fail at once.
+    """
+    from epitensor._utils import output_lock
+
+    if out is None:
+        yield
+        return
+
+    def refuse() -> None:
+        if new and out.exists() and not overwrite:
+            raise EpitensorError(
+                f"{out} already exists; pass --overwrite to replace it or choose another {option}"
+            )
+
+    refuse()
+    with output_lock(out, wait=(overwrite or not new) if wait is None else wait):
+        refuse()  # it may have appeared while this process waited
+        yield
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """True when ``path`` lies in ``folder`` (after resolving links)."""
+    return folder.resolve() in path.resolve().parents
+
+
 def user_errors(func):
     """Print an :class:`EpitensorError` as one line on stderr and exit 1 (no traceback)."""
 
@@ -113,30 +164,55 @@ def ingest(
     """
     from epitensor.ingest import ingest as run_ingest
 
-    store = run_ingest(
-        manifest,
-        out,
-        genome=genome,
-        regions=regions,
-        workers=workers,
-        verbose=not quiet,
-        append=append,
-        overwrite=overwrite,
-        ray_address=ray,
-    )
+    if out.exists() and not (append or overwrite):
+        raise EpitensorError(f"{out} already exists; pass --append, --overwrite or another --out")
+    with _writing(out, overwrite, new=False, wait=append or overwrite):
+        store = run_ingest(
+            manifest,
+            out,
+            genome=genome,
+            regions=regions,
+            workers=workers,
+            verbose=not quiet,
+            append=append,
+            overwrite=overwrite,
+            ray_address=ray,
+        )
     typer.echo(store.summary())
 
 
 @app.command()
 @user_errors
-def info(store: StoreArg) -> None:
+def info(
+    store: StoreArg,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Read every chunk and verify its checksum; list missing or corrupt "
+            "chunks and exit 1 if there are any.",
+        ),
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
     """Summarise a store: genome, axes, tracks, the observed matrix, size on disk.
 
-    Example: epitensor info roadmap-pilot
+    Example: epitensor info roadmap-pilot --check
     """
     from epitensor.store import open_store
 
-    typer.echo(open_store(store).summary())
+    opened = open_store(store)
+    typer.echo(opened.summary())
+    if check:
+        result = opened.verify(verbose=not quiet)
+        typer.echo("\n" + result.summary())
+        if not result.ok:
+            typer.echo(
+                f"error: store {opened.url} has {len(result.missing)} missing and "
+                f"{len(result.corrupt)} corrupt chunks; re-ingest it",
+                err=True,
+            )
+            sys.exit(1)
 
 
 @app.command()
@@ -146,6 +222,9 @@ def demo(
     quick: Annotated[
         bool, typer.Option("--quick", help="The same pipeline in about a minute (tiny model).")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Write into an existing OUT, replacing its files.")
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Run the demo on the bundled real Roadmap sample: benchmark, imputations, figures, report.
@@ -154,7 +233,8 @@ def demo(
     """
     from epitensor.demo import run_demo
 
-    report = run_demo(out, quick=quick, verbose=not quiet)
+    with _writing(out, overwrite):
+        report = run_demo(out, quick=quick, verbose=not quiet)
     typer.echo(f"report: {report}")
 
 
@@ -186,6 +266,9 @@ def explain(
         str, typer.Option("--reference", help="Reference input: mean (factor means) or zero.")
     ] = "mean",
     steps: Annotated[int, typer.Option("--steps", help="Integration steps (>= 2).")] = 64,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing OUT and TSV.")
+    ] = False,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -196,18 +279,19 @@ def explain(
     """
     from epitensor.explain import write_explanation
 
-    write_explanation(
-        model,
-        celltype,
-        assay,
-        region,
-        _writable_dir(out),
-        tsv=None if tsv is None else _writable_dir(tsv),
-        reference=reference,
-        n_steps=steps,
-        device=device,
-        verbose=not quiet,
-    )
+    with _writing(out, overwrite), _writing(tsv, overwrite, option="--tsv"):
+        write_explanation(
+            model,
+            celltype,
+            assay,
+            region,
+            _writable_dir(out),
+            tsv=None if tsv is None else _writable_dir(tsv),
+            reference=reference,
+            n_steps=steps,
+            device=device,
+            verbose=not quiet,
+        )
     typer.echo(f"wrote {out}" + ("" if tsv is None else f" and {tsv}"))
 
 
@@ -263,19 +347,20 @@ def train(
     """
     from epitensor.avocado import train_model
 
-    model = train_model(
-        store,
-        _writable_dir(out),
-        preset=preset,
-        holdout=holdout or [],
-        n_epochs=epochs,
-        resume=resume,
-        regions=regions,
-        device=device,
-        n_threads=threads,
-        verbose=not quiet,
-        overwrite=overwrite,
-    )
+    with _writing(out, overwrite):
+        model = train_model(
+            store,
+            _writable_dir(out),
+            preset=preset,
+            holdout=holdout or [],
+            n_epochs=epochs,
+            resume=resume,
+            regions=regions,
+            device=device,
+            n_threads=threads,
+            verbose=not quiet,
+            overwrite=overwrite,
+        )
     last = model.history_.iloc[-1]
     typer.echo(
         f"wrote {out}: {int(last.epoch)} epochs, train MSE {last.train_mse:.4f}, "
@@ -340,22 +425,23 @@ def impute(
         )
     if not celltype and all_missing is None:
         raise typer.BadParameter("give --celltype C --assay A (repeatable) or --all-missing STORE")
-    paths = run_impute(
-        model,
-        list(zip(celltype, assay)),
-        _writable_dir(out),
-        chroms=chrom,
-        regions=region,
-        arcsinh=arcsinh,
-        fmt="bedgraph" if bedgraph else None,
-        device=device,
-        precision=precision,
-        overwrite=overwrite,
-        missing_in=all_missing,
-        verbose=not quiet,
-        ray_address=ray,
-        n_threads=threads,
-    )
+    with _writing(out, overwrite, new=False):
+        paths = run_impute(
+            model,
+            list(zip(celltype, assay)),
+            _writable_dir(out),
+            chroms=chrom,
+            regions=region,
+            arcsinh=arcsinh,
+            fmt="bedgraph" if bedgraph else None,
+            device=device,
+            precision=precision,
+            overwrite=overwrite,
+            missing_in=all_missing,
+            verbose=not quiet,
+            ray_address=ray,
+            n_threads=threads,
+        )
     typer.echo("\n".join(f"wrote {p}" for p in paths))
 
 
@@ -389,18 +475,19 @@ def fit_genome(
     """
     from epitensor.distributed import train_genome
 
-    fitted = train_genome(
-        model,
-        store,
-        _writable_dir(out),
-        axes=axis,
-        n_epochs=epochs,
-        ray_address=ray,
-        num_gpus=gpus_per_task,
-        device=device,
-        verbose=not quiet,
-        overwrite=overwrite,
-    )
+    with _writing(out, overwrite):
+        fitted = train_genome(
+            model,
+            store,
+            _writable_dir(out),
+            axes=axis,
+            n_epochs=epochs,
+            ray_address=ray,
+            num_gpus=gpus_per_task,
+            device=device,
+            verbose=not quiet,
+            overwrite=overwrite,
+        )
     typer.echo(f"wrote {out}: genome factors of {len(fitted.genome_axes_)} axes")
 
 
@@ -429,16 +516,17 @@ def embed(
     """
     from epitensor.export import embed as run_embed
 
-    path = run_embed(
-        model,
-        _writable_dir(out),
-        regions=regions,
-        window=window,
-        axes=axis,
-        fmt="npz" if npz else "zarr",
-        overwrite=overwrite,
-        verbose=not quiet,
-    )
+    with _writing(out, overwrite):
+        path = run_embed(
+            model,
+            _writable_dir(out),
+            regions=regions,
+            window=window,
+            axes=axis,
+            fmt="npz" if npz else "zarr",
+            overwrite=overwrite,
+            verbose=not quiet,
+        )
     typer.echo(f"wrote {path}")
 
 
@@ -470,17 +558,18 @@ def extend(
 
     if bool(celltype) == bool(assay):
         raise typer.BadParameter("give --celltype ... or --assay ... (one kind per call)")
-    extended = run_extend(
-        model,
-        store,
-        _writable_dir(out),
-        celltypes=celltype or [],
-        assays=assay or [],
-        n_epochs=epochs,
-        device=device,
-        overwrite=overwrite,
-        verbose=not quiet,
-    )
+    with _writing(out, overwrite):
+        extended = run_extend(
+            model,
+            store,
+            _writable_dir(out),
+            celltypes=celltype or [],
+            assays=assay or [],
+            n_epochs=epochs,
+            device=device,
+            overwrite=overwrite,
+            verbose=not quiet,
+        )
     last = extended.history_.iloc[-1]
     typer.echo(f"wrote {out}: transfer train MSE {last.train_mse:.4f}")
 
@@ -525,22 +614,23 @@ def downstream(
 
     if model not in MODELS:
         raise typer.BadParameter(f"invalid --model: got {model!r}, expected one of {MODELS!r}")
-    result = run_downstream(
-        features,
-        labels,
-        _writable_dir(out),
-        model=model,
-        n_folds=folds,
-        n_repeats=repeats,
-        regression=regression,
-        threshold=threshold,
-        n_samples=n_samples,
-        seed=seed,
-        n_estimators=n_estimators,
-        threads=threads,
-        overwrite=overwrite,
-        verbose=not quiet,
-    )
+    with _writing(out, overwrite):
+        result = run_downstream(
+            features,
+            labels,
+            _writable_dir(out),
+            model=model,
+            n_folds=folds,
+            n_repeats=repeats,
+            regression=regression,
+            threshold=threshold,
+            n_samples=n_samples,
+            seed=seed,
+            n_estimators=n_estimators,
+            threads=threads,
+            overwrite=overwrite,
+            verbose=not quiet,
+        )
     typer.echo(result.to_markdown())
     typer.echo(f"wrote {out}")
 
@@ -593,15 +683,16 @@ def import_reference(
     """
     from epitensor.reference import import_reference_to_directory
 
-    model = import_reference_to_directory(
-        prefix,
-        _writable_dir(out),
-        genome=genome,
-        first_bin=_first_bins(first_bin),
-        chroms=chrom,
-        overwrite=overwrite,
-        verbose=not quiet,
-    )
+    with _writing(out, overwrite):
+        model = import_reference_to_directory(
+            prefix,
+            _writable_dir(out),
+            genome=genome,
+            first_bin=_first_bins(first_bin),
+            chroms=chrom,
+            overwrite=overwrite,
+            verbose=not quiet,
+        )
     typer.echo(
         f"wrote {out}: {len(model.celltypes_)} cell types, {len(model.assays_)} assays, "
         f"axes {', '.join(model.genome_axes_)}"
@@ -624,6 +715,9 @@ def evaluate(
         Path | None,
         typer.Option("--annotations", help="Annotation folder (default: bundled hg19 pilot)."),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing OUT.")
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Score a trained model's imputation of observed tracks (every metric, blacklist masked).
@@ -632,14 +726,18 @@ def evaluate(
     """
     from epitensor.benchmark import evaluate_model
 
-    table = evaluate_model(
-        model,
-        store,
-        [tuple(t.split(":")) for t in tracks],
-        _writable_dir(out),
-        annotations=annotations,
-        verbose=not quiet,
-    )
+    if model.is_dir() and _inside(out, model):
+        raise typer.BadParameter(f"--out {out} lies inside the model directory {model}")
+    with _writing(out, overwrite):
+        table = evaluate_model(
+            model,
+            store,
+            [tuple(t.split(":")) for t in tracks],
+            _writable_dir(out),
+            annotations=annotations,
+            verbose=not quiet,
+            overwrite=overwrite,
+        )
     wide = table.pivot_table(
         index="metric", columns=["celltype", "assay"], values="value", sort=False
     )
@@ -673,16 +771,17 @@ def benchmark(
     """
     from epitensor.benchmark import run_benchmark
 
-    result = run_benchmark(
-        store,
-        _writable_dir(out),
-        split=split,
-        preset=None if preset == "none" else preset,
-        model_params=None if epochs is None else {"n_epochs": epochs},
-        parafac_epochs=parafac_epochs,
-        overwrite=overwrite,
-        verbose=not quiet,
-    )
+    with _writing(out, overwrite):
+        result = run_benchmark(
+            store,
+            _writable_dir(out),
+            split=split,
+            preset=None if preset == "none" else preset,
+            model_params=None if epochs is None else {"n_epochs": epochs},
+            parafac_epochs=parafac_epochs,
+            overwrite=overwrite,
+            verbose=not quiet,
+        )
     typer.echo(result.summary_markdown())
     typer.echo(f"wrote {out}")
 

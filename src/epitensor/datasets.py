@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from epitensor._utils import atomic_directory
+from epitensor._utils import EpitensorError, atomic_directory
 from epitensor.genome import Layout, chrom_sizes
 from epitensor.store import Store
 
@@ -80,6 +80,16 @@ def roadmap_pilot_arrays() -> dict[tuple[str, str], np.ndarray]:
         }
 
 
+def _sound(path: Path) -> bool:
+    """True when ``path`` holds a store that opens and has checksums (else it is rebuilt)."""
+    if not path.exists():
+        return False
+    try:
+        return Store.open(path).has_checksums
+    except EpitensorError:
+        return False
+
+
 def roadmap_pilot(path: str | os.PathLike | None = None, overwrite: bool = False) -> Store:
     """Open the bundled Roadmap sample as a store, building it on first use.
 
@@ -93,7 +103,8 @@ def roadmap_pilot(path: str | os.PathLike | None = None, overwrite: bool = False
     path : str or path-like, optional
         Where to build the store. Default None: ``cache_dir()/roadmap-pilot.zarr``.
     overwrite : bool
-        Rebuild even when the store exists. Default False.
+        Rebuild even when the store exists. Default False: rebuild only a
+        store that does not open or was written before chunk checksums.
 
     Returns
     -------
@@ -101,7 +112,7 @@ def roadmap_pilot(path: str | os.PathLike | None = None, overwrite: bool = False
         Opened read-only.
     """
     path = Path(path) if path is not None else cache_dir() / "roadmap-pilot.zarr"
-    if overwrite or not path.exists():
+    if overwrite or not _sound(path):
         layout = pilot_layout()
         with atomic_directory(path, overwrite=True) as tmp:
             store = Store.create(tmp, layout, chrom_sizes("hg19"), genome="hg19", overwrite=True)

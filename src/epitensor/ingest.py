@@ -1074,13 +1074,14 @@ def add_tracks(
     if not isinstance(store, Store):
         store = Store.open(store, mode="r+")
     specs = _specs(manifest)
-    _check_duplicates(specs, f"store {store.url}", store.track_names())
-    n_rows, tracks = store.n_tracks, list(store._attrs["tracks"])
-    try:
-        _add(store, specs, _default_workers(workers, len(specs)), verbose, ray_address)
-    except BaseException:
-        _rollback(store, n_rows, tracks)
-        raise
+    with store.locked():  # other writers wait; the track list is re-read under the lock
+        _check_duplicates(specs, f"store {store.url}", store.track_names())
+        n_rows, tracks = store.n_tracks, list(store._attrs["tracks"])
+        try:
+            _add(store, specs, _default_workers(workers, len(specs)), verbose, ray_address)
+        except BaseException:
+            _rollback(store, n_rows, tracks)
+            raise
     return Store.open(store.url)
 
 

@@ -18,26 +18,41 @@ Readers return float32.
 
 The track list is written last when tracks are added, so an interrupted write
 leaves the store as it was: rows past the listed tracks are ignored and reused.
+
+Integrity: each chunk ends with a CRC-32C checksum (the Zarr v3 ``crc32c``
+codec) and the arrays' fill value is NaN, so a chunk with changed bytes fails
+to decode and a deleted chunk reads as NaN; readers turn both into an error
+naming the store, axis and chunk instead of returning other numbers. Stores
+written before (no checksum, fill value 0) still open; ``epitensor info
+--check`` says they cannot be verified. Writers hold :func:`output_lock` on
+the store, so concurrent appends wait for each other.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from epitensor._utils import EpitensorError, is_local_path, local_path
+from epitensor._utils import EpitensorError, is_local_path, local_path, output_lock, progress
 from epitensor.genome import Layout
 
 FORMAT_VERSION = 1
 DEFAULT_POSITION_CHUNK = 1 << 14
 DEFAULT_TRACK_CHUNK = 32
+DTYPES = ("float16", "float32")
+TRANSFORMS = ("arcsinh", "none")
+TRACK_COLUMNS = ["celltype", "assay", "source", "md5"]
+_REINGEST = "re-ingest it (`epitensor ingest MANIFEST --out STORE --overwrite`)"
 
-__all__ = ["RegionView", "Store", "open_store"]
+__all__ = ["RegionView", "Store", "StoreCheck", "open_store"]
 
 
 def _zarr():
@@ -69,21 +84,58 @@ class Store:
     """
 
     def __init__(self, group, url: str, mode: str = "r") -> None:
-        self._group = group
         self.url = url
         self.mode = mode
-        attrs = dict(group.attrs)
-        if attrs.get("epitensor_store") != FORMAT_VERSION:
+        self._load(group)
+
+    def _load(self, group) -> None:
+        """Read and check the metadata of ``group``; every problem names its key."""
+        try:
+            attrs = dict(group.attrs)
+        except (TypeError, ValueError):
+            _bad_metadata(self.url, "attributes", "not a mapping")
+        version = attrs.get("epitensor_store")
+        if version is None:
             raise EpitensorError(
-                f"{url} is not an epitensor store (no epitensor_store attribute); "
+                f"{self.url} is not an epitensor store (no epitensor_store attribute); "
                 f"create one with `epitensor ingest`"
             )
+        if version != FORMAT_VERSION:
+            _bad_metadata(
+                self.url, "epitensor_store", f"format {version!r}, expected {FORMAT_VERSION}"
+            )
+        self.layout = _check_layout(attrs, self.url)
+        self.genome = _check_str(attrs, "genome", self.url)
+        self.chrom_sizes = _check_chrom_sizes(attrs, self.url)
+        self.transform = _check_choice(attrs, "transform", TRANSFORMS, self.url)
+        _check_choice(attrs, "dtype", DTYPES, self.url)
+        self.tracks = _check_tracks(attrs, self.url)
+        self._group = group
         self._attrs = attrs
-        self.layout = Layout.from_dict(attrs["layout"])
-        self.genome = attrs["genome"]
-        self.chrom_sizes = pd.Series(attrs["chrom_sizes"], name="length", dtype="int64")
-        self.transform = attrs["transform"]
-        self.tracks = pd.DataFrame(attrs["tracks"], columns=["celltype", "assay", "source", "md5"])
+        for axis in self.axes:
+            self._check_array(axis)
+
+    def _check_array(self, axis: str) -> None:
+        """The array of ``axis`` exists and agrees with the metadata."""
+        where = f"signal/{axis}"
+        try:
+            array = self._group["signal"][axis]
+            shape, dtype = tuple(array.shape), str(array.dtype)
+        except KeyError:
+            _bad_metadata(self.url, where, "missing (the array of that axis is gone)")
+        except Exception as exc:  # noqa: BLE001 - zarr raises many types for bad array JSON
+            _bad_metadata(self.url, f"{where}/zarr.json", f"unreadable ({_short(exc)})")
+        if len(shape) != 2 or shape[1] != self.axis_length(axis) or shape[0] < self.n_tracks:
+            _bad_metadata(
+                self.url,
+                f"{where}/zarr.json shape",
+                f"{list(shape)}, expected [>= {self.n_tracks} tracks, "
+                f"{self.axis_length(axis)} positions]",
+            )
+        if dtype != self.dtype:
+            _bad_metadata(
+                self.url, f"{where}/zarr.json data_type", f"{dtype}, dtype says {self.dtype}"
+            )
 
     # opening ----------------------------------------------------------------------
 
@@ -123,15 +175,18 @@ class Store:
             Replace an existing store. Default False: refuse.
         storage_options : dict, optional
             Passed to fsspec for remote URLs. Default None.
+
+        Notes
+        -----
+        Every chunk gets a CRC-32C checksum and the fill value is NaN, so
+        damaged and missing chunks are errors on read (see the module notes).
         """
         zarr = _zarr()
         url = str(url)
         if is_local_path(url) and local_path(url).exists() and not overwrite:
             raise EpitensorError(f"{url} already exists; choose another path or pass overwrite")
-        if dtype not in ("float16", "float32"):
-            raise EpitensorError(
-                f"invalid dtype: got {dtype!r}, expected one of ['float16', 'float32']"
-            )
+        if dtype not in DTYPES:
+            raise EpitensorError(f"invalid dtype: got {dtype!r}, expected one of {list(DTYPES)}")
         group = zarr.open_group(store=_zarr_target(url), mode="w", storage_options=storage_options)
         signal = group.create_group("signal")
         for axis, length in layout.axis_lengths.items():
@@ -140,7 +195,8 @@ class Store:
                 shape=(0, length),
                 chunks=(track_chunk, min(position_chunk, max(length, 1))),
                 dtype=dtype,
-                fill_value=0.0,
+                # NaN, not 0: a lost chunk must not read as a plausible all-zero signal
+                fill_value=math.nan,
                 compressors=_compressors(),
             )
         group.attrs.update(
@@ -170,9 +226,49 @@ class Store:
             group = zarr.open_group(
                 store=_zarr_target(url), mode=mode, storage_options=storage_options
             )
-        except (FileNotFoundError, ValueError, KeyError) as exc:
-            raise EpitensorError(f"cannot open store {url}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - zarr raises many types for damaged JSON
+            raise EpitensorError(
+                f"cannot open store {url}: {_short(exc)}; its zarr.json is damaged or it is "
+                f"not a Zarr v3 store: {_REINGEST}"
+            ) from None
         return cls(group, url, mode=mode)
+
+    def _reload(self) -> None:
+        """Re-read the metadata from disk (another process may have added tracks)."""
+        zarr = _zarr()
+        self._load(zarr.open_group(store=_zarr_target(self.url), mode=self.mode))
+
+    @contextlib.contextmanager
+    def locked(self, wait: bool = True) -> Iterator[Store]:
+        """Hold the store's write lock and see its latest metadata while the block runs.
+
+        Other processes adding tracks to the same store (or replacing it) wait
+        until the block ends. Local stores only; remote stores are not locked.
+
+        Parameters
+        ----------
+        wait : bool
+            Wait for another writer (up to ``$EPITENSOR_LOCK_TIMEOUT`` s, a
+            message on stderr). Default True. False: fail at once.
+
+        Yields
+        ------
+        Store
+            This store, its track list re-read under the lock.
+        """
+        if self.mode == "r":
+            raise EpitensorError(f"store {self.url} is open read-only; open it with mode='r+'")
+        if not is_local_path(self.url):
+            yield self
+            return
+        with output_lock(local_path(self.url), wait=wait):
+            self._reload()
+            yield self
+
+    @property
+    def has_checksums(self) -> bool:
+        """True when every chunk carries a CRC-32C checksum (stores made by this version)."""
+        return all(_codec_names(self._array(a)) >= {"crc32c"} for a in self.axes)
 
     # metadata ---------------------------------------------------------------------
 
@@ -245,6 +341,58 @@ class Store:
         self.axis_length(axis)
         return self._group["signal"][axis]
 
+    def _read(self, axis: str, rows: np.ndarray | None, start: int, end: int) -> np.ndarray:
+        """Rows (None: every listed track) of ``[start, end)`` of ``axis``, checked.
+
+        A chunk that fails to decode (checksum mismatch) or reads non-finite
+        values (a missing chunk reads as the NaN fill value) is an error naming it.
+
+        Returns
+        -------
+        numpy.ndarray, shape=(n_rows, end - start), float32, arcsinh
+        """
+        array = self._array(axis)
+        try:
+            if rows is None:
+                block = array[: self.n_tracks, start:end]
+            else:  # only the chunks of these rows are read and decoded
+                block = array.oindex[rows, start:end]
+        except EpitensorError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - codecs raise ValueError, RuntimeError, ...
+            raise self._damage(axis, rows, start, end, exc) from None
+        block = np.asarray(block, dtype=np.float32)
+        # One reduction instead of an isfinite pass: any NaN or inf makes the sum non-finite.
+        if block.size and not np.isfinite(block.sum()):
+            raise self._damage(axis, rows, start, end, None)
+        return block
+
+    def _damage(
+        self, axis: str, rows: np.ndarray | None, start: int, end: int, exc: Exception | None
+    ) -> EpitensorError:
+        """The error for the first bad chunk among rows x ``[start, end)`` of ``axis``."""
+        listed = np.arange(self.n_tracks) if rows is None else np.asarray(rows)
+        array = self._array(axis)
+        track_chunk, position_chunk = array.chunks
+        for i in np.unique(listed // track_chunk):
+            chunk_rows = listed[listed // track_chunk == i]
+            for j in range(start // position_chunk, -(-end // position_chunk)):
+                lo, hi = max(start, j * position_chunk), min(end, (j + 1) * position_chunk)
+                problem = _chunk_problem(array, chunk_rows, lo, hi)
+                if problem is not None:
+                    kind, reason = problem
+                    return EpitensorError(
+                        f"store {self.url}: {_chunk_name(array, axis, int(i), j)} is {kind} "
+                        f"({reason}); "
+                        f"the store is damaged: {_REINGEST}; `epitensor info --check "
+                        f"{self.url}` lists every damaged chunk"
+                    )
+        detail = f" ({_short(exc)})" if exc is not None else ""
+        return EpitensorError(
+            f"store {self.url}: cannot read axis {axis!r} positions {start}-{end}{detail}; "
+            f"run `epitensor info --check {self.url}`"
+        )
+
     def read_block(
         self,
         axis: str,
@@ -268,12 +416,8 @@ class Store:
         numpy.ndarray, shape=(n_tracks, end - start), float32, arcsinh
         """
         end = self.axis_length(axis) if end is None else int(end)
-        array = self._array(axis)
-        if tracks is None:
-            block = array[: self.n_tracks, int(start) : end]
-        else:  # only the chunks of these rows are read and decoded
-            block = array.oindex[np.asarray(tracks, dtype=np.int64), int(start) : end]
-        return np.asarray(block, dtype=np.float32)
+        rows = None if tracks is None else np.asarray(tracks, dtype=np.int64)
+        return self._read(axis, rows, int(start), end)
 
     def read_track(
         self,
@@ -301,7 +445,7 @@ class Store:
         axis = self._default_axis(axis)
         row = self.track_index(celltype, assay)
         end = self.axis_length(axis) if end is None else int(end)
-        return np.asarray(self._array(axis)[row, int(start) : end], dtype=np.float32)
+        return self._read(axis, np.array([row]), int(start), end)[0]
 
     def _default_axis(self, axis: str | None) -> str:
         if axis is not None:
@@ -340,36 +484,34 @@ class Store:
         int
             The new track's row.
         """
-        if self.mode == "r":
-            raise EpitensorError(f"store {self.url} is open read-only; open it with mode='r+'")
-        if self.has_track(celltype, assay):
-            raise EpitensorError(
-                f"track ({celltype}, {assay}) is already in store {self.url}; "
-                f"remove the duplicate from the manifest"
-            )
-        row = self.n_tracks
-        self._reserve_rows(row + 1)
-        items = values.items() if isinstance(values, Mapping) else values
-        written = set()
-        for axis, array in items:
-            array = np.asarray(array)
-            expected = self.axis_length(axis)
-            if array.shape != (expected,):
+        with self.locked():
+            if self.has_track(celltype, assay):
                 raise EpitensorError(
-                    f"track ({celltype}, {assay}) from {source or 'memory'}: axis {axis!r} has "
-                    f"{array.shape[0] if array.ndim == 1 else array.shape} values, expected {expected}"
+                    f"track ({celltype}, {assay}) is already in store {self.url}; "
+                    f"remove the duplicate from the manifest"
                 )
-            self._array(axis)[row, :] = array.astype(self.dtype)
-            written.add(axis)
-        missing = set(self.axes) - written
-        if missing:
-            raise EpitensorError(
-                f"track ({celltype}, {assay}): no values for axes {sorted(missing)}"
-            )
-        tracks = self._attrs["tracks"] + [[celltype, assay, str(source), str(md5)]]
-        self._group.attrs["tracks"] = tracks
-        self._attrs["tracks"] = tracks
-        self.tracks = pd.DataFrame(tracks, columns=["celltype", "assay", "source", "md5"])
+            row = self.n_tracks
+            self._reserve_rows(row + 1)
+            items = values.items() if isinstance(values, Mapping) else values
+            written = set()
+            for axis, array in items:
+                array = np.asarray(array)
+                expected = self.axis_length(axis)
+                if array.shape != (expected,):
+                    raise EpitensorError(
+                        f"track ({celltype}, {assay}) from {source or 'memory'}: axis {axis!r} "
+                        f"has {array.shape[0] if array.ndim == 1 else array.shape} values, "
+                        f"expected {expected}"
+                    )
+                where = f"track ({celltype}, {assay}) from {source or 'memory'}"
+                self._write(axis, slice(row, row + 1), array[None], where)
+                written.add(axis)
+            missing = set(self.axes) - written
+            if missing:
+                raise EpitensorError(
+                    f"track ({celltype}, {assay}): no values for axes {sorted(missing)}"
+                )
+            self._list_tracks([[celltype, assay, str(source), str(md5)]])
         return row
 
     def add_tracks(
@@ -403,43 +545,144 @@ class Store:
         if self.mode == "r":
             raise EpitensorError(f"store {self.url} is open read-only; open it with mode='r+'")
         names = [(str(c), str(a)) for c, a in names]
-        clashes = [n for n in names if self.has_track(*n)] + [
-            n for i, n in enumerate(names) if n in names[:i]
-        ]
-        if clashes:
-            raise EpitensorError(
-                f"tracks {clashes} are already in store {self.url} or repeated; "
-                f"remove the duplicates"
-            )
         if set(values) != set(self.axes):
             raise EpitensorError(
                 f"values must cover exactly the axes {self.axes}; got {sorted(values)}"
             )
-        first = self.n_tracks
         for axis, block in values.items():
             expected = (len(names), self.axis_length(axis))
             if np.shape(block) != expected:
                 raise EpitensorError(
                     f"axis {axis!r}: got values of shape {np.shape(block)}, expected {expected}"
                 )
-        self._reserve_rows(first + len(names))
-        for axis, block in values.items():
-            self._array(axis)[first : first + len(names), :] = np.asarray(block).astype(self.dtype)
         sources = [source] * len(names) if isinstance(source, str) else list(source)
         md5s = [md5] * len(names) if isinstance(md5, str) else list(md5)
-        tracks = self._attrs["tracks"] + [
-            [c, a, str(s), str(m)] for (c, a), s, m in zip(names, sources, md5s)
-        ]
+        with self.locked():
+            clashes = [n for n in names if self.has_track(*n)] + [
+                n for i, n in enumerate(names) if n in names[:i]
+            ]
+            if clashes:
+                raise EpitensorError(
+                    f"tracks {clashes} are already in store {self.url} or repeated; "
+                    f"remove the duplicates"
+                )
+            first = self.n_tracks
+            self._reserve_rows(first + len(names))
+            for axis, block in values.items():
+                where = f"tracks {names[0]}..{names[-1]}" if len(names) > 1 else f"track {names[0]}"
+                self._write(axis, slice(first, first + len(names)), block, where)
+            self._list_tracks(
+                [[c, a, str(s), str(m)] for (c, a), s, m in zip(names, sources, md5s)]
+            )
+        return list(range(first, first + len(names)))
+
+    def _write(self, axis: str, rows: slice, block: np.ndarray, where: str) -> None:
+        """Write rows of ``axis`` in the store's dtype, refusing values that are not finite.
+
+        Parameters
+        ----------
+        block : numpy.ndarray, shape=(n_rows, n_positions), arcsinh
+        """
+        with np.errstate(over="ignore"):  # overflow to inf is reported just below
+            cast = np.asarray(block).astype(self.dtype)
+        finite = np.isfinite(cast.sum(dtype=np.float32))
+        bad = 0 if finite else int(np.count_nonzero(~np.isfinite(cast)))
+        if bad:
+            raise EpitensorError(
+                f"{where}: {bad} values on axis {axis!r} are NaN or infinite in {self.dtype} "
+                f"(beyond +-{float(np.finfo(self.dtype).max):g}); fix the values before adding them"
+            )
+        try:
+            self._array(axis)[rows, :] = cast
+        except OSError as exc:
+            raise EpitensorError(
+                f"cannot write store {self.url}, axis {axis!r}: {exc.strerror or exc}; free "
+                f"space or fix permissions, then add the tracks again"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - a damaged chunk met in read-modify-write
+            raise EpitensorError(
+                f"cannot write store {self.url}, axis {axis!r}: a chunk there does not decode "
+                f"({_short(exc)}); run `epitensor info --check {self.url}`"
+            ) from None
+
+    def _list_tracks(self, new: list[list[str]]) -> None:
+        """Append entries to the track list (written last: the commit of an addition)."""
+        tracks = self._attrs["tracks"] + new
         self._group.attrs["tracks"] = tracks
         self._attrs["tracks"] = tracks
-        self.tracks = pd.DataFrame(tracks, columns=["celltype", "assay", "source", "md5"])
-        return list(range(first, first + len(names)))
+        self.tracks = pd.DataFrame(tracks, columns=TRACK_COLUMNS)
 
     def _reserve_rows(self, n_rows: int) -> None:
         for axis in self.axes:
             array = self._array(axis)
             if array.shape[0] < n_rows:
                 array.resize((n_rows, array.shape[1]))
+
+    # integrity --------------------------------------------------------------------
+
+    def verify(self, verbose: bool = True, span: int = 8) -> StoreCheck:
+        """Read and check every chunk of the listed tracks.
+
+        A chunk is *corrupt* when it does not decode (checksum mismatch, bad
+        compression) or holds NaN or infinite values, *missing* when its file
+        is gone. Stores written before checksums read a missing chunk as zeros
+        and a changed one as other numbers unless it no longer decompresses:
+        their absent chunks are counted but cannot be told from all-zero ones.
+
+        Parameters
+        ----------
+        verbose : bool
+            Progress bar on stderr. Default True.
+        span : int
+            Position chunks read at once. Default 8.
+
+        Returns
+        -------
+        StoreCheck
+        """
+        check = StoreCheck(self.url, self.has_checksums)
+        rows = np.arange(self.n_tracks)
+        plans = []
+        for axis in self.axes:
+            array = self._array(axis)
+            track_chunk, position_chunk = array.chunks
+            n_row_chunks = -(-self.n_tracks // track_chunk)
+            n_pos_chunks = -(-self.axis_length(axis) // position_chunk)
+            plans.append((axis, array, n_row_chunks, n_pos_chunks))
+            check.n_chunks += n_row_chunks * n_pos_chunks
+        with progress(total=check.n_chunks, desc="check", verbose=verbose, unit="chunk") as bar:
+            for axis, array, n_row_chunks, n_pos_chunks in plans:
+                present = _chunk_keys(array)
+                for i in range(n_row_chunks):
+                    chunk_rows = rows[i * array.chunks[0] : (i + 1) * array.chunks[0]]
+                    for j0 in range(0, n_pos_chunks, span):
+                        j1 = min(n_pos_chunks, j0 + span)
+                        self._verify_span(check, axis, array, present, chunk_rows, i, j0, j1)
+                        bar.update(j1 - j0)
+        return check
+
+    def _verify_span(self, check, axis, array, present, chunk_rows, i, j0, j1) -> None:
+        """Check chunks ``(i, j0..j1)`` of ``axis``, reading them at once when all are sound."""
+        position_chunk = array.chunks[1]
+        lo, hi = j0 * position_chunk, min(self.axis_length(axis), j1 * position_chunk)
+        if _chunk_problem(array, chunk_rows, lo, hi) is None:
+            for j in range(j0, j1):
+                if array.metadata.encode_chunk_key((i, j)) not in present:
+                    check.absent += 1  # read as zeros by a store without a NaN fill value
+            return
+        for j in range(j0, j1):
+            name = _chunk_name(array, axis, i, j)
+            if array.metadata.encode_chunk_key((i, j)) not in present:
+                if math.isnan(float(array.metadata.fill_value)):
+                    check.missing.append(f"{name}: its file is gone")
+                else:
+                    check.absent += 1
+                continue
+            c_lo, c_hi = j * position_chunk, min(self.axis_length(axis), (j + 1) * position_chunk)
+            problem = _chunk_problem(array, chunk_rows, c_lo, c_hi)
+            if problem is not None:
+                kind, reason = problem
+                (check.missing if kind == "missing" else check.corrupt).append(f"{name}: {reason}")
 
     # summary ----------------------------------------------------------------------
 
@@ -466,6 +709,11 @@ class Store:
             f"tracks     {self.n_tracks} observed of "
             f"{len(self.celltypes)} cell types x {len(self.assays)} assays",
         ]
+        lines.append(
+            "integrity  a CRC-32C checksum per chunk"
+            if self.has_checksums
+            else "integrity  no checksums (written before them; re-ingest to add them)"
+        )
         size = self.nbytes_on_disk()
         if size is not None:
             raw = self.n_tracks * self.layout.n_positions * 4
@@ -517,9 +765,32 @@ class RegionView(Store):
         self.layout = _covered_layout(layout, store)
         self._pieces = {axis: _region_pieces(self.layout, axis, store) for axis in self.axes}
 
-    def _array(self, axis: str) -> _GatheredArray:
+    def _read(self, axis: str, rows: np.ndarray | None, start: int, end: int) -> np.ndarray:
+        """Rows of ``[start, end)`` of a region axis, gathered (and checked) from the store."""
         self.axis_length(axis)
-        return _GatheredArray(self.source, self._pieces[axis])
+        pieces = self._pieces[axis]
+        offsets = pieces[:, 0].astype(np.int64)
+        ends = offsets + pieces[:, 1].astype(np.int64)
+        n_rows = self.n_tracks if rows is None else len(rows)
+        out = np.zeros((n_rows, end - start), dtype=np.float32)
+        first = np.searchsorted(ends, start, side="right")
+        last = np.searchsorted(offsets, end, side="left")
+        for offset, length, store_axis, axis_start in pieces[first:last]:
+            lo, hi = max(start, offset), min(end, offset + length)
+            read_from = axis_start + lo - offset
+            out[:, lo - start : hi - start] = self.source._read(
+                store_axis, rows, read_from, read_from + hi - lo
+            )
+        return out
+
+    @property
+    def has_checksums(self) -> bool:
+        """Whether the store read carries checksums."""
+        return self.source.has_checksums
+
+    def verify(self, verbose: bool = True, span: int = 8) -> StoreCheck:
+        """Check the store the view reads (see :meth:`Store.verify`)."""
+        return self.source.verify(verbose=verbose, span=span)
 
     def add_track(self, *args, **kwargs) -> int:
         """Refused: a view is read-only."""
@@ -578,41 +849,6 @@ def _region_pieces(layout: Layout, axis: str, store: Store) -> np.ndarray:
     return np.array(sorted(pieces), dtype=object).reshape(-1, 4)
 
 
-class _GatheredArray:
-    """``array[rows, start:end]`` (and ``.oindex``) over a region axis, gathered from the store's axes."""
-
-    def __init__(self, store: Store, pieces: np.ndarray) -> None:
-        self.store = store
-        self.pieces = pieces
-        self.offsets = pieces[:, 0].astype(np.int64)
-        self.ends = self.offsets + pieces[:, 1].astype(np.int64)
-
-    @property
-    def oindex(self) -> _GatheredArray:
-        """Orthogonal indexing (an array of rows), as on a Zarr array."""
-        return self
-
-    def __getitem__(self, key: tuple) -> np.ndarray:
-        rows, columns = key
-        start, stop = int(columns.start or 0), int(columns.stop)
-        shape = (stop - start,)
-        if isinstance(rows, slice):
-            shape = (len(range(*rows.indices(self.store.n_tracks))), *shape)
-        elif isinstance(rows, np.ndarray):
-            shape = (len(rows), *shape)
-        out = np.zeros(shape, dtype=np.float32)
-        first = np.searchsorted(self.ends, start, side="right")
-        last = np.searchsorted(self.offsets, stop, side="left")
-        for offset, length, axis, axis_start in self.pieces[first:last]:
-            lo, hi = max(start, offset), min(stop, offset + length)
-            read_from = axis_start + lo - offset
-            source = self.store._array(axis)
-            if isinstance(rows, np.ndarray):
-                source = source.oindex
-            out[..., lo - start : hi - start] = source[rows, read_from : read_from + hi - lo]
-        return out
-
-
 def _zarr_target(url: str) -> str:
     """What zarr opens: the plain path for local stores, else the fsspec URL.
 
@@ -623,9 +859,227 @@ def _zarr_target(url: str) -> str:
 
 
 def _compressors():
-    from zarr.codecs import BloscCodec, BloscShuffle
+    from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec
 
-    return [BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.shuffle)]
+    # The checksum comes last, so it covers the compressed bytes as written to disk.
+    return [BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.shuffle), Crc32cCodec()]
+
+
+@dataclass
+class StoreCheck:
+    """What :meth:`Store.verify` found.
+
+    Attributes
+    ----------
+    url : str
+        The store.
+    checksums : bool
+        Whether its chunks carry checksums (False for stores written before).
+    n_chunks : int
+        Chunks checked.
+    missing, corrupt : list of str
+        The chunks gone, and those that do not decode or hold non-finite
+        values, each named by axis, key, tracks and positions.
+    absent : int
+        Chunks absent from a store without checksums: all-zero chunks were not
+        written there, so a lost chunk cannot be told from an empty one.
+    """
+
+    url: str
+    checksums: bool
+    n_chunks: int = 0
+    missing: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    absent: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when no chunk is missing or corrupt."""
+        return not self.missing and not self.corrupt
+
+    def summary(self) -> str:
+        """Lines for ``epitensor info --check``."""
+        lines = [f"check      {self.n_chunks} chunks read"]
+        if self.checksums:
+            lines[0] += ", every one with a CRC-32C checksum"
+        else:
+            lines.append(
+                "           written before checksums: a changed chunk that still "
+                "decompresses, or a lost one, cannot be detected"
+                + (f" ({self.absent} chunks absent, read as zeros)" if self.absent else "")
+                + f"; {_REINGEST} to add them"
+            )
+        lines += [f"missing    {name}" for name in self.missing]
+        lines += [f"corrupt    {name}" for name in self.corrupt]
+        if self.ok:
+            lines.append("result     no damaged chunk found")
+        else:
+            lines.append(
+                f"result     {len(self.missing)} missing and {len(self.corrupt)} corrupt "
+                f"chunks: the store is damaged; {_REINGEST}"
+            )
+        return "\n".join(lines)
+
+
+# integrity helpers ----------------------------------------------------------------
+
+
+def _codec_names(array) -> set[str]:
+    """Names of the codecs of a Zarr v3 array (``{"bytes", "blosc", "crc32c"}``)."""
+    return {codec.to_dict()["name"] for codec in array.metadata.codecs}
+
+
+def _chunk_keys(array) -> set[str]:
+    """Keys (``"c/0/3"``) of the chunks of ``array`` that exist, from one listing."""
+    from zarr.core.sync import sync
+
+    async def keys() -> set[str]:
+        prefix = f"{array.store_path.path}/" if array.store_path.path else ""
+        return {k[len(prefix) :] async for k in array.store_path.store.list_prefix(prefix)}
+
+    return sync(keys())
+
+
+def _chunk_name(array, axis: str, i: int, j: int) -> str:
+    """``axis 'chr1' chunk c/0/3 (tracks 0-31, positions 49152-65535)``."""
+    track_chunk, position_chunk = array.chunks
+    rows = f"{i * track_chunk}-{min(array.shape[0], (i + 1) * track_chunk) - 1}"
+    positions = f"{j * position_chunk}-{min(array.shape[1], (j + 1) * position_chunk) - 1}"
+    key = array.metadata.encode_chunk_key((i, j))
+    return f"axis {axis!r} chunk {key} (tracks {rows}, positions {positions})"
+
+
+def _chunk_problem(array, rows: np.ndarray, start: int, end: int) -> tuple[str, str] | None:
+    """Why ``rows`` x ``[start, end)`` of ``array`` cannot be trusted: (kind, reason), or None.
+
+    ``kind`` is ``"missing"`` (a chunk file gone: it reads as the NaN fill value)
+    or ``"corrupt"`` (it does not decode, or holds values that are not finite).
+    """
+    try:
+        values = np.asarray(array.oindex[np.asarray(rows, dtype=np.int64), start:end])
+    except Exception as exc:  # noqa: BLE001 - codecs raise ValueError, RuntimeError, ...
+        if "checksum" in str(exc):
+            return "corrupt", "its checksum does not match"
+        return "corrupt", f"it does not decode: {_short(exc)}"
+    bad = ~np.isfinite(values.astype(np.float32))
+    if not bad.any():
+        return None
+    if math.isnan(float(array.metadata.fill_value)) and np.isnan(values).all():
+        return "missing", "its file is gone"
+    return "corrupt", f"it holds {int(bad.sum())} NaN or infinite values"
+
+
+def _short(exc: BaseException) -> str:
+    """An exception as one short line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+# metadata checks ------------------------------------------------------------------
+
+
+def _bad_metadata(url: str, key: str, problem: str):
+    """Raise the one-line error for a bad metadata key."""
+    raise EpitensorError(
+        f"store {url}: metadata key {key!r} is {problem}; the store's zarr.json was edited "
+        f"or damaged: restore it or {_REINGEST}"
+    )
+
+
+def _get(mapping: dict, key: str, url: str, kind: type, what: str, prefix: str = ""):
+    """``mapping[key]`` when it is a ``kind`` (never a bool); else the error naming the key."""
+    if key not in mapping:
+        _bad_metadata(url, prefix + key, "missing")
+    value = mapping[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        _bad_metadata(url, prefix + key, f"{type(value).__name__} {_clip(value)}, expected {what}")
+    return value
+
+
+def _clip(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_str(attrs: dict, key: str, url: str) -> str:
+    return _get(attrs, key, url, str, "a string")
+
+
+def _check_choice(attrs: dict, key: str, choices: Sequence[str], url: str) -> str:
+    value = _check_str(attrs, key, url)
+    if value not in choices:
+        _bad_metadata(url, key, f"{value!r}, expected one of {list(choices)}")
+    return value
+
+
+def _check_chrom_sizes(attrs: dict, url: str) -> pd.Series:
+    sizes = _get(attrs, "chrom_sizes", url, dict, "a mapping of chromosome to length")
+    for chrom, length in sizes.items():
+        if not isinstance(length, int) or isinstance(length, bool) or length <= 0:
+            _bad_metadata(url, f"chrom_sizes.{chrom}", f"{_clip(length)}, expected a length > 0")
+    return pd.Series(sizes, name="length", dtype="int64")
+
+
+def _check_tracks(attrs: dict, url: str) -> pd.DataFrame:
+    tracks = _get(attrs, "tracks", url, list, "a list of [celltype, assay, source, md5]")
+    for k, entry in enumerate(tracks):
+        if (
+            not isinstance(entry, list)
+            or len(entry) != len(TRACK_COLUMNS)
+            or not all(isinstance(x, str) for x in entry)
+            or not entry[0]
+            or not entry[1]
+        ):
+            _bad_metadata(url, f"tracks[{k}]", f"{_clip(entry)}, expected 4 strings")
+    names = [tuple(t[:2]) for t in tracks]
+    if len(set(names)) != len(names):
+        repeated = next(n for i, n in enumerate(names) if n in names[:i])
+        _bad_metadata(url, "tracks", f"listing {repeated} twice")
+    return pd.DataFrame(tracks, columns=TRACK_COLUMNS)
+
+
+_REGION_KINDS = {"axis": str, "chrom": str, "name": str}  # the other columns are int
+
+
+def _check_layout(attrs: dict, url: str) -> Layout:
+    data = _get(attrs, "layout", url, dict, "a layout mapping")
+    for key, kind, what in (
+        ("name", str, "a string"),
+        ("resolution", int, "an integer"),
+        ("axis_lengths", dict, "a mapping of axis to length"),
+        ("regions", dict, "a mapping of column to values"),
+    ):
+        _get(data, key, url, kind, what, prefix="layout.")
+    resolution = attrs.get("resolution", data["resolution"])
+    if data["resolution"] <= 0 or resolution != data["resolution"]:
+        _bad_metadata(
+            url, "resolution", f"{_clip(resolution)} and layout.resolution {data['resolution']}"
+        )
+    if not data["axis_lengths"]:
+        _bad_metadata(url, "layout.axis_lengths", "empty")
+    for axis, length in data["axis_lengths"].items():
+        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+            _bad_metadata(url, f"layout.axis_lengths.{axis}", f"{_clip(length)}, expected a length")
+    regions = data["regions"]
+    n = None
+    for column in ("axis", "chrom", "start", "end", "name", "offset", "first_bin", "n_bins"):
+        values = regions.get(column)
+        kind = _REGION_KINDS.get(column, int)
+        if not isinstance(values, list) or not all(
+            isinstance(v, kind) and not isinstance(v, bool) for v in values
+        ):
+            _bad_metadata(
+                url,
+                f"layout.regions.{column}",
+                f"{_clip(values)}, expected a list of {kind.__name__}",
+            )
+        if n is not None and len(values) != n:
+            _bad_metadata(url, f"layout.regions.{column}", f"{len(values)} long, other columns {n}")
+        n = len(values)
+    try:
+        return Layout.from_dict(data)
+    except EpitensorError as exc:
+        _bad_metadata(url, "layout", f"invalid ({exc})")
 
 
 def open_store(store: Store | str | os.PathLike, mode: str = "r") -> Store:
