@@ -25,8 +25,8 @@ import contextlib
 import gzip
 import os
 import re
-import shutil
 import tempfile
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -41,9 +41,19 @@ from epitensor._utils import (
     EpitensorError,
     atomic_directory,
     is_local_path,
+    local_path,
     md5sum,
     progress,
     warn,
+)
+from epitensor.fetch import (
+    DEFAULT_DOWNLOAD_TIMEOUT,
+    DEFAULT_MAX_DOWNLOAD,
+    RunScratch,
+    download,
+    parse_size,
+    terminate_cleanly,
+    watch_parent,
 )
 from epitensor.genome import BUILDS, Layout, chrom_sizes, natural_sort
 from epitensor.names import validate_name
@@ -1099,7 +1109,34 @@ def _executor(workers: int, ray_address: str | None = None):
     if workers <= 1:
         return _Inline()
     # spawn: the parent may hold zarr's event-loop thread, which fork would copy half-alive
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=watch_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def _stop(pool, interrupted: bool) -> None:
+    """Shut the pool down; on SIGTERM / Ctrl-C, end its workers instead of awaiting their tasks."""
+    if interrupted and isinstance(pool, ProcessPoolExecutor):
+        # the public API of Python < 3.14 cannot end busy workers; _processes is stable since 3.2
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _pool(workers: int, ray_address: str | None) -> Iterator:
+    pool = _executor(workers, ray_address)
+    interrupted = False
+    try:
+        yield pool
+    except BaseException as exc:
+        interrupted = not isinstance(exc, Exception)
+        raise
+    finally:
+        _stop(pool, interrupted)
 
 
 def _ordered(pool, tasks: list, window: int) -> Iterator:
@@ -1118,38 +1155,30 @@ def _ordered(pool, tasks: list, window: int) -> Iterator:
         yield result
 
 
-def _open_remote(url: str):
-    """A binary stream of a URL: http(s) with the standard library, other protocols with fsspec.
+def _fetch(specs: Sequence[TrackSpec], scratch: RunScratch, limits: tuple[float, int]) -> list[str]:
+    """Local paths of the track files, downloading URLs into the run's scratch.
 
-    fsspec's http filesystem needs aiohttp and requests, which a plain
-    download does not justify as dependencies.
+    ``limits`` is ``(seconds for all downloads, largest file in bytes)``.
     """
-    if url.startswith(("http://", "https://")):
-        import urllib.request
-
-        return urllib.request.urlopen(url, timeout=60)  # noqa: S310 - user-given URL
-    import fsspec
-
-    return fsspec.open(url, "rb").open()
-
-
-def _fetch(specs: Sequence[TrackSpec], scratch: Path) -> list[str]:
-    """Local paths of the track files, downloading URLs (fsspec) into ``scratch``."""
+    deadline = time.monotonic() + limits[0]
     paths = []
     for i, spec in enumerate(specs):
         if is_local_path(spec.path):
             paths.append(str(spec.path).removeprefix("file://"))
             continue
-        target = scratch / f"{i}-{Path(spec.path.split('?')[0]).name}"
-        try:
-            with _open_remote(spec.path) as remote, open(target, "wb") as local:
-                shutil.copyfileobj(remote, local)
-        except Exception as exc:  # noqa: BLE001 - network and HTTP errors vary
-            raise EpitensorError(
-                f"{spec.where}: cannot download ({exc}); check the URL or download it yourself"
-            ) from None
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(spec.path.split("?")[0]).name)[-80:]
+        target = scratch.downloads / f"{i}-{name}"
+        download(spec.path, target, spec.where, deadline, limits[1])
         paths.append(str(target))
     return paths
+
+
+def _check_limits(download_timeout: float, max_download: int | str) -> tuple[float, int]:
+    if not download_timeout > 0:
+        raise EpitensorError(
+            f"download_timeout must be a positive number of seconds; got {download_timeout!r}"
+        )
+    return float(download_timeout), parse_size(max_download)
 
 
 def _inspect_all(pool, specs, paths, sizes, genome) -> list[_Source]:
@@ -1220,19 +1249,37 @@ def _write_block(store: Store, specs: list[TrackSpec], tracks: list[Iterator]) -
     )
 
 
-def _add(
-    store: Store, specs: Sequence[TrackSpec], workers: int, verbose: bool, ray_address=None
-) -> None:
-    genome = store.genome
-    with tempfile.TemporaryDirectory(prefix="epitensor-ingest-") as scratch:
-        paths = _fetch(specs, Path(scratch))
-        pool = _executor(workers, ray_address)
+def _add(store: Store, specs: Sequence[TrackSpec], run: _Run) -> None:
+    local = is_local_path(store.url)
+    # a remote store has no folder beside it here: its run folder goes to the temp folder
+    beside = local_path(store.url) if local else Path(tempfile.gettempdir()) / "remote-store"
+    with RunScratch(beside, run.scratch) as scratch:
+        paths = _fetch(specs, scratch, run.limits)
+        if local:
+            scratch.snapshot(local_path(store.url))
+        n_rows, tracks = store.n_tracks, list(store._attrs["tracks"])
         try:
-            sources = _inspect_all(pool, specs, paths, store.chrom_sizes, genome)
-            _warn_dropped(store.layout, sources)
-            _write_tracks(store, sources, pool, workers, verbose)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            with _pool(run.workers, run.ray_address) as pool:
+                sources = _inspect_all(pool, specs, paths, store.chrom_sizes, store.genome)
+                _warn_dropped(store.layout, sources)
+                _write_tracks(store, sources, pool, run.workers, run.verbose)
+        except BaseException:
+            if local:
+                scratch.restore()
+            else:
+                _rollback(store, n_rows, tracks)
+            raise
+
+
+@dataclass(frozen=True)
+class _Run:
+    """How one ingest runs: workers, progress, Ray, scratch folder, download limits."""
+
+    workers: int
+    verbose: bool
+    ray_address: str | None
+    scratch: str | os.PathLike | None
+    limits: tuple[float, int]
 
 
 def _warn_dropped(layout: Layout, sources: list[_Source]) -> None:
@@ -1274,11 +1321,16 @@ def add_tracks(
     workers: int | None = None,
     verbose: bool = True,
     ray_address: str | None = None,
+    scratch: str | os.PathLike | None = None,
+    download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
+    max_download: int | str = DEFAULT_MAX_DOWNLOAD,
 ) -> Store:
     """Add the tracks of a manifest to an existing store, all or none.
 
-    Tracks are binned onto the store's layout and genome. When any track fails,
-    the store's track list and arrays are restored to what they were.
+    Tracks are binned onto the store's layout and genome. When any track fails
+    (or the run is stopped by SIGTERM or Ctrl-C), a local store is put back
+    byte for byte as it was (from a snapshot of hard links in the run's
+    scratch folder); a remote store gets its track list and row count back.
 
     Parameters
     ----------
@@ -1295,29 +1347,45 @@ def add_tracks(
         Read the tracks as Ray tasks (``"local"``, ``"auto"`` or an address;
         the files must be readable by every worker); this process writes the
         store. Default None: worker processes on this machine.
+    scratch, download_timeout, max_download
+        As for :func:`ingest`.
 
     Returns
     -------
     Store
         The store, reopened read-only.
     """
+    limits = _check_limits(download_timeout, max_download)
     if not isinstance(store, Store):
         store = Store.open(store, mode="r+")
     specs = _specs(manifest)
     _check_duplicates(specs, f"store {store.url}", store.track_names())
-    n_rows, tracks = store.n_tracks, list(store._attrs["tracks"])
-    try:
-        _add(store, specs, _default_workers(workers, len(specs)), verbose, ray_address)
-    except BaseException:
-        _rollback(store, n_rows, tracks)
-        raise
+    run = _Run(_default_workers(workers, len(specs)), verbose, ray_address, scratch, limits)
+    with terminate_cleanly(), _writing(store.url):
+        _add(store, specs, run)
     return Store.open(store.url)
+
+
+@contextlib.contextmanager
+def _writing(out: str | os.PathLike) -> Iterator[None]:
+    """Turn an OS error while the store is written (disk full, read-only) into one line."""
+    try:
+        yield
+    except OSError as exc:
+        what = f"{exc.strerror} ({exc.filename})" if exc.strerror and exc.filename else exc
+        raise EpitensorError(
+            f"cannot write the store {out}: {what}; free disk space or choose a writable --out "
+            f"(nothing was changed)"
+        ) from None
 
 
 def _specs(manifest) -> list[TrackSpec]:
     if isinstance(manifest, (str, os.PathLike)):
         return read_manifest(manifest)
     specs = list(manifest)
+    for spec in specs:
+        validate_name(spec.celltype, "cell type", spec.where)
+        validate_name(spec.assay, "assay", spec.where)
     _check_duplicates(specs, "tracks")
     if not specs:
         raise EpitensorError("no tracks to ingest; the manifest is empty")
@@ -1335,6 +1403,9 @@ def ingest(
     overwrite: bool = False,
     transform: str = "arcsinh",
     ray_address: str | None = None,
+    scratch: str | os.PathLike | None = None,
+    download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
+    max_download: int | str = DEFAULT_MAX_DOWNLOAD,
 ) -> Store:
     """Build a compendium store from the tracks of a manifest.
 
@@ -1369,15 +1440,27 @@ def ingest(
         Read the tracks as Ray tasks (``"local"``, ``"auto"`` or an address;
         the files must be readable by every worker); this process writes the
         store, in manifest order. Default None: worker processes on this machine.
+    scratch : str or path-like, optional
+        Folder for downloaded track files. Default None: the run's scratch
+        folder beside ``out`` (``.OUT.ingest-HOST-PID``, removed at the end; a
+        later run removes those of runs that were killed).
+    download_timeout : float
+        Seconds all downloads of the run may take together. Default 14400 (4 h).
+    max_download : int or str
+        Largest file downloaded, in bytes or with a K/M/G/T suffix. Default 16 GiB.
 
     Returns
     -------
     Store
         The new store, opened read-only.
     """
+    options = {"scratch": scratch, "download_timeout": download_timeout}
     if append:
-        return add_tracks(out, manifest, workers=workers, verbose=verbose, ray_address=ray_address)
+        return add_tracks(
+            out, manifest, workers, verbose, ray_address, max_download=max_download, **options
+        )
     _check_choice("transform", transform, TRANSFORMS)
+    limits = _check_limits(download_timeout, max_download)
     if not is_local_path(out):
         raise EpitensorError(f"ingest writes local stores; got {out}: build it locally, then copy")
     specs = _specs(manifest)
@@ -1385,22 +1468,22 @@ def ingest(
         raise EpitensorError(f"{out} already exists; pass --append, --overwrite or another --out")
     sizes = chrom_sizes(genome)
     build = str(genome) if str(genome) in BUILDS else "custom"
-    workers = _default_workers(workers, len(specs))
+    run = _Run(_default_workers(workers, len(specs)), verbose, ray_address, scratch, limits)
     with (
-        tempfile.TemporaryDirectory(prefix="epitensor-ingest-") as scratch,
+        terminate_cleanly(),
+        _writing(out),
+        RunScratch(out, scratch) as run_scratch,
         atomic_directory(out, overwrite=overwrite) as tmp,
     ):
-        paths = _fetch(specs, Path(scratch))
-        pool = _executor(workers, ray_address)
-        try:
+        run_scratch.own(tmp)
+        paths = _fetch(specs, run_scratch, run.limits)
+        with _pool(run.workers, run.ray_address) as pool:
             sources = _inspect_all(pool, specs, paths, sizes, build)
             layout = _layout_for(regions, sizes, sources)
             store = Store.create(
                 tmp, layout, sizes, genome=build, transform=transform, overwrite=True
             )
-            _write_tracks(store, sources, pool, workers, verbose)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            _write_tracks(store, sources, pool, run.workers, run.verbose)
     return Store.open(out)
 
 
