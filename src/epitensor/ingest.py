@@ -396,6 +396,8 @@ class _Source:
 def _inspect(spec: TrackSpec, local: str, sizes: pd.Series, genome: str) -> _Source:
     """Check a track file before reading it: exists, md5, format, chromosomes, build, data."""
     where = spec.where
+    if Path(local).is_dir():
+        raise EpitensorError(f"{where}: the path is a folder; list the track file itself")
     if not Path(local).is_file():
         raise EpitensorError(
             f"{where}: file not found; fix the path in the manifest "
@@ -1383,9 +1385,10 @@ def _specs(manifest) -> list[TrackSpec]:
     if isinstance(manifest, (str, os.PathLike)):
         return read_manifest(manifest)
     specs = list(manifest)
-    for spec in specs:
-        validate_name(spec.celltype, "cell type", spec.where)
-        validate_name(spec.assay, "assay", spec.where)
+    for i, spec in enumerate(specs, 1):
+        where = f"track {i} of the list ({spec.path!r})"  # spec.where would print the bad name
+        validate_name(spec.celltype, "cell type", where)
+        validate_name(spec.assay, "assay", where)
     _check_duplicates(specs, "tracks")
     if not specs:
         raise EpitensorError("no tracks to ingest; the manifest is empty")
@@ -1468,6 +1471,7 @@ def ingest(
         raise EpitensorError(f"{out} already exists; pass --append, --overwrite or another --out")
     sizes = chrom_sizes(genome)
     build = str(genome) if str(genome) in BUILDS else "custom"
+    _check_parent(Path(out))
     run = _Run(_default_workers(workers, len(specs)), verbose, ray_address, scratch, limits)
     with (
         terminate_cleanly(),
@@ -1485,6 +1489,18 @@ def ingest(
             )
             _write_tracks(store, sources, pool, run.workers, run.verbose)
     return Store.open(out)
+
+
+def _check_parent(out: Path) -> None:
+    """Refuse an output whose folder is a file (mkdir would say only "File exists")."""
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise EpitensorError(
+                    f"cannot write the store {out}: {parent} is a file, not a folder; "
+                    f"choose another --out"
+                )
+            return
 
 
 def _layout_for(regions, sizes: pd.Series, sources: list[_Source]) -> Layout:
