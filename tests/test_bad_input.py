@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from epitensor import ingest as ingest_module
-from epitensor._utils import EpitensorError
+from epitensor._utils import EpitensorError, EpitensorWarning
 from epitensor.cli import app
 from epitensor.ingest import TrackSpec, ingest
 from epitensor.names import is_valid_name, validate_name
@@ -465,3 +465,31 @@ def test_failed_append_leaves_the_store_byte_identical(shared_data, tmp_path, mo
     assert _files(store) == before
     assert _leftovers(tmp_path) == []
     assert Store.open(store).track_names() == [("K562", "H3K27ac")]
+
+
+def test_an_append_killed_outright_is_undone_by_the_next_run(shared_data, tmp_path):
+    """A process snapshots the store, writes a track, and dies without cleaning up."""
+    store = _store_for_append(shared_data, tmp_path)
+    original = Store.open(store).read_track("K562", "H3K27ac")
+    script = (
+        "import os, sys, numpy as np\n"
+        "from epitensor.fetch import RunScratch\n"
+        "from epitensor.store import Store\n"
+        "scratch = RunScratch(sys.argv[1]).__enter__()\n"
+        "scratch.snapshot(sys.argv[1])\n"
+        "store = Store.open(sys.argv[1], mode='r+')\n"
+        "store.add_track('K562', 'half', [('regions', np.ones(store.axis_length('regions')))])\n"
+        "os._exit(9)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=SRC)
+    dead = subprocess.run([sys.executable, "-c", script, str(store)], env=env, timeout=120)
+    assert dead.returncode == 9
+    assert Store.open(store).track_names() == [("K562", "H3K27ac"), ("K562", "half")]
+    rna = [("K562", "RNA", shared_data / "fixtures" / COOLBOX.format("RNA"))]
+    with pytest.warns(EpitensorWarning, match="restored .* interrupted in process"):
+        result = _ingest(_manifest(tmp_path, rna, name="more.tsv"), store, "--append")
+    assert result.exit_code == 0, result.output
+    after = Store.open(store)
+    assert after.track_names() == [("K562", "H3K27ac"), ("K562", "RNA")]
+    np.testing.assert_array_equal(after.read_track("K562", "H3K27ac"), original)
+    assert _leftovers(tmp_path) == []

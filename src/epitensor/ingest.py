@@ -11,7 +11,11 @@ value is the sum of signal x bases over the bin divided by the bin width, so
 bases without data count as 0 (as the original Avocado did), including the
 bases of a chromosome's last, partial bin that lie past the chromosome end.
 Non-finite values (NaN, inf) become 0 with a warning that counts them; then
-arcsinh is applied.
+arcsinh is applied (in float64). A finite value that the store cannot hold
+(beyond float32 in a text file, or beyond the store's float16 after the
+transform) is an error naming the line or bin, as are overlapping records
+of a bedGraph or wig file. Cell type and assay names follow
+:func:`epitensor.names.validate_name`.
 
 Tracks are read in worker processes, one chromosome (axis) of one track per
 task for bigWig and array files, one whole file per task for the text formats
@@ -1359,6 +1363,8 @@ def add_tracks(
     """
     limits = _check_limits(download_timeout, max_download)
     if not isinstance(store, Store):
+        if is_local_path(store):  # before reading the track list: undo an append that was killed
+            RunScratch(local_path(store), scratch).clean_stale()
         store = Store.open(store, mode="r+")
     specs = _specs(manifest)
     _check_duplicates(specs, f"store {store.url}", store.track_names())
