@@ -294,6 +294,8 @@ def test_next_run_removes_the_scratch_of_a_dead_run(shared_data, tmp_path):
     (stale / "owns").write_text(".s.tmp-abcd1234\n")
     alive = tmp_path / f".s.ingest-{host}-{os.getppid()}"  # a live process's: kept
     alive.mkdir()
+    earlier_boot = tmp_path / f".s.ingest-{host}-{os.getpid()}.3"  # our PID, not in use
+    (earlier_boot / "downloads").mkdir(parents=True)
     bigwig = shared_data / "fixtures" / COOLBOX.format("RNA")
     result = _ingest(
         _manifest(tmp_path, [("K562", "RNA", bigwig)]),
@@ -303,6 +305,7 @@ def test_next_run_removes_the_scratch_of_a_dead_run(shared_data, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert not stale.exists() and not (tmp_path / ".s.tmp-abcd1234").exists()
+    assert not earlier_boot.exists()
     assert alive.is_dir() and _leftovers(tmp_path) == [alive.name]
 
 

@@ -14,6 +14,7 @@ snapshot when the dead run was appending.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import shutil
@@ -41,6 +42,7 @@ DEFAULT_DOWNLOAD_TIMEOUT = 4 * 3600.0  # seconds for all downloads of one run
 DEFAULT_MAX_DOWNLOAD = 16 << 30  # bytes per downloaded file
 _READ_TIMEOUT = 60.0  # seconds one network read may wait
 _CHUNK = 1 << 20
+_ACTIVE: set[Path] = set()  # run folders of this process in use (several runs may overlap)
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", re.IGNORECASE)
 
 
@@ -108,14 +110,23 @@ class RunScratch:
         self.out = Path(out).absolute()
         self.stem = f".{self.out.name}.ingest-{_host()}-"
         self.path = self.out.parent / f"{self.stem}{os.getpid()}"
+        for n in itertools.count(1):  # another run of this process on the same output
+            if self.path not in _ACTIVE:
+                break
+            self.path = self.out.parent / f"{self.stem}{os.getpid()}.{n}"
         self.elsewhere = None if folder is None else Path(folder).absolute() / self.path.name
         self.downloads = self.elsewhere or self.path / "downloads"
 
     def __enter__(self) -> RunScratch:
-        self.clean_stale()
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.path.mkdir()
-        self.downloads.mkdir(parents=True)
+        _ACTIVE.update({self.path, self.downloads})
+        try:
+            self.clean_stale()
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir()
+            self.downloads.mkdir(parents=True)
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -126,6 +137,7 @@ class RunScratch:
         for folder in (self.elsewhere, self.path):
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
+        _ACTIVE.difference_update({self.path, self.downloads})
 
     def own(self, path: str | os.PathLike) -> None:
         """Record a path beside ``out`` that this run made, for a later run to remove."""
@@ -139,9 +151,11 @@ class RunScratch:
             if not parent.is_dir():
                 continue
             for entry in parent.glob(f"{self.stem}*"):
-                pid = entry.name[len(self.stem) :]
-                if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+                pid = entry.name[len(self.stem) :].split(".")[0]
+                if not pid.isdigit() or entry in _ACTIVE:
                     continue
+                if int(pid) != os.getpid() and _alive(int(pid)):
+                    continue  # our own PID not in use here: left by an earlier boot
                 if (entry / "snapshot.txt").is_file():
                     _restore(entry, self.out)
                     warn(f"restored {self.out} from an append interrupted in process {pid}", 3)
