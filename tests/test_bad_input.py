@@ -496,3 +496,46 @@ def test_an_append_killed_outright_is_undone_by_the_next_run(shared_data, tmp_pa
     assert after.track_names() == [("K562", "H3K27ac"), ("K562", "RNA")]
     np.testing.assert_array_equal(after.read_track("K562", "H3K27ac"), original)
     assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (b"celltype\tassay\tpath\n\n", "lists no tracks"),
+        (b"celltype\tassay\tpath\nK562\tX\t\xff\xfe.bw\n", "not UTF-8"),
+        (b"celltype\tassay\tpath\tassay\nK562\tX\ta.bw\tY\n", "more than once"),
+        (b"celltype\tassay\tpath\nK562\tX\ta\x01.bw\n", "control character"),
+        (b"celltype\tassay\tpath\tmd5\nK562\tX\ta.bw\tabc\n", "invalid md5"),
+        (b"celltype\tassay\tpath\tscale\nK562\tX\ta.bw\tlog\n", "invalid scale"),
+        (b"celltype\tassay\tpath\nK562\tX\ta.bw\nK562\tX\tb.bw\n", "duplicate track"),
+    ],
+)
+def test_bad_manifests_are_one_line(tmp_path, content, message):
+    manifest = tmp_path / "m.tsv"
+    manifest.write_bytes(content)
+    _fails(_ingest(manifest, tmp_path / "s"), manifest, message)
+    assert not (tmp_path / "s").exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "content, name, message",
+    [
+        ("chr9\t4000000\t99999999999999999999\t1\n", "t.bedGraph", "'99999999999999999999' is out"),
+        ("chr9\t4000000\t4000025\t1\nchr9\t4000025\t4000050\n", "t.bedGraph", "line 2: a data"),
+        ("fixedStep chrom=chr9 start=4000001\n1 2\n", "t.wig", "holds 1 number(s), got 2"),
+        ("variableStep chrom=chr9\n4000001\n", "t.wig", "holds 2 number(s), got 1"),
+        ("variableStep chrom=chr9\n0 1\n", "t.wig", "position 0 must be >= 1"),
+        ("variableStep chrom=chr9 colour=red\n4000001 1\n", "t.wig", "unknown variableStep field"),
+        ("variableStep span=5\n4000001 1\n", "t.wig", "needs chrom="),
+    ],
+)
+def test_malformed_text_lines_are_one_line(tmp_path, content, name, message):
+    text = _text(tmp_path, content, name)
+    _fails(_ingest(_manifest(tmp_path, [("K562", "X", text)]), tmp_path / "s"), text, message)
+
+
+def test_bad_download_limits(tmp_path):
+    manifest = _manifest(tmp_path, [("K562", "X", "http://127.0.0.1:9/x.bw")])
+    _fails(_ingest(manifest, tmp_path / "s", "--download-timeout", "0"), "positive number")
+    _fails(_ingest(manifest, tmp_path / "s", "--max-download", "0"), "at least 1 byte")
