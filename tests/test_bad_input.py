@@ -523,6 +523,7 @@ def test_bad_manifests_are_one_line(tmp_path, content, message):
     [
         ("chr9\t4000000\t99999999999999999999\t1\n", "t.bedGraph", "'99999999999999999999' is out"),
         ("chr9\t4000000\t4000025\t1\nchr9\t4000025\t4000050\n", "t.bedGraph", "line 2: a data"),
+        ("chr9\t4000000\t4000025\t1 chr9\t4000025\t4000050\t2\n", "t.bedGraph", "got 8"),
         ("fixedStep chrom=chr9 start=4000001\n1 2\n", "t.wig", "holds 1 number(s), got 2"),
         ("variableStep chrom=chr9\n4000001\n", "t.wig", "holds 2 number(s), got 1"),
         ("variableStep chrom=chr9\n0 1\n", "t.wig", "position 0 must be >= 1"),
@@ -539,3 +540,15 @@ def test_bad_download_limits(tmp_path):
     manifest = _manifest(tmp_path, [("K562", "X", "http://127.0.0.1:9/x.bw")])
     _fails(_ingest(manifest, tmp_path / "s", "--download-timeout", "0"), "positive number")
     _fails(_ingest(manifest, tmp_path / "s", "--max-download", "0"), "at least 1 byte")
+
+
+def test_bedgraph_with_lone_carriage_returns_reads_every_record(tmp_path):
+    """Old Mac line ends: each record still counts (no record swallowed by its neighbour)."""
+    text = tmp_path / "t.bedGraph"
+    text.write_bytes(b"track type=bedGraph\rchr9\t4000000\t4000025\t1\rchr9\t4000025\t4000050\t2\r")
+    result = _ingest(
+        _manifest(tmp_path, [("K562", "X", text)]), tmp_path / "s", "--regions", str(_bed(tmp_path))
+    )
+    assert result.exit_code == 0, result.output
+    got = Store.open(tmp_path / "s").read_track("K562", "X")
+    np.testing.assert_allclose(got, np.arcsinh([1, 2, 0, 0]), **FLOAT16)

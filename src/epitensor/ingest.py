@@ -541,7 +541,7 @@ def _read_text(path: str, fmt: str, where: str) -> dict[str, tuple[np.ndarray, .
         raise EpitensorError(
             f"{where}: cannot read the {fmt} file ({exc}); it is corrupt, re-download it"
         ) from None
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    lines = text.splitlines()  # LF, CRLF and lone CR, as the format detection reads them
     del text
     try:
         parts = _parse_bedgraph(lines) if fmt == "bedgraph" else _parse_wig(lines)
@@ -610,8 +610,10 @@ def _parse_bedgraph(lines: list[str]) -> dict[str, list]:
         words = line.split()
         if not words or words[0].startswith(("#", "track", "browser")):
             continue
-        if len(words) < 4:
-            raise _LineError(n, "a data line needs 4 columns (chrom, start, end, value)")
+        if len(words) != 4:  # more: two records on one line (a lost line end) would lose one
+            raise _LineError(
+                n, f"a data line needs 4 columns (chrom, start, end, value), got {len(words)}"
+            )
         for column, word in zip(columns, words[:4]):
             column.append(word)
         columns[4].append(n)
