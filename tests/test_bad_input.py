@@ -552,3 +552,10 @@ def test_bedgraph_with_lone_carriage_returns_reads_every_record(tmp_path):
     assert result.exit_code == 0, result.output
     got = Store.open(tmp_path / "s").read_track("K562", "X")
     np.testing.assert_allclose(got, np.arcsinh([1, 2, 0, 0]), **FLOAT16)
+
+
+def test_unreadable_track_file(tmp_path):
+    """/proc/self/mem is a regular file whose first bytes cannot be read (EIO)."""
+    result = _ingest(_manifest(tmp_path, [("K562", "X", "/proc/self/mem")]), tmp_path / "s")
+    _fails(result, "/proc/self/mem", "cannot read the file", "Input/output error")
+    assert not (tmp_path / "s").exists() and _leftovers(tmp_path) == []

@@ -399,6 +399,15 @@ class _Source:
 
 def _inspect(spec: TrackSpec, local: str, sizes: pd.Series, genome: str) -> _Source:
     """Check a track file before reading it: exists, md5, format, chromosomes, build, data."""
+    try:
+        return _inspect_file(spec, local, sizes, genome)
+    except OSError as exc:  # unreadable (permissions, I/O error): not a store write failure
+        raise EpitensorError(
+            f"{spec.where}: cannot read the file ({exc.strerror or exc}); check that it is readable"
+        ) from None
+
+
+def _inspect_file(spec: TrackSpec, local: str, sizes: pd.Series, genome: str) -> _Source:
     where = spec.where
     if Path(local).is_dir():
         raise EpitensorError(f"{where}: the path is a folder; list the track file itself")
