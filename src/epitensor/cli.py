@@ -155,6 +155,21 @@ def ingest(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing store at --out.")
     ] = False,
+    scratch: Annotated[
+        Path | None,
+        typer.Option(
+            "--scratch",
+            help="Folder for downloaded track files; default: a scratch folder beside --out.",
+        ),
+    ] = None,
+    download_timeout: Annotated[
+        float,
+        typer.Option("--download-timeout", help="Seconds all downloads together may take."),
+    ] = 14400.0,
+    max_download: Annotated[
+        str,
+        typer.Option("--max-download", help="Largest file downloaded: bytes or 500M, 16G, ..."),
+    ] = "16G",
     ray: RayOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -177,6 +192,9 @@ def ingest(
             append=append,
             overwrite=overwrite,
             ray_address=ray,
+            scratch=scratch,
+            download_timeout=download_timeout,
+            max_download=max_download,
         )
     typer.echo(store.summary())
 

@@ -11,7 +11,11 @@ value is the sum of signal x bases over the bin divided by the bin width, so
 bases without data count as 0 (as the original Avocado did), including the
 bases of a chromosome's last, partial bin that lie past the chromosome end.
 Non-finite values (NaN, inf) become 0 with a warning that counts them; then
-arcsinh is applied.
+arcsinh is applied (in float64). A finite value that the store cannot hold
+(beyond float32 in a text file, or beyond the store's float16 after the
+transform) is an error naming the line or bin, as are overlapping records
+of a bedGraph or wig file. Cell type and assay names follow
+:func:`epitensor.names.validate_name`.
 
 Tracks are read in worker processes, one chromosome (axis) of one track per
 task for bigWig and array files, one whole file per task for the text formats
@@ -25,8 +29,9 @@ import contextlib
 import gzip
 import os
 import re
-import shutil
 import tempfile
+import time
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -40,11 +45,22 @@ from epitensor._utils import (
     EpitensorError,
     atomic_directory,
     is_local_path,
+    local_path,
     md5sum,
     progress,
     warn,
 )
+from epitensor.fetch import (
+    DEFAULT_DOWNLOAD_TIMEOUT,
+    DEFAULT_MAX_DOWNLOAD,
+    RunScratch,
+    download,
+    parse_size,
+    terminate_cleanly,
+    watch_parent,
+)
 from epitensor.genome import BUILDS, Layout, chrom_sizes, natural_sort
+from epitensor.names import validate_name
 from epitensor.store import DEFAULT_TRACK_CHUNK, Store
 
 __all__ = [
@@ -66,6 +82,8 @@ _TEXT_FORMATS = ("bedgraph", "wig")
 BLOCK_BYTES = 256 << 20  # tracks buffered for one block write
 _BIGWIG_BLOCK = 1 << 20  # bins per pybigtools query
 _WIG_HEADS = ("fixedStep", "variableStep", "track", "browser", "#")
+_TEXT_BLOCK = 1 << 20  # bins summed at once from text records
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # manifest ---------------------------------------------------------------------------
@@ -104,12 +122,17 @@ class TrackSpec:
 def read_manifest(manifest: str | os.PathLike) -> list[TrackSpec]:
     """Read and validate a manifest TSV.
 
+    Every row must have as many tab-separated fields as the header (empty
+    fields after the last column, as a trailing tab leaves, are ignored), so
+    a stray tab never shifts a value into another column.
+
     Parameters
     ----------
     manifest : str or path-like
         TSV with a header and the columns ``celltype``, ``assay``, ``path``
-        and optionally ``md5`` and ``scale``. Relative paths are resolved
-        against the manifest's folder.
+        and optionally ``md5`` and ``scale`` (other columns are ignored).
+        Relative paths are resolved against the manifest's folder. Blank
+        lines are skipped.
 
     Returns
     -------
@@ -117,45 +140,87 @@ def read_manifest(manifest: str | os.PathLike) -> list[TrackSpec]:
         One per row, in file order.
     """
     manifest = Path(manifest)
+    rows = [(n, line) for n, line in enumerate(_manifest_lines(manifest), 1) if line.strip()]
+    if not rows:
+        raise EpitensorError(f"manifest {manifest} is empty; write a header and one row per track")
+    columns = _manifest_header(rows[0][1], manifest)
+    if len(rows) == 1:
+        raise EpitensorError(f"manifest {manifest} lists no tracks; add one row per track")
+    specs = []
+    for n, line in rows[1:]:
+        fields = [f.strip() for f in line.split("\t")]
+        while len(fields) > len(columns) and not fields[-1]:
+            fields.pop()
+        if len(fields) != len(columns):
+            raise EpitensorError(
+                f"manifest {manifest}, line {n}: {len(fields)} tab-separated fields but the "
+                f"header has {len(columns)} ({', '.join(columns)}); fix the row so each value "
+                f"is in its column"
+            )
+        specs.append(_spec_from_row(dict(zip(columns, fields)), manifest, n))
+    _check_duplicates(specs, str(manifest))
+    return specs
+
+
+def _manifest_lines(manifest: Path) -> list[str]:
+    """The manifest's lines (UTF-8, an optional byte-order mark, LF or CRLF)."""
     try:
-        table = pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False, comment=None)
+        text = manifest.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise EpitensorError(f"manifest not found: {manifest}") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
         raise EpitensorError(
-            f"cannot read manifest {manifest}: {exc}; expected a TSV with a header "
-            f"celltype, assay, path[, md5]"
+            f"manifest {manifest} is a folder; pass the manifest TSV file inside it"
         ) from None
-    table.columns = [c.strip().lower() for c in table.columns]
-    missing = [c for c in ("celltype", "assay", "path") if c not in table.columns]
+    except UnicodeDecodeError as exc:
+        raise EpitensorError(
+            f"cannot read manifest {manifest}: not UTF-8 text ({exc.reason} at byte "
+            f"{exc.start}); save it as a tab-separated text file"
+        ) from None
+    except OSError as exc:
+        raise EpitensorError(f"cannot read manifest {manifest}: {exc.strerror or exc}") from None
+    # not splitlines(): it also splits on form feeds and other separators a field may hold
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def _manifest_header(line: str, manifest: Path) -> list[str]:
+    columns = [c.strip().lower() for c in line.split("\t")]
+    while columns and not columns[-1]:
+        columns.pop()
+    missing = [c for c in ("celltype", "assay", "path") if c not in columns]
     if missing:
         raise EpitensorError(
             f"manifest {manifest} lacks the column(s) {missing}; its header must name "
             f"celltype, assay, path (tab-separated), optionally md5 and scale"
         )
-    if table.empty:
-        raise EpitensorError(f"manifest {manifest} lists no tracks; add one row per track")
-    table = table.apply(lambda column: column.str.strip())
-    specs = [_spec_from_row(row, manifest, i + 2) for i, row in enumerate(table.to_dict("records"))]
-    _check_duplicates(specs, str(manifest))
-    return specs
+    doubled = sorted({c for c in columns if c and columns.count(c) > 1})
+    if doubled:
+        raise EpitensorError(
+            f"manifest {manifest}: the header names {doubled} more than once; keep one of each"
+        )
+    return columns
 
 
 def _spec_from_row(row: dict, manifest: Path, line: int) -> TrackSpec:
+    where = f"manifest {manifest}, line {line}"
     celltype, assay, path = row["celltype"], row["assay"], row["path"]
     if not celltype or not assay or not path:
-        raise EpitensorError(
-            f"manifest {manifest}, line {line}: celltype, assay and path must all be given"
-        )
+        raise EpitensorError(f"{where}: celltype, assay and path must all be given")
+    validate_name(celltype, "cell type", where)
+    validate_name(assay, "assay", where)
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise EpitensorError(f"{where}: the path {path!r} holds a control character; fix it")
     if is_local_path(path) and not Path(path).is_absolute():
         path = str(manifest.parent / path)
     scale = row.get("scale", "") or "raw"
     if scale not in SCALES:
         raise EpitensorError(
-            f"manifest {manifest}, line {line}: invalid scale: got {scale!r}, "
-            f"expected one of {list(SCALES)!r}"
+            f"{where}: invalid scale: got {scale!r}, expected one of {list(SCALES)!r}"
         )
-    return TrackSpec(celltype, assay, path, row.get("md5", "").lower(), scale)
+    md5 = row.get("md5", "").lower()
+    if md5 and not re.fullmatch(r"[0-9a-f]{32}", md5):
+        raise EpitensorError(f"{where}: invalid md5 {md5!r}: expected 32 hex digits or nothing")
+    return TrackSpec(celltype, assay, path, md5, scale)
 
 
 def _check_duplicates(specs: Sequence[TrackSpec], where: str, existing: Iterable = ()) -> None:
@@ -208,7 +273,7 @@ def detect_format(path: str | os.PathLike) -> str:
                 break
             else:  # only headers or nothing: a text track without data, reported as empty
                 return "wig" if ".wig" in name else "bedgraph"
-    except (OSError, UnicodeDecodeError, EOFError):
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error):
         pass
     raise EpitensorError(
         f"{path}: unrecognised or corrupt file (not bigWig, bedGraph, wig, npz or npy); "
@@ -334,7 +399,18 @@ class _Source:
 
 def _inspect(spec: TrackSpec, local: str, sizes: pd.Series, genome: str) -> _Source:
     """Check a track file before reading it: exists, md5, format, chromosomes, build, data."""
+    try:
+        return _inspect_file(spec, local, sizes, genome)
+    except OSError as exc:  # unreadable (permissions, I/O error): not a store write failure
+        raise EpitensorError(
+            f"{spec.where}: cannot read the file ({exc.strerror or exc}); check that it is readable"
+        ) from None
+
+
+def _inspect_file(spec: TrackSpec, local: str, sizes: pd.Series, genome: str) -> _Source:
     where = spec.where
+    if Path(local).is_dir():
+        raise EpitensorError(f"{where}: the path is a folder; list the track file itself")
     if not Path(local).is_file():
         raise EpitensorError(
             f"{where}: file not found; fix the path in the manifest "
@@ -445,6 +521,13 @@ def _bigwig_bins(reader, chrom: str, length: int, first: int, res: int, out: np.
         out[full] = np.sum(bases) / res
 
 
+class _LineError(ValueError):
+    """A defect of one line of a text track (1-based line number)."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"line {line}: {message}")
+
+
 def _read_text(path: str, fmt: str, where: str) -> dict[str, tuple[np.ndarray, ...]]:
     """Records of a bedGraph or wig file per chromosome (file names).
 
@@ -452,87 +535,184 @@ def _read_text(path: str, fmt: str, where: str) -> dict[str, tuple[np.ndarray, .
     -------
     dict of str to (starts, ends, values)
         0-based half-open intervals (int64) and values (float64), sorted by
-        start, overlaps cut so that a later interval wins.
+        start, not overlapping, empty intervals dropped.
+
+    Raises
+    ------
+    EpitensorError
+        The file is unreadable, or a line is malformed, holds a finite value
+        beyond the float32 range, or overlaps another (naming both lines).
     """
     try:
         with _open_text(path) as handle:
             text = handle.read()
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error) as exc:
         raise EpitensorError(
             f"{where}: cannot read the {fmt} file ({exc}); it is corrupt, re-download it"
         ) from None
+    lines = text.splitlines()  # LF, CRLF and lone CR, as the format detection reads them
+    del text
     try:
-        parts = _parse_bedgraph(text) if fmt == "bedgraph" else _parse_wig(text)
-    except (ValueError, KeyError, IndexError) as exc:
-        raise EpitensorError(
-            f"{where}: cannot parse the {fmt} file ({exc}); check its format"
-        ) from None
-    records = {chrom: _tidy(*_concat(pieces)) for chrom, pieces in parts.items()}
+        parts = _parse_bedgraph(lines) if fmt == "bedgraph" else _parse_wig(lines)
+        records = {chrom: _tidy(*_concat(pieces)) for chrom, pieces in parts.items()}
+    except _LineError as exc:
+        raise EpitensorError(f"{where}: {exc}; fix the {fmt} file") from None
     records = {c: r for c, r in records.items() if len(r[0])}
     if not records:
         raise EpitensorError(f"{where}: empty track (no data lines in the {fmt}); check the file")
     return records
 
 
-def _concat(pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
-    return tuple(np.concatenate([p[i] for p in pieces]) for i in range(3))
+def _concat(pieces: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    return tuple(np.concatenate([p[i] for p in pieces]) for i in range(4))
 
 
-def _tidy(starts: np.ndarray, ends: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Sort by start, cut overlaps (a later interval wins) and drop empty intervals."""
-    order = np.argsort(starts, kind="stable")
-    starts, ends, values = starts[order], ends[order], values[order]
-    ends = ends.copy()
-    if len(starts) > 1:
-        ends[:-1] = np.minimum(ends[:-1], starts[1:])
+def _tidy(
+    starts: np.ndarray, ends: np.ndarray, values: np.ndarray, lines: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """Sort by start, refuse overlaps (naming both lines) and drop empty intervals."""
     keep = ends > starts
-    return starts[keep], ends[keep], values[keep]
+    starts, ends, values, lines = starts[keep], ends[keep], values[keep], lines[keep]
+    order = np.argsort(starts, kind="stable")
+    starts, ends, values, lines = starts[order], ends[order], values[order], lines[order]
+    overlap = np.flatnonzero(starts[1:] < ends[:-1])
+    if len(overlap):
+        k = int(overlap[0])
+        raise _LineError(
+            int(lines[k + 1]),
+            f"interval [{starts[k + 1]:,}, {ends[k + 1]:,}) overlaps the interval "
+            f"[{starts[k]:,}, {ends[k]:,}) of line {lines[k]} ({len(overlap):,} overlap(s)); "
+            f"records must not overlap: merge them (summing or averaging, as you intend)",
+        )
+    return starts, ends, values
 
 
-def _parse_bedgraph(text: str) -> dict[str, list]:
-    rows = [
-        line.split()
-        for line in text.splitlines()
-        if line.strip() and not line.lstrip().startswith(("#", "track", "browser"))
-    ]
-    if any(len(row) < 4 for row in rows):
-        raise ValueError("a data line has fewer than 4 columns (chrom, start, end, value)")
-    table = pd.DataFrame([row[:4] for row in rows], columns=["chrom", "start", "end", "value"])
-    parts: dict[str, list] = {}
-    for chrom, group in table.groupby("chrom", sort=False):
-        parts[str(chrom)] = [
-            (
-                group.start.astype(np.int64).to_numpy(),
-                group.end.astype(np.int64).to_numpy(),
-                group.value.astype(np.float64).to_numpy(),
+def _numbers(words: list[str], lines: list[int], dtype, what: str) -> np.ndarray:
+    """``words`` as an array of ``dtype``; a word that is not one names its line."""
+    try:
+        array = np.array(words, dtype=dtype) if words else np.zeros(0, dtype=dtype)
+    except (ValueError, OverflowError):
+        parse = int if dtype is np.int64 else float
+        for word, line in zip(words, lines):
+            try:
+                number = parse(word)
+            except ValueError:
+                raise _LineError(line, f"{what} {word[:30]!r} is not a number") from None
+            if parse is int and abs(number) >= 1 << 62:
+                raise _LineError(line, f"{what} {word[:30]!r} is out of range") from None
+        array = np.array([parse(word) for word in words], dtype=dtype)  # numpy is stricter
+    if dtype is np.float64:
+        huge = np.flatnonzero(np.isfinite(array) & (np.abs(array) > _FLOAT32_MAX))
+        if len(huge):
+            k = int(huge[0])
+            raise _LineError(
+                lines[k],
+                f"value {words[k][:30]} is beyond the float32 range (±{_FLOAT32_MAX:.3g}; "
+                f"{len(huge):,} such value(s)): the file is corrupt or not a signal track",
             )
-        ]
-    return parts
+    return array
 
 
-def _parse_wig(text: str) -> dict[str, list]:
-    lines = text.splitlines()
-    heads = [i for i, line in enumerate(lines) if line.lstrip().startswith(_WIG_HEADS)]
-    parts: dict[str, list] = {}
-    for k, i in enumerate(heads):
-        words = lines[i].split()
-        if words[0] not in ("fixedStep", "variableStep"):
+def _parse_bedgraph(lines: list[str]) -> dict[str, list]:
+    columns: tuple[list, ...] = ([], [], [], [], [])
+    for n, line in enumerate(lines, 1):
+        words = line.split()
+        if not words or words[0].startswith(("#", "track", "browser")):
             continue
-        spec = dict(word.split("=", 1) for word in words[1:])
-        end = heads[k + 1] if k + 1 < len(heads) else len(lines)
-        numbers = np.array(" ".join(lines[i + 1 : end]).split(), dtype=np.float64)
-        span = int(spec.get("span", 1))
-        if words[0] == "fixedStep":
-            step = int(spec.get("step", 1))
-            starts = int(spec["start"]) - 1 + step * np.arange(len(numbers), dtype=np.int64)
-            values = numbers
-        else:
-            if len(numbers) % 2:
-                raise ValueError(f"variableStep block at line {i + 1} needs 'position value' pairs")
-            starts = numbers[0::2].astype(np.int64) - 1
-            values = numbers[1::2]
-        parts.setdefault(spec["chrom"], []).append((starts, starts + span, values))
+        if len(words) != 4:  # more: two records on one line (a lost line end) would lose one
+            raise _LineError(
+                n, f"a data line needs 4 columns (chrom, start, end, value), got {len(words)}"
+            )
+        for column, word in zip(columns, words[:4]):
+            column.append(word)
+        columns[4].append(n)
+    chroms, line_numbers = np.array(columns[0], dtype=object), np.array(columns[4], np.int64)
+    starts = _numbers(columns[1], columns[4], np.int64, "start")
+    ends = _numbers(columns[2], columns[4], np.int64, "end")
+    values = _numbers(columns[3], columns[4], np.float64, "value")
+    _check_intervals(starts, ends, line_numbers)
+    parts: dict[str, list] = {}
+    for chrom in dict.fromkeys(columns[0]):
+        rows = chroms == chrom
+        parts[str(chrom)] = [(starts[rows], ends[rows], values[rows], line_numbers[rows])]
     return parts
+
+
+def _check_intervals(starts: np.ndarray, ends: np.ndarray, lines: np.ndarray) -> None:
+    bad = np.flatnonzero((starts < 0) | (ends < starts))
+    if len(bad):
+        k = int(bad[0])
+        raise _LineError(
+            int(lines[k]),
+            f"interval [{starts[k]:,}, {ends[k]:,}) has a negative start or ends before it "
+            f"starts (0-based half-open [start, end) expected)",
+        )
+
+
+def _wig_header(words: list[str], line: int) -> dict[str, int | str]:
+    """The fields of a ``fixedStep`` / ``variableStep`` line, checked."""
+    fields: dict[str, int | str] = {"kind": words[0], "line": line}
+    for word in words[1:]:
+        key, sep, value = word.partition("=")
+        if not sep or key not in ("chrom", "start", "step", "span"):
+            raise _LineError(line, f"unknown {words[0]} field {word[:30]!r}")
+        if key == "chrom":
+            fields[key] = value
+            continue
+        if not value.isdigit() or int(value) < 1:
+            raise _LineError(line, f"{key}={value[:30]} must be a positive integer")
+        fields[key] = int(value)
+    if "chrom" not in fields:
+        raise _LineError(line, f"{words[0]} needs chrom=")
+    if words[0] == "fixedStep" and "start" not in fields:
+        raise _LineError(line, "fixedStep needs start=")
+    return fields
+
+
+def _parse_wig(lines: list[str]) -> dict[str, list]:
+    blocks: list[tuple[dict, list[str], list[int]]] = []
+    block = None
+    for n, line in enumerate(lines, 1):
+        words = line.split()
+        if not words:
+            continue
+        if words[0] in ("fixedStep", "variableStep"):
+            block = (_wig_header(words, n), [], [])
+            blocks.append(block)
+            continue
+        if words[0].startswith(_WIG_HEADS):
+            block = None if words[0] == "track" else block
+            continue
+        if block is None:
+            raise _LineError(n, "data line before any fixedStep or variableStep line")
+        expected = 1 if block[0]["kind"] == "fixedStep" else 2
+        if len(words) != expected:
+            raise _LineError(
+                n, f"a {block[0]['kind']} data line holds {expected} number(s), got {len(words)}"
+            )
+        block[1].extend(words)
+        block[2].append(n)
+    parts: dict[str, list] = {}
+    for fields, words, numbers in blocks:
+        parts.setdefault(str(fields["chrom"]), []).append(_wig_block(fields, words, numbers))
+    return parts
+
+
+def _wig_block(fields: dict, words: list[str], numbers: list[int]) -> tuple[np.ndarray, ...]:
+    span = int(fields.get("span", 1))
+    lines = np.array(numbers, dtype=np.int64)
+    if fields["kind"] == "fixedStep":
+        values = _numbers(words, numbers, np.float64, "value")
+        step = int(fields.get("step", 1))
+        starts = int(fields["start"]) - 1 + step * np.arange(len(values), dtype=np.int64)
+    else:
+        positions = _numbers(words[0::2], numbers, np.int64, "position")
+        values = _numbers(words[1::2], numbers, np.float64, "value")
+        if len(positions) and positions.min() < 1:
+            k = int(np.argmin(positions))
+            raise _LineError(numbers[k], f"position {positions[k]} must be >= 1 (wig is 1-based)")
+        starts = positions - 1
+    return starts, starts + span, values, lines
 
 
 def _bin_records(
@@ -540,9 +720,9 @@ def _bin_records(
 ) -> tuple[list[np.ndarray], int]:
     """Mean signal per bin of several bin ranges from sorted, non-overlapping records.
 
-    The integral of the step function up to ``x`` is the cumulative sum of
-    whole intervals ending at or before ``x`` plus the covered part of the
-    next one, so bin means are differences of the integral at bin edges.
+    Each bin sums ``value x overlap`` over the records overlapping it, in
+    blocks of bins: unlike differences of one running integral, a huge value
+    cannot cancel the precision of the bins after it.
 
     Returns
     -------
@@ -559,16 +739,31 @@ def _bin_records(
             inside = (starts < (lo + count) * res) & (ends > lo * res)
             n_bad += int((bad & inside).sum())
         values = np.where(bad, 0.0, values)
-    cumulative = np.concatenate([[0.0], np.cumsum(values * (ends - starts))])
     out = []
     for lo, count in zip(first, n):
-        edges = (int(lo) + np.arange(int(count) + 1, dtype=np.int64)) * res
-        k = np.searchsorted(ends, edges, side="right")
-        kk = np.minimum(k, len(starts) - 1)
-        partial = np.where(k < len(starts), values[kk] * np.clip(edges - starts[kk], 0, None), 0.0)
-        integral = cumulative[k] + partial
-        out.append(np.diff(integral) / res)
+        sums = np.zeros(int(count), dtype=np.float64)
+        for b0 in range(0, int(count), _TEXT_BLOCK):
+            b1 = min(int(count), b0 + _TEXT_BLOCK)
+            _sum_bins(starts, ends, values, (int(lo) + b0) * res, res, sums[b0:b1])
+        out.append(sums / res)
     return out, n_bad
+
+
+def _sum_bins(
+    starts: np.ndarray, ends: np.ndarray, values: np.ndarray, origin: int, res: int, out
+) -> None:
+    """Fill ``out`` (one per bin from bp ``origin``) with sums of value x overlapping bases."""
+    low = origin + res * np.arange(len(out), dtype=np.int64)
+    first = np.searchsorted(ends, low, side="right")  # ends are sorted: records don't overlap
+    last = np.searchsorted(starts, low + res, side="left")
+    counts = np.maximum(last - first, 0)
+    total = int(counts.sum())
+    if not total:
+        return
+    bins = np.repeat(np.arange(len(out)), counts)
+    rec = np.arange(total) - np.repeat(np.cumsum(counts) - counts - first, counts)
+    overlap = np.minimum(ends[rec], low[bins] + res) - np.maximum(starts[rec], low[bins])
+    out[:] = np.bincount(bins, weights=values[rec] * overlap, minlength=len(out))
 
 
 def _array_keys(path: str, fmt: str, where: str) -> list[str]:
@@ -650,28 +845,83 @@ def _axis_chrom_bins(
     return out, n_bad
 
 
-def _finish(values: np.ndarray, transform: str, scale: str) -> tuple[np.ndarray, int]:
-    """Replace non-finite values by 0 (in place) and apply the transform.
+def _finish(
+    values: np.ndarray, transform: str, scale: str, dtype: str, where: str, at
+) -> tuple[np.ndarray, int]:
+    """Replace non-finite values by 0 (in place), transform, cast, check every cast.
 
-    Returns float32 values, shape ``(n,)``, and the number of values replaced.
+    The transform runs in float64, before any narrowing cast, so a finite value
+    stays finite through arcsinh. A finite value that a cast turns into inf
+    (beyond float32, or beyond the store's ``dtype`` after the transform) is an
+    error: it is a real number the store cannot hold, and storing 0 or the
+    largest float in its place would be a wrong value with no trace.
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape=(n,), float64
+        Bin means; edited in place.
+    transform, scale : str
+        The store's transform and the track's scale.
+    dtype : str
+        The store's on-disk dtype (``"float16"`` or ``"float32"``).
+    where : str
+        The track, for messages.
+    at : callable
+        Index -> ``"chrom:position"`` of that bin, for messages.
+
+    Returns
+    -------
+    values : numpy.ndarray, shape=(n,), float32
+        On the store's scale.
+    n_bad : int
+        Non-finite values replaced by 0.
     """
     bad = ~np.isfinite(values)
     n_bad = int(bad.sum())
     if n_bad:
         values[bad] = 0.0
     del bad
-    out = values.astype(np.float32)
     if transform == "arcsinh" and scale == "raw":
-        np.arcsinh(out, out=out)
+        np.arcsinh(values, out=values)
+    out = values.astype(np.float32)
+    limit = float(np.finfo(dtype).max) if np.dtype(dtype).itemsize < 4 else _FLOAT32_MAX
+    if out.size and not max(float(out.max()), -float(out.min())) <= limit:
+        with np.errstate(over="ignore"):
+            lost = np.flatnonzero(~np.isfinite(out.astype(dtype)))
+        if len(lost):
+            k = int(lost[0])
+            raise EpitensorError(
+                f"{where}: the value {values[k]:.4g} at {at(k)} is beyond the store's {dtype} "
+                f"range (±{limit:.4g}) after the transform ({len(lost):,} bin(s)); the file is "
+                f"corrupt or on another scale (check the scale column and the transform)"
+            )
     return out, n_bad
 
 
+def _position_namer(layout: Layout, axis: str):
+    """A function from an index along ``axis`` to ``"chrom:start"`` (bp, 0-based) of that bin."""
+
+    def at(index: int) -> str:
+        regions = layout.axis_regions(axis)
+        offsets = regions.offset.to_numpy()
+        row = regions.iloc[max(0, int(np.searchsorted(offsets, index, side="right")) - 1)]
+        start = (int(row.first_bin) + index - int(row.offset)) * layout.resolution
+        return f"{row.chrom}:{start:,} (axis {axis!r}, bin {index:,})"
+
+    return at
+
+
 def _read_axes(
-    source: _Source, layout: Layout, axes: Sequence[str], transform: str
+    source: _Source,
+    layout: Layout,
+    axes: Sequence[str],
+    transform: str,
+    dtype: str = "float16",
 ) -> list[tuple[str, np.ndarray, int]]:
     """Read some axes of one track: ``(axis, values, n_non_finite)`` per axis.
 
-    Values are float32, shape ``(axis_length,)``, on the store's scale.
+    Values are float32, shape ``(axis_length,)``, on the store's scale, and
+    finite in the store's ``dtype``.
     """
     where = source.spec.where
     reader = None
@@ -687,7 +937,8 @@ def _read_axes(
                 raw = _array_axis(source.local, source.fmt, axis, layout, where)
             else:
                 raw, n_records = _axis_chrom_bins(source, layout, axis, reader)
-            values, n_bad = _finish(raw, transform, source.spec.scale)
+            at = _position_namer(layout, axis)
+            values, n_bad = _finish(raw, transform, source.spec.scale, dtype, where, at)
             out.append((axis, values, n_bad + n_records))
     except EpitensorError:
         raise
@@ -742,6 +993,7 @@ def read_track(
     scale: str = "raw",
     md5: str = "",
     name: tuple[str, str] = ("?", "?"),
+    dtype: str = "float16",
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Read one track file onto a layout, one axis at a time.
 
@@ -768,6 +1020,10 @@ def read_track(
         Expected MD5 of the file; default "" skips the check.
     name : tuple of (str, str)
         ``(celltype, assay)`` for messages. Default ``("?", "?")``.
+    dtype : str
+        On-disk dtype of the store the values go to: a finite value beyond
+        its range after the transform is an error. Default ``"float16"`` (the
+        store's default).
 
     Yields
     ------
@@ -777,13 +1033,14 @@ def read_track(
         Mean signal per 25-bp bin, non-finite values replaced by 0, then transformed.
     """
     _check_choice("transform", transform, TRANSFORMS)
+    _check_choice("dtype", dtype, ("float16", "float32"))
     spec = TrackSpec(name[0], name[1], str(path), md5, scale)
     source = _inspect(spec, str(path), chrom_sizes, genome)
     for note in source.notes:
         warn(note, 2)
     tally = _Tally(source, layout)
     for axes in _task_axes(source, layout):
-        for axis, values, n_bad in _read_axes(source, layout, axes, transform):
+        for axis, values, n_bad in _read_axes(source, layout, axes, transform, dtype):
             tally.add(values, n_bad)
             yield axis, values
     tally.close()
@@ -869,7 +1126,34 @@ def _executor(workers: int, ray_address: str | None = None):
     if workers <= 1:
         return _Inline()
     # spawn: the parent may hold zarr's event-loop thread, which fork would copy half-alive
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=watch_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def _stop(pool, interrupted: bool) -> None:
+    """Shut the pool down; on SIGTERM / Ctrl-C, end its workers instead of awaiting their tasks."""
+    if interrupted and isinstance(pool, ProcessPoolExecutor):
+        # the public API of Python < 3.14 cannot end busy workers; _processes is stable since 3.2
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _pool(workers: int, ray_address: str | None) -> Iterator:
+    pool = _executor(workers, ray_address)
+    interrupted = False
+    try:
+        yield pool
+    except BaseException as exc:
+        interrupted = not isinstance(exc, Exception)
+        raise
+    finally:
+        _stop(pool, interrupted)
 
 
 def _ordered(pool, tasks: list, window: int) -> Iterator:
@@ -888,38 +1172,30 @@ def _ordered(pool, tasks: list, window: int) -> Iterator:
         yield result
 
 
-def _open_remote(url: str):
-    """A binary stream of a URL: http(s) with the standard library, other protocols with fsspec.
+def _fetch(specs: Sequence[TrackSpec], scratch: RunScratch, limits: tuple[float, int]) -> list[str]:
+    """Local paths of the track files, downloading URLs into the run's scratch.
 
-    fsspec's http filesystem needs aiohttp and requests, which a plain
-    download does not justify as dependencies.
+    ``limits`` is ``(seconds for all downloads, largest file in bytes)``.
     """
-    if url.startswith(("http://", "https://")):
-        import urllib.request
-
-        return urllib.request.urlopen(url, timeout=60)  # noqa: S310 - user-given URL
-    import fsspec
-
-    return fsspec.open(url, "rb").open()
-
-
-def _fetch(specs: Sequence[TrackSpec], scratch: Path) -> list[str]:
-    """Local paths of the track files, downloading URLs (fsspec) into ``scratch``."""
+    deadline = time.monotonic() + limits[0]
     paths = []
     for i, spec in enumerate(specs):
         if is_local_path(spec.path):
             paths.append(str(spec.path).removeprefix("file://"))
             continue
-        target = scratch / f"{i}-{Path(spec.path.split('?')[0]).name}"
-        try:
-            with _open_remote(spec.path) as remote, open(target, "wb") as local:
-                shutil.copyfileobj(remote, local)
-        except Exception as exc:  # noqa: BLE001 - network and HTTP errors vary
-            raise EpitensorError(
-                f"{spec.where}: cannot download ({exc}); check the URL or download it yourself"
-            ) from None
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(spec.path.split("?")[0]).name)[-80:]
+        target = scratch.downloads / f"{i}-{name}"
+        download(spec.path, target, spec.where, deadline, limits[1])
         paths.append(str(target))
     return paths
+
+
+def _check_limits(download_timeout: float, max_download: int | str) -> tuple[float, int]:
+    if not download_timeout > 0:
+        raise EpitensorError(
+            f"download_timeout must be a positive number of seconds; got {download_timeout!r}"
+        )
+    return float(download_timeout), parse_size(max_download)
 
 
 def _inspect_all(pool, specs, paths, sizes, genome) -> list[_Source]:
@@ -945,7 +1221,7 @@ def _write_tracks(store: Store, sources: list[_Source], pool, workers: int, verb
     tasks, owners = [], []
     for k, source in enumerate(sources):
         for axes in _task_axes(source, layout):
-            tasks.append((_read_axes, source, layout, axes, transform))
+            tasks.append((_read_axes, source, layout, axes, transform, store.dtype))
             owners.append(k)
     counts = [owners.count(k) for k in range(len(sources))]
     results = _ordered(pool, tasks, max(2, 2 * workers))
@@ -990,19 +1266,37 @@ def _write_block(store: Store, specs: list[TrackSpec], tracks: list[Iterator]) -
     )
 
 
-def _add(
-    store: Store, specs: Sequence[TrackSpec], workers: int, verbose: bool, ray_address=None
-) -> None:
-    genome = store.genome
-    with tempfile.TemporaryDirectory(prefix="epitensor-ingest-") as scratch:
-        paths = _fetch(specs, Path(scratch))
-        pool = _executor(workers, ray_address)
+def _add(store: Store, specs: Sequence[TrackSpec], run: _Run) -> None:
+    local = is_local_path(store.url)
+    # a remote store has no folder beside it here: its run folder goes to the temp folder
+    beside = local_path(store.url) if local else Path(tempfile.gettempdir()) / "remote-store"
+    with RunScratch(beside, run.scratch) as scratch:
+        paths = _fetch(specs, scratch, run.limits)
+        if local:
+            scratch.snapshot(local_path(store.url))
+        n_rows, tracks = store.n_tracks, list(store._attrs["tracks"])
         try:
-            sources = _inspect_all(pool, specs, paths, store.chrom_sizes, genome)
-            _warn_dropped(store.layout, sources)
-            _write_tracks(store, sources, pool, workers, verbose)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            with _pool(run.workers, run.ray_address) as pool:
+                sources = _inspect_all(pool, specs, paths, store.chrom_sizes, store.genome)
+                _warn_dropped(store.layout, sources)
+                _write_tracks(store, sources, pool, run.workers, run.verbose)
+        except BaseException:
+            if local:
+                scratch.restore()
+            else:
+                _rollback(store, n_rows, tracks)
+            raise
+
+
+@dataclass(frozen=True)
+class _Run:
+    """How one ingest runs: workers, progress, Ray, scratch folder, download limits."""
+
+    workers: int
+    verbose: bool
+    ray_address: str | None
+    scratch: str | os.PathLike | None
+    limits: tuple[float, int]
 
 
 def _warn_dropped(layout: Layout, sources: list[_Source]) -> None:
@@ -1044,11 +1338,16 @@ def add_tracks(
     workers: int | None = None,
     verbose: bool = True,
     ray_address: str | None = None,
+    scratch: str | os.PathLike | None = None,
+    download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
+    max_download: int | str = DEFAULT_MAX_DOWNLOAD,
 ) -> Store:
     """Add the tracks of a manifest to an existing store, all or none.
 
-    Tracks are binned onto the store's layout and genome. When any track fails,
-    the store's track list and arrays are restored to what they were.
+    Tracks are binned onto the store's layout and genome. When any track fails
+    (or the run is stopped by SIGTERM or Ctrl-C), a local store is put back
+    byte for byte as it was (from a snapshot of hard links in the run's
+    scratch folder); a remote store gets its track list and row count back.
 
     Parameters
     ----------
@@ -1065,30 +1364,49 @@ def add_tracks(
         Read the tracks as Ray tasks (``"local"``, ``"auto"`` or an address;
         the files must be readable by every worker); this process writes the
         store. Default None: worker processes on this machine.
+    scratch, download_timeout, max_download
+        As for :func:`ingest`.
 
     Returns
     -------
     Store
         The store, reopened read-only.
     """
+    limits = _check_limits(download_timeout, max_download)
     if not isinstance(store, Store):
+        if is_local_path(store):  # before reading the track list: undo an append that was killed
+            RunScratch(local_path(store), scratch).clean_stale()
         store = Store.open(store, mode="r+")
     specs = _specs(manifest)
     with store.locked():  # other writers wait; the track list is re-read under the lock
         _check_duplicates(specs, f"store {store.url}", store.track_names())
-        n_rows, tracks = store.n_tracks, list(store._attrs["tracks"])
-        try:
-            _add(store, specs, _default_workers(workers, len(specs)), verbose, ray_address)
-        except BaseException:
-            _rollback(store, n_rows, tracks)
-            raise
+        run = _Run(_default_workers(workers, len(specs)), verbose, ray_address, scratch, limits)
+        with terminate_cleanly(), _writing(store.url):
+            _add(store, specs, run)
     return Store.open(store.url)
+
+
+@contextlib.contextmanager
+def _writing(out: str | os.PathLike) -> Iterator[None]:
+    """Turn an OS error while the store is written (disk full, read-only) into one line."""
+    try:
+        yield
+    except OSError as exc:
+        what = f"{exc.strerror} ({exc.filename})" if exc.strerror and exc.filename else exc
+        raise EpitensorError(
+            f"cannot write the store {out}: {what}; free disk space or choose a writable --out "
+            f"(nothing was changed)"
+        ) from None
 
 
 def _specs(manifest) -> list[TrackSpec]:
     if isinstance(manifest, (str, os.PathLike)):
         return read_manifest(manifest)
     specs = list(manifest)
+    for i, spec in enumerate(specs, 1):
+        where = f"track {i} of the list ({spec.path!r})"  # spec.where would print the bad name
+        validate_name(spec.celltype, "cell type", where)
+        validate_name(spec.assay, "assay", where)
     _check_duplicates(specs, "tracks")
     if not specs:
         raise EpitensorError("no tracks to ingest; the manifest is empty")
@@ -1106,6 +1424,9 @@ def ingest(
     overwrite: bool = False,
     transform: str = "arcsinh",
     ray_address: str | None = None,
+    scratch: str | os.PathLike | None = None,
+    download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
+    max_download: int | str = DEFAULT_MAX_DOWNLOAD,
 ) -> Store:
     """Build a compendium store from the tracks of a manifest.
 
@@ -1140,15 +1461,27 @@ def ingest(
         Read the tracks as Ray tasks (``"local"``, ``"auto"`` or an address;
         the files must be readable by every worker); this process writes the
         store, in manifest order. Default None: worker processes on this machine.
+    scratch : str or path-like, optional
+        Folder for downloaded track files. Default None: the run's scratch
+        folder beside ``out`` (``.OUT.ingest-HOST-PID``, removed at the end; a
+        later run removes those of runs that were killed).
+    download_timeout : float
+        Seconds all downloads of the run may take together. Default 14400 (4 h).
+    max_download : int or str
+        Largest file downloaded, in bytes or with a K/M/G/T suffix. Default 16 GiB.
 
     Returns
     -------
     Store
         The new store, opened read-only.
     """
+    options = {"scratch": scratch, "download_timeout": download_timeout}
     if append:
-        return add_tracks(out, manifest, workers=workers, verbose=verbose, ray_address=ray_address)
+        return add_tracks(
+            out, manifest, workers, verbose, ray_address, max_download=max_download, **options
+        )
     _check_choice("transform", transform, TRANSFORMS)
+    limits = _check_limits(download_timeout, max_download)
     if not is_local_path(out):
         raise EpitensorError(f"ingest writes local stores; got {out}: build it locally, then copy")
     specs = _specs(manifest)
@@ -1156,23 +1489,36 @@ def ingest(
         raise EpitensorError(f"{out} already exists; pass --append, --overwrite or another --out")
     sizes = chrom_sizes(genome)
     build = str(genome) if str(genome) in BUILDS else "custom"
-    workers = _default_workers(workers, len(specs))
+    _check_parent(Path(out))
+    run = _Run(_default_workers(workers, len(specs)), verbose, ray_address, scratch, limits)
     with (
-        tempfile.TemporaryDirectory(prefix="epitensor-ingest-") as scratch,
+        terminate_cleanly(),
+        _writing(out),
+        RunScratch(out, scratch) as run_scratch,
         atomic_directory(out, overwrite=overwrite) as tmp,
     ):
-        paths = _fetch(specs, Path(scratch))
-        pool = _executor(workers, ray_address)
-        try:
+        run_scratch.own(tmp)
+        paths = _fetch(specs, run_scratch, run.limits)
+        with _pool(run.workers, run.ray_address) as pool:
             sources = _inspect_all(pool, specs, paths, sizes, build)
             layout = _layout_for(regions, sizes, sources)
             store = Store.create(
                 tmp, layout, sizes, genome=build, transform=transform, overwrite=True
             )
-            _write_tracks(store, sources, pool, workers, verbose)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            _write_tracks(store, sources, pool, run.workers, run.verbose)
     return Store.open(out)
+
+
+def _check_parent(out: Path) -> None:
+    """Refuse an output whose folder is a file (mkdir would say only "File exists")."""
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise EpitensorError(
+                    f"cannot write the store {out}: {parent} is a file, not a folder; "
+                    f"choose another --out"
+                )
+            return
 
 
 def _layout_for(regions, sizes: pd.Series, sources: list[_Source]) -> Layout:

@@ -1,0 +1,341 @@
+"""An ingest run's scratch: bounded downloads, leftovers a later run cleans, undoing an append.
+
+Each run owns one folder, ``.OUT.ingest-HOST-PID`` beside its output ``OUT``
+(downloads go to ``--scratch DIR`` instead when given). It holds the
+downloaded track files, the names of other paths the run created (the
+temporary store folder) and, while appending, a snapshot of the store made
+of hard links. The run removes it on success, on error and on SIGTERM (turned
+into :class:`SystemExit` so cleanup code runs); a run killed outright
+(SIGKILL, power loss) leaves it, and the next run on the same output removes
+it once that PID is gone from this host, first restoring the store from its
+snapshot when the dead run was appending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from epitensor._utils import EpitensorError, warn
+
+__all__ = [
+    "DEFAULT_DOWNLOAD_TIMEOUT",
+    "DEFAULT_MAX_DOWNLOAD",
+    "RunScratch",
+    "download",
+    "parse_size",
+    "terminate_cleanly",
+    "watch_parent",
+]
+
+DEFAULT_DOWNLOAD_TIMEOUT = 4 * 3600.0  # seconds for all downloads of one run
+DEFAULT_MAX_DOWNLOAD = 16 << 30  # bytes per downloaded file
+_READ_TIMEOUT = 60.0  # seconds one network read may wait
+_CHUNK = 1 << 20
+_ACTIVE: set[Path] = set()  # run folders of this process in use (several runs may overlap)
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes of a size such as ``"16G"``, ``"500M"``, ``"1.5GiB"`` or ``"1024"`` (binary units).
+
+    Parameters
+    ----------
+    text : str or int
+        A number of bytes, optionally with a K, M, G or T suffix (powers of 1024).
+
+    Returns
+    -------
+    int
+        The size in bytes (at least 1).
+    """
+    if isinstance(text, int) and not isinstance(text, bool):
+        number, unit = float(text), ""
+    else:
+        match = _SIZE.fullmatch(str(text))
+        if not match:
+            raise EpitensorError(
+                f"invalid size: got {text!r}, expected bytes with an optional K, M, G or T "
+                f"suffix, such as 16G"
+            )
+        number, unit = float(match.group(1)), match.group(2).lower()
+    size = int(number * 1024 ** " kmgt".index(unit or " "))
+    if size < 1:
+        raise EpitensorError(f"size must be at least 1 byte; got {text!r}")
+    return size
+
+
+# the scratch folder ---------------------------------------------------------------------
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs on this host (True when it cannot be told)."""
+    if sys.platform == "win32":  # os.kill(pid, 0) would send CTRL_C_EVENT there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
+class RunScratch:
+    """The scratch folder of one ingest run into ``out``; a context manager.
+
+    Parameters
+    ----------
+    out : path-like
+        The store the run writes.
+    folder : path-like, optional
+        Where downloads go. Default None: the run's folder beside ``out``.
+    """
+
+    def __init__(self, out: str | os.PathLike, folder: str | os.PathLike | None = None) -> None:
+        self.out = Path(out).absolute()
+        self.stem = f".{self.out.name}.ingest-{_host()}-"
+        self.path = self.out.parent / f"{self.stem}{os.getpid()}"
+        for n in itertools.count(1):  # another run of this process on the same output
+            if self.path not in _ACTIVE:
+                break
+            self.path = self.out.parent / f"{self.stem}{os.getpid()}.{n}"
+        self.elsewhere = None if folder is None else Path(folder).absolute() / self.path.name
+        self.downloads = self.elsewhere or self.path / "downloads"
+
+    def __enter__(self) -> RunScratch:
+        _ACTIVE.update({self.path, self.downloads})
+        try:
+            self.clean_stale()
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir()
+            self.downloads.mkdir(parents=True)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove this run's folders (the snapshot, if any, is dropped: the store stands)."""
+        for folder in (self.elsewhere, self.path):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+        _ACTIVE.difference_update({self.path, self.downloads})
+
+    def own(self, path: str | os.PathLike) -> None:
+        """Record a path beside ``out`` that this run made, for a later run to remove."""
+        with open(self.path / "owns", "a", encoding="utf-8") as handle:
+            handle.write(Path(path).name + "\n")
+
+    def clean_stale(self) -> None:
+        """Remove the scratch of dead runs on ``out``, restoring a store they were appending to."""
+        parents = [self.out.parent] + ([self.elsewhere.parent] if self.elsewhere else [])
+        for parent in parents:
+            if not parent.is_dir():
+                continue
+            for entry in parent.glob(f"{self.stem}*"):
+                pid = entry.name[len(self.stem) :].split(".")[0]
+                if not pid.isdigit() or entry in _ACTIVE:
+                    continue
+                if int(pid) != os.getpid() and _alive(int(pid)):
+                    continue  # our own PID not in use here: left by an earlier boot
+                if (entry / "snapshot.txt").is_file():
+                    _restore(entry, self.out)
+                    warn(f"restored {self.out} from an append interrupted in process {pid}", 3)
+                for name in _owned(entry, self.out.name):
+                    shutil.rmtree(parent / name, ignore_errors=True)
+                shutil.rmtree(entry, ignore_errors=True)
+
+    # undoing an append ------------------------------------------------------------------
+
+    def snapshot(self, store: str | os.PathLike) -> None:
+        """Hard-link every file of the local store ``store`` into this run's folder.
+
+        The store's writer replaces files through a rename, so a link keeps the
+        old bytes; where links are not possible, files are copied.
+        """
+        store = Path(store)
+        target = self.path / "snapshot"
+        files = sorted(p.relative_to(store) for p in store.rglob("*") if p.is_file())
+        folders = sorted(p.relative_to(store) for p in store.rglob("*") if p.is_dir())
+        for rel in files:
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(store / rel, target / rel)
+            except OSError:
+                shutil.copy2(store / rel, target / rel)
+        listing = [f"file\t{rel.as_posix()}" for rel in files]
+        listing += [f"dir\t{rel.as_posix()}" for rel in folders]
+        # written last: a snapshot.txt means the snapshot is complete
+        (self.path / "snapshot.txt").write_text("\n".join(listing) + "\n", encoding="utf-8")
+
+    def restore(self) -> None:
+        """Put the store back as it was at :meth:`snapshot`."""
+        _restore(self.path, self.out)
+
+
+def _owned(entry: Path, name: str) -> list[str]:
+    try:
+        names = (entry / "owns").read_text(encoding="utf-8").split()
+    except OSError:
+        return []
+    return [n for n in names if n.startswith(f".{name}.") and "/" not in n and n != entry.name]
+
+
+def _restore(entry: Path, store: Path) -> None:
+    """Make ``store`` hold exactly the files listed in ``entry/snapshot.txt``, with their bytes."""
+    rows = [r.split("\t", 1) for r in (entry / "snapshot.txt").read_text("utf-8").splitlines()]
+    files = {Path(rel) for kind, rel in rows if kind == "file"}
+    folders = {Path(rel) for kind, rel in rows if kind == "dir"}
+    for path in sorted(store.rglob("*"), reverse=True):
+        rel = path.relative_to(store)
+        if path.is_file() and rel not in files:
+            path.unlink()
+        elif path.is_dir() and rel not in folders:
+            shutil.rmtree(path, ignore_errors=True)
+    for rel in files:
+        kept, current = entry / "snapshot" / rel, store / rel
+        if not current.exists() or not os.path.samefile(kept, current):
+            current.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(kept, current)
+
+
+# signals and workers --------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def terminate_cleanly() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit(143)`` inside the block, so ``finally`` clauses run.
+
+    Only the main thread can take signals; elsewhere this does nothing. A
+    second SIGTERM during the cleanup is ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def watch_parent(parent: int, interval: float = 1.0) -> None:
+    """Exit this (worker) process soon after process ``parent`` is gone.
+
+    A pool's workers block on their task queue, whose pipe they hold both
+    ends of, so a killed parent would leave them running forever.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="epitensor-watch-parent", daemon=True).start()
+
+
+# downloads ------------------------------------------------------------------------------
+
+
+def download(url: str, target: Path, where: str, deadline: float, max_bytes: int) -> None:
+    """Download ``url`` to ``target`` by ``deadline`` (``time.monotonic``), at most ``max_bytes``.
+
+    Parameters
+    ----------
+    url : str
+        http(s) (standard library) or another fsspec protocol.
+    target : pathlib.Path
+        Local file to write; removed when the download fails.
+    where : str
+        The track, for messages.
+    deadline : float
+        ``time.monotonic()`` value by which every download of the run must end.
+    max_bytes : int
+        Largest file accepted.
+    """
+    try:
+        _copy(url, target, where, deadline, max_bytes)
+    except EpitensorError:
+        target.unlink(missing_ok=True)
+        raise
+    except Exception as exc:  # noqa: BLE001 - network and HTTP errors vary
+        target.unlink(missing_ok=True)
+        if isinstance(exc, TimeoutError | socket.timeout) and time.monotonic() >= deadline:
+            _late(where, deadline)
+        raise EpitensorError(
+            f"{where}: cannot download ({exc}); check the URL or download it yourself"
+        ) from None
+
+
+def _late(where: str, deadline: float):
+    raise EpitensorError(
+        f"{where}: download deadline reached; pass a longer --download-timeout, or "
+        f"download the file yourself and list its local path"
+    )
+
+
+def _copy(url: str, target: Path, where: str, deadline: float, max_bytes: int) -> None:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        _late(where, deadline)
+    with _open_remote(url, min(_READ_TIMEOUT, remaining)) as remote:
+        length = getattr(remote, "headers", {}).get("Content-Length", "")
+        if str(length).isdigit() and int(length) > max_bytes:
+            _too_big(where, f"{int(length):,} bytes", max_bytes)
+        read = getattr(
+            remote, "read1", remote.read
+        )  # read1: whatever arrived, never waits for more
+        total = 0
+        with open(target, "wb") as local:
+            while chunk := read(_CHUNK):
+                total += len(chunk)
+                if total > max_bytes:
+                    _too_big(where, f"more than {max_bytes:,} bytes", max_bytes)
+                if time.monotonic() >= deadline:
+                    _late(where, deadline)
+                local.write(chunk)
+
+
+def _too_big(where: str, size: str, max_bytes: int):
+    raise EpitensorError(
+        f"{where}: the download is {size}, over the limit of {max_bytes:,} bytes; pass a "
+        f"larger --max-download or check the URL"
+    )
+
+
+def _open_remote(url: str, timeout: float):
+    """A binary stream of a URL: http(s) with the standard library, other protocols with fsspec.
+
+    fsspec's http filesystem needs aiohttp and requests, which a plain
+    download does not justify as dependencies.
+    """
+    if url.startswith(("http://", "https://")):
+        import urllib.request
+
+        return urllib.request.urlopen(url, timeout=max(timeout, 0.1))  # noqa: S310 - user's URL
+    import fsspec
+
+    return fsspec.open(url, "rb").open()
