@@ -111,6 +111,24 @@ def _parse_track(track) -> tuple[str, str]:
     return str(celltype), str(assay)
 
 
+def _read_preset_file(path: Path, cls: type) -> dict:
+    """Constructor parameters from a preset JSON file, checked against the class's."""
+    try:
+        params = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise EpitensorError(f"preset file not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise EpitensorError(f"cannot read preset file {path}: {exc}") from None
+    if not isinstance(params, dict):
+        raise EpitensorError(f"{path}: a preset file holds one JSON object of parameters")
+    unknown = sorted(set(params) - set(cls._get_param_names()))
+    if unknown:
+        raise EpitensorError(
+            f"{path}: unknown parameters {unknown}; valid ones are {cls._get_param_names()}"
+        )
+    return params
+
+
 class Avocado(BaseEstimator):
     """Multi-scale deep tensor factorization of the epigenome (Avocado).
 
@@ -271,19 +289,28 @@ class Avocado(BaseEstimator):
     # construction -----------------------------------------------------------------------------
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> Avocado:
-        """An estimator with a preset's hyperparameters (``"paper"`` or ``"cpu-small"``).
+    def from_preset(cls, name: str | os.PathLike, **overrides) -> Avocado:
+        """An estimator with a preset's hyperparameters.
 
         Parameters
         ----------
-        name : str
-            Preset name.
+        name : str or path-like
+            ``"paper"``, ``"cpu-small"``, or the path of a JSON file holding
+            one object of constructor parameters (such as the
+            ``best_preset.json`` written by ``epitensor tune``).
         **overrides
             Hyperparameters replacing the preset's.
         """
-        if name not in PRESETS:
-            raise EpitensorError(f"invalid preset: got {name!r}, expected one of {list(PRESETS)}")
-        model = cls(**PRESETS[name])
+        if str(name) in PRESETS:
+            params = PRESETS[str(name)]
+        elif str(name).endswith(".json") or Path(name).is_file():
+            params = _read_preset_file(Path(name), cls)
+        else:
+            raise EpitensorError(
+                f"invalid preset: got {str(name)!r}, expected one of {list(PRESETS)} "
+                f"or the path of a preset JSON file"
+            )
+        model = cls(**params)
         return model.set_params(**overrides) if overrides else model
 
     @classmethod
@@ -1038,7 +1065,7 @@ def _json_float(value: float | None) -> float | None:
 def train_model(
     store: Store | str | os.PathLike,
     out: str | os.PathLike,
-    preset: str = "cpu-small",
+    preset: str | os.PathLike = "cpu-small",
     holdout: Sequence = (),
     n_epochs: int | None = None,
     resume: bool = False,
@@ -1061,7 +1088,8 @@ def train_model(
     out : str or path-like
         Model directory to write.
     preset : str
-        ``"cpu-small"`` (default) or ``"paper"``.
+        ``"cpu-small"`` (default), ``"paper"`` or a preset JSON file
+        (:meth:`Avocado.from_preset`).
     holdout : sequence of (str, str) or "CELL:ASSAY"
         Tracks left out and scored each epoch. Default: none.
     n_epochs : int, optional

@@ -223,7 +223,11 @@ def train(
     store: StoreArg,
     out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
     preset: Annotated[
-        str, typer.Option("--preset", help="Hyperparameters: cpu-small or paper.")
+        str,
+        typer.Option(
+            "--preset",
+            help="Hyperparameters: cpu-small, paper or a preset JSON file (from epitensor tune).",
+        ),
     ] = "cpu-small",
     holdout: Annotated[
         list[str] | None,
