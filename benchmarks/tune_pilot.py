@@ -18,7 +18,7 @@ Prints the CPU flags that matter for speed (AVX2, AVX-512, AVX-512 BF16, AMX).
 
 Usage: python benchmarks/tune_pilot.py [--out tune-pilot] [--trials 20] [--budget 30]
        [--threads 2] [--split standard|shifted] [--compare-split standard|shifted]
-       [--no-compare]
+       [--positions 100000] [--epochs 4] [--no-compare]
 """
 
 from __future__ import annotations
@@ -82,6 +82,8 @@ def main():
     parser.add_argument("--compare-split", default=None, choices=["standard", "shifted"])
     parser.add_argument("--no-compare", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--positions", type=int, default=100_000, help="per trial")
+    parser.add_argument("--epochs", type=int, default=4, help="per trial")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"CPU: {cpu_flags()}; torch threads {torch.get_num_threads()}")
@@ -94,6 +96,8 @@ def main():
         n_trials=args.trials,
         budget_minutes=args.budget,
         holdout=holdout,
+        positions=args.positions,
+        n_epochs=args.epochs,
         seed=args.seed,
         n_threads=args.threads,
     )
