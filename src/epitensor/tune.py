@@ -421,7 +421,7 @@ def _check_tune_args(space, n_trials, budget_minutes, positions, n_epochs, prese
 
     if preset not in PRESETS:
         raise EpitensorError(f"invalid preset: got {preset!r}, expected one of {list(PRESETS)}")
-    unknown = sorted(set(space) - set(Avocado._get_param_names()))
+    unknown = sorted(set(space) - set(Avocado().get_params()))
     if unknown:
         raise EpitensorError(f"the search space names unknown hyperparameters {unknown}")
     empty = [name for name, choices in space.items() if len(list(choices)) == 0]
@@ -515,7 +515,7 @@ def plot_importance(path: str | os.PathLike, importance: pd.Series) -> None:
     importance : pandas.Series
         Hyperparameter name to importance (from Optuna's ``get_param_importances``).
     """
-    from epitensor.plots import _save, plt
+    from epitensor.plots import plt
 
     ordered = importance.sort_values()
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(ordered) + 1.2))
@@ -524,4 +524,5 @@ def plot_importance(path: str | os.PathLike, importance: pd.Series) -> None:
     ax.set_title("hyperparameter importance")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    _save(fig, path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
