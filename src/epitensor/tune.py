@@ -472,7 +472,10 @@ def _importance(study, optuna) -> pd.Series | None:
     if len(_completed(study, optuna)) < 2 or not varied:
         return None
     try:
-        importance = optuna.importance.get_param_importances(study, params=sorted(varied))
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # reproducible
+        importance = optuna.importance.get_param_importances(
+            study, evaluator=evaluator, params=sorted(varied)
+        )
     except (RuntimeError, ValueError) as exc:
         warn(f"hyperparameter importance not computed: {exc}")
         return None
@@ -524,5 +527,8 @@ def plot_importance(path: str | os.PathLike, importance: pd.Series) -> None:
     ax.set_title("hyperparameter importance")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial.png")
+    fig.savefig(partial, dpi=120)
     plt.close(fig)
+    os.replace(partial, path)
