@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -137,3 +138,19 @@ def test_cli_tune_error_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["tune", str(tmp_path / "nope.zarr"), "--out", str(tmp_path)])
     assert result.exit_code == 1
     assert "Traceback" not in result.output and result.output.startswith("error:")
+
+
+def test_trial_store_holds_only_the_trial_tracks(small_pilot_store, tmp_path):
+    from epitensor.training import stage1_store
+    from epitensor.tune import _trial_store
+
+    view = stage1_store(small_pilot_store, tuning_regions(small_pilot_store, 100_000))
+    tracks = [t for t in small_pilot_store.track_names() if t not in HOLDOUT][:7]
+    copied = _trial_store(view, tracks, tmp_path / "trials.zarr")
+    assert copied.track_names() == tracks
+    axis = view.axes[0]
+    assert copied.axes == [axis] and copied.axis_length(axis) == 40_000
+    for celltype, assay in tracks[:2]:
+        np.testing.assert_array_equal(
+            copied.read_track(celltype, assay, axis), view.read_track(celltype, assay, axis)
+        )
