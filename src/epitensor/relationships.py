@@ -53,7 +53,6 @@ from epitensor.store import Store, open_store
 __all__ = [
     "RELATIONSHIPS",
     "Relationship",
-    "element_means",
     "gene_promoters",
     "pairwise_summary",
     "pairwise_table",
@@ -210,7 +209,7 @@ class _Elements:
         )
 
 
-def element_means(
+def _element_means(
     values: np.ndarray, elements: _Elements, keep: np.ndarray, n_bins: np.ndarray
 ) -> np.ndarray:
     """Mean signal of each element over its kept bins (NaN when too few are kept).
@@ -391,7 +390,7 @@ def _scored(relationship, celltype, method, imputed, values, located, keep) -> d
                 f"{method}: a track of {celltype} has {value.shape[0]} positions, the store "
                 f"{keep.shape[0]}; pass imputations over all the store's axes, concatenated"
             )
-    x, y = (element_means(v, e, keep, n) for v, (e, n) in zip(values, located))
+    x, y = (_element_means(v, e, keep, n) for v, (e, n) in zip(values, located))
     n, pearson, spearman = _correlations(x, y)
     return {
         "celltype": celltype,
