@@ -49,6 +49,26 @@ def test_presets():
         Avocado.from_preset("huge")
 
 
+def test_preset_file(tmp_path):
+    path = tmp_path / "best_preset.json"
+    path.write_text(json.dumps({**PRESETS["cpu-small"], "n_nodes": 64, "n_layers": 3}))
+    model = Avocado.from_preset(path, n_epochs=2)
+    assert (model.n_nodes, model.n_layers, model.n_epochs) == (64, 3, 2)
+    assert model.n_assay_factors == PRESETS["cpu-small"]["n_assay_factors"]
+    assert Avocado.from_preset(str(path)).n_nodes == 64
+    with pytest.raises(EpitensorError, match="preset file not found"):
+        Avocado.from_preset(tmp_path / "missing.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(EpitensorError, match="one JSON object"):
+        Avocado.from_preset(tmp_path / "list.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(EpitensorError, match="cannot read preset file"):
+        Avocado.from_preset(tmp_path / "bad.json")
+    (tmp_path / "typo.json").write_text('{"n_node": 5}')
+    with pytest.raises(EpitensorError, match="unknown parameter 'n_node'"):
+        Avocado.from_preset(tmp_path / "typo.json")
+
+
 def test_trained_model_fixture(trained_model):
     model = trained_model
     assert model.celltypes_ == ["E003", "E017", "E065", "E116", "E117"]

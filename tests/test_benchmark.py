@@ -201,8 +201,14 @@ def test_run_benchmark_writes_everything(small_pilot_store, tmp_path):
         "metrics.png",
         "stratified.png",
         "parameters.json",
+        "pairwise.csv",
+        "pairwise_summary.csv",
+        "pairwise.md",
     ):
         assert (out / name).stat().st_size > 0, name
+    # the pairwise relationships of the held-out tracks, every method beside the observed
+    assert set(result.pairwise.method) == {"observed", *methods}
+    assert "Not scored: H3K36me3 gene body ~ RNA-seq" in (out / "pairwise.md").read_text()
     written = pd.read_csv(out / "metrics.csv")
     assert list(written.columns) == ["celltype", "assay", "method", "metric", "value"]
     assert "| mse |" in (out / "summary.md").read_text()

@@ -70,3 +70,6 @@ def test_quick_demo_writes_every_output(tmp_path, monkeypatch):
     assert "<table" in html and "average_activity" in html
     mse = summary.loc["mse", "avocado"]
     assert re.search(rf">{mse:.3f}<", html)
+    # the pairwise relationships, model beside the observed (no RNA-seq in the sample)
+    assert "Pairwise relationships between marks" in html
+    assert "H3K4me3 promoter ~ H3K36me3 gene body" in html and "Not scored" in html

@@ -906,7 +906,7 @@ def _json_float(value: float | None) -> float | None:
 def train_model(
     store: Store | str | os.PathLike,
     out: str | os.PathLike,
-    preset: str = "cpu-small",
+    preset: str | os.PathLike = "cpu-small",
     holdout: Sequence = (),
     n_epochs: int | None = None,
     resume: bool = False,
@@ -929,7 +929,8 @@ def train_model(
     out : str or path-like
         Model directory to write.
     preset : str
-        ``"cpu-small"`` (default) or ``"paper"``.
+        ``"cpu-small"`` (default), ``"paper"`` or a preset JSON file
+        (:meth:`Avocado.from_preset`).
     holdout : sequence of (str, str) or "CELL:ASSAY"
         Tracks left out and scored each epoch. Default: none.
     n_epochs : int, optional

@@ -527,6 +527,8 @@ class BenchmarkResult:
         Fitted baselines by method name.
     holdout, train : list of (str, str)
         The split.
+    pairwise : pandas.DataFrame or None
+        From :func:`epitensor.relationships.pairwise_table`.
     seconds : dict
         Fit time of each method in seconds.
     out_dir : pathlib.Path or None
@@ -544,6 +546,7 @@ class BenchmarkResult:
     train: list
     seconds: dict = field(default_factory=dict)
     out_dir: Path | None = None
+    pairwise: pd.DataFrame | None = None
 
     def summary_markdown(self, digits: int = 3) -> str:
         """The summary as Markdown: metrics x methods, the best in bold, plus a ``best`` column."""
@@ -612,6 +615,7 @@ def run_benchmark(
     BenchmarkResult
     """
     from epitensor.baselines import all_baselines
+    from epitensor.relationships import pairwise_table
 
     store = open_store(store)
     holdout, train = resolve_split(split, store)
@@ -667,6 +671,7 @@ def run_benchmark(
         holdout=holdout,
         train=train,
         seconds=seconds,
+        pairwise=pairwise_table(predictions, store, annotations),
     )
     if out_dir is not None:
         parameters = {
@@ -691,7 +696,9 @@ def write_benchmark(
     Files: ``metrics.csv`` (long), ``metrics_by_track.csv`` / ``.md`` (track x
     method rows, metric columns), ``summary.csv`` / ``.md`` (mean per method,
     best per metric), ``stratified.csv`` / ``.md``, ``metrics.png``,
-    ``stratified.png`` and ``parameters.json``.
+    ``stratified.png``, ``parameters.json`` and the pairwise relationships
+    (``pairwise.csv``, ``pairwise_summary.csv``, ``pairwise.md``; see
+    :func:`epitensor.relationships.write_pairwise`).
 
     Returns
     -------
@@ -721,6 +728,10 @@ def write_benchmark(
         title = f"held-out tracks: {', '.join(f'{c} {a}' for c, a in result.holdout)}"
         plot_metrics(tmp / "metrics.png", result.table, title)
         plot_stratified(tmp / "stratified.png", result.stratified, "stratified by peak sharing")
+        if result.pairwise is not None:
+            from epitensor.relationships import write_pairwise
+
+            write_pairwise(result.pairwise, tmp)
         (tmp / "parameters.json").write_text(json.dumps(parameters, indent=2, default=str) + "\n")
     result.out_dir = Path(out_dir)
     return result.out_dir

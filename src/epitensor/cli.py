@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -802,6 +803,76 @@ def benchmark(
         )
     typer.echo(result.summary_markdown())
     typer.echo(f"wrote {out}")
+
+
+@app.command()
+@user_errors
+def tune(
+    store: StoreArg,
+    out: Annotated[Path, typer.Option("--out", help="Folder of the study (continued if there).")],
+    trials: Annotated[
+        int, typer.Option("--trials", min=1, help="Completed trials the study should hold.")
+    ] = 20,
+    budget: Annotated[
+        float, typer.Option("--budget", min=0.01, help="Wall-clock minutes for this run.")
+    ] = 30.0,
+    holdout: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--holdout",
+            help="CELL:ASSAY to be reported later, kept out of the search (repeat).",
+            parser=_track_option,
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the validation draw and sampler.")
+    ] = 0,
+    space: Annotated[
+        Path | None,
+        typer.Option(
+            "--space",
+            help='JSON object of hyperparameter -> values, e.g. {"n_nodes": [256, 512]}. '
+            "Default: the grid of the seven structural hyperparameters.",
+        ),
+    ] = None,
+    preset: Annotated[
+        str, typer.Option("--preset", help="Preset giving every other setting: cpu-small or paper.")
+    ] = "cpu-small",
+    positions: Annotated[
+        int, typer.Option("--positions", min=1, help="Positions each trial trains on.")
+    ] = 100_000,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Stage-1 epochs per trial.")] = 4,
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Random search over the seven structural hyperparameters, scored on validation tracks.
+
+    Writes OUT/best_preset.json (for `epitensor train --preset`), trials.csv and
+    importance.png; the study is kept in OUT/study.db, so rerunning continues it.
+
+    Example: epitensor tune roadmap-pilot --trials 20 --budget 30 --out tune
+    --holdout E003:H3K4me3 --holdout E116:H3K27me3
+    """
+    from epitensor.tune import tune as run_tune
+
+    result = run_tune(
+        store,
+        _writable_dir(out),
+        n_trials=trials,
+        budget_minutes=budget,
+        holdout=holdout or [],
+        space=space,
+        preset=preset,
+        positions=positions,
+        n_epochs=epochs,
+        seed=seed,
+        n_threads=threads,
+        verbose=not quiet,
+    )
+    done = int((result.trials.state == "COMPLETE").sum())
+    typer.echo(f"best of {done} trials: validation MSE {result.best_value:.4f}")
+    typer.echo(json.dumps(result.best_params, indent=2))
+    typer.echo(f"wrote {out / 'best_preset.json'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

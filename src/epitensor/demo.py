@@ -303,6 +303,22 @@ def _track_figures(result, store: Store, out: Path, directory: Path) -> list[tup
     return figures
 
 
+def _report_pairwise(report, pairwise) -> None:
+    """The pairwise relationships between marks (epitensor.relationships) in the report."""
+    from epitensor.relationships import pairwise_summary, pairwise_wide
+
+    report.heading("Pairwise relationships between marks")
+    report.table(
+        pairwise_summary(pairwise),
+        caption="Mean |r_method - r_observed| over the cell types with a held-out track of the "
+        "pair (Pearson across promoters / genes of the per-element mean signal; lower is "
+        "better). 'observed r': the observed correlation, averaged over those cell types.",
+    )
+    report.table(pairwise_wide(pairwise), caption="Pearson r per cell type.")
+    for name, why in pairwise.attrs.get("skipped", {}).items():
+        report.paragraph(f"Not scored: {name} ({why}).")
+
+
 def _write_report(
     result, out: Path, figures: list[tuple[Path, str]], seconds: float, quick: bool
 ) -> Path:
@@ -355,6 +371,8 @@ def _write_report(
     )
     report.heading("Per held-out track")
     report.table(per_track[[c for c in summary.index if c in per_track.columns]])
+    if result.pairwise is not None and not result.pairwise.empty:
+        _report_pairwise(report, result.pairwise)
     report.heading("Figures")
     for path, caption in figures:
         report.figure(path, caption)

@@ -227,6 +227,10 @@ class Hyperparameters(ModuleConfig):
             raise KeyError(name)
         return getattr(self, name)
 
+    def items(self) -> list[tuple[str, object]]:
+        """``(name, value)`` pairs, in declaration order, as a dict's."""
+        return [(name, getattr(self, name)) for name in self.keys()]
+
     def module_config(self) -> ModuleConfig:
         """The module layer's part."""
         return ModuleConfig(**{f.name: getattr(self, f.name) for f in fields(ModuleConfig)})
@@ -296,6 +300,8 @@ def read_preset(name_or_path: str | os.PathLike) -> Hyperparameters:
         return PRESETS[str(name_or_path)]
     path = Path(name_or_path)
     if not path.is_file():
+        if path.suffix == ".json":
+            raise EpitensorError(f"preset file not found: {path}")
         raise EpitensorError(
             f"invalid preset: got {str(name_or_path)!r}, expected one of {list(PRESETS)} "
             f"or a JSON file of parameters"
@@ -303,17 +309,14 @@ def read_preset(name_or_path: str | os.PathLike) -> Hyperparameters:
     try:
         values = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EpitensorError(f"preset file {path} is not readable JSON ({exc})") from None
+        raise EpitensorError(f"cannot read preset file {path}: {exc}") from None
     if not isinstance(values, dict):
-        raise EpitensorError(
-            f"preset file {path} holds a JSON {type(values).__name__}, not an object"
-        )
+        raise EpitensorError(f"{path}: a preset file holds one JSON object of parameters")
     known = Hyperparameters().keys()
-    unknown = [k for k in values if k not in known]
+    unknown = sorted(k for k in values if k not in known)
     if unknown:
-        raise EpitensorError(
-            f"preset file {path}: unknown parameter {unknown[0]!r}; parameters are {known}"
-        )
+        names = ", ".join(map(repr, unknown))
+        raise EpitensorError(f"{path}: unknown parameter {names}; valid ones are {list(known)}")
     preset = replace(Hyperparameters(), **values)
     preset.check()
     return preset
