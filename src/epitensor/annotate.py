@@ -571,7 +571,8 @@ def _fit_hmm(features: np.ndarray, lengths: list[int], n_states: int, n_iter: in
         n_components=n_states,
         covariance_type="diag",
         n_iter=n_iter,
-        tol=1e-2,
+        # hmmlearn's tolerance is on the total log-likelihood: stop below 1e-4 nats per bin
+        tol=1e-4 * len(features),
         random_state=seed,
         implementation="scaling",
     )
@@ -695,7 +696,7 @@ def annotate(
         "sampled_bins": int(len(sample)),
         "n_iter": int(n_iter),
         "em_iterations": int(len(hmm.monitor_.history)),
-        "converged": bool(hmm.monitor_.converged),
+        "converged": _converged(hmm.monitor_),
         "seed": int(seed),
         "genome": getattr(model, "genome_", None),
         "resolution": int(model.layout_.resolution),
@@ -714,6 +715,12 @@ def annotate(
     if out is not None:
         result.write(out, overwrite=overwrite)
     return result
+
+
+def _converged(monitor) -> bool:
+    """Whether EM stopped on its tolerance (hmmlearn's own flag is also True at ``n_iter``)."""
+    history = list(monitor.history)
+    return len(history) >= 2 and history[-1] - history[-2] < monitor.tol
 
 
 def _decode_axis(model, hmm, features: _Features, axis: str) -> np.ndarray:
@@ -893,7 +900,9 @@ def plot_states_locus(
             y = k % 3
             left, right = max(gene.start, lo) / 1e6, min(gene.end, hi) / 1e6
             ax.plot([left, right], [y, y], color="#1f3f7f", lw=2, solid_capstyle="butt")
-            ax.text(left, y + 0.3, str(getattr(gene, "name", "")), fontsize=6)
+            name = str(getattr(gene, "name", ""))
+            if name and ":" not in name:  # read_bed names unnamed intervals by their coordinates
+                ax.text(left, y + 0.3, name, fontsize=6)
         ax.set_ylim(-0.7, 3)
         ax.set_yticks([])
         ax.set_ylabel("RefSeq genes", rotation=0, ha="right", va="center", fontsize=8)
