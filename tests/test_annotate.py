@@ -91,6 +91,18 @@ def test_states_to_bed_merges_runs_and_clips_to_chromosome():
     assert (bed.thickStart == bed.start).all() and (bed.thickEnd == bed.end).all()
 
 
+def test_states_to_bed_refuses_axes_without_regions():
+    layout = Layout.from_chrom_sizes(pd.Series({"chrA": 100}))
+    with pytest.raises(EpitensorError, match="no layout region"):
+        states_to_bed({"other": np.zeros(4, int)}, layout, pd.Series({"chrA": 100}), [(0, 0, 0)])
+
+
+def test_chromhmm_file_needs_state_names(tmp_path):
+    (tmp_path / "X_chromhmm15.bed").write_text("chr1\t0\t200\nchr1\t200\t400\n")
+    with pytest.raises(EpitensorError, match="state name in column 4"):
+        annotation_intervals(tmp_path)
+
+
 def test_state_colours_distinct_and_valid():
     for k in (2, 10, 15, 30):
         colours = state_colours(k)

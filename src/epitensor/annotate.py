@@ -96,7 +96,8 @@ def _points(tss: pd.DataFrame) -> pd.DataFrame:
 def _chromhmm_sets(path: Path) -> dict[str, pd.DataFrame]:
     """Each state of a ChromHMM segmentation, plus its promoter and enhancer states pooled."""
     bed = read_bed(path)
-    if "name" not in bed:
+    unnamed = bed.chrom + ":" + bed.start.astype(str) + "-" + bed.end.astype(str)
+    if (bed.name == unnamed).all():  # read_bed names BED3 intervals by their coordinates
         raise EpitensorError(f"{path}: a ChromHMM segmentation needs the state name in column 4")
     prefix = path.name.split("_chromhmm")[0]
 
@@ -640,8 +641,33 @@ def annotate(
         _refuse_existing(output_paths(out))
     model = _as_model(model)
     axes = _check_arguments(model, n_states, celltype, axes, n_components, sample_size)
+    previous_device = model.device
     if device is not None:
         model.set_params(device=device)
+    try:
+        result = _annotate(
+            model,
+            n_states,
+            celltype,
+            axes,
+            annotations,
+            n_components,
+            sample_size,
+            n_iter,
+            seed,
+            verbose,
+        )
+    finally:
+        model.set_params(device=previous_device)  # the caller's model keeps its own setting
+    if out is not None:
+        result.write(out, overwrite=overwrite)
+    return result
+
+
+def _annotate(
+    model, n_states, celltype, axes, annotations, n_components, sample_size, n_iter, seed, verbose
+) -> StateAnnotation:
+    """The work of :func:`annotate` on a validated model: fit, decode, score, number the states."""
     intervals = annotation_intervals(annotations)
     features = _Features(model, celltype, n_components)
     windows = _sample_windows(model.layout_, axes, sample_size, seed)
@@ -657,8 +683,7 @@ def annotate(
     states, counts = {}, None
     for axis in progress(axes, desc="decode", verbose=verbose, unit="axis"):
         states[axis] = _decode_axis(model, hmm, features, axis)
-        masks = {n: model.layout_.mask_from_intervals(t, axis) for n, t in intervals.items()}
-        axis_counts = overlap_counts(states[axis], masks, n_states)
+        axis_counts = _axis_counts(model.layout_, axis, states[axis], intervals, n_states)
         counts = axis_counts if counts is None else [a + b for a, b in zip(counts, axis_counts)]
 
     sample_states = np.concatenate([states[w.axis][w.start : w.end] for w in windows.itertuples()])
@@ -712,9 +737,19 @@ def annotate(
         chrom_sizes=model.chrom_sizes_,
         params=params,
     )
-    if out is not None:
-        result.write(out, overwrite=overwrite)
     return result
+
+
+def _axis_counts(layout: Layout, axis: str, states: np.ndarray, intervals: dict, n_states: int):
+    """:func:`overlap_counts` of one axis, one annotation mask in memory at a time."""
+    columns = [
+        overlap_counts(states, {name: layout.mask_from_intervals(table, axis)}, n_states)
+        for name, table in intervals.items()
+    ]
+    per_state = columns[0][0]
+    overlap = np.concatenate([c[1] for c in columns], axis=1)
+    per_annotation = np.concatenate([c[2] for c in columns])
+    return per_state, overlap, per_annotation
 
 
 def _converged(monitor) -> bool:
