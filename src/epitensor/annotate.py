@@ -33,7 +33,8 @@ H3K27me3, H3K9me3) this is the mark set of the Roadmap core ChromHMM model.
 The HMM is fitted on a random sample of windows of positions (``sample_size``,
 default 200,000 bins) and every position is then decoded (Viterbi), one layout
 region at a time (regions are separate pieces of the genome; no state runs
-across two). Each state's mean imputed signal per (cell type, assay) is taken
+across two; a region longer than 1,048,576 bins, 26 Mb, is decoded in blocks
+of that length to bound memory). Each state's mean imputed signal per (cell type, assay) is taken
 over the fitted sample; its enrichment for an annotation is computed over every
 covered position, as ChromHMM's ``OverlapEnrichment`` does: the fraction of the
 state's bins overlapping the annotation over the fraction of all bins
@@ -526,12 +527,15 @@ class _Features:
 
 def _check_arguments(model, n_states, celltype, axes, n_components, sample_size) -> list[str]:
     if isinstance(n_states, bool) or not isinstance(n_states, (int, np.integer)) or n_states < 2:
-        raise EpitensorError(f"the number of states must be an integer >= 2; got {n_states!r}")
+        raise EpitensorError(
+            f"invalid number of states: must be an integer >= 2; got n_states={n_states!r}"
+        )
     if n_components < 1:
-        raise EpitensorError(f"n_components must be a positive integer; got {n_components!r}")
+        raise EpitensorError(f"must be a positive integer; got n_components={n_components!r}")
     if sample_size < 10 * n_states:
         raise EpitensorError(
-            f"sample_size must be at least 10 bins per state ({10 * n_states}); got {sample_size!r}"
+            f"sample_size must be at least 10 bins per state ({10 * n_states}); "
+            f"got sample_size={sample_size!r}"
         )
     if celltype is not None and celltype not in model.celltypes_:
         raise EpitensorError(
@@ -687,20 +691,8 @@ def _annotate(
         counts = axis_counts if counts is None else [a + b for a, b in zip(counts, axis_counts)]
 
     sample_states = np.concatenate([states[w.axis][w.start : w.end] for w in windows.itertuples()])
-    signal = np.concatenate(signal)
-    means = np.stack(
-        [
-            signal[sample_states == k].mean(axis=0)
-            if (sample_states == k).any()
-            else np.full(len(tracks), np.nan)
-            for k in range(n_states)
-        ]
-    )
-    order = np.argsort(-np.nan_to_num(means.mean(axis=1), nan=-np.inf), kind="stable")
-    rank = np.empty(n_states, dtype=np.int16)
-    rank[order] = np.arange(n_states)
-    for axis, s in states.items():
-        states[axis] = np.where(s >= 0, rank[np.maximum(s, 0)], -1).astype(np.int16)
+    means = _state_means(np.concatenate(signal), sample_states, n_states)
+    order = _renumber(states, means)
     per_state, overlap, per_annotation = counts
     enrichment = _enrichment_table(
         per_state[order], overlap[order], per_annotation, list(intervals)
@@ -726,7 +718,7 @@ def _annotate(
         "genome": getattr(model, "genome_", None),
         "resolution": int(model.layout_.resolution),
     }
-    result = StateAnnotation(
+    return StateAnnotation(
         states=states,
         n_states=int(n_states),
         features=kind,
@@ -737,7 +729,28 @@ def _annotate(
         chrom_sizes=model.chrom_sizes_,
         params=params,
     )
-    return result
+
+
+def _state_means(signal: np.ndarray, states: np.ndarray, n_states: int) -> np.ndarray:
+    """Mean of ``signal`` (``(n, n_tracks)``) over the bins of each state: ``(n_states, n_tracks)``.
+
+    NaN for a state with no bin in ``states`` (``(n,)``, 0-based).
+    """
+    means = np.full((n_states, signal.shape[1]), np.nan)
+    for k in range(n_states):
+        if (states == k).any():
+            means[k] = signal[states == k].mean(axis=0)
+    return means
+
+
+def _renumber(states: dict[str, np.ndarray], means: np.ndarray) -> np.ndarray:
+    """Renumber the states in place by decreasing mean signal; returns the old index of each new one."""
+    order = np.argsort(-np.nan_to_num(means.mean(axis=1), nan=-np.inf), kind="stable")
+    rank = np.empty(len(order), dtype=np.int16)
+    rank[order] = np.arange(len(order))
+    for axis, s in states.items():
+        states[axis] = np.where(s >= 0, rank[np.maximum(s, 0)], -1).astype(np.int16)
+    return order
 
 
 def _axis_counts(layout: Layout, axis: str, states: np.ndarray, intervals: dict, n_states: int):
