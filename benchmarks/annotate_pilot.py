@@ -15,7 +15,7 @@ Usage::
 
 Writes, for each of ``genome`` and ``E116``: ``<name>.enrichment.tsv/png``,
 ``<name>.signal.tsv/png``, ``<name>.json`` (the BED itself goes to
-``--bed-dir``, default a temporary folder, since it is ~20 MB), then
+``--bed-dir``, default a temporary folder: 1.6 MB and 5.4 MB on the pilot), then
 ``locus_promoter.png`` and ``summary.md`` (markdown tables for the README).
 The run time of each annotation is printed with the CPU flags.
 """
@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from epitensor.annotate import annotate, output_paths, plot_states_locus
+from epitensor.annotate import annotate, plot_states_locus
 from epitensor.annotations import read_tss
 from epitensor.avocado import Avocado
 from epitensor.datasets import roadmap_pilot
@@ -205,13 +205,7 @@ def main() -> None:
         + "\n"
     )
     print((args.out / "summary.md").read_text())
-    print(
-        "outputs:",
-        sorted(p.name for p in args.out.iterdir()),
-        "BEDs in",
-        bed_dir,
-        output_paths(bed_dir / "genome.bed")["bed"],
-    )
+    print("outputs:", sorted(p.name for p in args.out.iterdir()), "; BEDs in", bed_dir)
 
 
 if __name__ == "__main__":
