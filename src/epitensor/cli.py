@@ -551,6 +551,77 @@ def embed(
 
 @app.command()
 @user_errors
+def annotate(
+    model: ModelArg,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="BED9 to write; the tables (.enrichment.tsv, .signal.tsv), heatmaps (.png) "
+            "and parameters (.json) go beside it.",
+        ),
+    ],
+    states: Annotated[int, typer.Option("--states", help="Number of states K (>= 2).")] = 10,
+    celltype: Annotated[
+        str | None,
+        typer.Option(
+            "--celltype",
+            help="Cell type-specific states, from the model's imputed tracks of this cell "
+            "type for every assay; default: cell type-independent, from the genome factors.",
+        ),
+    ] = None,
+    axis: Annotated[
+        list[str] | None, typer.Option("--axis", help="Only this axis (repeat).")
+    ] = None,
+    annotations: Annotated[
+        Path | None,
+        typer.Option(
+            "--annotations",
+            help="Folder of annotations to score the states against (TSS, genes, CpG "
+            "islands, *_chromhmm*.bed.gz); default: the bundled pilot annotations.",
+        ),
+    ] = None,
+    components: Annotated[
+        int, typer.Option("--components", help="Principal components the HMM sees.")
+    ] = 20,
+    sample: Annotated[
+        int, typer.Option("--sample", help="Bins the HMM is fitted on (windows of 2,000).")
+    ] = 200_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sample and the HMM.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Segment the genome into K chromatin states from the latent space (Gaussian HMM).
+
+    Example: epitensor annotate model --states 10 --out states.bed --celltype E116
+    """
+    from epitensor.annotate import annotate as run_annotate
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    result = run_annotate(
+        model,
+        n_states=states,
+        celltype=celltype,
+        axes=axis,
+        annotations=annotations,
+        n_components=components,
+        sample_size=sample,
+        seed=seed,
+        device=device,
+        verbose=not quiet,
+        out=_writable_dir(out),
+        overwrite=overwrite,
+    )
+    typer.echo(f"wrote {out} ({result.n_states} states) and its tables and heatmaps beside it")
+
+
+@app.command()
+@user_errors
 def extend(
     model: ModelArg,
     store: StoreArg,

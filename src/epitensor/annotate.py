@@ -1,0 +1,960 @@
+"""Genome annotation from the latent space: HMM states of the genome factors, BED9 and enrichments.
+
+The Avocado paper's Discussion proposes running a ChromHMM / Segway-like
+segmentation on the learned representation instead of on observed tracks. This
+module does that:
+
+* **cell type-independent states** (default): each 25-bp position is described
+  by its genome factors at all three scales (25 bp, 250 bp, 5 kbp),
+  standardised, rotated onto their first ``n_components`` principal components
+  and segmented by a Gaussian HMM along each layout region;
+* **cell type-specific states** (``celltype=C``): the features are the model's
+  imputed tracks of cell type C for every assay it knows (arcsinh), so a cell
+  type with only some, or none, of its experiments run gets a full
+  ChromHMM-like annotation.
+
+Why a Gaussian HMM on principal components: neighbouring bins share states
+(promoters span tens of bins, broad domains thousands), which an HMM's
+transition matrix learns instead of smoothing by hand; the factors of one
+position are strongly correlated, which a diagonal covariance ignores, so they
+are decorrelated first (PCA), which also cuts the emission cost from 95-110
+dimensions to 20. The coarse scales are kept: the 250-bp and 5-kbp factors
+carry the broad domains (transcribed, Polycomb, heterochromatin) that the
+25-bp factors alone miss, while the 25-bp factors place promoter edges.
+
+Why imputed tracks for a cell type: the cell type embedding enters the network
+only through the first layer, where it adds the same vector to every position's
+pre-activation; any position-wise standardisation of a linear mix of factors and
+embedding cancels it, so the cell type can only act through the network's
+non-linearity, and its outputs, one imputed track per assay, are that effect
+in interpretable units. With the bundled assays (H3K4me3, H3K4me1, H3K36me3,
+H3K27me3, H3K9me3) this is the mark set of the Roadmap core ChromHMM model.
+
+The HMM is fitted on a random sample of windows of positions (``sample_size``,
+default 200,000 bins) and every position is then decoded (Viterbi), one layout
+region at a time (regions are separate pieces of the genome; no state runs
+across two; a region longer than 1,048,576 bins, 26 Mb, is decoded in blocks
+of that length to bound memory). Each state's mean imputed signal per (cell type, assay) is taken
+over the fitted sample; its enrichment for an annotation is computed over every
+covered position, as ChromHMM's ``OverlapEnrichment`` does: the fraction of the
+state's bins overlapping the annotation over the fraction of all bins
+overlapping it.
+
+States are numbered 1..K by decreasing mean imputed signal (averaged over
+every track), so the most active state comes first. Intervals are 0-based,
+half-open; bin ``i`` of a chromosome covers ``[25 i, 25 i + 25)``, clipped to
+the chromosome's length.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from epitensor._utils import EpitensorError, atomic_write_bytes, progress
+from epitensor.annotations import promoters, read_tss
+from epitensor.genome import Layout, read_bed
+
+__all__ = [
+    "StateAnnotation",
+    "annotate",
+    "annotation_intervals",
+    "output_paths",
+    "overlap_counts",
+    "overlap_enrichment",
+    "plot_enrichment",
+    "plot_signal",
+    "plot_states_locus",
+    "state_colours",
+    "states_to_bed",
+]
+
+DEFAULT_STATES = 10
+DEFAULT_COMPONENTS = 20
+DEFAULT_SAMPLE = 200_000
+WINDOW = 2_000  # bins per sampled window: long enough to hold whole domains and their edges
+DECODE_BLOCK = 1 << 20  # bins decoded at once (a longer region is cut at block edges)
+PREDICT_BLOCK = 1 << 16
+GENOME_COLUMN = "genome %"
+
+
+# --------------------------------------------------------------------------------------
+# annotations: interval sets to score the states against
+# --------------------------------------------------------------------------------------
+
+
+def _points(tss: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"chrom": tss.chrom, "start": tss.pos, "end": tss.pos + 1})
+
+
+def _chromhmm_sets(path: Path) -> dict[str, pd.DataFrame]:
+    """Each state of a ChromHMM segmentation, plus its promoter and enhancer states pooled."""
+    bed = read_bed(path)
+    unnamed = bed.chrom + ":" + bed.start.astype(str) + "-" + bed.end.astype(str)
+    if (bed.name == unnamed).all():  # read_bed names BED3 intervals by their coordinates
+        raise EpitensorError(f"{path}: a ChromHMM segmentation needs the state name in column 4")
+    prefix = path.name.split("_chromhmm")[0]
+
+    def number(name: str) -> tuple:
+        head = name.split("_", 1)[0]
+        return (int(head), name) if head.isdigit() else (1 << 30, name)
+
+    sets = {}
+    names = sorted(bed.name.unique(), key=number)
+    pooled = {
+        "promoter states": [n for n in names if re.search(r"Tss|Prom", n)],
+        "enhancer states": [n for n in names if "Enh" in n],
+    }
+    for label, members in pooled.items():
+        if members:
+            sets[f"{prefix} {label}"] = bed[bed.name.isin(members)]
+    for name in names:
+        sets[f"{prefix} {name}"] = bed[bed.name == name]
+    return sets
+
+
+def annotation_intervals(directory: str | os.PathLike | None = None) -> dict[str, pd.DataFrame]:
+    """The interval sets the states are scored against, from an annotation folder.
+
+    Reads what the folder holds among (names as in ``../shared/data/annotations/hg19``):
+    ``gencode.v19.TSS.notlow.gff.gz`` (``TSS``: the bin holding each TSS, and
+    ``promoter``: the 2 kb upstream, strand-aware), ``RefSeqTSS.hg19.bed.gz``
+    (``RefSeq TSS``), ``RefSeqGene.hg19.bed.gz`` (``gene body``),
+    ``RefSeqExon.hg19.bed.gz`` (``exon``), ``CpGIsland.hg19.bed.gz``
+    (``CpG island``) and every ``*_chromhmm*.bed.gz`` segmentation (one set
+    per state, named ``<prefix> <state>``, plus ``<prefix> promoter states``
+    (Tss*/Prom*) and ``<prefix> enhancer states`` (*Enh*) pooled).
+
+    Parameters
+    ----------
+    directory : str or path-like, optional
+        The folder. Default None: the annotations bundled with the package,
+        cut to the ENCODE pilot regions (no RefSeq TSS, exons or CpG islands).
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        Name to intervals ``chrom, start, end`` (0-based, half-open), in the
+        order above.
+    """
+    if directory is None:
+        from epitensor.datasets import pilot_annotations_dir
+
+        directory = pilot_annotations_dir()
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise EpitensorError(f"annotation folder not found: {directory}")
+    sets: dict[str, pd.DataFrame] = {}
+    gencode = directory / "gencode.v19.TSS.notlow.gff.gz"
+    if gencode.is_file():
+        tss = read_tss(gencode)
+        sets["TSS"] = _points(tss)
+        sets["promoter"] = promoters(tss)
+    plain = {
+        "RefSeq TSS": "RefSeqTSS.hg19.bed.gz",
+        "gene body": "RefSeqGene.hg19.bed.gz",
+        "exon": "RefSeqExon.hg19.bed.gz",
+        "CpG island": "CpGIsland.hg19.bed.gz",
+    }
+    for label, name in plain.items():
+        if (directory / name).is_file():
+            sets[label] = read_bed(directory / name)
+    for path in sorted(directory.glob("*_chromhmm*.bed*")):
+        sets.update(_chromhmm_sets(path))
+    if not sets:
+        raise EpitensorError(
+            f"no known annotation file in {directory}; expected any of "
+            f"{['gencode.v19.TSS.notlow.gff.gz', *plain.values(), '*_chromhmm*.bed.gz']}"
+        )
+    return sets
+
+
+# --------------------------------------------------------------------------------------
+# enrichment: ChromHMM's overlap-enrichment
+# --------------------------------------------------------------------------------------
+
+
+def overlap_counts(
+    states: np.ndarray, masks: dict[str, np.ndarray], n_states: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bin counts behind the overlap enrichment (summable over axes).
+
+    Parameters
+    ----------
+    states : numpy.ndarray, shape=(n_positions,), int
+        State of each bin, 0-based; -1 for bins outside the layout (ignored).
+    masks : dict of str to numpy.ndarray, shape=(n_positions,), bool
+        True where a bin overlaps the annotation.
+    n_states : int
+        Number of states K.
+
+    Returns
+    -------
+    per_state : numpy.ndarray, shape=(n_states,), int64
+        Bins in each state.
+    overlap : numpy.ndarray, shape=(n_states, n_annotations), int64
+        Bins of each state overlapping each annotation.
+    per_annotation : numpy.ndarray, shape=(n_annotations,), int64
+        Covered bins overlapping each annotation.
+    """
+    covered = states >= 0
+    s = states[covered]
+    per_state = np.bincount(s, minlength=n_states).astype(np.int64)
+    overlap = np.zeros((n_states, len(masks)), dtype=np.int64)
+    per_annotation = np.zeros(len(masks), dtype=np.int64)
+    for j, mask in enumerate(masks.values()):
+        m = np.asarray(mask, dtype=bool)[covered]
+        overlap[:, j] = np.bincount(s[m], minlength=n_states)
+        per_annotation[j] = int(m.sum())
+    return per_state, overlap, per_annotation
+
+
+def _enrichment_table(
+    per_state: np.ndarray, overlap: np.ndarray, per_annotation: np.ndarray, names: list[str]
+) -> pd.DataFrame:
+    total = per_state.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        state_fraction = overlap / per_state[:, None]
+        enrichment = state_fraction / (per_annotation / total)[None, :]
+    table = pd.DataFrame(enrichment, columns=names, index=_state_names(len(per_state)))
+    table.insert(0, GENOME_COLUMN, 100 * per_state / max(total, 1))
+    table.index.name = "state"
+    return table
+
+
+def overlap_enrichment(
+    states: np.ndarray, masks: dict[str, np.ndarray], n_states: int
+) -> pd.DataFrame:
+    """Fold enrichment of each state for each annotation (ChromHMM's overlap enrichment).
+
+    ``enrichment[k, a] = (bins of state k overlapping a / bins of state k) /
+    (bins overlapping a / all bins)``: 1 means no preference; NaN where a state
+    has no bins or an annotation covers none.
+
+    Parameters
+    ----------
+    states : numpy.ndarray, shape=(n_positions,), int
+        State of each bin, 0-based; -1 for bins outside the layout (ignored).
+    masks : dict of str to numpy.ndarray, shape=(n_positions,), bool
+        True where a bin overlaps the annotation.
+    n_states : int
+        Number of states K.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``S1``..``SK``; column ``genome %`` (share of the bins in each
+        state, percent), then one column of fold enrichment per annotation.
+    """
+    counts = overlap_counts(states, masks, n_states)
+    return _enrichment_table(*counts, list(masks))
+
+
+# --------------------------------------------------------------------------------------
+# the result and its files
+# --------------------------------------------------------------------------------------
+
+
+def _state_names(n_states: int) -> list[str]:
+    return [f"S{k + 1}" for k in range(n_states)]
+
+
+def state_colours(n_states: int) -> list[tuple[int, int, int]]:
+    """One distinct RGB colour (0-255) per state: matplotlib's tab10 / tab20, then an HSV wheel."""
+    from matplotlib import colormaps
+    from matplotlib.colors import hsv_to_rgb
+
+    if n_states <= 10:
+        rgb = colormaps["tab10"].colors[:n_states]
+    elif n_states <= 20:
+        rgb = colormaps["tab20"].colors[:n_states]
+    else:
+        rgb = [hsv_to_rgb((k / n_states, 0.75, 0.9)) for k in range(n_states)]
+    return [tuple(int(round(255 * c)) for c in colour[:3]) for colour in rgb]
+
+
+def states_to_bed(
+    states: dict[str, np.ndarray],
+    layout: Layout,
+    chrom_sizes: pd.Series,
+    colours: list[tuple[int, int, int]],
+) -> pd.DataFrame:
+    """BED9 records of the states: runs of one state merged, one colour per state.
+
+    Parameters
+    ----------
+    states : dict of str to numpy.ndarray, shape=(n_positions,), int
+        Axis to the 0-based state of each of its positions (-1: not in any region).
+    layout : Layout
+        Where each axis position lies in the genome.
+    chrom_sizes : pandas.Series
+        Chromosome lengths in bp (the last bin is clipped to it).
+    colours : list of (int, int, int)
+        RGB of each state.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``chrom, start, end, name, score, strand, thickStart, thickEnd,
+        itemRgb`` (0-based, half-open), sorted by chromosome (lexicographic, as
+        ``sort -k1,1 -k2,2n``) then start; ``name`` is ``S1``..``SK``.
+    """
+    names = np.array(_state_names(len(colours)))
+    rgb = np.array([f"{r},{g},{b}" for r, g, b in colours])
+    pieces = []
+    res = layout.resolution
+    for row in layout.regions.itertuples():
+        if row.axis not in states:
+            continue
+        s = np.asarray(states[row.axis][row.offset : row.offset + row.n_bins])
+        change = np.flatnonzero(np.diff(s)) + 1
+        first = np.concatenate([[0], change])
+        last = np.concatenate([change, [len(s)]])
+        value = s[first]
+        keep = value >= 0
+        first, last, value = first[keep], last[keep], value[keep]
+        start = (row.first_bin + first) * res
+        end = np.minimum((row.first_bin + last) * res, int(chrom_sizes[row.chrom]))
+        pieces.append(
+            pd.DataFrame({"chrom": row.chrom, "start": start, "end": end, "state": value})
+        )
+    if not pieces:
+        raise EpitensorError("no layout region lies on the annotated axes")
+    table = pd.concat(pieces, ignore_index=True)
+    table = table.sort_values(["chrom", "start"], kind="stable", ignore_index=True)
+    return pd.DataFrame(
+        {
+            "chrom": table.chrom,
+            "start": table.start.astype(np.int64),
+            "end": table.end.astype(np.int64),
+            "name": names[table.state],
+            "score": 0,
+            "strand": ".",
+            "thickStart": table.start.astype(np.int64),
+            "thickEnd": table.end.astype(np.int64),
+            "itemRgb": rgb[table.state],
+        }
+    )
+
+
+@dataclass
+class StateAnnotation:
+    """States of every position of a model's layout, with their signal and enrichments.
+
+    Attributes
+    ----------
+    states : dict of str to numpy.ndarray, shape=(n_positions,), int16
+        Axis to the 0-based state of each position (-1 outside every region).
+    n_states : int
+        Number of states K.
+    features : str
+        ``"genome factors"`` or ``"imputed tracks of <cell type>"``.
+    signal : pandas.DataFrame
+        Index ``S1``..``SK``; one column per ``CELLTYPE:ASSAY``: the state's mean
+        imputed signal (arcsinh) over the fitted sample of positions.
+    enrichment : pandas.DataFrame
+        From :func:`overlap_enrichment`, over every covered position.
+    colours : list of (int, int, int)
+        RGB of each state.
+    layout : Layout
+        The model's layout.
+    chrom_sizes : pandas.Series
+        Chromosome lengths in bp.
+    params : dict
+        The resolved parameters (written as JSON beside the BED).
+    """
+
+    states: dict[str, np.ndarray]
+    n_states: int
+    features: str
+    signal: pd.DataFrame
+    enrichment: pd.DataFrame
+    colours: list[tuple[int, int, int]]
+    layout: Layout
+    chrom_sizes: pd.Series
+    params: dict = field(default_factory=dict)
+
+    def to_bed(self) -> pd.DataFrame:
+        """The BED9 records (see :func:`states_to_bed`)."""
+        return states_to_bed(self.states, self.layout, self.chrom_sizes, self.colours)
+
+    def write(
+        self, out: str | os.PathLike, overwrite: bool = False, track_line: bool = True
+    ) -> dict[str, Path]:
+        """Write the BED9, both tables (TSV), both heatmaps (PNG) and the parameters (JSON).
+
+        Every file is rendered in memory first and then renamed into place, so
+        a failure leaves no partial output.
+
+        Parameters
+        ----------
+        out : str or path-like
+            The BED file, e.g. ``states.bed``; the others go beside it
+            (``states.enrichment.tsv``, ``states.signal.tsv``,
+            ``states.enrichment.png``, ``states.signal.png``, ``states.json``).
+        overwrite : bool
+            Replace existing files. Default False: refuse.
+        track_line : bool
+            Start the BED with a UCSC ``track`` line carrying ``itemRgb="On"``
+            (the UCSC browser shows the colours only then; IGV always does).
+            Default True.
+
+        Returns
+        -------
+        dict of str to pathlib.Path
+            The written files.
+        """
+        paths = output_paths(out)
+        if not overwrite:
+            _refuse_existing(paths)
+        blobs = {
+            "bed": self._bed_bytes(track_line),
+            "enrichment": self.enrichment.to_csv(sep="\t", float_format="%.4g").encode(),
+            "signal": self.signal.to_csv(sep="\t", float_format="%.4g").encode(),
+            "enrichment_png": _png(plot_enrichment, self.enrichment, self.colours, self.features),
+            "signal_png": _png(plot_signal, self.signal, self.colours, self.features),
+            "params": (json.dumps(self.params, indent=1) + "\n").encode(),
+        }
+        for key, data in blobs.items():
+            atomic_write_bytes(paths[key], data)
+        return paths
+
+    def _bed_bytes(self, track_line: bool) -> bytes:
+        text = io.StringIO()
+        if track_line:
+            text.write(
+                f'track name="epitensor_states" description="{self.n_states} states of the '
+                f'{self.features}" itemRgb="On"\n'
+            )
+        self.to_bed().to_csv(text, sep="\t", header=False, index=False)
+        return text.getvalue().encode()
+
+
+def output_paths(out: str | os.PathLike) -> dict[str, Path]:
+    """Where :meth:`StateAnnotation.write` puts each file for a BED path ``out``.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        ``bed`` (``out``), ``enrichment``, ``signal`` (TSV), ``enrichment_png``,
+        ``signal_png`` and ``params`` (JSON), named ``<stem>.<kind>.<ext>``.
+    """
+    out = Path(out)
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    return {
+        "bed": out,
+        "enrichment": out.with_name(f"{stem}.enrichment.tsv"),
+        "signal": out.with_name(f"{stem}.signal.tsv"),
+        "enrichment_png": out.with_name(f"{stem}.enrichment.png"),
+        "signal_png": out.with_name(f"{stem}.signal.png"),
+        "params": out.with_name(f"{stem}.json"),
+    }
+
+
+def _refuse_existing(paths: dict[str, Path]) -> None:
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing:
+        raise EpitensorError(
+            f"{existing[0]} already exists; choose another --out or pass overwrite"
+        )
+
+
+def _png(plot, *args) -> bytes:
+    buffer = io.BytesIO()
+    plot(buffer, *args)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------
+# features, fitting, decoding
+# --------------------------------------------------------------------------------------
+
+
+def _windows(layout: Layout, axes: list[str], size: int) -> pd.DataFrame:
+    """Windows of at most ``size`` bins tiling every region of ``axes``: ``axis, start, end``."""
+    rows = []
+    for axis in axes:
+        for region in layout.axis_regions(axis).itertuples():
+            for lo in range(region.offset, region.offset + region.n_bins, size):
+                rows.append((axis, lo, min(lo + size, region.offset + region.n_bins)))
+    return pd.DataFrame(rows, columns=["axis", "start", "end"])
+
+
+def _sample_windows(layout: Layout, axes: list[str], sample_size: int, seed: int) -> pd.DataFrame:
+    windows = _windows(layout, axes, WINDOW)
+    lengths = (windows.end - windows.start).to_numpy()
+    if lengths.sum() <= sample_size:
+        return windows
+    order = np.random.default_rng(seed).permutation(len(windows))
+    n = int(np.searchsorted(np.cumsum(lengths[order]), sample_size)) + 1
+    return windows.iloc[np.sort(order[:n])].reset_index(drop=True)
+
+
+class _Features:
+    """The per-position features the HMM sees, and their standardisation and rotation."""
+
+    def __init__(self, model, celltype: str | None, n_components: int):
+        self.model = model
+        self.tracks = None if celltype is None else [(celltype, a) for a in model.assays_]
+        self.n_components = n_components
+
+    def raw(self, axis: str, start: int, end: int) -> np.ndarray:
+        """Factors or imputed tracks of positions ``[start, end)``, shape ``(n, n_features)``."""
+        if self.tracks is None:
+            return self.model.genome_factors(axis, start, end)
+        return self.model.predict_tracks(self.tracks, axis, start, end).T
+
+    def fit(self, sample: np.ndarray) -> None:
+        """Standardise and find the principal axes on ``sample``, shape ``(n, n_features)``."""
+        self.mean = sample.mean(axis=0)
+        self.scale = sample.std(axis=0)
+        self.scale[self.scale == 0] = 1.0  # a constant factor carries no state information
+        z = (sample - self.mean) / self.scale
+        _, _, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
+        self.components = vt[: min(self.n_components, vt.shape[0])].T
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        """Standardised, rotated features, shape ``(n, n_components)``, float64."""
+        return ((raw - self.mean) / self.scale) @ self.components
+
+
+def _check_arguments(model, n_states, celltype, axes, n_components, sample_size) -> list[str]:
+    if isinstance(n_states, bool) or not isinstance(n_states, (int, np.integer)) or n_states < 2:
+        raise EpitensorError(
+            f"invalid number of states: must be an integer >= 2; got n_states={n_states!r}"
+        )
+    if n_components < 1:
+        raise EpitensorError(f"must be a positive integer; got n_components={n_components!r}")
+    if sample_size < 10 * n_states:
+        raise EpitensorError(
+            f"sample_size must be at least 10 bins per state ({10 * n_states}); "
+            f"got sample_size={sample_size!r}"
+        )
+    if celltype is not None and celltype not in model.celltypes_:
+        raise EpitensorError(
+            f"unknown cell type {celltype!r}; the model knows {model.celltypes_} "
+            f"(add one with `epitensor extend`)"
+        )
+    fitted = list(model.genome_axes_)
+    axes = fitted if not axes else list(axes)
+    unknown = [a for a in axes if a not in fitted]
+    if unknown:
+        raise EpitensorError(
+            f"the model has no genome factors for axis {unknown[0]!r}; it has {fitted}"
+        )
+    empty = [a for a in axes if model.layout_.axis_regions(a).empty]
+    if len(empty) == len(axes):
+        raise EpitensorError(f"no layout region lies on the axes {axes}; nothing to annotate")
+    return [a for a in axes if a not in empty]
+
+
+def _as_model(model):
+    """A fitted :class:`~epitensor.avocado.Avocado` from itself or a model directory."""
+    if isinstance(model, (str, os.PathLike)):
+        from epitensor.avocado import Avocado
+
+        path = Path(model)
+        if not (path / "config.json").is_file():
+            raise EpitensorError(
+                f"{path} is not a model directory (no config.json); train one first"
+            )
+        return Avocado.load(path)
+    return model
+
+
+def _fit_hmm(features: np.ndarray, lengths: list[int], n_states: int, n_iter: int, seed: int):
+    from hmmlearn.hmm import GaussianHMM
+
+    hmm = GaussianHMM(
+        n_components=n_states,
+        covariance_type="diag",
+        n_iter=n_iter,
+        # hmmlearn's tolerance is on the total log-likelihood: stop below 1e-4 nats per bin
+        tol=1e-4 * len(features),
+        random_state=seed,
+        implementation="scaling",
+    )
+    return hmm.fit(features, lengths)
+
+
+def annotate(
+    model,
+    n_states: int = DEFAULT_STATES,
+    celltype: str | None = None,
+    axes: list[str] | None = None,
+    annotations: str | os.PathLike | None = None,
+    n_components: int = DEFAULT_COMPONENTS,
+    sample_size: int = DEFAULT_SAMPLE,
+    n_iter: int = 30,
+    seed: int = 0,
+    device: str | None = None,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    verbose: bool = True,
+) -> StateAnnotation:
+    """Segment the genome into K states from the latent space (or one cell type's imputations).
+
+    Parameters
+    ----------
+    model : Avocado or path
+        A fitted model or a model directory.
+    n_states : int
+        Number of states K (at least 2). Default 10.
+    celltype : str, optional
+        Cell type of a cell type-specific annotation: the features are the
+        model's imputed tracks of this cell type for every assay. Default None:
+        the cell type-independent genome factors (all three scales).
+    axes : list of str, optional
+        Axes to annotate. Default None: every axis with genome factors.
+    annotations : str or path-like, optional
+        Folder of annotations to score the states against (see
+        :func:`annotation_intervals`). Default None: the bundled pilot
+        annotations.
+    n_components : int
+        Principal components of the standardised features the HMM sees (at
+        most the number of features). Default 20.
+    sample_size : int
+        Bins (in windows of 2,000) the HMM is fitted on and the signal table
+        averaged over. Default 200,000.
+    n_iter : int
+        Most EM iterations. Default 30.
+    seed : int
+        Seed of the sample and the HMM's initialisation. Default 0.
+    device : str, optional
+        torch device of the predictions. Default None: the model's setting.
+    out : str or path-like, optional
+        Also write the result there (see :meth:`StateAnnotation.write`);
+        existing files are refused before any work. Default None: write nothing.
+    overwrite : bool
+        With ``out``: replace existing files. Default False.
+    verbose : bool
+        Progress on stderr. Default True.
+
+    Returns
+    -------
+    StateAnnotation
+    """
+    if out is not None and not overwrite:
+        _refuse_existing(output_paths(out))
+    model = _as_model(model)
+    axes = _check_arguments(model, n_states, celltype, axes, n_components, sample_size)
+    previous_device = model.device
+    if device is not None:
+        model.set_params(device=device)
+    try:
+        result = _annotate(
+            model,
+            n_states,
+            celltype,
+            axes,
+            annotations,
+            n_components,
+            sample_size,
+            n_iter,
+            seed,
+            verbose,
+        )
+    finally:
+        model.set_params(device=previous_device)  # the caller's model keeps its own setting
+    if out is not None:
+        result.write(out, overwrite=overwrite)
+    return result
+
+
+def _annotate(
+    model, n_states, celltype, axes, annotations, n_components, sample_size, n_iter, seed, verbose
+) -> StateAnnotation:
+    """The work of :func:`annotate` on a validated model: fit, decode, score, number the states."""
+    intervals = annotation_intervals(annotations)
+    features = _Features(model, celltype, n_components)
+    windows = _sample_windows(model.layout_, axes, sample_size, seed)
+    tracks = [(c, a) for c in model.celltypes_ for a in model.assays_]
+    raw, signal = [], []
+    for w in progress(list(windows.itertuples()), desc="sample", verbose=verbose, unit="window"):
+        raw.append(features.raw(w.axis, w.start, w.end))
+        signal.append(model.predict_tracks(tracks, w.axis, w.start, w.end).T)
+    features.fit(np.concatenate(raw))
+    sample = np.concatenate([features.transform(r) for r in raw])
+    hmm = _fit_hmm(sample, [len(r) for r in raw], n_states, n_iter, seed)
+
+    states, counts = {}, None
+    for axis in progress(axes, desc="decode", verbose=verbose, unit="axis"):
+        states[axis] = _decode_axis(model, hmm, features, axis)
+        axis_counts = _axis_counts(model.layout_, axis, states[axis], intervals, n_states)
+        counts = axis_counts if counts is None else [a + b for a, b in zip(counts, axis_counts)]
+
+    sample_states = np.concatenate([states[w.axis][w.start : w.end] for w in windows.itertuples()])
+    means = _state_means(np.concatenate(signal), sample_states, n_states)
+    order = _renumber(states, means)
+    per_state, overlap, per_annotation = counts
+    enrichment = _enrichment_table(
+        per_state[order], overlap[order], per_annotation, list(intervals)
+    )
+    signal_table = pd.DataFrame(
+        means[order], index=_state_names(n_states), columns=[f"{c}:{a}" for c, a in tracks]
+    )
+    signal_table.index.name = "state"
+    kind = "genome factors" if celltype is None else f"imputed tracks of {celltype}"
+    params = {
+        "n_states": int(n_states),
+        "celltype": celltype,
+        "features": kind,
+        "axes": axes,
+        "annotations": None if annotations is None else str(annotations),
+        "n_components": int(features.components.shape[1]),
+        "sample_size": int(sample_size),
+        "sampled_bins": int(len(sample)),
+        "n_iter": int(n_iter),
+        "em_iterations": int(len(hmm.monitor_.history)),
+        "converged": _converged(hmm.monitor_),
+        "seed": int(seed),
+        "genome": getattr(model, "genome_", None),
+        "resolution": int(model.layout_.resolution),
+    }
+    return StateAnnotation(
+        states=states,
+        n_states=int(n_states),
+        features=kind,
+        signal=signal_table,
+        enrichment=enrichment,
+        colours=state_colours(n_states),
+        layout=model.layout_,
+        chrom_sizes=model.chrom_sizes_,
+        params=params,
+    )
+
+
+def _state_means(signal: np.ndarray, states: np.ndarray, n_states: int) -> np.ndarray:
+    """Mean of ``signal`` (``(n, n_tracks)``) over the bins of each state: ``(n_states, n_tracks)``.
+
+    NaN for a state with no bin in ``states`` (``(n,)``, 0-based).
+    """
+    means = np.full((n_states, signal.shape[1]), np.nan)
+    for k in range(n_states):
+        if (states == k).any():
+            means[k] = signal[states == k].mean(axis=0)
+    return means
+
+
+def _renumber(states: dict[str, np.ndarray], means: np.ndarray) -> np.ndarray:
+    """Renumber the states in place by decreasing mean signal; returns the old index of each new one."""
+    order = np.argsort(-np.nan_to_num(means.mean(axis=1), nan=-np.inf), kind="stable")
+    rank = np.empty(len(order), dtype=np.int16)
+    rank[order] = np.arange(len(order))
+    for axis, s in states.items():
+        states[axis] = np.where(s >= 0, rank[np.maximum(s, 0)], -1).astype(np.int16)
+    return order
+
+
+def _axis_counts(layout: Layout, axis: str, states: np.ndarray, intervals: dict, n_states: int):
+    """:func:`overlap_counts` of one axis, one annotation mask in memory at a time."""
+    columns = [
+        overlap_counts(states, {name: layout.mask_from_intervals(table, axis)}, n_states)
+        for name, table in intervals.items()
+    ]
+    per_state = columns[0][0]
+    overlap = np.concatenate([c[1] for c in columns], axis=1)
+    per_annotation = np.concatenate([c[2] for c in columns])
+    return per_state, overlap, per_annotation
+
+
+def _converged(monitor) -> bool:
+    """Whether EM stopped on its tolerance (hmmlearn's own flag is also True at ``n_iter``)."""
+    history = list(monitor.history)
+    return len(history) >= 2 and history[-1] - history[-2] < monitor.tol
+
+
+def _decode_axis(model, hmm, features: _Features, axis: str) -> np.ndarray:
+    """Viterbi states of every position of ``axis`` (-1 outside its regions), shape ``(n,)``."""
+    states = np.full(model.layout_.axis_lengths[axis], -1, dtype=np.int16)
+    for w in _windows(model.layout_, [axis], DECODE_BLOCK).itertuples():
+        x = np.concatenate(
+            [
+                features.transform(features.raw(axis, lo, min(lo + PREDICT_BLOCK, w.end)))
+                for lo in range(w.start, w.end, PREDICT_BLOCK)
+            ]
+        )
+        states[w.start : w.end] = hmm.predict(x)
+    return states
+
+
+# --------------------------------------------------------------------------------------
+# figures
+# --------------------------------------------------------------------------------------
+
+
+def _state_labels(table: pd.DataFrame, ax, colours) -> None:
+    ax.set_yticks(range(len(table)), table.index)
+    for tick, colour in zip(ax.get_yticklabels(), colours):
+        tick.set_bbox({"facecolor": np.array(colour) / 255, "edgecolor": "none", "pad": 1.5})
+
+
+def plot_enrichment(
+    path, enrichment: pd.DataFrame, colours: list[tuple[int, int, int]], title: str = ""
+) -> None:
+    """ChromHMM-style heatmap: each column coloured from its own minimum to maximum.
+
+    Parameters
+    ----------
+    path : str, path-like or file object
+        PNG to write.
+    enrichment : pandas.DataFrame
+        From :func:`overlap_enrichment` (states x annotations, ``genome %`` first).
+    colours : list of (int, int, int)
+        RGB of each state, for the row labels.
+    title : str
+        What the states were computed from. Default ``""``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = enrichment.to_numpy(dtype=float)
+    lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+    scaled = (values - lo) / np.where(hi > lo, hi - lo, 1.0)
+    n_rows, n_cols = values.shape
+    fig, ax = plt.subplots(figsize=(0.45 * n_cols + 2.2, 0.38 * n_rows + 2.4))
+    ax.imshow(np.nan_to_num(scaled), cmap="Blues", aspect="auto", vmin=0, vmax=1.15)
+    for i in range(n_rows):
+        for j in range(n_cols):
+            if np.isfinite(values[i, j]):
+                ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=6.5)
+    ax.set_xticks(range(n_cols), enrichment.columns, rotation=90, fontsize=8)
+    _state_labels(enrichment, ax, colours)
+    ax.set_title(
+        f"Fold enrichment of the states ({title})" if title else "Fold enrichment", fontsize=10
+    )
+    fig.savefig(path, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def plot_signal(
+    path, signal: pd.DataFrame, colours: list[tuple[int, int, int]], title: str = ""
+) -> None:
+    """Heatmap of each state's mean imputed signal per (cell type, assay), on one scale.
+
+    Parameters
+    ----------
+    path : str, path-like or file object
+        PNG to write.
+    signal : pandas.DataFrame
+        States x ``CELLTYPE:ASSAY`` mean signal, arcsinh.
+    colours : list of (int, int, int)
+        RGB of each state, for the row labels.
+    title : str
+        What the states were computed from. Default ``""``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = signal.to_numpy(dtype=float)
+    n_rows, n_cols = values.shape
+    fig, ax = plt.subplots(figsize=(0.42 * n_cols + 2.4, 0.38 * n_rows + 2.4))
+    image = ax.imshow(values, cmap="Reds", aspect="auto", vmin=0)
+    for i in range(n_rows):
+        for j in range(n_cols):
+            if np.isfinite(values[i, j]):
+                ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=6)
+    ax.set_xticks(range(n_cols), signal.columns, rotation=90, fontsize=8)
+    _state_labels(signal, ax, colours)
+    fig.colorbar(image, ax=ax, shrink=0.6, label="mean imputed arcsinh(-log10 p)")
+    ax.set_title(f"Mean imputed signal per state ({title})" if title else "", fontsize=10)
+    fig.savefig(path, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def plot_states_locus(
+    path: str | os.PathLike,
+    chrom: str,
+    starts: np.ndarray,
+    tracks: dict[str, np.ndarray],
+    bands: dict[str, tuple],
+    title: str,
+    genes: pd.DataFrame | None = None,
+    resolution: int = 25,
+) -> None:
+    """Browser-style figure: signal tracks on top, one coloured band per state annotation beneath.
+
+    Parameters
+    ----------
+    path : str or path-like
+        PNG to write.
+    chrom : str
+        Chromosome of the locus.
+    starts : numpy.ndarray, shape=(n_positions,)
+        Genomic start (bp, 0-based) of every bin shown.
+    tracks : dict of str to numpy.ndarray, shape=(n_positions,)
+        Panel label to signal (arcsinh), drawn top to bottom.
+    bands : dict of str to tuple
+        Band label to ``(states, colours)`` or ``(states, colours, names)``:
+        the 0-based state of each bin (``numpy.ndarray, shape=(n_positions,)``,
+        -1: none, drawn white), the RGB of each state and its name (default
+        ``S1``..``SK``), written on runs wide enough to hold it.
+    title : str
+        Figure title.
+    genes : pandas.DataFrame, optional
+        ``chrom, start, end`` (and ``name``) of genes to draw. Default None.
+    resolution : int
+        Bin width in bp. Default 25.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    n_tracks, n_bands = len(tracks), len(bands) + (genes is not None)
+    fig, axes = plt.subplots(
+        n_tracks + n_bands,
+        1,
+        figsize=(11, 0.9 * n_tracks + 0.45 * n_bands + 1.2),
+        sharex=True,
+        gridspec_kw={"height_ratios": [2.0] * n_tracks + [0.7] * n_bands},
+    )
+    edges = np.append(starts, starts[-1] + resolution) / 1e6
+    for ax, (label, values) in zip(axes, tracks.items()):
+        ax.fill_between(edges[:-1], values, step="post", color="#333333", linewidth=0)
+        ax.set_ylim(0, max(float(np.nanmax(values)) * 1.05, 0.5))
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax, (label, band) in zip(axes[n_tracks:], bands.items()):
+        s, colours = np.asarray(band[0]), band[1]
+        names = band[2] if len(band) > 2 else _state_names(len(colours))
+        cmap = ListedColormap([np.array(c) / 255 for c in colours] + [(1.0, 1.0, 1.0)])
+        shown = np.where(s < 0, len(colours), s)
+        ax.pcolormesh(edges, [0, 1], shown[None, :], cmap=cmap, vmin=-0.5, vmax=len(colours) + 0.5)
+        change = np.flatnonzero(np.diff(s)) + 1
+        for lo, hi in zip(np.r_[0, change], np.r_[change, len(s)]):
+            if s[lo] >= 0 and hi - lo >= len(s) / 25:  # name only runs wide enough to hold it
+                middle = (edges[lo] + edges[hi]) / 2
+                ax.text(middle, 0.5, names[s[lo]], ha="center", va="center", fontsize=6)
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    if genes is not None:
+        ax = axes[-1]
+        lo, hi = starts[0], starts[-1] + resolution
+        near = genes[(genes.chrom == chrom) & (genes.end > lo) & (genes.start < hi)]
+        for k, gene in enumerate(near.drop_duplicates(["start", "end"]).itertuples()):
+            y = k % 3
+            left, right = max(gene.start, lo) / 1e6, min(gene.end, hi) / 1e6
+            ax.plot([left, right], [y, y], color="#1f3f7f", lw=2, solid_capstyle="butt")
+            name = str(getattr(gene, "name", ""))
+            if name and ":" not in name:  # read_bed names unnamed intervals by their coordinates
+                ax.text(left, y + 0.3, name, fontsize=6)
+        ax.set_ylim(-0.7, 3)
+        ax.set_yticks([])
+        ax.set_ylabel("RefSeq genes", rotation=0, ha="right", va="center", fontsize=8)
+    axes[-1].set_xlabel(f"{chrom} (Mb)")
+    axes[0].set_title(title, fontsize=10)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
