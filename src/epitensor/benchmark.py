@@ -1303,13 +1303,8 @@ def write_cv(
     """
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         result.table.to_csv(tmp / "cv_metrics.csv", index=False)
-        by_track = result.per_track.pivot_table(
-            index=["fold", "celltype", "assay", "method"],
-            columns="metric",
-            values="value",
-            sort=False,
-            dropna=False,
-        )
+        by_track = result.per_track.set_index(["fold", "celltype", "assay", "method", "metric"])
+        by_track = by_track.value.unstack("metric")
         by_track = by_track[[c for c in result.summary.index if c in by_track.columns]]
         by_track.to_csv(tmp / "metrics_by_track.csv")
         flat = by_track.copy()
