@@ -438,14 +438,26 @@ def test_run_cv_presets_side_by_side_and_bad_input(small_pilot_store):
         model_params={**TINY_AVOCADO, "precision": "fp32"},
         methods=["average_activity"],
         verbose=False,
+        blends=[("avocado-cpu-small", "average_activity")],
     )
+    blend = "avocado-cpu-small+average_activity"
     assert list(result.summary.columns) == [
         "avocado-cpu-small",
         "avocado-paper",
         "average_activity",
+        blend,
     ]
     assert result.reference == "avocado-cpu-small"
     assert result.per_track.groupby("method").size().eq(25 * len(metrics.METRICS)).all()
+    # the blend scores the mean of the two imputations: its MSE lies below their mean
+    # (the squared error is convex) on every track
+    wide = result.per_track[result.per_track.metric == "mse"].pivot_table(
+        index=["celltype", "assay"], columns="method", values="value"
+    )
+    pair = (wide["avocado-cpu-small"] + wide["average_activity"]) / 2
+    assert (wide[blend] <= pair + 1e-9).all()
+    with pytest.raises(EpitensorError, match="a blend averages"):
+        run_cv(small_pilot_store, presets=(), blends=[("average_activity", "x")], verbose=False)
     tracks = small_pilot_store.track_names()
     with pytest.raises(EpitensorError, match="invalid method"):
         run_cv(small_pilot_store, presets=(), methods=["knn"], verbose=False)

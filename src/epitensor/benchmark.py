@@ -1105,6 +1105,7 @@ def run_cv(
     verbose: bool = True,
     scorers: Mapping | None = None,
     folds: Sequence[Sequence[Track]] | None = None,
+    blends: Sequence[Sequence[str]] = (),
 ) -> CVResult:
     """K-fold cross-validation over every observed track; every method retrained per fold.
 
@@ -1163,6 +1164,10 @@ def run_cv(
     folds : sequence of sequences of (str, str), optional
         The folds themselves (e.g. one per cell type), instead of ``k`` random
         ones: every observed track in exactly one. Default None: :func:`cv_folds`.
+    blends : sequence of sequences of str
+        Extra methods that average the imputations of other methods, e.g.
+        ``[("avocado", "average_activity")]`` scores their mean as the method
+        ``avocado+average_activity``. Default none.
 
     Returns
     -------
@@ -1189,6 +1194,14 @@ def run_cv(
         raise EpitensorError(f"method names used twice: {sorted(clash)}")
     if not model_names and not factories:
         raise EpitensorError("no method to cross-validate; give a preset or a baseline")
+    blends = [tuple(str(m) for m in blend) for blend in blends]
+    for blend in blends:
+        unknown = [m for m in blend if m not in model_names and m not in factories]
+        if len(blend) < 2 or unknown:
+            raise EpitensorError(
+                f"a blend averages two or more of the methods {[*model_names, *factories]}; "
+                f"got {list(blend)}"
+            )
     annotations = Annotations.from_directory() if annotations is None else annotations
     scorer = Scorer(store, annotations)
     rows, fallbacks, seconds, extra = [], [], [], {}
@@ -1233,6 +1246,16 @@ def run_cv(
                 if name not in fitted:  # fitted for an earlier seed: same scores
                     rows += [(fold_index, training_seed, *r) for r in scored]
                     predictions[name] = deterministic_predictions[name]
+            for blend in blends:
+                name = "+".join(blend)
+                predictions[name] = {
+                    t: np.mean([predictions[m][t] for m in blend], axis=0) for t in fold
+                }
+                rows += [
+                    (fold_index, training_seed, *track, name, metric, value)
+                    for track in fold
+                    for metric, value in scorer.score(track, predictions[name][track]).items()
+                ]
             for name, frame in _extra_tables(scorers, store, predictions, fold, train).items():
                 extra.setdefault(name, []).append(
                     frame.assign(fold=fold_index, training_seed=training_seed)
@@ -1270,6 +1293,7 @@ def run_cv(
             "presets": list(presets),
             "model_params": model_params or {},
             "methods": list(factories),
+            "blends": ["+".join(b) for b in blends],
             "parafac_epochs": parafac_epochs,
             "annotations": annotations.source,
             "folds": [[list(t) for t in fold] for fold in folds],
