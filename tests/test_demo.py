@@ -53,6 +53,7 @@ def test_quick_demo_writes_every_output(tmp_path, monkeypatch):
         "assay_mean",
         "average_activity",
         "parafac",
+        "chromimpute_gbt",
     }
     assert set(zip(table.celltype, table.assay)) == set(STANDARD_SPLIT)
     summary = pd.read_csv(out / "benchmark" / "summary.csv", index_col=0)

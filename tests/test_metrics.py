@@ -371,6 +371,8 @@ def test_score_matches_the_single_metrics(pair):
     assert result["mse1imp"] == pytest.approx(metrics.mse1imp(observed, imputed))
     assert result["gwspear"] == pytest.approx(metrics.spearman(observed, imputed))
     assert result["gwcorr"] == pytest.approx(metrics.pearson(observed, imputed))
+    for name in ("match1", "aucobs1", "aucimp1", "mse1obs", "catch1obs"):
+        assert result[name] == pytest.approx(getattr(metrics, name)(observed, imputed)), name
     assert result["catch1imp"] == pytest.approx(metrics.catch1imp(observed, imputed))
     assert result["recall"] == pytest.approx(
         metrics.peak_scores(observed, imputed, peaks=peaks)["recall"]
