@@ -273,6 +273,27 @@ def test_run_benchmark_writes_everything(small_pilot_store, tmp_path):
     assert again.seconds == {} and list(again.summary.columns) == methods[1:]
 
 
+def test_run_benchmark_presets_side_by_side(small_pilot_store):
+    result = run_benchmark(
+        small_pilot_store,
+        None,
+        preset=("cpu-small", "paper"),
+        model_params={**TINY_AVOCADO, "precision": "fp32"},
+        baselines={"average_activity": AverageActivity()},
+        verbose=False,
+    )
+    assert list(result.summary.columns) == [
+        "avocado-cpu-small",
+        "avocado-paper",
+        "average_activity",
+    ]
+    assert list(result.models) == ["avocado-cpu-small", "avocado-paper"]
+    assert result.model is result.models["avocado-cpu-small"]
+    # each keeps its preset's own schedule where the overrides leave it
+    assert result.models["avocado-paper"].lr == 1e-3
+    assert result.models["avocado-cpu-small"].lr == 3e-3
+
+
 def test_cli_evaluate_and_benchmark(trained_model, pilot_store, tmp_path):
     model_dir = tmp_path / "model"
     trained_model.save(model_dir)
@@ -461,6 +482,12 @@ def test_run_cv_presets_side_by_side_and_bad_input(small_pilot_store):
     tracks = small_pilot_store.track_names()
     with pytest.raises(EpitensorError, match="invalid method"):
         run_cv(small_pilot_store, presets=(), methods=["knn"], verbose=False)
+    with pytest.raises(EpitensorError, match="used twice"):
+        run_cv(
+            small_pilot_store,
+            methods={"avocado": lambda seed: AverageActivity()},
+            verbose=False,
+        )
     with pytest.raises(EpitensorError, match="no method"):
         run_cv(small_pilot_store, presets=(), methods=[], verbose=False)
     with pytest.raises(EpitensorError, match="each track once"):

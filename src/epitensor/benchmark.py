@@ -1,4 +1,4 @@
-"""The held-out-track protocol: score imputations, baselines side by side, tables and figures.
+"""The held-out-track protocols: score imputations, baselines side by side, cross-validation.
 
 A *predictor* is anything with ``predict(celltype, assay, axis=None, start=0,
 end=None) -> numpy.ndarray`` (float32, arcsinh, one value per axis position):
@@ -6,7 +6,9 @@ the fitted :class:`epitensor.avocado.Avocado` model or any baseline of
 :mod:`epitensor.baselines`. :func:`evaluate` scores predictors on observed
 tracks of a store; :func:`run_benchmark` trains the model and every baseline on
 the training tracks of a split, imputes the held-out tracks and writes the
-tables and figures.
+tables and figures; :func:`run_cv` holds every observed track out once over K
+random folds, retraining every method per fold and training seed, and adds
+paired Wilcoxon tests across tracks and the spread over training seeds.
 
 Every metric masks the blacklist out; promoters, gene bodies and enhancers come
 from :class:`epitensor.annotations.Annotations` (default: the bundled hg19
@@ -43,6 +45,12 @@ __all__ = [
     "read_split",
     "resolve_split",
     "run_benchmark",
+    "run_cv",
+    "cv_folds",
+    "CVResult",
+    "Scorer",
+    "interval_counts",
+    "write_cv",
     "stratified_evaluation",
     "summarise",
 ]
