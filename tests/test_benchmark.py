@@ -513,3 +513,5 @@ def test_cli_benchmark_cv(small_pilot_store, tmp_path):
     assert bad.exit_code != 0 and "invalid training seed" in bad.output
     no_cv = runner.invoke(app, [args[0], args[1], "--out", str(tmp_path / "b"), "--method", "x"])
     assert no_cv.exit_code != 0 and "go with --cv" in no_cv.output
+    both = runner.invoke(app, [*args, "--split", "x.tsv", "--overwrite"])
+    assert both.exit_code != 0 and "exclude each other" in both.output

@@ -736,6 +736,10 @@ def benchmark(
             verbose=not quiet,
         )
     else:
+        if split != "standard":
+            raise typer.BadParameter(
+                "--split and --cv exclude each other: CV holds out every track"
+            )
         result = run_cv(
             store,
             _writable_dir(out),
