@@ -10,8 +10,10 @@ import torch
 from epitensor import metrics
 from epitensor._utils import EpitensorError
 from epitensor.baselines import (
+    BASELINES,
     AssayMean,
     AverageActivity,
+    ChromImputeGBT,
     GlobalMean,
     ParafacModule,
     TensorFactorization,
@@ -78,20 +80,92 @@ def test_baseline_errors(pilot_store, pilot_split):
         GlobalMean().fit(pilot_store, [("E999", "H3K4me3")])
     only_k4 = [t for t in train if t[1] == "H3K4me3"]
     fitted = AverageActivity().fit(pilot_store, only_k4)
-    with pytest.raises(EpitensorError, match="no training track"):
-        fitted.predict("E003", "H3K27me3")
-    with pytest.raises(EpitensorError, match="no training track"):
-        AssayMean().fit(pilot_store, only_k4).predict("E003", "H3K27me3")
     with pytest.raises(EpitensorError, match="invalid range"):
         fitted.predict("E003", "H3K4me3", start=10, end=5)
     with pytest.raises(EpitensorError, match="unknown axis"):
         fitted.predict("E003", "H3K4me3", axis="chr1")
-    assert set(all_baselines(verbose=False)) == {
-        "global_mean",
-        "assay_mean",
-        "average_activity",
-        "parafac",
-    }
+    for bad in ({"n_train_positions": 0}, {"max_depth": 1.5}):
+        with pytest.raises(EpitensorError, match="must be a positive integer"):
+            ChromImputeGBT(**bad).fit(pilot_store, train)
+    assert (
+        set(all_baselines(verbose=False))
+        == set(BASELINES)
+        == {
+            "global_mean",
+            "assay_mean",
+            "average_activity",
+            "parafac",
+            "chromimpute_gbt",
+        }
+    )
+
+
+def test_an_assay_with_no_training_track_gets_the_global_mean(pilot_store, pilot_split):
+    """A fold can take every track of an assay: the means fall back to the global mean."""
+    _, train, data = pilot_split
+    only_k4 = [t for t in train if t[1] == "H3K4me3"]
+    overall = np.mean([data[t].astype(np.float64).mean() for t in only_k4])
+    for baseline in (AverageActivity(), AssayMean()):
+        fitted = baseline.fit(pilot_store, only_k4)
+        assert fitted.mean_ == pytest.approx(overall)
+        np.testing.assert_allclose(fitted.predict("E003", "H3K27me3", end=10), overall, rtol=1e-6)
+    gbt = ChromImputeGBT(n_train_positions=2000, n_estimators=5, n_threads=1)
+    gbt.fit(pilot_store, only_k4)
+    np.testing.assert_allclose(gbt.predict("E003", "H3K27me3", end=10), overall, rtol=1e-6)
+    assert gbt.models_[("E003", "H3K27me3")] is None
+
+
+def test_chromimpute_gbt_features_and_training(pilot_store, pilot_split):
+    """Features by hand on a few positions; trained only on other cell types; beats the mean."""
+    holdout, train, data = pilot_split
+    gbt = ChromImputeGBT(n_train_positions=20_000, n_estimators=40, n_threads=1, seed=0)
+    gbt.fit(pilot_store, train)
+    target = ("E116", "H3K27me3")
+    donors = gbt._donors(*target)
+    assert donors == ["E003", "E017", "E065", "E117"]
+    assays = gbt._feature_assays(*target)
+    assert assays == ["H3K4me3", "H3K36me3", "H3K9me3", "H3K4me1"]
+    # features of the target cell type: same-assay mean / max / min over the donors,
+    # then the target's other assays; at the position, +-1, +-2, then window means
+    base = gbt._base("pilot", "E116", "H3K27me3", donors, assays)
+    same = np.stack([data[(c, "H3K27me3")] for c in donors])
+    np.testing.assert_allclose(base[0], same.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(base[2], same.min(0))
+    np.testing.assert_array_equal(base[3], data[("E116", "H3K4me3")])
+    positions = np.array([0, 100, len(base[0]) - 1])
+    features = gbt._expand(base, positions)
+    assert features.shape == (3, 7 * len(base))
+    n_base = len(base)
+    k4 = data[("E116", "H3K4me3")].astype(np.float64)
+    assert features[1, 3] == pytest.approx(k4[100])
+    assert features[1, n_base + 3] == pytest.approx(k4[99])  # offset -1
+    assert features[1, 4 * n_base + 3] == pytest.approx(k4[102])  # offset +2
+    assert features[1, 5 * n_base + 3] == pytest.approx(k4[95:106].mean(), rel=1e-5)
+    assert features[0, 6 * n_base + 3] == pytest.approx(k4[0:21].mean(), rel=1e-5)  # clipped
+    assert features[2, 2 * n_base + 3] == pytest.approx(k4[-1])  # +1 clipped at the end
+    # a donor lacking an assay of the target (E116 H3K27me3 is held out) gives NaN features
+    assert np.isnan(gbt._base("pilot", "E116", "H3K4me3", ["E017"], ["H3K27me3"])[3]).all()
+    prediction = gbt.predict(*target)
+    assert (
+        prediction.shape == (pilot_store.axis_length("pilot"),) and prediction.dtype == np.float32
+    )
+    booster, used_donors, _ = gbt.models_[target]
+    assert target not in [(c, "H3K27me3") for c in used_donors]
+    assert metrics.mse(data[target], prediction) < metrics.mse(
+        data[target], AverageActivity().fit(pilot_store, train).predict(*target)
+    )
+    # same seed, same model; the stored model is reused
+    assert gbt.predict(*target, start=5, end=9) == pytest.approx(prediction[5:9])
+    again = ChromImputeGBT(n_train_positions=20_000, n_estimators=40, n_threads=1, seed=0)
+    np.testing.assert_allclose(
+        again.fit(pilot_store, train).predict(*target, end=1000), prediction[:1000], rtol=1e-5
+    )
+    # a new cell type (no training track) uses the same-assay features alone
+    no_e116 = [t for t in train if t[0] != "E116"]
+    alone = ChromImputeGBT(n_train_positions=5000, n_estimators=10, n_threads=1)
+    alone.fit(pilot_store, no_e116)
+    assert alone._feature_assays(*target) == []
+    assert np.isfinite(alone.predict(*target, end=1000)).all()
 
 
 def test_parafac_module_by_hand():

@@ -10,15 +10,24 @@ from typer.testing import CliRunner
 from epitensor import metrics
 from epitensor._utils import EpitensorError
 from epitensor.annotations import Annotations
-from epitensor.baselines import AssayMean, AverageActivity, GlobalMean, TensorFactorization
+from epitensor.baselines import (
+    AssayMean,
+    AverageActivity,
+    ChromImputeGBT,
+    GlobalMean,
+    TensorFactorization,
+)
 from epitensor.benchmark import (
     STANDARD_SPLIT,
     best_methods,
+    cv_folds,
     evaluate,
+    interval_counts,
     markdown_table,
     read_split,
     resolve_split,
     run_benchmark,
+    run_cv,
     stratified_evaluation,
     summarise,
 )
@@ -70,22 +79,32 @@ def test_evaluate_matches_metrics_score(small_pilot_store):
     )
     assert list(table.columns) == ["celltype", "assay", "method", "metric", "value"]
     assert set(table.method) == {"average_activity"}
-    assert list(table.metric.iloc[:13]) == list(metrics.METRICS)
+    assert list(table.metric.iloc[: len(metrics.METRICS)]) == list(metrics.METRICS)
     observed = small_pilot_store.read_track("E003", "H3K4me3")
     layout = small_pilot_store.layout
+    counts = {
+        name: interval_counts(layout, getattr(annotations, name), "pilot")
+        for name in ("promoters", "genes", "enhancers")
+    }
+    # msevar: the population variance of H3K4me3 over all five cell types, as the challenge
+    h3k4me3 = [small_pilot_store.read_track(c, "H3K4me3") for c in ("E003", "E017", "E065")]
+    h3k4me3 += [small_pilot_store.read_track(c, "H3K4me3") for c in ("E116", "E117")]
     expected = metrics.score(
         observed,
         baseline.predict("E003", "H3K4me3"),
         mask=annotations.keep(layout, "pilot"),
-        regions=annotations.regions(layout, "pilot"),
+        regions=counts,
+        weights=np.var(np.stack(h3k4me3), axis=0),
     )
     got = table[(table.celltype == "E003")].set_index("metric").value
     for name in metrics.METRICS:
         assert got[name] == pytest.approx(expected[name], nan_ok=True), name
     # promoters lie in the first 40,000 pilot positions, so the region metrics are numbers
     assert np.isfinite(got["mseprom"]) and np.isfinite(got["msegene"])
-    # msevar: weighted by the variance over the other four cell types
     assert np.isfinite(got["msevar"])
+    # overlapping genes: some bins are counted more than once
+    assert counts["genes"].max() >= 2
+    assert np.array_equal(counts["genes"] > 0, annotations.regions(layout, "pilot")["genes"])
     assert set(predictions) == {("E003", "H3K4me3"), ("E116", "H3K27me3")}
     with pytest.raises(EpitensorError, match="no track"):
         evaluate(baseline, small_pilot_store, [], annotations)
@@ -111,23 +130,42 @@ def test_evaluate_against_a_peak_mask(small_pilot_store):
     )
 
 
+def test_msegene_sums_over_each_gene_window(small_pilot_store):
+    """msegene on real data equals the challenge's loop: sum over genes of the window's errors."""
+    annotations = Annotations.from_directory()
+    layout = small_pilot_store.layout
+    observed = small_pilot_store.read_track("E017", "H3K36me3")
+    imputed = small_pilot_store.read_track("E065", "H3K36me3")
+    region = layout.axis_regions("pilot").iloc[0]
+    sse, n = 0.0, 0
+    for gene in annotations.genes[annotations.genes.chrom == region.chrom].itertuples():
+        lo = max(gene.start // 25 - region.first_bin, 0)
+        hi = min(-(-gene.end // 25) - region.first_bin, region.n_bins)
+        if hi > lo:
+            sse += float(np.sum((observed[lo:hi] - imputed[lo:hi]) ** 2.0))
+            n += hi - lo
+    assert n > 0
+    counts = interval_counts(layout, annotations.genes, "pilot")
+    assert metrics.msegene(observed, imputed, counts) == pytest.approx(sse / n, rel=1e-5)
+
+
 def test_summaries_and_markdown():
     table = pd.DataFrame(
         [
             ("c", "a", "m1", "mse", 1.0),
             ("c", "a", "m2", "mse", 0.5),
-            ("c", "a", "m1", "pearson", 0.9),
-            ("c", "a", "m2", "pearson", 0.1),
-            ("d", "a", "m1", "pearson", 0.7),
-            ("d", "a", "m2", "pearson", np.nan),
+            ("c", "a", "m1", "gwcorr", 0.9),
+            ("c", "a", "m2", "gwcorr", 0.1),
+            ("d", "a", "m1", "gwcorr", 0.7),
+            ("d", "a", "m2", "gwcorr", np.nan),
         ],
         columns=["celltype", "assay", "method", "metric", "value"],
     )
     summary = summarise(table)
-    assert list(summary.index) == ["mse", "pearson"] and list(summary.columns) == ["m1", "m2"]
-    assert summary.loc["pearson", "m1"] == pytest.approx(0.8)
+    assert list(summary.index) == ["mse", "gwcorr"] and list(summary.columns) == ["m1", "m2"]
+    assert summary.loc["gwcorr", "m1"] == pytest.approx(0.8)
     best = best_methods(summary)
-    assert best["mse"] == "m2" and best["pearson"] == "m1"
+    assert best["mse"] == "m2" and best["gwcorr"] == "m1"
     text = markdown_table(summary, digits=2, bold=best.to_dict())
     assert text.splitlines()[0] == "| metric | m1 | m2 |"
     assert "| mse | 1.00 | **0.50** |" in text
@@ -156,12 +194,19 @@ def test_stratified_by_hand(small_pilot_store):
     assert (table[table.method == "zero"].recall.dropna() == 0).all()
 
 
+def _count_tracks(store, predictions, holdout, train):
+    """An extra per-method table, as the benchmark's scorer hook takes."""
+    assert len(holdout) + len(train) == len(store.track_names())
+    return pd.DataFrame({"method": list(predictions), "n": [len(p) for p in predictions.values()]})
+
+
 def test_run_benchmark_writes_everything(small_pilot_store, tmp_path):
     baselines = {
         "global_mean": GlobalMean(),
         "assay_mean": AssayMean(),
         "average_activity": AverageActivity(),
         "parafac": TensorFactorization(n_factors=4, n_epochs=1, batch_size=8192, verbose=False),
+        "chromimpute_gbt": ChromImputeGBT(n_train_positions=4000, n_estimators=10, n_threads=1),
     }
     tiny = {
         "n_celltype_factors": 4,
@@ -183,10 +228,18 @@ def test_run_benchmark_writes_everything(small_pilot_store, tmp_path):
         model_params=tiny,
         baselines=baselines,
         verbose=False,
+        scorers={"n_tracks": _count_tracks},
     )
-    methods = ["avocado", "global_mean", "assay_mean", "average_activity", "parafac"]
+    methods = [
+        "avocado",
+        "global_mean",
+        "assay_mean",
+        "average_activity",
+        "parafac",
+        "chromimpute_gbt",
+    ]
     assert list(result.summary.columns) == methods
-    assert len(result.table) == 5 * 5 * 14  # tracks x methods x (13 metrics + msevar)
+    assert len(result.table) == 5 * len(methods) * len(metrics.METRICS)  # tracks, methods, metrics
     assert set(result.predictions) == set(methods)
     assert result.predictions["avocado"][("E003", "H3K4me3")].shape == (40_000,)
     assert result.model is not None and result.model.training_tracks_ == result.train
@@ -204,11 +257,17 @@ def test_run_benchmark_writes_everything(small_pilot_store, tmp_path):
         "pairwise.csv",
         "pairwise_summary.csv",
         "pairwise.md",
+        "n_tracks.csv",
+        "n_tracks.md",
     ):
         assert (out / name).stat().st_size > 0, name
     # the pairwise relationships of the held-out tracks, every method beside the observed
     assert set(result.pairwise.method) == {"observed", *methods}
     assert "Not scored: H3K36me3 gene body ~ RNA-seq" in (out / "pairwise.md").read_text()
+    # the extra scorer saw every method's held-out predictions
+    assert dict(zip(result.extra["n_tracks"].method, result.extra["n_tracks"].n)) == dict.fromkeys(
+        methods, 5
+    )
     written = pd.read_csv(out / "metrics.csv")
     assert list(written.columns) == ["celltype", "assay", "method", "metric", "value"]
     assert "| mse |" in (out / "summary.md").read_text()
@@ -218,6 +277,27 @@ def test_run_benchmark_writes_everything(small_pilot_store, tmp_path):
     # fitted baselines are reused, not refitted; no model with preset None
     again = run_benchmark(small_pilot_store, None, preset=None, baselines=baselines, verbose=False)
     assert again.seconds == {} and list(again.summary.columns) == methods[1:]
+
+
+def test_run_benchmark_presets_side_by_side(small_pilot_store):
+    result = run_benchmark(
+        small_pilot_store,
+        None,
+        preset=("cpu-small", "paper"),
+        model_params={**TINY_AVOCADO, "precision": "fp32"},
+        baselines={"average_activity": AverageActivity()},
+        verbose=False,
+    )
+    assert list(result.summary.columns) == [
+        "avocado-cpu-small",
+        "avocado-paper",
+        "average_activity",
+    ]
+    assert list(result.models) == ["avocado-cpu-small", "avocado-paper"]
+    assert result.model is result.models["avocado-cpu-small"]
+    # each keeps its preset's own schedule where the overrides leave it
+    assert result.models["avocado-paper"].lr == 1e-3
+    assert result.models["avocado-cpu-small"].lr == 3e-3
 
 
 def test_cli_evaluate_and_benchmark(trained_model, pilot_store, tmp_path):
@@ -257,3 +337,194 @@ def test_cli_evaluate_and_benchmark(trained_model, pilot_store, tmp_path):
         ],
     )
     assert missing.exit_code == 1 and "split file not found" in missing.output
+
+
+TINY_AVOCADO = {
+    "n_celltype_factors": 4,
+    "n_assay_factors": 4,
+    "n_25bp_factors": 4,
+    "n_250bp_factors": 4,
+    "n_5kbp_factors": 4,
+    "n_nodes": 16,
+    "n_epochs": 1,
+    "n_genome_epochs": 1,
+    "batch_size": 8192,
+    "verbose": False,
+}
+
+
+def _cv_methods():
+    return {
+        "average_activity": lambda seed: AverageActivity(),
+        "parafac": lambda seed: TensorFactorization(
+            n_factors=4, batch_size=8192, seed=seed, verbose=False
+        ),
+        "chromimpute_gbt": lambda seed: ChromImputeGBT(
+            n_train_positions=3000, n_estimators=10, n_threads=1, seed=seed
+        ),
+    }
+
+
+def test_cv_folds_hold_every_track_out_once(small_pilot_store):
+    tracks = small_pilot_store.track_names()
+    folds = cv_folds(tracks, 5, seed=0)
+    dealt = [t for fold in folds for t in fold]
+    assert sorted(dealt) == sorted(tracks) and len(dealt) == len(set(dealt))
+    assert [len(f) for f in folds] == [5] * 5
+    assert cv_folds(tracks, 5, seed=0) == folds  # the seed fixes them
+    assert cv_folds(tracks, 5, seed=1) != folds
+    assert sorted(len(f) for f in cv_folds(tracks, 4, seed=0)) == [6, 6, 6, 7]
+    for bad in (1, 26, 2.5):
+        with pytest.raises(EpitensorError, match="number of folds"):
+            cv_folds(tracks, bad)
+
+
+def test_run_cv_retrains_per_fold_and_falls_back(small_pilot_store, tmp_path):
+    """Three folds, the first taking every E003 track: no method has seen E003 in training."""
+    tracks = small_pilot_store.track_names()
+    e003 = [t for t in tracks if t[0] == "E003"]
+    first = [*e003, ("E017", "H3K4me3")]
+    rest = [t for t in tracks if t not in first]
+    folds = [first, rest[::2], rest[1::2]]
+    out = tmp_path / "cv"
+    result = run_cv(
+        small_pilot_store,
+        out,
+        training_seeds=(0, 1),
+        presets=("cpu-small",),
+        model_params=TINY_AVOCADO,
+        methods=_cv_methods(),
+        folds=folds,
+        verbose=False,
+        scorers={"n_tracks": _count_tracks},
+    )
+    methods = ["avocado", "average_activity", "parafac", "chromimpute_gbt"]
+    assert list(result.summary.columns) == methods and result.reference == "avocado"
+    # every track scored by every method on every metric, once per training seed
+    assert len(result.table) == 25 * len(methods) * len(metrics.METRICS) * 2
+    per_track = result.per_track[result.per_track.metric == "mse"]
+    assert per_track.groupby("method").size().eq(25).all()
+    assert dict(zip(result.folds.celltype + result.folds.assay, result.folds.fold)) == {
+        c + a: next(i for i, f in enumerate(folds) if (c, a) in f) for c, a in tracks
+    }
+    assert (result.folds[result.folds.celltype == "E003"].celltype_kept == 0).all()
+    assert (result.folds[result.folds.celltype != "E003"].celltype_kept > 0).all()
+    # Avocado and PARAFAC know no E003: the fold's average activity stands in, and says so
+    fell = result.fallbacks
+    assert set(zip(fell.method, fell.celltype)) == {("avocado", "E003"), ("parafac", "E003")}
+    assert len(fell) == 2 * 5 * 2  # two methods, five tracks, two seeds
+    wide = result.per_track.pivot_table(
+        index=["celltype", "assay", "metric"], columns="method", values="value"
+    )
+    e003_mse = wide.xs("mse", level="metric").loc["E003"]
+    assert np.allclose(e003_mse.avocado, e003_mse.average_activity)
+    assert np.allclose(e003_mse.parafac, e003_mse.average_activity)
+    # the trees impute the new cell type from the same assay elsewhere: their own values
+    assert not np.allclose(e003_mse.chromimpute_gbt, e003_mse.average_activity)
+    # the model was retrained per fold and seed; deterministic baselines once per fold
+    fits = result.seconds.groupby("method").size()
+    assert fits["avocado"] == 6 and fits["parafac"] == 6 and fits["average_activity"] == 3
+    # the two seeds train different models: a spread over seeds
+    spread = result.seed_spread.set_index(["metric", "method"])
+    assert spread.loc[("mse", "avocado"), "std"] > 0
+    assert spread.loc[("mse", "average_activity"), "std"] == 0
+    # paired tests across the 25 tracks against the reference
+    paired = result.paired.set_index(["metric", "method"])
+    row = paired.loc[("mse", "chromimpute_gbt")]
+    assert row.n_tracks == 25 and row.reference_better + row.method_better + row.ties == 25
+    assert 0 <= row.p_value <= 1
+    assert set(result.wins().method) == set(methods[1:])
+    assert len(result.extra["n_tracks"]) == 3 * 2 * len(methods)  # folds x seeds x methods
+    # pairwise relationships of the imputations pooled over folds: every track is imputed, so
+    # each method's correlations come from its own tracks and differ from the observed ones
+    assert set(result.pairwise.method) == {"observed", *methods}
+    imputed = result.pairwise[result.pairwise.method == "average_activity"]
+    assert len(imputed) > 0 and (imputed.abs_error > 0).all()
+    for name in (
+        "cv_metrics.csv",
+        "metrics_by_track.csv",
+        "metrics_by_track.md",
+        "summary.md",
+        "paired.md",
+        "wins.md",
+        "seed_spread.md",
+        "folds.csv",
+        "fallbacks.csv",
+        "metrics.png",
+        "parameters.json",
+        "n_tracks.csv",
+        "pairwise.csv",
+        "pairwise.md",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    by_track = pd.read_csv(out / "metrics_by_track.csv")
+    assert len(by_track) == 25 * len(methods)
+    with pytest.raises(EpitensorError, match="already exists"):
+        run_cv(small_pilot_store, out, presets=(), methods=["average_activity"], verbose=False)
+
+
+def test_run_cv_presets_side_by_side_and_bad_input(small_pilot_store):
+    result = run_cv(
+        small_pilot_store,
+        k=5,
+        seed=2,
+        presets=("cpu-small", "paper"),
+        model_params={**TINY_AVOCADO, "precision": "fp32"},
+        methods=["average_activity"],
+        verbose=False,
+        blends=[("avocado-cpu-small", "average_activity")],
+    )
+    blend = "avocado-cpu-small+average_activity"
+    assert list(result.summary.columns) == [
+        "avocado-cpu-small",
+        "avocado-paper",
+        "average_activity",
+        blend,
+    ]
+    assert result.reference == "avocado-cpu-small"
+    assert result.per_track.groupby("method").size().eq(25 * len(metrics.METRICS)).all()
+    # the blend scores the mean of the two imputations: its MSE lies below their mean
+    # (the squared error is convex) on every track
+    wide = result.per_track[result.per_track.metric == "mse"].pivot_table(
+        index=["celltype", "assay"], columns="method", values="value"
+    )
+    pair = (wide["avocado-cpu-small"] + wide["average_activity"]) / 2
+    assert (wide[blend] <= pair + 1e-9).all()
+    with pytest.raises(EpitensorError, match="a blend averages"):
+        run_cv(small_pilot_store, presets=(), blends=[("average_activity", "x")], verbose=False)
+    tracks = small_pilot_store.track_names()
+    with pytest.raises(EpitensorError, match="invalid method"):
+        run_cv(small_pilot_store, presets=(), methods=["knn"], verbose=False)
+    with pytest.raises(EpitensorError, match="used twice"):
+        run_cv(
+            small_pilot_store,
+            methods={"avocado": lambda seed: AverageActivity()},
+            verbose=False,
+        )
+    with pytest.raises(EpitensorError, match="no method"):
+        run_cv(small_pilot_store, presets=(), methods=[], verbose=False)
+    with pytest.raises(EpitensorError, match="each track once"):
+        run_cv(small_pilot_store, presets=(), folds=[tracks[:10], tracks[9:]], verbose=False)
+    with pytest.raises(EpitensorError, match="each track once"):
+        run_cv(small_pilot_store, presets=(), folds=[tracks[:10], tracks[11:]], verbose=False)
+
+
+def test_cli_benchmark_cv(small_pilot_store, tmp_path):
+    out = tmp_path / "cv"
+    runner = CliRunner()
+    args = ["benchmark", small_pilot_store.url, "--out", str(out), "--cv", "3", "--seed", "1"]
+    baselines_only = ["--preset", "none", "--method", "average_activity", "--method", "assay_mean"]
+    result = runner.invoke(app, [*args, *baselines_only, "--training-seeds", "0,1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "| gwcorr |" in result.output
+    parameters = (out / "parameters.json").read_text()
+    assert '"k": 3' in parameters and '"seed": 1' in parameters
+    table = pd.read_csv(out / "cv_metrics.csv")
+    assert set(table.training_seed) == {0, 1} and set(table.fold) == {0, 1, 2}
+    assert set(table.method) == {"average_activity", "assay_mean"}
+    bad = runner.invoke(app, [*args, "--preset", "none", "--training-seeds", "x", "--overwrite"])
+    assert bad.exit_code != 0 and "invalid training seed" in bad.output
+    no_cv = runner.invoke(app, [args[0], args[1], "--out", str(tmp_path / "b"), "--method", "x"])
+    assert no_cv.exit_code != 0 and "go with --cv" in no_cv.output
+    both = runner.invoke(app, [*args, "--split", "x.tsv", "--overwrite"])
+    assert both.exit_code != 0 and "exclude each other" in both.output

@@ -53,10 +53,11 @@ def test_quick_demo_writes_every_output(tmp_path, monkeypatch):
         "assay_mean",
         "average_activity",
         "parafac",
+        "chromimpute_gbt",
     }
     assert set(zip(table.celltype, table.assay)) == set(STANDARD_SPLIT)
     summary = pd.read_csv(out / "benchmark" / "summary.csv", index_col=0)
-    assert {"mse", "pearson", "catch1obs", "f1"} <= set(summary.index)
+    assert {"mse", "gwcorr", "catch1obs", "f1"} <= set(summary.index)
 
     # Every PNG opens; the report embeds every figure and contains the summary table.
     html = (out / "report.html").read_text()

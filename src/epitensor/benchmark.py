@@ -1,4 +1,4 @@
-"""The held-out-track protocol: score imputations, baselines side by side, tables and figures.
+"""The held-out-track protocols: score imputations, baselines side by side, cross-validation.
 
 A *predictor* is anything with ``predict(celltype, assay, axis=None, start=0,
 end=None) -> numpy.ndarray`` (float32, arcsinh, one value per axis position):
@@ -6,7 +6,9 @@ the fitted :class:`epitensor.avocado.Avocado` model or any baseline of
 :mod:`epitensor.baselines`. :func:`evaluate` scores predictors on observed
 tracks of a store; :func:`run_benchmark` trains the model and every baseline on
 the training tracks of a split, imputes the held-out tracks and writes the
-tables and figures.
+tables and figures; :func:`run_cv` holds every observed track out once over K
+random folds, retraining every method per fold and training seed, and adds
+paired Wilcoxon tests across tracks and the spread over training seeds.
 
 Every metric masks the blacklist out; promoters, gene bodies and enhancers come
 from :class:`epitensor.annotations.Annotations` (default: the bundled hg19
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +32,7 @@ import pandas as pd
 from epitensor import metrics
 from epitensor._utils import EpitensorError, atomic_directory, progress, warn
 from epitensor.annotations import Annotations, peak_mask
+from epitensor.relationships import pairwise_table, write_pairwise
 from epitensor.store import Store, open_store
 
 __all__ = [
@@ -42,6 +46,12 @@ __all__ = [
     "read_split",
     "resolve_split",
     "run_benchmark",
+    "run_cv",
+    "cv_folds",
+    "CVResult",
+    "Scorer",
+    "interval_counts",
+    "write_cv",
     "stratified_evaluation",
     "summarise",
 ]
@@ -161,34 +171,102 @@ def _observed(store: Store, celltype: str, assay: str) -> np.ndarray:
     return np.concatenate([store.read_track(celltype, assay, axis) for axis in store.axes])
 
 
-def _masks(store: Store, annotations: Annotations) -> tuple[np.ndarray | None, dict]:
-    """Blacklist-free positions and region masks over all axes, concatenated."""
-    keep, regions = [], {"promoters": [], "genes": [], "enhancers": []}
-    for axis in store.axes:
-        keep.append(annotations.keep(store.layout, axis))
-        for name, mask in annotations.regions(store.layout, axis).items():
-            regions[name].append(mask)
-    if any(k is None for k in keep):
-        keep_all = None
-    else:
-        keep_all = np.concatenate(keep)
-    joined = {
-        name: None if any(m is None for m in masks) else np.concatenate(masks)
-        for name, masks in regions.items()
-    }
-    return keep_all, joined
+def interval_counts(layout, intervals: pd.DataFrame | None, axis: str) -> np.ndarray | None:
+    """How many intervals overlap each bin of one layout axis (a bin in two genes: 2).
 
+    Parameters
+    ----------
+    layout : Layout
+        The store's layout.
+    intervals : pandas.DataFrame or None
+        Columns ``chrom, start, end`` in bp, 0-based half-open; None gives None.
+    axis : str
+        Axis to map onto.
 
-def _assay_variance(store: Store, celltype: str, assay: str, exclude: set) -> np.ndarray | None:
-    """Variance of the assay over the other observed, non-excluded cell types (or None)."""
-    others = [
-        (c, a)
-        for c, a in store.track_names()
-        if a == assay and c != celltype and (c, a) not in exclude
-    ]
-    if len(others) < 2:
+    Returns
+    -------
+    numpy.ndarray, shape=(n_positions,), int32, or None
+    """
+    if intervals is None:
         return None
-    return np.var(np.stack([_observed(store, c, a) for c, a in others]), axis=0)
+    n = layout.axis_lengths[axis]
+    diff = np.zeros(n + 1, dtype=np.int64)
+    res = layout.resolution
+    for row in layout.axis_regions(axis).itertuples():
+        hits = intervals[intervals.chrom == row.chrom]
+        if hits.empty:
+            continue
+        lo = np.clip(hits.start.to_numpy() // res - row.first_bin, 0, row.n_bins)
+        hi = np.clip(-(-hits.end.to_numpy() // res) - row.first_bin, 0, row.n_bins)
+        keep = hi > lo
+        np.add.at(diff, row.offset + lo[keep], 1)
+        np.add.at(diff, row.offset + hi[keep], -1)
+    return np.cumsum(diff[:-1]).astype(np.int32)
+
+
+def _masks(store: Store, annotations: Annotations) -> tuple[np.ndarray | None, dict]:
+    """Blacklist-free positions and region window counts over all axes, concatenated."""
+    keep = [annotations.keep(store.layout, axis) for axis in store.axes]
+    keep_all = None if any(k is None for k in keep) else np.concatenate(keep)
+    regions = {}
+    for name in ("promoters", "genes", "enhancers"):
+        parts = [interval_counts(store.layout, getattr(annotations, name), a) for a in store.axes]
+        regions[name] = None if any(p is None for p in parts) else np.concatenate(parts)
+    return keep_all, regions
+
+
+class Scorer:
+    """Scores imputations of a store's observed tracks, caching what every method shares.
+
+    Keeps the blacklist mask, the region window counts, the observed tracks
+    and each assay's variance across cell types (for ``msevar``) once for all
+    the methods, folds and seeds scored with it.
+
+    Parameters
+    ----------
+    store : Store
+    annotations : Annotations
+    exclude : sequence of (str, str)
+        Tracks left out of the variance that weights ``msevar``. Default none:
+        as the ENCODE Imputation Challenge, every observed track of the assay,
+        the scored one included (the variance only weights the score; it is
+        no input of any method).
+    """
+
+    def __init__(self, store: Store, annotations: Annotations, exclude: Sequence[Track] = ()):
+        self.store = store
+        self.keep, self.regions = _masks(store, annotations)
+        self.exclude = {(str(c), str(a)) for c, a in exclude}
+        self._observed: dict[Track, np.ndarray] = {}
+        self._variance: dict[str, np.ndarray | None] = {}
+
+    def observed(self, track: Track) -> np.ndarray:
+        """The observed track over all axes, ``(n_positions,)``, float32, arcsinh."""
+        if track not in self._observed:
+            self._observed[track] = _observed(self.store, *track)
+        return self._observed[track]
+
+    def variance(self, assay: str) -> np.ndarray | None:
+        """Population variance of the assay's observed tracks across cell types (None if < 2)."""
+        if assay not in self._variance:
+            same = [t for t in self.store.track_names() if t[1] == assay and t not in self.exclude]
+            self._variance[assay] = (
+                None
+                if len(same) < 2
+                else np.var(np.stack([self.observed(t) for t in same]), axis=0)
+            )
+        return self._variance[assay]
+
+    def score(self, track: Track, imputed: np.ndarray, peaks=None) -> dict[str, float]:
+        """Every metric of :data:`epitensor.metrics.METRICS` for one imputed track."""
+        return metrics.score(
+            self.observed(track),
+            imputed,
+            mask=self.keep,
+            regions=self.regions,
+            peaks=peaks,
+            weights=self.variance(track[1]),
+        )
 
 
 def _peaks(peaks, store: Store, track: Track) -> np.ndarray | None:
@@ -210,6 +288,7 @@ def evaluate(
     exclude: Sequence[Track] = (),
     predictions: dict | None = None,
     verbose: bool = True,
+    scorer: Scorer | None = None,
 ) -> pd.DataFrame:
     """Score a predictor's imputation of observed tracks.
 
@@ -233,19 +312,23 @@ def evaluate(
         Name in the ``method`` column. Default None: :func:`method_name`.
     exclude : sequence of (str, str)
         Tracks left out of the across-cell-type variance that weights
-        ``msevar`` (the held-out tracks). Default none.
+        ``msevar``. Default none: every observed track of the assay, as the
+        challenge.
     predictions : dict, optional
         Filled with ``{(celltype, assay): imputed array}``; tracks already in
         it are not predicted again. Default None.
     verbose : bool
         Progress bar. Default True.
+    scorer : Scorer, optional
+        A :class:`Scorer` of this store to reuse (its annotations and
+        ``exclude`` then apply). Default None: one is built.
 
     Returns
     -------
     pandas.DataFrame
         Long format: ``celltype, assay, method, metric, value``, the metrics of
-        :data:`epitensor.metrics.METRICS` (plus ``msevar`` where the assay is
-        observed in at least two other cell types).
+        :data:`epitensor.metrics.METRICS` (``msevar`` NaN where the assay is
+        observed in fewer than two cell types).
     """
     store = open_store(store)
     tracks = [(str(c), str(a)) for c, a in tracks]
@@ -253,8 +336,9 @@ def evaluate(
         raise EpitensorError("no track to evaluate; give at least one CELL:ASSAY")
     for celltype, assay in tracks:
         store.track_index(celltype, assay)
-    annotations = Annotations.from_directory() if annotations is None else annotations
-    keep, regions = _masks(store, annotations)
+    if scorer is None:
+        annotations = Annotations.from_directory() if annotations is None else annotations
+        scorer = Scorer(store, annotations, exclude)
     method = method or method_name(predictor)
     predictions = {} if predictions is None else predictions
     rows = []
@@ -263,16 +347,7 @@ def evaluate(
             if predictor is None:
                 raise EpitensorError(f"no prediction of {track} given and no predictor")
             predictions[track] = impute(predictor, store, *track)
-        observed = _observed(store, *track)
-        weights = _assay_variance(store, *track, exclude=set(exclude))
-        scores = metrics.score(
-            observed,
-            predictions[track],
-            mask=keep,
-            regions=regions,
-            peaks=_peaks(peaks, store, track),
-            weights=weights,
-        )
+        scores = scorer.score(track, predictions[track], _peaks(peaks, store, track))
         rows += [(*track, method, name, value) for name, value in scores.items()]
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -333,7 +408,9 @@ def evaluate_model(
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
     """Mean of each metric over tracks: rows metrics (report order), columns methods."""
-    order = [m for m in (*metrics.METRICS, metrics.WEIGHTED_METRIC) if m in set(table.metric)]
+    present = set(table.metric)
+    order = [m for m in metrics.METRICS if m in present]
+    order += sorted(present - set(order))
     methods = list(dict.fromkeys(table.method))
     wide = table.pivot_table(index="metric", columns="method", values="value", aggfunc="mean")
     return wide.reindex(index=order, columns=methods)
@@ -531,6 +608,11 @@ class BenchmarkResult:
         From :func:`epitensor.relationships.pairwise_table`.
     seconds : dict
         Fit time of each method in seconds.
+    models : dict
+        Every fitted model by method name (``avocado``, or ``avocado-<preset>``
+        for several presets); ``model`` is the first.
+    extra : dict
+        Tables of the extra scorers by name (see :func:`run_benchmark`).
     out_dir : pathlib.Path or None
         Where the files were written.
     """
@@ -545,6 +627,8 @@ class BenchmarkResult:
     holdout: list
     train: list
     seconds: dict = field(default_factory=dict)
+    models: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
     out_dir: Path | None = None
     pairwise: pd.DataFrame | None = None
 
@@ -556,18 +640,53 @@ class BenchmarkResult:
         return markdown_table(frame, digits, bold=self.best.to_dict())
 
 
-def _fit_model(store, holdout, preset, model_params, verbose):
+def _model_names(presets: Sequence[str]) -> dict[str, str]:
+    """Method name of each Avocado preset: ``avocado`` alone, ``avocado-<preset>`` side by side."""
+    presets = list(dict.fromkeys(presets))
+    if len(presets) == 1:
+        return {"avocado": presets[0]}
+    return {f"avocado-{p}": p for p in presets}
+
+
+def _presets(preset: str | Sequence[str] | None) -> list[str]:
+    if preset is None:
+        return []
+    return [preset] if isinstance(preset, str) else list(preset)
+
+
+def _fit_model(store, holdout, preset, model_params, verbose, train=None, seed=None):
+    """Fit an Avocado preset on the training tracks, the scorable held-out ones monitored.
+
+    With ``train`` given, only its cell types and assays are fitted, so a
+    held-out track whose cell type (or assay) has no training track is left
+    out of the model altogether instead of being refused.
+    """
     from epitensor.avocado import Avocado
 
     params = {"verbose": verbose, **(model_params or {})}
-    return Avocado.from_preset(preset, **params).fit(store, holdout=holdout)
+    if seed is not None:
+        params["seed"] = seed
+    model = Avocado.from_preset(preset, **params)
+    if train is None:
+        return model.fit(store, holdout=holdout)
+    celltypes = sorted({c for c, _ in train})
+    assays = sorted({a for _, a in train})
+    scorable = [t for t in holdout if t[0] in celltypes and t[1] in assays]
+    return model.fit(store, holdout=scorable, celltypes=celltypes, assays=assays)
+
+
+def _extra_tables(scorers, store, predictions, holdout, train) -> dict[str, pd.DataFrame]:
+    """Run the extra per-method scorers (see :func:`run_benchmark`)."""
+    return {
+        name: func(store, predictions, holdout, train) for name, func in (scorers or {}).items()
+    }
 
 
 def run_benchmark(
     store: Store | str,
     out_dir: str | os.PathLike | None,
     split: str | os.PathLike | Sequence[Track] = "standard",
-    preset: str | None = "cpu-small",
+    preset: str | Sequence[str] | None = "cpu-small",
     model=None,
     model_params: dict | None = None,
     baselines: Mapping | None = None,
@@ -576,20 +695,23 @@ def run_benchmark(
     overwrite: bool = False,
     seed: int = 0,
     verbose: bool = True,
+    scorers: Mapping | None = None,
 ) -> BenchmarkResult:
     """Train the model and every baseline on a split's training tracks; score the held-out ones.
 
     Parameters
     ----------
     store : Store or str
-        The store (``"roadmap-pilot"`` for the bundled sample).
+        The store (``"roadmap-pilot"`` for the sample).
     out_dir : str or path-like or None
         Folder for the tables and figures (written atomically). None: write nothing.
     split : str, path-like or sequence of (str, str)
         ``"standard"``, a split TSV, or the held-out tracks. Default ``"standard"``.
-    preset : str or None
-        Preset of :meth:`Avocado.from_preset` for the model. Default
-        ``"cpu-small"``. None: no model, baselines only.
+    preset : str, sequence of str, or None
+        Preset(s) of :meth:`Avocado.from_preset` for the model: one gives the
+        method ``avocado``, several give ``avocado-<preset>`` each (e.g.
+        ``("cpu-small", "paper")``). Default ``"cpu-small"``. None: no model,
+        baselines only.
     model : Avocado, optional
         An already fitted model to score instead of training one (it must not
         have seen the held-out tracks). Default None.
@@ -609,13 +731,18 @@ def run_benchmark(
         Seed of the baselines. Default 0.
     verbose : bool
         Progress bars and messages. Default True.
+    scorers : mapping, optional
+        Extra per-method tables, ``{name: func}``, each called as
+        ``func(store, predictions, holdout, train)`` with ``predictions`` as
+        in :class:`BenchmarkResult`, returning a DataFrame kept in
+        ``result.extra[name]`` and written as ``<name>.csv`` / ``.md``.
+        Default None: none.
 
     Returns
     -------
     BenchmarkResult
     """
     from epitensor.baselines import all_baselines
-    from epitensor.relationships import pairwise_table
 
     store = open_store(store)
     holdout, train = resolve_split(split, store)
@@ -626,15 +753,19 @@ def run_benchmark(
         baselines = all_baselines(parafac_epochs=parafac_epochs, seed=seed, verbose=verbose)
     seconds: dict[str, float] = {}
     predictors: dict[str, object] = {}
-    if model is None and preset is not None:
-        started = time.perf_counter()
-        model = _fit_model(store, holdout, preset, model_params, verbose)
-        seconds["avocado"] = time.perf_counter() - started
-    if model is not None:
-        leaked = set(holdout) & set(map(tuple, getattr(model, "training_tracks_", [])))
+    models: dict[str, object] = {}
+    if model is None:
+        for name, name_preset in _model_names(_presets(preset)).items():
+            started = time.perf_counter()
+            models[name] = _fit_model(store, holdout, name_preset, model_params, verbose)
+            seconds[name] = time.perf_counter() - started
+    else:
+        models[method_name(model)] = model
+    for name, fitted in models.items():
+        leaked = set(holdout) & set(map(tuple, getattr(fitted, "training_tracks_", [])))
         if leaked:
             raise EpitensorError(f"the model was trained on held-out tracks {sorted(leaked)}")
-        predictors[method_name(model)] = model
+        predictors[name] = fitted
     for name, baseline in baselines.items():
         if getattr(baseline, "training_tracks_", None) == train:
             predictors[name] = baseline  # already fitted on this split's training tracks
@@ -642,6 +773,7 @@ def run_benchmark(
         started = time.perf_counter()
         predictors[name] = baseline.fit(store, train)
         seconds[name] = time.perf_counter() - started
+    scorer = Scorer(store, annotations)
     predictions: dict[str, dict] = {}
     tables = []
     for name, predictor in predictors.items():
@@ -651,11 +783,10 @@ def run_benchmark(
                 predictor,
                 store,
                 holdout,
-                annotations,
                 method=name,
-                exclude=holdout,
                 predictions=predictions[name],
                 verbose=verbose,
+                scorer=scorer,
             )
         )
     table = pd.concat(tables, ignore_index=True)
@@ -666,12 +797,14 @@ def run_benchmark(
         best=best_methods(summary),
         stratified=stratified_evaluation(store, predictions, annotations),
         predictions=predictions,
-        model=model,
+        model=next(iter(models.values()), None),
         baselines={n: predictors[n] for n in baselines},
         holdout=holdout,
         train=train,
         seconds=seconds,
         pairwise=pairwise_table(predictions, store, annotations),
+        models=models,
+        extra=_extra_tables(scorers, store, predictions, holdout, train),
     )
     if out_dir is not None:
         parameters = {
@@ -729,12 +862,18 @@ def write_benchmark(
         plot_metrics(tmp / "metrics.png", result.table, title)
         plot_stratified(tmp / "stratified.png", result.stratified, "stratified by peak sharing")
         if result.pairwise is not None:
-            from epitensor.relationships import write_pairwise
-
             write_pairwise(result.pairwise, tmp)
+        _write_extra(tmp, result.extra)
         (tmp / "parameters.json").write_text(json.dumps(parameters, indent=2, default=str) + "\n")
     result.out_dir = Path(out_dir)
     return result.out_dir
+
+
+def _write_extra(folder: Path, extra: Mapping[str, pd.DataFrame]) -> None:
+    """Write each extra scorer's table as ``<name>.csv`` and ``<name>.md``."""
+    for name, frame in extra.items():
+        frame.to_csv(folder / f"{name}.csv", index=False)
+        (folder / f"{name}.md").write_text(markdown_table(frame.reset_index(drop=True)))
 
 
 def warn_if_baseline_wins(result: BenchmarkResult, model_name: str = "avocado") -> list[str]:
@@ -743,3 +882,516 @@ def warn_if_baseline_wins(result: BenchmarkResult, model_name: str = "avocado") 
     if model_name in result.summary.columns and lost:
         warn(f"a baseline beats {model_name} on {', '.join(lost)}")
     return lost
+
+
+# cross-validation -------------------------------------------------------------------
+
+DETERMINISTIC = frozenset({"global_mean", "assay_mean", "average_activity"})
+"""Baselines whose fit does not depend on the seed: fitted once per fold, not per seed."""
+
+DEFAULT_CV_BASELINES = ("average_activity", "parafac", "chromimpute_gbt")
+"""Baselines :func:`run_cv` runs beside the model by default."""
+
+FALLBACK = "average_activity"
+
+
+def cv_folds(tracks: Sequence[Track], k: int, seed: int = 0) -> list[list[Track]]:
+    """Split tracks into ``k`` folds at random: each track in exactly one fold.
+
+    The tracks are shuffled with ``numpy.random.default_rng(seed)`` and dealt
+    out in turn, so fold sizes differ by at most one and a fold may take most
+    of one cell type's (or assay's) tracks.
+
+    Parameters
+    ----------
+    tracks : sequence of (str, str)
+        Every observed track.
+    k : int
+        Number of folds, ``2 <= k <= len(tracks)``.
+    seed : int
+        Seed of the shuffle. Default 0.
+
+    Returns
+    -------
+    list of list of (str, str)
+        ``k`` folds, each in the order of ``tracks``.
+    """
+    tracks = [(str(c), str(a)) for c, a in tracks]
+    if not isinstance(k, int) or isinstance(k, bool) or not 2 <= k <= len(tracks):
+        raise EpitensorError(
+            f"the number of folds must be an integer from 2 to the {len(tracks)} observed "
+            f"tracks; got k={k!r}"
+        )
+    order = np.random.default_rng(seed).permutation(len(tracks))
+    chosen = [set(order[i::k].tolist()) for i in range(k)]
+    return [[t for i, t in enumerate(tracks) if i in fold] for fold in chosen]
+
+
+def _check_folds(folds, tracks: list[Track], store: Store) -> list[list[Track]]:
+    folds = [[(str(c), str(a)) for c, a in fold] for fold in folds]
+    dealt = [t for fold in folds for t in fold]
+    missing = [t for t in tracks if t not in set(dealt)]
+    unknown = [t for t in dealt if t not in set(tracks)]
+    repeated = sorted({t for t in dealt if dealt.count(t) > 1})
+    if len(folds) < 2 or missing or unknown or repeated or any(not f for f in folds):
+        raise EpitensorError(
+            f"folds must deal every observed track of {store.url} into at least two non-empty "
+            f"folds, each track once; missing {missing}, not observed {unknown}, "
+            f"repeated {repeated}"
+        )
+    return folds
+
+
+@dataclass
+class CVResult:
+    """Everything a cross-validation run produced.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        Long: ``fold, training_seed, celltype, assay, method, metric, value``,
+        every track scored once per training seed by every method.
+    per_track : pandas.DataFrame
+        Long: ``fold, celltype, assay, method, metric, value``, the mean over
+        training seeds.
+    summary : pandas.DataFrame
+        Mean over tracks of ``per_track``: metrics (rows) x methods (columns).
+    best : pandas.Series
+        Best method per metric.
+    paired : pandas.DataFrame
+        Per metric and method, the Wilcoxon signed-rank test across tracks of
+        the reference method against it: ``metric, method, reference,
+        n_tracks, reference_better, method_better, ties, reference_mean,
+        method_mean, p_value`` (two-sided; NaN without a non-zero difference).
+    seed_spread : pandas.DataFrame
+        Per metric and method, the track mean of each training seed
+        summarised over seeds: ``metric, method, n_seeds, mean, std, min, max``.
+    folds : pandas.DataFrame
+        ``celltype, assay, fold``, plus ``celltype_kept`` and ``assay_kept``:
+        how many training tracks the track's cell type and assay kept in its fold.
+    fallbacks : pandas.DataFrame
+        ``fold, training_seed, method, celltype, assay, reason``: tracks a
+        method could not impute, scored on the fold's average activity instead.
+    seconds : pandas.DataFrame
+        ``fold, training_seed, method, seconds``: fit times.
+    reference : str
+        The method the paired tests compare against (the first model).
+    extra : dict
+        Extra scorers' tables by name, each with ``fold`` and ``training_seed`` columns.
+    pairwise : pandas.DataFrame or None
+        The pairwise mark relationships (:func:`epitensor.relationships.pairwise_table`)
+        of every method's imputations pooled over the folds (each track imputed
+        once, by the fold that held it out), for the first training seed.
+    out_dir : pathlib.Path or None
+        Where the files were written.
+    """
+
+    table: pd.DataFrame
+    per_track: pd.DataFrame
+    summary: pd.DataFrame
+    best: pd.Series
+    paired: pd.DataFrame
+    seed_spread: pd.DataFrame
+    folds: pd.DataFrame
+    fallbacks: pd.DataFrame
+    seconds: pd.DataFrame
+    reference: str
+    extra: dict = field(default_factory=dict)
+    pairwise: pd.DataFrame | None = None
+    out_dir: Path | None = None
+
+    def summary_markdown(self, digits: int = 3) -> str:
+        """The summary as Markdown: metrics x methods, the best in bold, plus a ``best`` column."""
+        frame = self.summary.copy()
+        frame.index.name = "metric"
+        frame["best"] = self.best.reindex(frame.index)
+        return markdown_table(frame, digits, bold=self.best.to_dict())
+
+    def wins(self) -> pd.DataFrame:
+        """Per method, on how many metrics the reference beats it (by the mean over tracks)."""
+        rows = []
+        for method in self.summary.columns:
+            if method == self.reference:
+                continue
+            ref, other = self.summary[self.reference], self.summary[method]
+            lower = self.summary.index.isin(list(metrics.LOWER_IS_BETTER))
+            better = np.where(lower, ref < other, ref > other)
+            valid = ref.notna() & other.notna()
+            challenge = self.summary.index.isin(metrics.CHALLENGE_METRICS)
+            peak = self.summary.index.isin(metrics.PEAK_METRICS)
+            rows.append(
+                {
+                    "method": method,
+                    "reference": self.reference,
+                    "challenge_wins": int((better & valid & challenge).sum()),
+                    "challenge_metrics": int((valid & challenge).sum()),
+                    "peak_wins": int((better & valid & peak).sum()),
+                    "peak_metrics": int((valid & peak).sum()),
+                    "all_wins": int((better & valid).sum()),
+                    "all_metrics": int(valid.sum()),
+                }
+            )
+        return pd.DataFrame(rows)
+
+
+def _method_factories(methods, parafac_epochs: int, verbose: bool) -> dict:
+    """``{name: factory(seed) -> unfitted baseline}`` from names or a mapping of factories."""
+    from epitensor.baselines import BASELINES, all_baselines
+
+    if isinstance(methods, Mapping):
+        return dict(methods)
+    factories = {}
+    for name in methods:
+        if name not in BASELINES:
+            raise EpitensorError(f"invalid method: got {name!r}, expected one of {list(BASELINES)}")
+        factories[name] = lambda seed, name=name: all_baselines(
+            parafac_epochs=parafac_epochs, seed=seed, verbose=verbose
+        )[name]
+    return factories
+
+
+def _predict_or_fallback(predictor, fallback, store, track):
+    """A method's imputation of a track, or the fallback's with the reason it was needed."""
+    try:
+        return impute(predictor, store, *track), None
+    except EpitensorError as exc:
+        return impute(fallback, store, *track), str(exc)
+
+
+def _paired(per_track: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Wilcoxon signed-rank tests across tracks of ``reference`` against each other method."""
+    from scipy.stats import wilcoxon
+
+    wide = per_track.pivot_table(
+        index=["celltype", "assay", "metric"], columns="method", values="value", dropna=False
+    )
+    rows = []
+    for name in [m for m in metrics.METRICS if m in set(per_track.metric)]:
+        block = wide.xs(name, level="metric")
+        for method in [m for m in dict.fromkeys(per_track.method) if m != reference]:
+            pair = block[[reference, method]].dropna()
+            diff = pair[reference] - pair[method]
+            if name in metrics.LOWER_IS_BETTER:
+                diff = -diff  # positive: the reference is better
+            nonzero = diff[diff != 0]
+            p_value = float(wilcoxon(nonzero).pvalue) if len(nonzero) else float("nan")
+            rows.append(
+                {
+                    "metric": name,
+                    "method": method,
+                    "reference": reference,
+                    "n_tracks": len(pair),
+                    "reference_better": int((diff > 0).sum()),
+                    "method_better": int((diff < 0).sum()),
+                    "ties": int((diff == 0).sum()),
+                    "reference_mean": float(pair[reference].mean()),
+                    "method_mean": float(pair[method].mean()),
+                    "p_value": p_value,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _seed_spread(table: pd.DataFrame) -> pd.DataFrame:
+    per_seed = table.groupby(["metric", "method", "training_seed"], sort=False).value.mean()
+    spread = per_seed.groupby(level=["metric", "method"], sort=False).agg(
+        n_seeds="count", mean="mean", std="std", min="min", max="max"
+    )
+    return spread.reset_index()
+
+
+def _kept_counts(folds: list[list[Track]], tracks: list[Track]) -> pd.DataFrame:
+    rows = []
+    for i, fold in enumerate(folds):
+        train = [t for t in tracks if t not in set(fold)]
+        for celltype, assay in fold:
+            rows.append(
+                {
+                    "celltype": celltype,
+                    "assay": assay,
+                    "fold": i,
+                    "celltype_kept": sum(c == celltype for c, _ in train),
+                    "assay_kept": sum(a == assay for _, a in train),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def run_cv(
+    store: Store | str,
+    out_dir: str | os.PathLike | None = None,
+    k: int = 5,
+    seed: int = 0,
+    training_seeds: Sequence[int] = (0,),
+    presets: Sequence[str] = ("cpu-small",),
+    model_params: dict | None = None,
+    methods: Sequence[str] | Mapping | None = None,
+    annotations: Annotations | None = None,
+    parafac_epochs: int = 1,
+    overwrite: bool = False,
+    verbose: bool = True,
+    scorers: Mapping | None = None,
+    folds: Sequence[Sequence[Track]] | None = None,
+    blends: Sequence[Sequence[str]] = (),
+) -> CVResult:
+    """K-fold cross-validation over every observed track; every method retrained per fold.
+
+    The observed tracks are dealt into ``k`` random folds (:func:`cv_folds`).
+    For each fold and each training seed, every method is fitted on the other
+    folds' tracks only and imputes the fold's tracks, each scored by every
+    metric of :data:`epitensor.metrics.METRICS`. A fold may leave a cell type
+    (or an assay) without any training track; then
+
+    * average activity imputes as usual from the other cell types (an assay
+      with no training track at all gets the mean of all training values),
+      and so do the global and assay means;
+    * the ChromImpute-style trees use the same-assay features alone for a
+      cell type with no training track (the mean of all training values for
+      an assay with none);
+    * Avocado is fitted on the cell types and assays that have training
+      tracks, and PARAFAC has no factor for the missing one: a track they
+      cannot impute is scored on the fold's average activity instead, and
+      listed in ``fallbacks``.
+
+    Parameters
+    ----------
+    store : Store or str
+        The store (``"roadmap-pilot"`` for the sample).
+    out_dir : str or path-like, optional
+        Folder for the tables and the figure (written atomically). Default
+        None: write nothing.
+    k : int
+        Folds. Default 5.
+    seed : int
+        Seed of the fold assignment. Default 0.
+    training_seeds : sequence of int
+        Seeds of every stochastic method's training; each fold is trained once
+        per seed (deterministic baselines once per fold). Default (0,).
+    presets : sequence of str
+        Avocado presets, each its own method (``avocado`` for one,
+        ``avocado-<preset>`` for several); empty for baselines only. Default
+        ``("cpu-small",)``.
+    model_params : dict, optional
+        Overrides of every preset (e.g. ``{"n_epochs": 2}``). Default None.
+    methods : sequence of str or mapping, optional
+        Baselines by name (see :data:`epitensor.baselines.BASELINES`), or
+        ``{name: factory}`` where ``factory(seed)`` returns an unfitted
+        baseline. Default None: :data:`DEFAULT_CV_BASELINES`.
+    annotations : Annotations, optional
+        Default None: the bundled pilot annotations.
+    parafac_epochs : int
+        Epochs of the PARAFAC baseline after its least-squares start. Default 1.
+    overwrite : bool
+        Replace an existing ``out_dir``. Default False.
+    verbose : bool
+        Progress messages. Default True.
+    scorers : mapping, optional
+        Extra per-method tables as in :func:`run_benchmark`, called once per
+        fold and seed. Default None.
+    folds : sequence of sequences of (str, str), optional
+        The folds themselves (e.g. one per cell type), instead of ``k`` random
+        ones: every observed track in exactly one. Default None: :func:`cv_folds`.
+    blends : sequence of sequences of str
+        Extra methods that average the imputations of other methods, e.g.
+        ``[("avocado", "average_activity")]`` scores their mean as the method
+        ``avocado+average_activity``. Default none.
+
+    Returns
+    -------
+    CVResult
+    """
+    from epitensor.baselines import AverageActivity
+
+    store = open_store(store)
+    tracks = store.track_names()
+    if folds is None:
+        folds = cv_folds(tracks, k, seed)
+    else:
+        folds = _check_folds(folds, tracks, store)
+        k = len(folds)
+    training_seeds = [int(s) for s in training_seeds] or [0]
+    if out_dir is not None and Path(out_dir).exists() and not overwrite:
+        raise EpitensorError(f"{out_dir} already exists; choose another folder or pass overwrite")
+    factories = _method_factories(
+        DEFAULT_CV_BASELINES if methods is None else methods, parafac_epochs, verbose
+    )
+    model_names = _model_names(list(presets)) if presets else {}
+    clash = set(model_names) & set(factories)
+    if clash:
+        raise EpitensorError(f"method names used twice: {sorted(clash)}")
+    if not model_names and not factories:
+        raise EpitensorError("no method to cross-validate; give a preset or a baseline")
+    blends = [tuple(str(m) for m in blend) for blend in blends]
+    for blend in blends:
+        unknown = [m for m in blend if m not in model_names and m not in factories]
+        if len(blend) < 2 or unknown:
+            raise EpitensorError(
+                f"a blend averages two or more of the methods {[*model_names, *factories]}; "
+                f"got {list(blend)}"
+            )
+    annotations = Annotations.from_directory() if annotations is None else annotations
+    scorer = Scorer(store, annotations)
+    rows, fallbacks, seconds, extra = [], [], [], {}
+    pooled: dict[str, dict] = {}  # method -> track -> imputation, first training seed
+    for fold_index, fold in enumerate(folds):
+        train = [t for t in tracks if t not in set(fold)]
+        fallback = AverageActivity().fit(store, train)
+        deterministic_scores: dict[str, list] = {}
+        deterministic_predictions: dict[str, dict] = {}
+        for training_seed in training_seeds:
+            _say(verbose, f"cv: fold {fold_index + 1}/{k}, training seed {training_seed}")
+            predictions: dict[str, dict] = {}
+            fitted: dict[str, object] = {}
+            for name, preset in model_names.items():
+                started = time.perf_counter()
+                fitted[name] = _fit_model(
+                    store, fold, preset, model_params, verbose, train=train, seed=training_seed
+                )
+                seconds.append((fold_index, training_seed, name, time.perf_counter() - started))
+            for name, factory in factories.items():
+                if name in DETERMINISTIC and name in deterministic_scores:
+                    continue
+                started = time.perf_counter()
+                fitted[name] = factory(training_seed).fit(store, train)
+                seconds.append((fold_index, training_seed, name, time.perf_counter() - started))
+            for name, predictor in fitted.items():
+                predictions[name] = {}
+                scored = []
+                for track in fold:
+                    imputed, reason = _predict_or_fallback(predictor, fallback, store, track)
+                    if reason is not None:
+                        fallbacks.append((fold_index, training_seed, name, *track, reason))
+                    predictions[name][track] = imputed
+                    scored += [
+                        (*track, name, metric, value)
+                        for metric, value in scorer.score(track, imputed).items()
+                    ]
+                if name in DETERMINISTIC:
+                    deterministic_scores[name] = scored
+                    deterministic_predictions[name] = predictions[name]
+                rows += [(fold_index, training_seed, *r) for r in scored]
+            for name, scored in deterministic_scores.items():
+                if name not in fitted:  # fitted for an earlier seed: same scores
+                    rows += [(fold_index, training_seed, *r) for r in scored]
+                    predictions[name] = deterministic_predictions[name]
+            for blend in blends:
+                name = "+".join(blend)
+                predictions[name] = {
+                    t: np.mean([predictions[m][t] for m in blend], axis=0) for t in fold
+                }
+                rows += [
+                    (fold_index, training_seed, *track, name, metric, value)
+                    for track in fold
+                    for metric, value in scorer.score(track, predictions[name][track]).items()
+                ]
+            if training_seed == training_seeds[0]:
+                for name, imputed in predictions.items():
+                    pooled.setdefault(name, {}).update(imputed)
+            for name, frame in _extra_tables(scorers, store, predictions, fold, train).items():
+                extra.setdefault(name, []).append(
+                    frame.assign(fold=fold_index, training_seed=training_seed)
+                )
+    table = pd.DataFrame(rows, columns=["fold", "training_seed", *COLUMNS])
+    per_track = (
+        table.groupby(["fold", "celltype", "assay", "method", "metric"], sort=False)
+        .value.mean()
+        .reset_index()
+    )
+    summary = summarise(per_track)
+    reference = next(iter(model_names), next(iter(factories)))
+    result = CVResult(
+        table=table,
+        per_track=per_track,
+        summary=summary,
+        best=best_methods(summary),
+        paired=_paired(per_track, reference),
+        seed_spread=_seed_spread(table),
+        folds=_kept_counts(folds, tracks),
+        fallbacks=pd.DataFrame(
+            fallbacks,
+            columns=["fold", "training_seed", "method", "celltype", "assay", "reason"],
+        ),
+        seconds=pd.DataFrame(seconds, columns=["fold", "training_seed", "method", "seconds"]),
+        reference=reference,
+        extra={name: pd.concat(frames, ignore_index=True) for name, frames in extra.items()},
+        pairwise=pairwise_table(pooled, store, annotations),
+    )
+    if out_dir is not None:
+        parameters = {
+            "store": store.url,
+            "k": k,
+            "seed": seed,
+            "training_seeds": training_seeds,
+            "presets": list(presets),
+            "model_params": model_params or {},
+            "methods": list(factories),
+            "blends": ["+".join(b) for b in blends],
+            "parafac_epochs": parafac_epochs,
+            "annotations": annotations.source,
+            "folds": [[list(t) for t in fold] for fold in folds],
+        }
+        write_cv(result, out_dir, parameters, overwrite=overwrite)
+    return result
+
+
+def _say(verbose: bool, message: str) -> None:
+    if verbose:
+        print(message, file=sys.stderr, flush=True)
+
+
+def write_cv(
+    result: CVResult, out_dir: str | os.PathLike, parameters: dict, overwrite: bool = False
+) -> Path:
+    """Write a cross-validation's tables, figure and parameters into a folder (atomically).
+
+    Files: ``cv_metrics.csv`` (long, per fold and training seed),
+    ``metrics_by_track.csv`` / ``.md`` (mean over seeds; track x method rows,
+    metric columns), ``summary.csv`` / ``.md``, ``paired.csv`` / ``.md``
+    (Wilcoxon tests), ``wins.csv`` / ``.md``, ``seed_spread.csv`` / ``.md``,
+    ``folds.csv``, ``fallbacks.csv``, ``seconds.csv``, ``metrics.png``
+    (metric by method, one point per track), the pairwise relationships
+    (``pairwise.csv``, ``pairwise_summary.csv``, ``pairwise.md``), the extra
+    scorers' tables and ``parameters.json``.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder.
+    """
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        result.table.to_csv(tmp / "cv_metrics.csv", index=False)
+        by_track = result.per_track.set_index(["fold", "celltype", "assay", "method", "metric"])
+        by_track = by_track.value.unstack("metric")
+        by_track = by_track[[c for c in result.summary.index if c in by_track.columns]]
+        by_track.to_csv(tmp / "metrics_by_track.csv")
+        flat = by_track.copy()
+        flat.index = [f"{f} {c} {a} {m}" for f, c, a, m in flat.index]
+        flat.index.name = "fold track method"
+        (tmp / "metrics_by_track.md").write_text(markdown_table(flat))
+        summary = result.summary.copy()
+        summary["best"] = result.best
+        summary.to_csv(tmp / "summary.csv")
+        (tmp / "summary.md").write_text(result.summary_markdown())
+        for name, frame in (
+            ("paired", result.paired),
+            ("wins", result.wins()),
+            ("seed_spread", result.seed_spread),
+        ):
+            frame.to_csv(tmp / f"{name}.csv", index=False)
+            (tmp / f"{name}.md").write_text(markdown_table(frame.set_index(frame.columns[0]), 4))
+        result.folds.to_csv(tmp / "folds.csv", index=False)
+        result.fallbacks.to_csv(tmp / "fallbacks.csv", index=False)
+        result.seconds.to_csv(tmp / "seconds.csv", index=False)
+        n_tracks = result.per_track[["celltype", "assay"]].drop_duplicates().shape[0]
+        title = (
+            f"{parameters.get('k')}-fold cross-validation over {n_tracks} tracks "
+            f"(fold seed {parameters.get('seed')}, training seeds "
+            f"{', '.join(map(str, parameters.get('training_seeds', [])))})"
+        )
+        plot_metrics(tmp / "metrics.png", result.per_track, title)
+        if result.pairwise is not None:
+            write_pairwise(result.pairwise, tmp)
+        _write_extra(tmp, result.extra)
+        (tmp / "parameters.json").write_text(json.dumps(parameters, indent=2, default=str) + "\n")
+    result.out_dir = Path(out_dir)
+    return result.out_dir

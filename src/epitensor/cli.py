@@ -835,6 +835,20 @@ def evaluate(
     typer.echo(f"wrote {out}")
 
 
+def _seeds_option(values: list[str] | None) -> list[int]:
+    """Seeds from repeated and/or comma-separated values (``--training-seeds 0,1,2``)."""
+    seeds = []
+    for value in values or []:
+        for part in value.replace(",", " ").split():
+            try:
+                seeds.append(int(part))
+            except ValueError:
+                raise typer.BadParameter(
+                    f"invalid training seed: got {part!r}, expected integers such as 0,1,2"
+                ) from None
+    return seeds or [0]
+
+
 @app.command()
 @user_errors
 def benchmark(
@@ -844,34 +858,89 @@ def benchmark(
         str, typer.Option("--split", help="'standard' or a TSV of held-out celltype, assay.")
     ] = "standard",
     preset: Annotated[
-        str, typer.Option("--preset", help="Model hyperparameters: cpu-small, paper or none.")
-    ] = "cpu-small",
+        list[str] | None,
+        typer.Option(
+            "--preset",
+            help="Model hyperparameters: cpu-small, paper or none; repeat to run several "
+            "side by side (methods avocado-<preset>). Default: cpu-small.",
+        ),
+    ] = None,
     epochs: Annotated[
         int | None, typer.Option("--epochs", min=1, help="Model epochs (default: the preset's).")
     ] = None,
     parafac_epochs: Annotated[
         int, typer.Option("--parafac-epochs", min=0, help="Epochs of the PARAFAC baseline.")
     ] = 1,
+    cv: Annotated[
+        int | None,
+        typer.Option(
+            "--cv",
+            min=2,
+            help="K-fold cross-validation over every observed track instead of the split.",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the CV fold assignment.")] = 0,
+    training_seeds: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--training-seeds",
+            help="CV: seeds of the training, comma-separated or repeated (e.g. 0,1,2).",
+        ),
+    ] = None,
+    methods: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--method",
+            help="CV: baselines to run beside the model (repeat); default average_activity, "
+            "parafac, chromimpute_gbt.",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train the model and every baseline on a split, score the held-out tracks side by side.
 
-    Example: epitensor benchmark roadmap-pilot --out benchmark --split standard
-    """
-    from epitensor.benchmark import run_benchmark
+    With --cv K, every observed track is held out once over K random folds and
+    every method is retrained per fold (and per training seed).
 
+    Example: epitensor benchmark roadmap-pilot --out benchmark --split standard
+
+    Example: epitensor benchmark roadmap-pilot --out cv --cv 5 --seed 1 --training-seeds 0,1,2
+    """
+    from epitensor.benchmark import run_benchmark, run_cv
+
+    presets = [p for p in (preset or ["cpu-small"]) if p != "none"]
+    model_params = None if epochs is None else {"n_epochs": epochs}
+    if cv is None and (training_seeds or methods):
+        raise typer.BadParameter("--training-seeds and --method go with --cv")
+    if cv is not None and split != "standard":
+        raise typer.BadParameter("--split and --cv exclude each other: CV holds out every track")
     with _writing(out, overwrite):
-        result = run_benchmark(
-            store,
-            _writable_dir(out),
-            split=split,
-            preset=None if preset == "none" else preset,
-            model_params=None if epochs is None else {"n_epochs": epochs},
-            parafac_epochs=parafac_epochs,
-            overwrite=overwrite,
-            verbose=not quiet,
-        )
+        if cv is None:
+            result = run_benchmark(
+                store,
+                _writable_dir(out),
+                split=split,
+                preset=presets or None,
+                model_params=model_params,
+                parafac_epochs=parafac_epochs,
+                overwrite=overwrite,
+                verbose=not quiet,
+            )
+        else:
+            result = run_cv(
+                store,
+                _writable_dir(out),
+                k=cv,
+                seed=seed,
+                training_seeds=_seeds_option(training_seeds),
+                presets=presets,
+                model_params=model_params,
+                methods=methods or None,
+                parafac_epochs=parafac_epochs,
+                overwrite=overwrite,
+                verbose=not quiet,
+            )
     typer.echo(result.summary_markdown())
     typer.echo(f"wrote {out}")
 
