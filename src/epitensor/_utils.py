@@ -218,8 +218,31 @@ def output_lock(
             _release(handle, target)
 
 
+def check_parent_folder(out: str | os.PathLike, what: str = "") -> None:
+    """Refuse an output whose nearest existing ancestor is a file, not a folder.
+
+    ``mkdir`` would say only "File exists"; this names the file in the way.
+
+    Parameters
+    ----------
+    out : str or path-like
+        The output path (it need not exist).
+    what : str
+        What the output is, for the message (``"the store"``). Default: nothing.
+    """
+    for parent in Path(out).absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                name = f"{what} {out}" if what else str(out)
+                raise EpitensorError(
+                    f"cannot write {name}: {parent} is a file, not a folder; choose another output"
+                )
+            return
+
+
 def _acquire(target: Path, path, wait: bool, timeout: float):
     """Take the lock of ``target`` (waiting up to ``timeout`` s when ``wait``); its handle."""
+    check_parent_folder(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         handle = _try_lock(target)

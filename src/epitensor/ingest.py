@@ -44,6 +44,7 @@ import pandas as pd
 from epitensor._utils import (
     EpitensorError,
     atomic_directory,
+    check_parent_folder,
     is_local_path,
     local_path,
     md5sum,
@@ -1489,7 +1490,7 @@ def ingest(
         raise EpitensorError(f"{out} already exists; pass --append, --overwrite or another --out")
     sizes = chrom_sizes(genome)
     build = str(genome) if str(genome) in BUILDS else "custom"
-    _check_parent(Path(out))
+    check_parent_folder(Path(out), "the store")
     run = _Run(_default_workers(workers, len(specs)), verbose, ray_address, scratch, limits)
     with (
         terminate_cleanly(),
@@ -1507,18 +1508,6 @@ def ingest(
             )
             _write_tracks(store, sources, pool, run.workers, run.verbose)
     return Store.open(out)
-
-
-def _check_parent(out: Path) -> None:
-    """Refuse an output whose folder is a file (mkdir would say only "File exists")."""
-    for parent in out.absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise EpitensorError(
-                    f"cannot write the store {out}: {parent} is a file, not a folder; "
-                    f"choose another --out"
-                )
-            return
 
 
 def _layout_for(regions, sizes: pd.Series, sources: list[_Source]) -> Layout:
