@@ -41,7 +41,11 @@ RayOpt = Annotated[
     ),
 ]
 ThreadsOpt = Annotated[
-    int | None, typer.Option("--threads", help="CPU threads for torch; default: torch's choice.")
+    int | None,
+    typer.Option(
+        "--threads",
+        help="CPU threads for torch; default: the CPUs this process may use (affinity, quota).",
+    ),
 ]
 
 
@@ -320,6 +324,7 @@ def impute(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
     device: DeviceOpt = None,
     ray: RayOpt = None,
+    threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Impute tracks genome-wide (or on --chrom / --region) as bigWig or bedGraph, 25 bp.
@@ -340,6 +345,10 @@ def impute(
         )
     if not celltype and all_missing is None:
         raise typer.BadParameter("give --celltype C --assay A (repeatable) or --all-missing STORE")
+    if threads is not None and ray is None:
+        from epitensor.avocado import Avocado
+
+        model = Avocado.load(model).set_params(n_threads=threads)
     paths = run_impute(
         model,
         list(zip(celltype, assay)),

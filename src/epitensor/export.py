@@ -33,6 +33,7 @@ import torch
 
 from epitensor._utils import EpitensorError, atomic_directory, progress, resolve_device, warn
 from epitensor.genome import Layout, n_bins, parse_region, read_bed
+from epitensor.training import torch_threads
 
 __all__ = [
     "FastPredictor",
@@ -756,7 +757,7 @@ def _impute_group(
             total=total, desc=f"impute {len(tracks)} track(s)", verbose=verbose, unit="bin"
         )
         predictor = FastPredictor(model, tracks, **predictor_args)
-        with bar, predictor.session():
+        with bar, predictor.session(), torch_threads(getattr(model, "n_threads", None)):
             for chrom, first_bin, axis, lo, hi in _iter_blocks(segments, block_size):
                 values = predictor.predict(axis, lo, hi)
                 if not arcsinh:

@@ -37,6 +37,7 @@ from torch import nn
 from epitensor._utils import (
     EpitensorError,
     atomic_directory,
+    default_threads,
     progress,
     resolve_device,
     resolve_precision,
@@ -88,7 +89,8 @@ class TrainConfig:
     device : str, optional
         torch device. Default None: CUDA, else MPS, else CPU.
     n_threads : int, optional
-        CPU threads for torch. Default None: leave torch's setting.
+        CPU threads for torch. Default None: the CPUs the process may use
+        (affinity, cgroup quota), at most torch's setting.
     precision : str
         ``"fp32"``, ``"bf16"`` (autocast of the network) or ``"auto"`` (bf16
         where the device has native bf16). Default ``"fp32"``.
@@ -819,10 +821,12 @@ def _module_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
 
 @contextlib.contextmanager
 def torch_threads(n_threads: int | None) -> Iterator[None]:
-    """Run a block with ``n_threads`` torch CPU threads, restoring the previous count after."""
-    if n_threads is None:
-        yield
-        return
+    """Run a block with ``n_threads`` torch CPU threads, restoring the previous count after.
+
+    ``n_threads=None`` uses :func:`~epitensor._utils.default_threads`: no more
+    threads than the CPUs the process may run on (affinity, cgroup quota).
+    """
+    n_threads = default_threads(n_threads)
     if not isinstance(n_threads, int | np.integer) or n_threads < 1:
         raise EpitensorError(f"n_threads must be a positive integer; got n_threads={n_threads!r}")
     previous = torch.get_num_threads()
