@@ -185,3 +185,18 @@ def test_cpu_summary_names_the_matrix_instruction_sets():
         assert "AVX2" in text
     if " avx512f" in flags:
         assert "AVX-512" in text
+
+
+def test_the_command_line_makes_openmp_threads_sleep_unless_the_user_chose():
+    code = "import os, epitensor.cli, torch; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = _child_env()
+    env.pop("OMP_WAIT_POLICY", None)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert run.stdout.strip() == "PASSIVE", run.stderr
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert run.stdout.strip() == "ACTIVE", run.stderr
+    late = "import torch, os; from epitensor._utils import passive_openmp_wait as p; print(p())"
+    env.pop("OMP_WAIT_POLICY")
+    run = subprocess.run([sys.executable, "-c", late], capture_output=True, text=True, env=env)
+    assert run.stdout.strip() == "False", run.stderr  # torch already loaded: too late

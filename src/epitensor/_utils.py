@@ -330,6 +330,31 @@ def default_threads(n_threads: int | None = None) -> int | None:
     return min(torch.get_num_threads(), available_cpus())
 
 
+def passive_openmp_wait() -> bool:
+    """Make torch's OpenMP threads sleep, not spin, between parallel regions (before torch loads).
+
+    By default OpenMP worker threads busy-wait for new work after each
+    parallel region. Beside another busy process (a second training run, a
+    neighbour on a shared node) the spinning threads of each hold the cores
+    the others need, and every step waits for a descheduled thread: a
+    2-thread training run beside other jobs ran 20x slower than with one
+    thread (README, "Threads"). With ``OMP_WAIT_POLICY=PASSIVE`` they sleep
+    instead. The OpenMP runtime reads the variable once, when torch is first
+    imported, so this is called by the command line before anything imports
+    torch; a value the user set is kept.
+
+    Returns
+    -------
+    bool
+        True if the policy was set here; False if the user had set one or
+        torch was already imported (too late to change).
+    """
+    if "OMP_WAIT_POLICY" in os.environ or "torch" in sys.modules:
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
+
+
 def cpu_summary() -> str:
     """The CPU model and its matrix instruction sets (AVX2 / AVX-512 / AMX), for speed tables.
 

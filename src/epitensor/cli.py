@@ -10,7 +10,9 @@ from typing import Annotated
 import typer
 
 from epitensor import __version__
-from epitensor._utils import EpitensorError
+from epitensor._utils import EpitensorError, passive_openmp_wait
+
+passive_openmp_wait()  # before any command imports torch
 
 app = typer.Typer(
     name="epitensor",
