@@ -22,8 +22,8 @@ the factor bytes of chr1 over those of chr22 (the largest measured here).
     python benchmarks/real_size.py [--out DIR] [--tracks 2] [--samples 500] [--threads N]
     python benchmarks/real_size.py --quick      # tiny factor sizes, same path (seconds)
 
-The paper-size run writes about 0.9 GB of model files and needs about 2 GB of
-memory and, at about 9,000 (track, position) pairs/s on 2 AVX2 cores, about
+The paper-size run writes about 0.47 GB of model files (plus the imported
+model, about as much) and, at about 9,000 (track, position) pairs/s on 2 AVX2 cores, about
 15 minutes per track: run it on a quiet machine.
 """
 
