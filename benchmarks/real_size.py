@@ -23,8 +23,8 @@ the factor bytes of chr1 over those of chr22 (the largest measured here).
     python benchmarks/real_size.py --quick      # tiny factor sizes, same path (seconds)
 
 The paper-size run writes about 0.47 GB of model files (plus the imported
-model, about as much) and, at about 9,000 (track, position) pairs/s on 2 AVX2 cores, about
-15 minutes per track: run it on a quiet machine.
+model, about as much) and, at about 9,000 (track, position) pairs/s on 2 AVX2 cores, about 7-8
+minutes per track: run it on a quiet machine.
 """
 
 from __future__ import annotations
