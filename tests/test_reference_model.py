@@ -123,6 +123,7 @@ def test_whole_chromosome_model_imports_and_imputes_as_a_numpy_forward_pass(tiny
     tracks = [(config["celltypes"][3], config["assays"][0]), (config["celltypes"][1], "H3K36me3")]
     regions = ["chr21:30000000-30100000", f"chr22:{CHR22_BP - 60_000}-{CHR22_BP}"]
     args = ["impute", str(model_dir), "--out", str(tmp_path / "bw"), "--arcsinh", "-q"]
+    args += ["--threads", "1"]
     for celltype, assay in tracks:
         args += ["--celltype", celltype, "--assay", assay]
     for region in regions:
