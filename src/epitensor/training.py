@@ -830,6 +830,9 @@ def torch_threads(n_threads: int | None) -> Iterator[None]:
     if not isinstance(n_threads, int | np.integer) or n_threads < 1:
         raise EpitensorError(f"n_threads must be a positive integer; got n_threads={n_threads!r}")
     previous = torch.get_num_threads()
+    if n_threads == previous:  # also MKL's and the pool's setting: leave them untouched
+        yield
+        return
     torch.set_num_threads(int(n_threads))
     try:
         yield
