@@ -7,6 +7,7 @@ import errno
 import hashlib
 import math
 import os
+import platform
 import shutil
 import sys
 import tempfile
@@ -39,8 +40,38 @@ def progress(
     verbose: bool = True,
     unit: str = "it",
     **kwargs,
-) -> tqdm:
-    """The one progress bar of epitensor: tqdm on stderr, silenced by ``verbose=False``."""
+):
+    """The one progress reporter of epitensor, on stderr, silenced by ``verbose=False``.
+
+    On a terminal (or in a notebook) it is a tqdm bar. Elsewhere (a cluster
+    job's log file, a pipe) carriage-return bars would grow the log by
+    megabytes, so it prints one plain line every :data:`LOG_INTERVAL` seconds
+    and one when it closes (:class:`LineProgress`). ``EPITENSOR_PROGRESS=bar``
+    or ``=lines`` forces either.
+
+    Parameters
+    ----------
+    iterable : iterable, optional
+        Items to wrap. Default None: update by hand.
+    total : int, optional
+        Expected count. Default None: ``len(iterable)`` where it has one.
+    desc : str, optional
+        Label. Default None.
+    verbose : bool
+        Default True; False prints nothing.
+    unit : str
+        Name of one step. Default ``"it"``.
+    **kwargs
+        Passed to tqdm (bars only).
+
+    Returns
+    -------
+    tqdm or LineProgress
+        Both support iteration, ``update``, ``set_postfix``, ``close``, ``n``
+        and use as a context manager.
+    """
+    if verbose and not _bars_wanted():
+        return LineProgress(iterable, total=total, desc=desc, unit=unit)
     return tqdm(
         iterable,
         total=total,
@@ -51,6 +82,313 @@ def progress(
         dynamic_ncols=True,
         **kwargs,
     )
+
+
+#: Seconds between two progress lines when stderr is not a terminal.
+LOG_INTERVAL = 10.0
+
+
+def _bars_wanted() -> bool:
+    """True where a live bar renders: a terminal, or a notebook (tqdm.auto's widget)."""
+    forced = os.environ.get("EPITENSOR_PROGRESS", "").strip().lower()
+    if forced in ("bar", "lines"):
+        return forced == "bar"
+    if any(c.__module__ == "tqdm.notebook" for c in tqdm.__mro__):  # tqdm.auto's widget
+        return True
+    stream = sys.stderr
+    return stream is not None and hasattr(stream, "isatty") and stream.isatty()
+
+
+class LineProgress:
+    """Progress as plain lines on stderr: one every ``interval`` seconds and one at the end.
+
+    The stand-in for a tqdm bar where stderr is a file: a long run's log holds
+    a few lines per minute, each complete (no carriage returns), e.g.
+    ``impute 2 track(s): 1,200,000/3,977,000 bin (30%), 41,000 bin/s, 29 s, ~68 s left``.
+
+    Parameters
+    ----------
+    iterable : iterable, optional
+        Items to wrap. Default None.
+    total : int, optional
+        Expected count. Default None: ``len(iterable)`` where it has one.
+    desc : str, optional
+        Label. Default None.
+    unit : str
+        Name of one step. Default ``"it"``.
+    interval : float, optional
+        Seconds between lines. Default None: :data:`LOG_INTERVAL` (or the
+        ``EPITENSOR_PROGRESS_INTERVAL`` environment variable).
+    file : text stream, optional
+        Default None: ``sys.stderr`` at each write.
+    """
+
+    def __init__(
+        self,
+        iterable: Iterable | None = None,
+        total: int | None = None,
+        desc: str | None = None,
+        unit: str = "it",
+        interval: float | None = None,
+        file=None,
+    ):
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        if interval is None:
+            interval = float(os.environ.get("EPITENSOR_PROGRESS_INTERVAL", LOG_INTERVAL))
+        self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
+        self.interval, self.file = interval, file
+        self.n = 0
+        self.postfix = ""
+        self._start = self._last = time.monotonic()
+        self._closed = False
+
+    def __iter__(self) -> Iterator:
+        try:
+            for item in self.iterable:
+                yield item
+                self.update(1)
+        finally:
+            self.close()
+
+    def __len__(self) -> int:
+        return 0 if self.total is None else int(self.total)
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def update(self, n: int = 1) -> None:
+        """Count ``n`` more steps; print a line if ``interval`` has passed since the last."""
+        self.n += n
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            self._emit(now)
+
+    def set_postfix(self, ordered_dict=None, refresh: bool = True, **kwargs) -> None:
+        """Append ``key=value`` pairs to the following lines (as tqdm's ``set_postfix``)."""
+        items = {**(ordered_dict or {}), **kwargs}
+        self.postfix = ", ".join(f"{k}={v}" for k, v in items.items())
+
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+        """Change the label."""
+        self.desc = desc
+
+    def refresh(self) -> None:
+        """Nothing to redraw: lines are printed on ``update`` and ``close``."""
+
+    def close(self) -> None:
+        """Print the final line (once)."""
+        if not self._closed:
+            self._closed = True
+            self._emit(time.monotonic(), done=True)
+
+    def line(self, now: float | None = None, done: bool = False) -> str:
+        """The text of one progress line."""
+        elapsed = (time.monotonic() if now is None else now) - self._start
+        rate = self.n / elapsed if elapsed > 0 else 0.0
+        count = f"{self.n:,}" if self.total is None else f"{self.n:,}/{self.total:,}"
+        parts = [f"{count} {self.unit}"]
+        if self.total:
+            parts[0] += f" ({self.n / self.total:.0%})"
+        parts += [f"{rate:,.3g} {self.unit}/s", f"{elapsed:,.0f} s"]
+        if not done and self.total and rate > 0:
+            parts.append(f"~{(self.total - self.n) / rate:,.0f} s left")
+        if done:
+            parts.append("done")
+        if self.postfix:
+            parts.append(self.postfix)
+        return f"{self.desc}: " * bool(self.desc) + ", ".join(parts)
+
+    def _emit(self, now: float, done: bool = False) -> None:
+        stream = self.file if self.file is not None else sys.stderr
+        if stream is None:
+            return
+        stream.write(self.line(now, done) + "\n")
+        stream.flush()
+
+
+# threads ---------------------------------------------------------------------------------------
+
+
+def cgroup_cpu_quota(
+    cgroup_file: str | os.PathLike = "/proc/self/cgroup",
+    root: str | os.PathLike = "/sys/fs/cgroup",
+) -> float | None:
+    """CPUs' worth of time the process's cgroups allow (``quota / period``), or None.
+
+    Reads cgroup v2 ``cpu.max`` (``"150000 100000"``, or ``"max 100000"``: no
+    limit) and v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (quota ``-1``: no
+    limit) in the process's own cgroup and every parent up to ``root``, and in
+    ``root`` itself (a container sees its own cgroup there); the tightest wins.
+
+    Parameters
+    ----------
+    cgroup_file : str or path-like
+        The process's cgroup membership. Default ``/proc/self/cgroup``.
+    root : str or path-like
+        Where the cgroup file systems are mounted. Default ``/sys/fs/cgroup``.
+
+    Returns
+    -------
+    float or None
+        For example 1.5 for half of a second CPU; None when nothing limits it
+        or nothing could be read.
+    """
+    root = Path(root)
+    try:
+        lines = Path(cgroup_file).read_text().splitlines()
+    except OSError:
+        lines = []
+    quotas = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, rel = parts
+        rel = rel.strip().lstrip("/")
+        if controllers == "":  # v2 unified hierarchy
+            for folder in _ancestors(root, rel):
+                quotas.append(_read_v2_quota(folder / "cpu.max"))
+        elif "cpu" in controllers.split(","):
+            for mount in (controllers, "cpu", "cpu,cpuacct", "cpuacct,cpu"):
+                for folder in _ancestors(root / mount, rel):
+                    quotas.append(_read_v1_quota(folder))
+    found = [q for q in quotas if q is not None]
+    return min(found) if found else None
+
+
+def _ancestors(base: Path, rel: str) -> list[Path]:
+    """``base/rel`` and each parent of it down to ``base`` (nested limits all apply)."""
+    folders = [base]
+    for part in Path(rel).parts:
+        folders.append(folders[-1] / part)
+    return folders
+
+
+def _read_v2_quota(path: Path) -> float | None:
+    try:
+        fields = path.read_text().split()
+    except OSError:
+        return None
+    if len(fields) != 2 or fields[0] == "max":
+        return None
+    try:
+        quota, period = int(fields[0]), int(fields[1])
+    except ValueError:
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def _read_v1_quota(folder: Path) -> float | None:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text().strip())
+        period = int((folder / "cpu.cfs_period_us").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def available_cpus() -> int:
+    """CPUs this process may actually use: its affinity mask, cut to its cgroup quota.
+
+    ``os.cpu_count()`` counts the machine's CPUs even when ``taskset``, a batch
+    scheduler or a container quota allows far fewer; more torch threads than
+    that oversubscribe the CPUs and slow every step down. A fractional quota
+    is rounded down (at least 1): a thread team that outruns the quota is
+    throttled mid-step.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        cpus = min(cpus, int(quota))
+    return max(1, cpus)
+
+
+def default_threads(n_threads: int | None = None) -> int | None:
+    """Torch CPU threads to use: ``n_threads`` when given, else the CPUs this process may use.
+
+    Parameters
+    ----------
+    n_threads : int, optional
+        An explicit count (``--threads``), returned unchanged. Default None:
+        torch's current count, cut to :func:`available_cpus` (so a lower count
+        set earlier, e.g. with ``torch.set_num_threads``, is kept).
+    """
+    if n_threads is not None:
+        return n_threads
+    import torch
+
+    return min(torch.get_num_threads(), available_cpus())
+
+
+def passive_openmp_wait() -> bool:
+    """Make torch's OpenMP threads sleep, not spin, between parallel regions (before torch loads).
+
+    By default OpenMP worker threads busy-wait for new work after each
+    parallel region. Beside another busy process (a second training run, a
+    neighbour on a shared node) the spinning threads of each hold the cores
+    the others need, and every step waits for a descheduled thread: a
+    2-thread training run beside other jobs ran 20x slower than with one
+    thread (README, "Threads"). With ``OMP_WAIT_POLICY=PASSIVE`` they sleep
+    instead. The OpenMP runtime reads the variable once, when torch is first
+    imported, so this is called by the command line before anything imports
+    torch; a value the user set is kept.
+
+    Returns
+    -------
+    bool
+        True if the policy was set here; False if the user had set one or
+        torch was already imported (too late to change).
+    """
+    if "OMP_WAIT_POLICY" in os.environ or "torch" in sys.modules:
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
+
+
+def cpu_summary() -> str:
+    """The CPU model and its matrix instruction sets (AVX2 / AVX-512 / AMX), for speed tables.
+
+    Returns
+    -------
+    str
+        For example ``"AMD EPYC 7B13, 2 CPUs usable; AVX2, FMA"``.
+    """
+    model, flags = platform.processor() or platform.machine(), set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    names = [
+        ("avx2", "AVX2"),
+        ("fma", "FMA"),
+        ("avx512f", "AVX-512"),
+        ("avx512_bf16", "AVX-512 BF16"),
+        ("avx512_vnni", "AVX-512 VNNI"),
+        ("amx_tile", "AMX"),
+        ("amx_bf16", "AMX BF16"),
+    ]
+    present = [label for flag, label in names if flag in flags]
+    if not flags:
+        present = ["flags unknown"]
+    elif not any(flag in flags for flag in ("avx2", "avx512f", "amx_tile")):
+        present.insert(0, "no AVX2 / AVX-512 / AMX")
+    return f"{model}, {available_cpus()} CPUs usable; {', '.join(present)}"
 
 
 def resolve_device(device: str | None = None):

@@ -102,7 +102,8 @@ class Avocado(BaseEstimator):
     device : str, optional
         torch device. Default None: CUDA, else MPS, else CPU.
     n_threads : int, optional
-        CPU threads for torch. Default None: torch's setting.
+        CPU threads for torch (training and imputation). Default None: the CPUs
+        the process may use (affinity, cgroup quota), at most torch's setting.
     seed : int
         Seed of initialisation and sampling. Default 0.
     verbose : bool

@@ -13,7 +13,9 @@ from typing import Annotated
 import typer
 
 from epitensor import __version__
-from epitensor._utils import EpitensorError
+from epitensor._utils import EpitensorError, passive_openmp_wait
+
+passive_openmp_wait()  # before any command imports torch
 
 app = typer.Typer(
     name="epitensor",
@@ -44,7 +46,11 @@ RayOpt = Annotated[
     ),
 ]
 ThreadsOpt = Annotated[
-    int | None, typer.Option("--threads", help="CPU threads for torch; default: torch's choice.")
+    int | None,
+    typer.Option(
+        "--threads",
+        help="CPU threads for torch; default: the CPUs this process may use (affinity, quota).",
+    ),
 ]
 
 

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from epitensor._utils import EpitensorError, progress
+from epitensor._utils import EpitensorError, default_threads, progress
 
 DEFAULT_MAX_RETRIES = 2
 
@@ -386,16 +386,15 @@ def task_threads(n_threads: int | None) -> int:
     ----------
     n_threads : int, optional
         The model's or the caller's ``n_threads``. Default None: this process's
-        torch thread count.
+        torch thread count, cut to the CPUs it may run on
+        (:func:`~epitensor._utils.default_threads`).
 
     Returns
     -------
     int
     """
-    import torch
-
     if n_threads is None:
-        return int(torch.get_num_threads())
+        return int(default_threads(None))
     if not isinstance(n_threads, int | np.integer) or isinstance(n_threads, bool) or n_threads < 1:
         raise EpitensorError(f"n_threads must be a positive integer; got n_threads={n_threads!r}")
     return int(n_threads)

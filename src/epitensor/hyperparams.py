@@ -101,7 +101,8 @@ class TrainConfig:
     device : str, optional
         torch device. Default None: CUDA, else MPS, else CPU.
     n_threads : int, optional
-        CPU threads for torch. Default None: leave torch's setting.
+        CPU threads for torch. Default None: the CPUs the process may use
+        (affinity, cgroup quota), at most torch's setting.
     precision : str
         ``"fp32"``, ``"bf16"`` (autocast of the network) or ``"auto"`` (bf16
         where the device has native bf16). Default ``"fp32"``.

@@ -384,9 +384,16 @@ def checksum_of(config: dict, axis: str | None = None) -> str | None:
 
 
 def recorded_checksum(directory: str | os.PathLike, axis: str | None = None) -> str | None:
-    """The sha256 that ``directory/config.json`` records for a weight file, if any."""
+    """The sha256 that ``directory/config.json`` records for a weight file, if any.
+
+    A folder without ``config.json`` (axis files staged by ``import-reference``
+    before their model is written) records nothing: None.
+    """
+    path = Path(directory) / CONFIG_FILE
+    if not path.exists():
+        return None
     try:
-        config = json.loads((Path(directory) / CONFIG_FILE).read_text())
+        config = json.loads(path.read_text())
     except (OSError, ValueError):
         raise EpitensorError(f"{Path(directory) / CONFIG_FILE} is unreadable; {_DAMAGED}") from None
     return checksum_of(config if isinstance(config, dict) else {}, axis)

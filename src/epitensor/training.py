@@ -25,6 +25,7 @@ from torch import nn
 
 from epitensor._utils import (
     EpitensorError,
+    default_threads,
     progress,
     resolve_device,
     resolve_precision,
@@ -251,13 +252,18 @@ class HoldoutScorer:
 
 @contextlib.contextmanager
 def torch_threads(n_threads: int | None) -> Iterator[None]:
-    """Run a block with ``n_threads`` torch CPU threads, restoring the previous count after."""
-    if n_threads is None:
-        yield
-        return
+    """Run a block with ``n_threads`` torch CPU threads, restoring the previous count after.
+
+    ``n_threads=None`` uses :func:`~epitensor._utils.default_threads`: no more
+    threads than the CPUs the process may run on (affinity, cgroup quota).
+    """
+    n_threads = default_threads(n_threads)
     if not isinstance(n_threads, int | np.integer) or n_threads < 1:
         raise EpitensorError(f"n_threads must be a positive integer; got n_threads={n_threads!r}")
     previous = torch.get_num_threads()
+    if n_threads == previous:  # also MKL's and the pool's setting: leave them untouched
+        yield
+        return
     torch.set_num_threads(int(n_threads))
     try:
         yield
