@@ -229,7 +229,7 @@ def completed(path: Path, fingerprint: dict | None) -> bool | str:
     if recorded != fingerprint:
         keys = sorted(set(recorded or {}) | set(fingerprint))
         differ = [k for k in keys if (recorded or {}).get(k) != fingerprint.get(k)]
-        return f"it was written with another {', '.join(differ)}"
+        return f"it was written with other {', '.join(differ)}"
     return True
 
 
