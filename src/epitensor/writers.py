@@ -21,7 +21,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from glob import escape as glob_escape
-from itertools import repeat
+from itertools import chain, repeat
 from pathlib import Path
 
 import numpy as np
@@ -79,17 +79,20 @@ class BigWigSink:
         )
         self._thread.start()
 
+    def _next_block(self):
+        """The next block's records as an iterator, or None at the end."""
+        item = self._queue.get()
+        if item is _STOP or item is _ABORT:
+            # on abort, end the records rather than raise: pybigtools prints a traceback
+            # for an exception inside its iterator; abort() deletes the file this finishes
+            return None
+        chrom, starts, ends, values = item
+        return zip(repeat(chrom), starts, ends, values)
+
     def _records(self):
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            if item is _ABORT:
-                # end the records rather than raise: pybigtools prints a traceback for an
-                # exception inside its iterator; abort() deletes the file this finishes
-                return
-            chrom, starts, ends, values = item
-            yield from zip(repeat(chrom), starts, ends, values)
+        # chained in C: one Python call per block, none per bin (the writer pulls
+        # millions of records per chromosome while holding the GIL)
+        return chain.from_iterable(iter(self._next_block, None))
 
     def _run(self, writer, chrom_sizes) -> None:
         try:
