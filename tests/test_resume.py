@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from epitensor import export
 from epitensor._utils import EpitensorError
 from epitensor.cli import app
-from epitensor.writers import completed, done_record
+from epitensor.writers import completed, done_record, remove_stale_temporaries
 
 TRACKS = [("E065", "H3K4me1"), ("E003", "H3K27me3"), ("E116", "H3K36me3")]
 STEMS = [f"{c}.{a}.bigWig" for c, a in TRACKS]
@@ -164,3 +164,19 @@ def test_done_record_vouches_only_for_the_file_it_describes(model_dir, tmp_path)
         None
     ]
     assert completed(out, None) == "it was not written by a resumable job"
+
+
+def test_only_the_outputs_own_temporaries_are_removed(tmp_path):
+    """Leftovers of the outputs' writers go; other files, even similar names, stay."""
+    outputs = [tmp_path / "a.bw", tmp_path / "x.tmp-y.bigWig"]
+    stale = [tmp_path / ".a.bw.tmp-k2j3.bw", tmp_path / ".x.tmp-y.bigWig.tmp-9q.bw"]
+    kept = [
+        tmp_path / ".b.bw.tmp-k2j3.bw",
+        tmp_path / "a.bw.tmp-1.bw",
+        tmp_path / ".a.bw.done.json",
+    ]
+    for path in stale + kept:
+        path.write_bytes(b"")
+    assert remove_stale_temporaries(outputs) == 2
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    assert remove_stale_temporaries([tmp_path / "absent" / "c.bw"]) == 0

@@ -20,7 +20,6 @@ import re
 import tempfile
 import threading
 from collections.abc import Sequence
-from glob import escape as glob_escape
 from itertools import chain, repeat
 from pathlib import Path
 
@@ -240,15 +239,30 @@ def remove_stale_temporaries(paths: Sequence[Path]) -> int:
     """Delete temporary files that a killed writer left beside ``paths``; returns how many.
 
     Call only while holding the outputs' write lock, so that no live writer's
-    file is taken.
+    file is taken. Each folder is listed once (a run may have thousands of outputs).
     """
     removed = 0
+    by_folder: dict[Path, set[str]] = {}
     for path in paths:
-        for stale in path.parent.glob(f".{glob_escape(path.name)}.tmp-*"):
-            with contextlib.suppress(FileNotFoundError):
-                stale.unlink()
-                removed += 1
+        by_folder.setdefault(path.parent, set()).add(f".{path.name}.tmp-")
+    for folder, prefixes in by_folder.items():
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(folder):
+                if _is_temporary_of(entry.name, prefixes) and entry.is_file(follow_symlinks=False):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        removed += 1
     return removed
+
+
+def _is_temporary_of(name: str, prefixes: set[str]) -> bool:
+    """Whether ``name`` starts with one of the ``.OUTPUT.tmp-`` prefixes (any ``.tmp-`` in it)."""
+    k = name.find(".tmp-")
+    while k >= 0:
+        if name[: k + 5] in prefixes:
+            return True
+        k = name.find(".tmp-", k + 1)
+    return False
 
 
 def format_of(path: Path, fmt: str | None) -> str:
