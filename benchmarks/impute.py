@@ -22,6 +22,17 @@ genome-wide track is 115,241,319 positions (hg19 at 25 bp) over the end-to-end
 rate. Run::
 
     python benchmarks/impute.py [--sizes paper cpu-small] [--threads 2]
+
+``--writing`` instead measures what writing costs (8 tracks at the given size,
+in one process): the arithmetic alone (:class:`FastPredictor` over every
+block), the bigWig writing alone (the same values fed to the writers) and
+:func:`epitensor.export.impute` end to end, on ``--positions`` positions laid
+out as one contiguous run (a chromosome, as genome-wide) and as the same
+positions cut into 10 regions with gaps between them (a region layout such as
+the pilot sample's). The figure to read is end to end / arithmetic: 1.0 means
+writing is free. The CPU's flags (AVX2 / AVX-512 / AMX) are printed::
+
+    python benchmarks/impute.py --writing [--sizes cpu-small] [--threads 2] [--positions 400000]
 """
 
 from __future__ import annotations
@@ -132,6 +143,94 @@ def child(size: str, threads: int) -> dict:
     return result
 
 
+def cpu_flags() -> str:
+    """The vector and matrix extensions this CPU has, from /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])  # fmt: skip
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+    return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512/amx"
+
+
+def writing(size: str, threads: int, n: int, n_tracks: int = 8) -> dict:
+    """Rates of arithmetic alone, writing alone and end to end, contiguous and gapped."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from epitensor import export
+    from epitensor.avocado import PRESETS
+    from epitensor.genome import Layout, chrom_sizes
+    from epitensor.model import AvocadoModule
+    from epitensor.writers import BigWigSink, bin_edges
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    kwargs = {k: PRESETS[size][k] for k in MODULE_KEYS}
+    names = [f"T{i}" for i in range(25)]
+    tracks = [(f"T{i}", f"T{(i + 3) % 25}") for i in range(n_tracks)]
+    sizes = chrom_sizes("hg19")
+    result = {"size": size, "threads": threads, "positions": n, "tracks": n_tracks,
+              "cpu": cpu_flags()}  # fmt: skip
+    for label, n_regions, gap in (("contiguous", 1, 0), ("10 regions", 10, 4000)):
+        length = n // n_regions
+        first = np.arange(n_regions, dtype=np.int64) * (length + gap) + 40_000
+        regions = pd.DataFrame({"axis": "chr1", "chrom": "chr1", "start": first * 25,
+                                "end": (first + length) * 25, "name": [f"r{k}" for k in range(n_regions)],
+                                "offset": np.arange(n_regions) * length, "first_bin": first,
+                                "n_bins": length})  # fmt: skip
+        axes = {"chr1": n_regions * length}
+        model = types.SimpleNamespace(
+            module_=AvocadoModule(25, 25, axes, **kwargs).eval(), celltypes_=names,
+            assays_=names, layout_=Layout(regions, axes, 25, label), chrom_sizes_=sizes,
+            genome_="hg19", device="cpu",
+        )  # fmt: skip
+        segments = export.track_segments(model.layout_, model.chrom_sizes_)
+        blocks = list(export._iter_blocks(segments, export.DEFAULT_BLOCK_SIZE))
+        pairs = n_tracks * axes["chr1"]
+        predictor = export.FastPredictor(model, tracks, device="cpu")
+        with predictor.session():
+            predictor.predict("chr1", 0, 2048)
+            start = time.perf_counter()
+            values = [predictor.predict("chr1", lo, hi) for _, _, _, lo, hi in blocks]
+            arithmetic = pairs / (time.perf_counter() - start)
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            sinks = [BigWigSink(Path(tmp) / f"{k}.bw", {"chr1": int(sizes["chr1"])})
+                     for k in range(n_tracks)]  # fmt: skip
+            for (_, first_bin, _, lo, hi), block in zip(blocks, values):
+                starts, ends = bin_edges(first_bin, hi - lo, 25, int(sizes["chr1"]))
+                for sink, row in zip(sinks, np.sinh(block)):
+                    sink.write("chr1", starts, ends, row)
+            for sink in sinks:
+                sink.close()
+            write = pairs / (time.perf_counter() - start)
+            start = time.perf_counter()
+            export.impute(model, tracks, Path(tmp) / "e2e", verbose=False, n_threads=threads)
+            end_to_end = pairs / (time.perf_counter() - start)
+        result[label] = {"arithmetic": arithmetic, "writing alone": write,
+                         "end to end": end_to_end, "end to end / arithmetic": end_to_end / arithmetic}  # fmt: skip
+    return result
+
+
+def report_writing(r: dict) -> str:
+    lines = [
+        f"{r['size']}, {r['tracks']} tracks, {r['positions']:,} positions, {r['threads']} "
+        f"thread(s), CPU flags: {r['cpu']}",
+        "| layout | arithmetic pairs/s | writing alone pairs/s | end to end pairs/s "
+        "| end to end / arithmetic |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label in ("contiguous", "10 regions"):
+        x = r[label]
+        lines.append(f"| {label} | {x['arithmetic']:,.0f} | {x['writing alone']:,.0f} | "
+                     f"{x['end to end']:,.0f} | {x['end to end / arithmetic']:.2f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def report(results: list[dict]) -> str:
     lines = [
         "| size | method | (track, position) pairs / s | vs plain | projected genome-wide track |",
@@ -159,7 +258,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="Also write the results here.")
+    parser.add_argument("--writing", action="store_true", help="Measure what writing costs.")
+    parser.add_argument("--positions", type=int, default=400_000, help="With --writing.")
     args = parser.parse_args()
+    if args.writing:
+        for size in args.sizes if args.sizes != ["cpu-small", "paper"] else ["cpu-small"]:
+            print(report_writing(writing(size, args.threads, args.positions)))
+        return
     if args.child:
         print(json.dumps(child(args.child, args.threads)))
         return

@@ -431,7 +431,18 @@ def impute(
         str,
         typer.Option("--precision", help="fp32, or bf16 (faster on bf16 hardware, ~1e-2 error)."),
     ] = "fp32",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace existing files (default: keep those an earlier run of the same "
+            "imputation finished, write the rest).",
+        ),
+    ] = False,
+    track_batch: Annotated[
+        int,
+        typer.Option("--track-batch", min=1, help="Tracks computed (and files written) together."),
+    ] = 16,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     ray: RayOpt = None,
@@ -466,6 +477,7 @@ def impute(
             verbose=not quiet,
             ray_address=ray,
             n_threads=threads,
+            track_batch=track_batch,
         )
     typer.echo("\n".join(f"wrote {p}" for p in paths))
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from epitensor._utils import EpitensorError, resolve_device, warn
+from epitensor._utils import EpitensorError, output_lock, resolve_device, warn
 from epitensor.distributed import DEFAULT_MAX_RETRIES, check_ray, iter_tasks, task_threads
 from epitensor.factors import embed, factor_names, region_factors
 from epitensor.genome import Layout, n_bins, parse_region
@@ -33,7 +33,9 @@ from epitensor.writers import (
     BedGraphSink,
     BigWigSink,
     bin_edges,
+    completed,
     output_paths,
+    remove_stale_temporaries,
     track_file_stems,
     write_json,
 )
@@ -45,6 +47,7 @@ __all__ = [
     "factor_names",
     "impute",
     "impute_blocks",
+    "impute_fingerprints",
     "missing_tracks",
     "plain_predict",
     "region_factors",
@@ -387,7 +390,9 @@ def impute(
         Arithmetic after the first layer (see :class:`FastPredictor`). Default
         ``"fp32"``.
     overwrite : bool
-        Replace existing files. Default False: refuse them.
+        Replace existing files. Default False: keep the files a previous run
+        of the same imputation finished (see :func:`impute_fingerprints`),
+        write the others, and refuse any other existing file.
     missing_in : Store or str, optional
         Also impute every pair the model knows that this store does not hold
         (see :func:`missing_tracks`). Default None.
@@ -411,7 +416,7 @@ def impute(
     Returns
     -------
     list of pathlib.Path
-        The written files, in the order of ``tracks``.
+        The files (written now or finished before), in the order of ``tracks``.
 
     Raises
     ------
@@ -435,10 +440,9 @@ def impute(
     if ray_address is None:  # on Ray the workers' devices count, not this machine's
         resolve_device(device if device is not None else getattr(model, "device", None))
     out = Path(out)
-    paths, fmt, params_path = output_paths(tracks, out, fmt, overwrite)
+    paths, fmt, params_path = output_paths(tracks, out, fmt)
     segments = _model_segments(model, chroms, regions)
     check_ray(ray_address, verbose)
-    paths[0].parent.mkdir(parents=True, exist_ok=True)
     job = _ImputeJob(
         model=model, segments=segments, arcsinh=bool(arcsinh), block_size=int(block_size),
         fmt=fmt, chrom_sizes={c: int(model.chrom_sizes_[c]) for c in sorted(model.chrom_sizes_.index)},
@@ -448,25 +452,137 @@ def impute(
         executor={"ray_address": ray_address, "num_gpus": num_gpus, "num_cpus": threads,
                   "max_retries": max_retries, "window": window, "verbose": verbose},
     )  # fmt: skip
-    for lo in range(0, len(tracks), int(track_batch)):
-        group = slice(lo, lo + int(track_batch))
-        job.write_batch(tracks[group], paths[group])
-    write_json(
-        params_path,
-        {
-            "tracks": [list(t) for t in tracks],
-            "files": [str(p) for p in paths],
-            "scale": "arcsinh" if arcsinh else "-log10 p",
-            "precision": precision,
-            "format": fmt,
-            "chroms": list(chroms) if chroms else None,
-            "regions": list(regions) if regions else None,
-            "genome": getattr(model, "genome_", None),
-            "resolution": int(model.layout_.resolution),
-            "n_bins": int((segments.axis_end - segments.axis_start).sum()),
-        },
-    )
+    prints = impute_fingerprints(source, model, tracks, segments, arcsinh, precision, fmt)
+    with output_lock(out):  # reentrant under the CLI's lock; no other writer of these files
+        paths[0].parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(paths)
+        todo = _tracks_to_write(paths, prints, overwrite, verbose)
+        for lo in range(0, len(todo), int(track_batch)):
+            group = todo[lo : lo + int(track_batch)]
+            job.write_batch(
+                [tracks[k] for k in group], [paths[k] for k in group], [prints[k] for k in group]
+            )
+        write_json(
+            params_path,
+            {
+                "tracks": [list(t) for t in tracks],
+                "files": [str(p) for p in paths],
+                "scale": "arcsinh" if arcsinh else "-log10 p",
+                "precision": precision,
+                "format": fmt,
+                "chroms": list(chroms) if chroms else None,
+                "regions": list(regions) if regions else None,
+                "genome": getattr(model, "genome_", None),
+                "resolution": int(model.layout_.resolution),
+                "n_bins": int((segments.axis_end - segments.axis_start).sum()),
+            },
+        )
     return paths
+
+
+def impute_fingerprints(
+    source: str | os.PathLike | None,
+    model,
+    tracks: Sequence[tuple[str, str]],
+    segments: pd.DataFrame,
+    arcsinh: bool,
+    precision: str,
+    fmt: str,
+) -> list[dict | None]:
+    """What identifies each file of an imputation, to resume it: one dict per track.
+
+    A file counts as finished on a rerun only when its done record holds the
+    same fingerprint: the epitensor version, the track (names and factor
+    rows), the sha256 of the model's weights and of the genome factors of
+    every axis written (as recorded in the model directory's ``config.json``,
+    else computed), the written positions (a sha256 of the segments table, so
+    ``chroms`` and ``regions``), the chromosome sizes, the scale, the precision
+    and the format. Block size, threads and device are left out: they change
+    the speed, not what is computed.
+
+    Parameters
+    ----------
+    source : str or path-like, optional
+        The model directory; None (an in-memory model) gives None for every
+        track: nothing is resumed, existing files are refused.
+    model : Avocado
+        The loaded model.
+    tracks : sequence of (str, str)
+        The checked tracks.
+    segments : pandas.DataFrame
+        From :func:`track_segments`.
+    arcsinh : bool
+        The scale.
+    precision : str
+        ``"fp32"`` or ``"bf16"``.
+    fmt : str
+        ``"bigwig"`` or ``"bedgraph"``.
+
+    Returns
+    -------
+    list of dict or None
+        One JSON-ready fingerprint per track, in order.
+    """
+    import hashlib
+
+    from epitensor import __version__, modeldir
+
+    if source is None:
+        return [None] * len(tracks)
+    directory = Path(source)
+
+    def checksum(axis: str | None) -> str:
+        recorded = modeldir.recorded_checksum(directory, axis)
+        if recorded is not None:
+            return recorded
+        path = directory / modeldir.WEIGHTS_FILE if axis is None else None
+        return modeldir.sha256_of(path or modeldir.axis_file(directory, axis))
+
+    table = segments[["chrom", "first_bin", "axis", "axis_start", "axis_end"]]
+    shared = {
+        "epitensor": __version__,
+        "weights": checksum(None),
+        "axes": {axis: checksum(axis) for axis in sorted(set(segments.axis))},
+        "positions": hashlib.sha256(table.to_csv(index=False).encode()).hexdigest(),
+        "chrom_sizes": {c: int(model.chrom_sizes_[c]) for c in sorted(set(segments.chrom))},
+        "scale": "arcsinh" if arcsinh else "-log10 p",
+        "precision": precision,
+        "format": fmt,
+    }
+    return [
+        {
+            "track": [c, a],
+            "rows": [_index(model.celltypes_, c, "cell type"), _index(model.assays_, a, "assay")],
+            **shared,
+        }
+        for c, a in tracks
+    ]
+
+
+def _tracks_to_write(
+    paths: list[Path], prints: list[dict | None], overwrite: bool, verbose: bool
+) -> list[int]:
+    """Indices of the tracks still to write; refuses existing files a rerun may not keep."""
+    if overwrite:
+        return list(range(len(paths)))
+    states = [completed(path, fingerprint) for path, fingerprint in zip(paths, prints)]
+    refused = [(path, state) for path, state in zip(paths, states) if isinstance(state, str)]
+    if refused:
+        path, reason = refused[0]
+        raise EpitensorError(
+            f"{path} already exists and is not a finished file of this imputation ({reason}; "
+            f"{len(refused)} of the outputs are so); choose another --out or pass overwrite"
+        )
+    todo = [k for k, state in enumerate(states) if state is not True]
+    if verbose and len(todo) < len(paths):
+        import sys
+
+        print(
+            f"{len(paths) - len(todo)} of {len(paths)} files already finished by an earlier "
+            f"run of this imputation; writing the other {len(todo)}",
+            file=sys.stderr,
+        )
+    return todo
 
 
 def impute_blocks(
@@ -545,7 +661,9 @@ class _ImputeJob:
         self.shared, self.executor = shared, dict(executor)
         self.chroms = list(dict.fromkeys(segments.chrom))
 
-    def write_batch(self, tracks: list[tuple[str, str]], paths: list[Path]) -> None:
+    def write_batch(
+        self, tracks: list[tuple[str, str]], paths: list[Path], prints: list[dict | None]
+    ) -> None:
         """Compute and write the files of one track batch (none left behind on failure)."""
         res = int(self.model.layout_.resolution)
         in_process = self.executor["ray_address"] is None
@@ -553,15 +671,15 @@ class _ImputeJob:
         with contextlib.ExitStack() as held:
             if in_process:
                 held.enter_context(_axes_held(self.model, self.segments))
-            self._write(tracks, paths, sinks, res, in_process)
+            self._write(tracks, paths, prints, sinks, res, in_process)
 
-    def _write(self, tracks, paths, sinks, res, in_process) -> None:
+    def _write(self, tracks, paths, prints, sinks, res, in_process) -> None:
         try:
-            for (celltype, assay), path in zip(tracks, paths):
+            for (celltype, assay), path, fingerprint in zip(tracks, paths, prints):
                 if self.fmt == "bigwig":
-                    sinks.append(BigWigSink(path, self.chrom_sizes))
+                    sinks.append(BigWigSink(path, self.chrom_sizes, fingerprint=fingerprint))
                 else:
-                    sinks.append(BedGraphSink(path, f"{celltype} {assay}"))
+                    sinks.append(BedGraphSink(path, f"{celltype} {assay}", fingerprint))
             names = [f"{c} x {len(tracks)} tracks from {tracks[0][0]}:{tracks[0][1]}"
                      for c in self.chroms]  # fmt: skip
             results = iter_tasks(

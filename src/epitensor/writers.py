@@ -3,7 +3,10 @@
 Coordinates are 0-based, half-open; bin ``i`` of a chromosome covers
 ``[25 i, 25 i + 25)``, clipped to the chromosome's length. A file is written
 under a temporary name beside its final one and moved into place when
-complete; an aborted file is removed.
+complete; an aborted file is removed. Just before the move, a hidden record
+``.NAME.done.json`` beside it stores the fingerprint of what was written and
+the file's size and modification time, so that a rerun can tell a finished
+file of the same job (:func:`completed`) from anything else.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import re
 import tempfile
 import threading
 from collections.abc import Sequence
-from itertools import repeat
+from itertools import chain, repeat
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +33,11 @@ __all__ = [
     "BedGraphSink",
     "BigWigSink",
     "bin_edges",
+    "completed",
+    "done_record",
     "format_of",
     "output_paths",
+    "remove_stale_temporaries",
     "track_file_stems",
     "write_json",
 ]
@@ -50,10 +56,16 @@ class BigWigSink:
     fed from one pass over the genome, with at most ``maxsize`` blocks waiting.
     """
 
-    def __init__(self, path: Path, chrom_sizes: dict[str, int], maxsize: int = 4):
+    def __init__(
+        self,
+        path: Path,
+        chrom_sizes: dict[str, int],
+        maxsize: int = 4,
+        fingerprint: dict | None = None,
+    ):
         import pybigtools
 
-        self.path = path
+        self.path, self.fingerprint = path, fingerprint
         # pybigtools picks the file type from the suffix, so the temporary name ends in .bw
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=".bw", dir=path.parent)
         os.close(fd)
@@ -66,17 +78,20 @@ class BigWigSink:
         )
         self._thread.start()
 
+    def _next_block(self):
+        """The next block's records as an iterator, or None at the end."""
+        item = self._queue.get()
+        if item is _STOP or item is _ABORT:
+            # on abort, end the records rather than raise: pybigtools prints a traceback
+            # for an exception inside its iterator; abort() deletes the file this finishes
+            return None
+        chrom, starts, ends, values = item
+        return zip(repeat(chrom), starts, ends, values)
+
     def _records(self):
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            if item is _ABORT:
-                # end the records rather than raise: pybigtools prints a traceback for an
-                # exception inside its iterator; abort() deletes the file this finishes
-                return
-            chrom, starts, ends, values = item
-            yield from zip(repeat(chrom), starts, ends, values)
+        # chained in C: one Python call per block, none per bin (the writer pulls
+        # millions of records per chromosome while holding the GIL)
+        return chain.from_iterable(iter(self._next_block, None))
 
     def _run(self, writer, chrom_sizes) -> None:
         try:
@@ -105,7 +120,7 @@ class BigWigSink:
         if self._error is not None:
             self.abort()
             raise EpitensorError(f"writing {self.path} failed: {self._error}")
-        _publish(self.tmp, self.path)
+        _publish(self.tmp, self.path, self.fingerprint)
 
     def abort(self) -> None:
         """Stop the writer and remove the partial file."""
@@ -120,8 +135,8 @@ class BigWigSink:
 class BedGraphSink:
     """A bedGraph file (gzip when the name ends in ``.gz``), values with 7 significant digits."""
 
-    def __init__(self, path: Path, name: str):
-        self.path = path
+    def __init__(self, path: Path, name: str, fingerprint: dict | None = None):
+        self.path, self.fingerprint = path, fingerprint
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
         os.close(fd)
         self.tmp = Path(tmp)
@@ -140,7 +155,7 @@ class BedGraphSink:
     def close(self) -> None:
         """Finish the file and move it into place."""
         self._handle.close()
-        _publish(self.tmp, self.path)
+        _publish(self.tmp, self.path, self.fingerprint)
 
     def abort(self) -> None:
         """Remove the partial file."""
@@ -149,13 +164,105 @@ class BedGraphSink:
             self.tmp.unlink()
 
 
-def _publish(tmp: Path, path: Path) -> None:
-    """Move a finished temporary file into place with the usual permissions."""
+def _publish(tmp: Path, path: Path, fingerprint: dict | None = None) -> None:
+    """Move a finished temporary file into place with the usual permissions.
+
+    With a ``fingerprint``, its done record is written first (naming the
+    temporary file's size and mtime, which the rename keeps): a kill between
+    the two leaves a record that matches no file, never a file that looks
+    finished but is not.
+    """
     # mkstemp creates files readable by their owner only; give them the umask's mode.
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
+    record = done_record(path)
+    if fingerprint is None:
+        with contextlib.suppress(FileNotFoundError):
+            record.unlink()  # an older record must not vouch for the new file
+    else:
+        stat = tmp.stat()
+        write_json(
+            record,
+            {"fingerprint": fingerprint, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+        )
     os.replace(tmp, path)
+
+
+def done_record(path: Path) -> Path:
+    """The hidden record beside a finished output: ``.NAME.done.json``."""
+    return path.parent / f".{path.name}.done.json"
+
+
+def completed(path: Path, fingerprint: dict | None) -> bool | str:
+    """Whether ``path`` is a finished output of the job with this ``fingerprint``.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        An output file.
+    fingerprint : dict, optional
+        What the job would write (see :func:`epitensor.export.impute`).
+        Default None: nothing is ever finished.
+
+    Returns
+    -------
+    bool or str
+        True when its done record holds ``fingerprint`` and the file's size and
+        mtime are those recorded; False when there is no file; else a short
+        reason it cannot count as finished (it is then left alone unless
+        overwritten).
+    """
+    if not path.exists():
+        return False
+    if fingerprint is None:
+        return "it was not written by a resumable job"
+    try:
+        record = json.loads(done_record(path).read_text())
+        stat = path.stat()
+    except (OSError, ValueError):
+        return "it has no done record (not written by epitensor impute, or not finished)"
+    if not isinstance(record, dict) or (record.get("size"), record.get("mtime_ns")) != (
+        stat.st_size,
+        stat.st_mtime_ns,
+    ):
+        return "it changed after it was written"
+    recorded = record.get("fingerprint")
+    if recorded != fingerprint:
+        keys = sorted(set(recorded or {}) | set(fingerprint))
+        differ = [k for k in keys if (recorded or {}).get(k) != fingerprint.get(k)]
+        return f"it was written with other {', '.join(differ)}"
+    return True
+
+
+def remove_stale_temporaries(paths: Sequence[Path]) -> int:
+    """Delete temporary files that a killed writer left beside ``paths``; returns how many.
+
+    Call only while holding the outputs' write lock, so that no live writer's
+    file is taken. Each folder is listed once (a run may have thousands of outputs).
+    """
+    removed = 0
+    by_folder: dict[Path, set[str]] = {}
+    for path in paths:
+        by_folder.setdefault(path.parent, set()).add(f".{path.name}.tmp-")
+    for folder, prefixes in by_folder.items():
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(folder):
+                if _is_temporary_of(entry.name, prefixes) and entry.is_file(follow_symlinks=False):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        removed += 1
+    return removed
+
+
+def _is_temporary_of(name: str, prefixes: set[str]) -> bool:
+    """Whether ``name`` starts with one of the ``.OUTPUT.tmp-`` prefixes (any ``.tmp-`` in it)."""
+    k = name.find(".tmp-")
+    while k >= 0:
+        if name[: k + 5] in prefixes:
+            return True
+        k = name.find(".tmp-", k + 1)
+    return False
 
 
 def format_of(path: Path, fmt: str | None) -> str:
@@ -215,7 +322,7 @@ def track_file_stems(tracks: Sequence[tuple[str, str]]) -> list[str]:
 
 
 def output_paths(
-    tracks: list[tuple[str, str]], out: Path, fmt: str | None, overwrite: bool
+    tracks: list[tuple[str, str]], out: Path, fmt: str | None
 ) -> tuple[list[Path], str, Path]:
     """Files to write (one per track), the format, and where the parameters JSON goes."""
     name = out.name.lower()
@@ -233,12 +340,6 @@ def output_paths(
         ext = ".bigWig" if fmt == "bigwig" else ".bedGraph"
         paths = [out / f"{stem}{ext}" for stem in track_file_stems(tracks)]
         params = out / "impute.json"
-    existing = [p for p in paths if p.exists()]
-    if existing and not overwrite:
-        raise EpitensorError(
-            f"{existing[0]} already exists ({len(existing)} of the outputs do); "
-            f"choose another --out or pass overwrite"
-        )
     return paths, fmt, params
 
 
