@@ -176,3 +176,17 @@ def test_fit_genome_writes_each_axis_averages(by_chrom_store, small_pilot_store,
             mean = by_chrom_store.read_block(axis, 0, 2000, tracks=rows).mean(axis=0)
             np.testing.assert_allclose(average[k, :2000], mean, atol=2e-3, rtol=2e-3)
         assert np.isfinite(loaded.predict("E003", "H3K4me3", axis=axis)).all()
+
+
+def test_explain_a_residual_model_attributes_the_network_term(residual):
+    """explain works on an average model, says what it explains, and completes the network term."""
+    from epitensor._utils import EpitensorWarning
+    from epitensor.explain import explain
+
+    seg = export.track_segments(residual.layout_, residual.chrom_sizes_).iloc[0]
+    start = int(seg.first_bin) * 25
+    with pytest.warns(EpitensorWarning, match="network's term"):
+        table = explain(residual, "E003", "H3K4me3", f"{seg.chrom}:{start}-{start + 2500}")
+    assert len(table) == 100
+    parts = table[["celltype", "assay", "genome_25bp", "genome_250bp", "genome_5kbp"]].sum(axis=1)
+    np.testing.assert_allclose(parts, table.prediction - table.reference_prediction, atol=0.05)
