@@ -157,7 +157,7 @@ class TrainingPlan:
         with self._autocast():
             pred = self.module(batch.celltypes, batch.assays, batch.positions, batch.axis)
         pred = pred.float()
-        if self.module.average == "residual":  # "blend" trains the network alone
+        if getattr(self.module, "average", "none") == "residual":  # "blend": the network alone
             base = batch.baseline
             if base is None:  # transfer to new cell types: the stored averages are theirs
                 table = self.module.genome[batch.axis]
