@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from epitensor import __version__, modeldir
 from epitensor._utils import EpitensorError, warn
+from epitensor.average import axis_averages
 from epitensor.genome import Layout
 from epitensor.hyperparams import PRESETS, Hyperparameters, TrainConfig, read_preset
 from epitensor.inference import Predictor
@@ -26,6 +27,7 @@ from epitensor.training import (
     Checkpoint,
     TrackSet,
     config_fingerprint,
+    fill_averages,
     fit_new_rows,
     fit_stage1,
     history_frame,
@@ -71,6 +73,14 @@ class Avocado(BaseEstimator):
         Hidden layers and their width. Defaults 2 and 2048 (the paper's).
     dropout : float
         Dropout after each hidden layer. Default 0.
+    average : {"none", "blend", "residual"}
+        How the model uses each assay's average activity over the training
+        cell types (:mod:`epitensor.average`): not at all (``"none"``, the
+        paper's, default), ``w * network + (1 - w) * average`` (``"blend"``) or
+        ``average + network``, the network learning the deviation from a
+        leave-one-out average (``"residual"``).
+    average_weight : float
+        ``w`` of ``"blend"``. Default 0.5.
     n_epochs : int
         Stage-1 epochs (one epoch sees every training position once). Default 800.
     n_genome_epochs : int
@@ -171,6 +181,8 @@ class Avocado(BaseEstimator):
         n_layers: int = _D.n_layers,
         n_nodes: int = _D.n_nodes,
         dropout: float = _D.dropout,
+        average: str = _D.average,
+        average_weight: float = _D.average_weight,
         n_epochs: int = _D.n_epochs,
         n_genome_epochs: int = _D.n_genome_epochs,
         batch_size: int = _D.batch_size,
@@ -350,6 +362,9 @@ class Avocado(BaseEstimator):
             torch.manual_seed(int(self.seed))
             self.module_ = AvocadoModule(axis_lengths=self.genome_axes_, **kwargs)
         tracks = TrackSet.build(store, names, self.celltypes_, self.assays_)
+        if self.average != "none":
+            for axis in axes:
+                fill_averages(self.module_, store, axis, tracks)
         held = TrackSet.build(store, holdout, self.celltypes_, self.assays_) if holdout else None
         checkpoint = None
         if checkpoint_dir is not None:
@@ -523,7 +538,9 @@ class Avocado(BaseEstimator):
             raise EpitensorError(
                 f"store {store.url} shares no axis with the model's genome factors"
             )
-        for axis in axes:
+        # new assays need every axis in memory: each axis's averages get their rows
+        loaded = axes if self.module_.average == "none" or part == "celltype" else self.genome_axes_
+        for axis in loaded:
             self.genome_module(axis)
         embedding = (
             self.module_.celltype_embedding if part == "celltype" else self.module_.assay_embedding
@@ -542,6 +559,8 @@ class Avocado(BaseEstimator):
             self.module_.assay_embedding = bigger
             self.assays_ = self.assays_ + names
         track_set = TrackSet.build(store, tracks, self.celltypes_, self.assays_)
+        if part == "assay" and self.module_.average != "none":
+            self._add_assay_averages(store, axes, track_set, n_old)
         config = self.train_config(self.n_genome_epochs, seed_offset=104729)
         result = fit_new_rows(
             self.module_, store, axes, track_set, part, range(n_old, n_old + len(names)), config
@@ -550,6 +569,25 @@ class Avocado(BaseEstimator):
         self.training_tracks_ = self.training_tracks_ + tracks
         self.history_ = history_frame(self.history_.to_dict("records") + result.history)
         return self
+
+    def _add_assay_averages(self, store, axes, tracks: TrackSet, n_old: int) -> None:
+        """Rows of the new assays in every axis's averages: over their tracks in ``store``.
+
+        Every axis gets the rows (zeros on an axis ``store`` lacks), so that all
+        the axis files keep one row per assay; the new cell type counts follow.
+        """
+        module = self.module_
+        new = slice(n_old, None)
+        counts = torch.bincount(torch.from_numpy(tracks.assays), minlength=len(self.assays_))
+        module.average_count = torch.cat([module.average_count, counts[new].float()])
+        for axis in self.genome_axes_:
+            table = module.genome[axis]
+            rows = torch.zeros(len(self.assays_) - n_old, table.n_positions, dtype=torch.float16)
+            if axis in axes:
+                average, _ = axis_averages(store, axis, tracks.rows, tracks.assays,
+                                           len(self.assays_))  # fmt: skip
+                rows = average[new]
+            table.average = torch.cat([table.average, rows])
 
     # inference --------------------------------------------------------------------------------
 

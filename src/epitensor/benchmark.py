@@ -641,11 +641,19 @@ class BenchmarkResult:
 
 
 def _model_names(presets: Sequence[str]) -> dict[str, str]:
-    """Method name of each Avocado preset: ``avocado`` alone, ``avocado-<preset>`` side by side."""
+    """Method name of each Avocado preset: ``avocado`` alone, ``avocado-<preset>`` side by side.
+
+    A preset file is named by its stem (``residual.json``: ``avocado-residual``).
+    """
     presets = list(dict.fromkeys(presets))
     if len(presets) == 1:
         return {"avocado": presets[0]}
-    return {f"avocado-{p}": p for p in presets}
+    return {f"avocado-{_preset_label(p)}": p for p in presets}
+
+
+def _preset_label(preset) -> str:
+    text = str(preset)
+    return Path(text).stem if text.endswith(".json") else text
 
 
 def _presets(preset: str | Sequence[str] | None) -> list[str]:

@@ -532,8 +532,21 @@ def explain(
         ``genome_25bp``, ``genome_250bp``, ``genome_5kbp``: attributions in
         arcsinh units, summing to ``prediction - reference_prediction``),
         ``prediction``, ``reference_prediction`` and ``gap``.
+
+    Notes
+    -----
+    For a model with ``average`` set (:mod:`epitensor.average`), the
+    attributions and ``prediction`` are those of the network's term; the
+    imputation combines it with the assay's average activity over the training
+    cell types (``w * network + (1 - w) * average`` or ``average + network``),
+    a per-bin constant that no input factor moves, so it is not attributed.
     """
     _check_fitted(model)
+    if getattr(model.module_, "average", "none") != "none":
+        warn(
+            f"the model imputes with average={model.module_.average!r}: the attributions "
+            f"explain the network's term, not the average activity it is combined with"
+        )
     celltypes = [celltypes] if isinstance(celltypes, str) else list(celltypes)
     if not celltypes:
         raise EpitensorError("give at least one cell type to explain")

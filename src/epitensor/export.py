@@ -191,7 +191,9 @@ def plain_predict(
                 ],
                 dim=1,
             )
-            out[lo - start : hi - start] = module.network(features).squeeze(1).cpu().numpy()
+            net = module.network(features).squeeze(1)
+            assays = torch.full((n,), a, device=device)
+            out[lo - start : hi - start] = module.with_average(net, table, assays, positions).cpu()
     return out
 
 

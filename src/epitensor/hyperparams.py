@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 LR_SCHEDULES = ["constant", "cosine"]
+AVERAGE_MODES = ("none", "blend", "residual")  # see epitensor.average
+_NOT_SIZES = ("dropout", "average", "average_weight")
 
 
 def _positive_int(name: str, value, minimum: int = 1) -> None:
@@ -56,6 +58,12 @@ class ModuleConfig:
         Hidden ReLU layers and their width. Defaults 2 and 2048.
     dropout : float
         Dropout after each hidden layer. Default 0.
+    average : {"none", "blend", "residual"}
+        How the model uses each assay's average activity over the training cell
+        types (:mod:`epitensor.average`). Default ``"none"``: not at all (the paper's).
+    average_weight : float
+        The network's weight ``w`` in ``"blend"``: ``w * network + (1 - w) *
+        average``. Default 0.5.
     """
 
     n_celltype_factors: int = 32
@@ -66,19 +74,33 @@ class ModuleConfig:
     n_layers: int = 2
     n_nodes: int = 2048
     dropout: float = 0.0
+    average: str = "none"
+    average_weight: float = 0.5
 
     def check(self) -> None:
         """Raise an :class:`EpitensorError` for an impossible value."""
         for f in fields(ModuleConfig):
-            if f.name != "dropout":
+            if f.name not in _NOT_SIZES:
                 _positive_int(f.name, getattr(self, f.name))
         if not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
             raise EpitensorError(f"dropout must lie in [0, 1); got dropout={self.dropout!r}")
+        if self.average not in AVERAGE_MODES:
+            raise EpitensorError(
+                f"invalid average: got {self.average!r}, expected one of {list(AVERAGE_MODES)}"
+            )
+        weight = self.average_weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
+            raise EpitensorError(f"average_weight must lie in [0, 1]; got {weight!r}")
 
     def module_kwargs(self, n_celltypes: int, n_assays: int) -> dict:
         """:class:`~epitensor.model.AvocadoModule` arguments (without ``axis_lengths``)."""
         sizes = {f.name: getattr(self, f.name) for f in fields(ModuleConfig)}
-        sizes = {k: float(v) if k == "dropout" else int(v) for k, v in sizes.items()}
+        sizes = {k: v if k in _NOT_SIZES else int(v) for k, v in sizes.items()}
+        sizes["dropout"] = float(sizes["dropout"])
+        if sizes["average"] == "none":  # the paper's module: its saved config stays as before
+            del sizes["average"], sizes["average_weight"]
+        else:
+            sizes["average_weight"] = float(sizes["average_weight"])
         return {"n_celltypes": int(n_celltypes), "n_assays": int(n_assays), **sizes}
 
 

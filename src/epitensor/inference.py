@@ -9,6 +9,9 @@ the network. :meth:`Avocado.predict_tracks
 (:func:`epitensor.export.impute`), the holdout scorer of training and the
 benchmarks all predict through :class:`Predictor`.
 
+A model with ``average`` set (:mod:`epitensor.average`) adds or blends each
+assay's average activity here, after the network, so every caller gets it.
+
 A :class:`Predictor` borrows a module: inside :meth:`Predictor.session` the
 network, the cell type and assay factors and the genome factors of the one
 axis being predicted are on the device (never the other axes: a stage-2 model
@@ -134,6 +137,7 @@ class Predictor:
         try:
             with torch.inference_mode():
                 celltypes, assays = (t.to(self.device) for t in self._rows)
+                self._assays = assays
                 self._track_pre = module.track_projection(celltypes, assays)
                 self._w_genome = _genome_columns(module)
                 self._layers = head_layers(module, self.dtype)
@@ -176,12 +180,16 @@ class Predictor:
         -------
         torch.Tensor, shape=(n_tracks, n_positions), float32, arcsinh, on ``device``
         """
-        genome = self.genome_projection(axis, positions.to(self.device))
+        positions = positions.to(self.device)
+        genome = self.genome_projection(axis, positions)
         out = torch.empty((self.n_tracks, len(positions)), dtype=torch.float32, device=self.device)
         for k in range(self.n_tracks):
             pre = (genome + self._track_pre[k]).to(self.dtype)  # the sum in fp32, then cast
             out[k] = _head_inplace(self._layers, pre)
-        return out
+        if self.module.average == "none":
+            return out
+        table = self._axis_table(axis)
+        return self.module.with_average(out, table, self._assays[:, None], positions[None, :])
 
     def predict(self, axis: str, start: int, end: int) -> np.ndarray:
         """Every track over axis positions ``[start, end)`` (inside :meth:`session`).

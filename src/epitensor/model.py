@@ -63,6 +63,10 @@ class GenomeFactors(nn.Module):
     sparse : bool
         Sparse gradients, so an optimiser step costs what a batch touches.
         Default True.
+    n_average_rows : int
+        Rows of the buffer ``average`` (``(n_average_rows, n_positions)``,
+        float16: each assay's average activity, see :mod:`epitensor.average`),
+        saved with the factors. Default 0: no such buffer.
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class GenomeFactors(nn.Module):
         n_250bp_factors: int = _SIZES.n_250bp_factors,
         n_5kbp_factors: int = _SIZES.n_5kbp_factors,
         sparse: bool = True,
+        n_average_rows: int = 0,
     ) -> None:
         super().__init__()
         self.n_positions = int(n_positions)
@@ -82,6 +87,9 @@ class GenomeFactors(nn.Module):
         self.emb_5kbp = _uniform_embedding(
             math.ceil(self.n_positions / SCALE_5KBP), n_5kbp_factors, sparse
         )
+        if n_average_rows:
+            average = torch.zeros(n_average_rows, self.n_positions, dtype=torch.float16)
+            self.register_buffer("average", average)
 
     @property
     def n_factors(self) -> int:
@@ -133,6 +141,13 @@ class AvocadoModule(nn.Module):
         Dropout after each hidden layer. Default 0.
     sparse : bool
         Sparse gradients for the genome tables. Default True.
+    average : {"none", "blend", "residual"}
+        Use of each assay's average activity (:mod:`epitensor.average`).
+        Default ``"none"``. Otherwise the module holds the buffer
+        ``average_count`` (training cell types per assay) and every axis's
+        genome factors the buffer ``average``.
+    average_weight : float
+        The network's weight of ``"blend"``. Default 0.5.
     """
 
     def __init__(
@@ -149,8 +164,14 @@ class AvocadoModule(nn.Module):
         n_nodes: int = _SIZES.n_nodes,
         dropout: float = _SIZES.dropout,
         sparse: bool = True,
+        average: str = _SIZES.average,
+        average_weight: float = _SIZES.average_weight,
     ) -> None:
         super().__init__()
+        self.average = average
+        self.average_weight = float(average_weight)
+        if average != "none":
+            self.register_buffer("average_count", torch.zeros(n_assays))
         self.genome_sizes = (n_25bp_factors, n_250bp_factors, n_5kbp_factors)
         self.sparse = sparse
         self.celltype_embedding = _uniform_embedding(n_celltypes, n_celltype_factors, False)
@@ -183,11 +204,56 @@ class AvocadoModule(nn.Module):
                 child.to(device)
         for axis in axes:
             self.genome[axis].to(device)
+        for name, buffer in self.named_buffers(recurse=False):  # average_count
+            setattr(self, name, buffer.to(device))
         return self
 
     def new_genome_factors(self, n_positions: int) -> GenomeFactors:
         """A freshly initialised :class:`GenomeFactors` with this module's sizes."""
-        return GenomeFactors(n_positions, *self.genome_sizes, sparse=self.sparse)
+        rows = self.assay_embedding.num_embeddings if self.average != "none" else 0
+        return GenomeFactors(n_positions, *self.genome_sizes, sparse=self.sparse,
+                             n_average_rows=rows)  # fmt: skip
+
+    def average_term(
+        self, table: GenomeFactors, assays: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """The average term :func:`epitensor.average.combine` adds to the network's output.
+
+        Parameters
+        ----------
+        table : GenomeFactors
+            The axis's factors, holding its ``average`` buffer.
+        assays : torch.Tensor, int64
+            Assay rows, broadcastable against ``positions`` (``(batch,)`` with
+            ``(batch,)``, or ``(n_tracks, 1)`` with ``(n_positions,)``).
+        positions : torch.Tensor, int64
+            Axis positions.
+
+        Returns
+        -------
+        torch.Tensor, the broadcast shape, float32, arcsinh
+            The assay's average; in ``"residual"`` 0 for an assay with a single
+            training cell type (no leave-one-out average existed in training).
+        """
+        average = table.average[assays, positions].float()
+        if self.average == "residual":
+            average = average * (self.average_count[assays] >= 2)
+        return average
+
+    def with_average(
+        self, net: torch.Tensor, table: GenomeFactors, assays: torch.Tensor,
+        positions: torch.Tensor,
+    ) -> torch.Tensor:  # fmt: skip
+        """The prediction: the network's output ``net`` combined with the average term.
+
+        Shapes as in :meth:`average_term`; the identity when ``average`` is ``"none"``.
+        """
+        if self.average == "none":
+            return net
+        from epitensor.average import combine
+
+        term = self.average_term(table, assays, positions)
+        return combine(net.float(), term, self.average, self.average_weight)
 
     @property
     def component_sizes(self) -> dict[str, int]:

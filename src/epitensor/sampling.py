@@ -155,6 +155,9 @@ class Batch:
     axis : str
     celltypes, assays, positions : torch.Tensor, shape=(batch,), int64
     values : torch.Tensor, shape=(batch,), float32, arcsinh
+    baseline : torch.Tensor, shape=(batch,), float32, optional
+        The leave-one-out average of each sample's assay (``average="residual"``,
+        :mod:`epitensor.average`); None otherwise.
     """
 
     axis: str
@@ -162,6 +165,7 @@ class Batch:
     assays: torch.Tensor
     positions: torch.Tensor
     values: torch.Tensor
+    baseline: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> Batch:
         """The batch on ``device``."""
@@ -174,6 +178,7 @@ class Batch:
             self.assays.to(device, **move),
             self.positions.to(device, **move),
             self.values.to(device, **move),
+            None if self.baseline is None else self.baseline.to(device, **move),
         )
 
 
@@ -197,6 +202,10 @@ class EpochSampler:
     tracks_per_position : int
         Training tracks drawn (without replacement) per position and epoch. Default 1,
         the paper's epoch.
+    leave_one_out : bool
+        Give each sample the average of its assay over the other training tracks
+        at its position (``Batch.baseline``, :func:`epitensor.average.leave_one_out`).
+        Default False.
     """
 
     def __init__(
@@ -208,7 +217,9 @@ class EpochSampler:
         group_blocks: int = 8,
         seed: int = 0,
         tracks_per_position: int = 1,
+        leave_one_out: bool = False,
     ) -> None:
+        self.leave_one_out = bool(leave_one_out)
         self.sources = sources
         self.tracks_per_position = int(tracks_per_position)
         self.tracks = tracks
@@ -233,9 +244,13 @@ class EpochSampler:
 
     @classmethod
     def from_config(
-        cls, sources: dict[str, AxisSource], tracks: TrackSet, config: TrainConfig
+        cls,
+        sources: dict[str, AxisSource],
+        tracks: TrackSet,
+        config: TrainConfig,
+        leave_one_out: bool = False,
     ) -> EpochSampler:
-        """The sampler a :class:`TrainConfig` describes."""
+        """The sampler a :class:`TrainConfig` describes (``leave_one_out`` as in the class)."""
         return cls(
             sources,
             tracks,
@@ -244,6 +259,7 @@ class EpochSampler:
             config.group_blocks,
             config.seed,
             config.tracks_per_position,
+            leave_one_out,
         )
 
     def groups(self, epoch: int) -> list[tuple[int, str, list[tuple[int, int]]]]:
@@ -280,9 +296,20 @@ class EpochSampler:
         y = values[choice, order].astype(np.float32)
         pos = positions[order]
         ct, assay = self.tracks.celltypes[choice], self.tracks.assays[choice]
+        base = self._baseline(values, assay, order, y) if self.leave_one_out else None
         for k in range(0, len(order), self.batch_size):
             sl = slice(k, k + self.batch_size)
-            yield (axis, ct[sl], assay[sl], pos[sl], y[sl])
+            yield (axis, ct[sl], assay[sl], pos[sl], y[sl], None if base is None else base[sl])
+
+    def _baseline(
+        self, values: np.ndarray, assay: np.ndarray, order: np.ndarray, y: np.ndarray
+    ) -> np.ndarray:
+        """Leave-one-out average of each sample's assay, ``(n_samples,)`` float32."""
+        from epitensor.average import leave_one_out, track_sums
+
+        n_assays = int(self.tracks.assays.max()) + 1
+        sums, counts = track_sums(values, self.tracks.assays, n_assays)
+        return leave_one_out(sums[assay, order], counts[assay], y)
 
     def batches(self, epoch: int) -> Iterator[Batch]:
         """All batches of ``epoch``, built in a background thread."""
@@ -291,13 +318,14 @@ class EpochSampler:
             for group_id, axis, blocks in self.groups(epoch):
                 yield from self._group_batches(epoch, group_id, axis, blocks)
 
-        for axis, ct, assay, pos, y in _prefetch(produce(), depth=64):
+        for axis, ct, assay, pos, y, base in _prefetch(produce(), depth=64):
             yield Batch(
                 axis,
                 torch.from_numpy(ct),
                 torch.from_numpy(assay),
                 torch.from_numpy(pos),
                 torch.from_numpy(y),
+                None if base is None else torch.from_numpy(base),
             )
 
 

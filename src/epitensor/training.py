@@ -50,6 +50,7 @@ __all__ = [
     "stage1_store",
     "fit_genome_axis",
     "fit_new_rows",
+    "fill_averages",
     "freeze",
     "HISTORY_COLUMNS",
 ]
@@ -156,7 +157,14 @@ class TrainingPlan:
         """The batch MSE and the loss minimised (MSE plus the genome-factor penalty), scalars."""
         with self._autocast():
             pred = self.module(batch.celltypes, batch.assays, batch.positions, batch.axis)
-        mse = torch.mean((pred.float() - batch.values) ** 2)
+        pred = pred.float()
+        if getattr(self.module, "average", "none") == "residual":  # "blend": the network alone
+            base = batch.baseline
+            if base is None:  # transfer to new cell types: the stored averages are theirs
+                table = self.module.genome[batch.axis]
+                base = self.module.average_term(table, batch.assays, batch.positions)
+            pred = pred + base
+        mse = torch.mean((pred - batch.values) ** 2)
         decay = self.config.genome_weight_decay
         if decay <= 0:
             return mse, mse
@@ -543,7 +551,7 @@ def fit_stage1(
     module.to(device)
     plan = TrainingPlan(module, config, device)
     sources = {axis: AxisSource(store, axis, tracks.rows) for axis in axes}
-    sampler = EpochSampler.from_config(sources, tracks, config)
+    sampler = EpochSampler.from_config(sources, tracks, config, module.average == "residual")
     scorer = None
     if holdout is not None and len(holdout):
         scorer = HoldoutScorer(store, axes[0], holdout, config.n_validation)
@@ -582,6 +590,12 @@ def module_kwargs_of(module: AvocadoModule) -> dict:
         "n_nodes": network[0].out_features,
         "dropout": dropout[0] if dropout else 0.0,
         "sparse": module.sparse,
+        # only when set, so a plain model's saved config is as before
+        **(
+            {"average": module.average, "average_weight": module.average_weight}
+            if module.average != "none"
+            else {}
+        ),
     }
 
 
@@ -650,13 +664,16 @@ def fit_genome_axis(
         factors.load_state_dict(init)
     module.genome[axis] = factors
     track_set = TrackSet.build(store, tracks, celltypes, assays)
+    if module.average != "none":
+        fill_averages(module, store, axis, track_set, counts=False)
     device = resolve_device(config.device)
     freeze(module, [f"genome:{axis}"])
     module.to(device)
     plan = TrainingPlan(module, config, device)
     sampler = EpochSampler.from_config(
-        {axis: AxisSource(store, axis, track_set.rows)}, track_set, config
-    )
+        {axis: AxisSource(store, axis, track_set.rows)}, track_set, config,
+        module.average == "residual",
+    )  # fmt: skip
     checkpoint = None
     if checkpoint_dir is not None:
         fingerprint = {
@@ -733,7 +750,9 @@ def fit_new_rows(
     name = f"{part}_embedding.weight"
     plan = TrainingPlan(module, config, device, row_masks={name: mask})
     sources = {axis: AxisSource(store, axis, tracks.rows) for axis in axes}
-    sampler = EpochSampler.from_config(sources, tracks, config)
+    # a new assay's averages are over its own training tracks: leave each one out
+    loo = module.average == "residual" and part == "assay"
+    sampler = EpochSampler.from_config(sources, tracks, config, loo)
     try:
         with torch_threads(config.n_threads):
             result = run_training(
@@ -746,6 +765,33 @@ def fit_new_rows(
     with torch.no_grad():
         embedding.weight[keep.to(embedding.weight.device)] = old[keep].to(embedding.weight.device)
     return result
+
+
+def fill_averages(
+    module: AvocadoModule, store: Store, axis: str, tracks: TrackSet, counts: bool = True
+) -> None:
+    """Compute each assay's average over ``tracks`` on ``axis`` into the axis's ``average``.
+
+    Parameters
+    ----------
+    module : AvocadoModule
+        With ``average`` set and genome factors for ``axis``.
+    store : Store
+    axis : str
+    tracks : TrackSet
+        The training tracks.
+    counts : bool
+        Also set ``module.average_count`` (stage 1). Default True; stage 2
+        keeps stage 1's counts.
+    """
+    from epitensor.average import axis_averages
+
+    n_assays = module.assay_embedding.num_embeddings
+    average, count = axis_averages(store, axis, tracks.rows, tracks.assays, n_assays)
+    table = module.genome[axis]
+    table.average = average.to(table.average.device)
+    if counts:
+        module.average_count = count.to(module.average_count.device)
 
 
 def new_genome_module(module: AvocadoModule, tables: dict[str, torch.Tensor]) -> GenomeFactors:
