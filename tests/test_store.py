@@ -179,6 +179,27 @@ def test_add_tracks_writes_a_block_like_add_track(tmp_path):
     assert Store.open(tmp_path / "many.zarr").n_tracks == 3
 
 
+def test_truncate_tracks_undoes_an_append_on_a_memory_store():
+    """The rollback of a failed append to a store that has no folder to snapshot."""
+    store = _small_store("memory://epitensor-test/truncate.zarr")
+    arrays = [_values(seed) for seed in range(3)]
+    store.add_track("A", "X", arrays[0])
+    before = {axis: store.read_block(axis) for axis in ("chr1", "chr2")}
+    store.add_tracks(
+        [("B", "X"), ("A", "Y")],
+        {axis: np.stack([v[axis] for v in arrays[1:]]) for axis in ("chr1", "chr2")},
+    )
+    assert store.n_tracks == 3
+    store.truncate_tracks(1)
+    again = Store.open("memory://epitensor-test/truncate.zarr")
+    assert again.track_names() == [("A", "X")] and again.n_tracks == 1
+    for axis in ("chr1", "chr2"):
+        np.testing.assert_array_equal(again.read_block(axis), before[axis])
+    again_rows = Store.open("memory://epitensor-test/truncate.zarr", mode="r+")
+    again_rows.add_track("B", "X", arrays[1])  # the freed row takes a new track
+    assert again_rows.track_names() == [("A", "X"), ("B", "X")]
+
+
 # region views ---------------------------------------------------------------------------------
 
 

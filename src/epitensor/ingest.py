@@ -1275,7 +1275,7 @@ def _add(store: Store, specs: Sequence[TrackSpec], run: _Run) -> None:
         paths = _fetch(specs, scratch, run.limits)
         if local:
             scratch.snapshot(local_path(store.url))
-        n_rows, tracks = store.n_tracks, list(store._attrs["tracks"])
+        n_rows = store.n_tracks
         try:
             with _pool(run.workers, run.ray_address) as pool:
                 sources = _inspect_all(pool, specs, paths, store.chrom_sizes, store.genome)
@@ -1285,7 +1285,7 @@ def _add(store: Store, specs: Sequence[TrackSpec], run: _Run) -> None:
             if local:
                 scratch.restore()
             else:
-                _rollback(store, n_rows, tracks)
+                store.truncate_tracks(n_rows)
             raise
 
 
@@ -1322,15 +1322,6 @@ def _default_workers(workers: int | None, n_tracks: int) -> int:
     if int(workers) < 0:
         raise EpitensorError(f"workers must be a positive integer; got workers={workers!r}")
     return max(1, min(int(workers), n_tracks))
-
-
-def _rollback(store: Store, n_rows: int, tracks: list) -> None:
-    """Restore an appended store's track list and row count after a failed append."""
-    store._group.attrs["tracks"] = tracks
-    for axis in store.axes:
-        array = store._group["signal"][axis]
-        if array.shape[0] > n_rows:
-            array.resize((n_rows, array.shape[1]))
 
 
 def add_tracks(

@@ -612,6 +612,23 @@ class Store:
         self._attrs["tracks"] = tracks
         self.tracks = pd.DataFrame(tracks, columns=TRACK_COLUMNS)
 
+    def truncate_tracks(self, n_tracks: int) -> None:
+        """Keep only the first ``n_tracks`` tracks: undo an append that failed.
+
+        Parameters
+        ----------
+        n_tracks : int
+            Tracks the store held before the append.
+        """
+        tracks = list(self._attrs["tracks"])[:n_tracks]
+        self._group.attrs["tracks"] = tracks
+        self._attrs["tracks"] = tracks
+        self.tracks = pd.DataFrame(tracks, columns=TRACK_COLUMNS)
+        for axis in self.axes:
+            array = self._array(axis)
+            if array.shape[0] > n_tracks:
+                array.resize((n_tracks, array.shape[1]))
+
     def _reserve_rows(self, n_rows: int) -> None:
         for axis in self.axes:
             array = self._array(axis)
