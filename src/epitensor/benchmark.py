@@ -189,19 +189,7 @@ def interval_counts(layout, intervals: pd.DataFrame | None, axis: str) -> np.nda
     """
     if intervals is None:
         return None
-    n = layout.axis_lengths[axis]
-    diff = np.zeros(n + 1, dtype=np.int64)
-    res = layout.resolution
-    for row in layout.axis_regions(axis).itertuples():
-        hits = intervals[intervals.chrom == row.chrom]
-        if hits.empty:
-            continue
-        lo = np.clip(hits.start.to_numpy() // res - row.first_bin, 0, row.n_bins)
-        hi = np.clip(-(-hits.end.to_numpy() // res) - row.first_bin, 0, row.n_bins)
-        keep = hi > lo
-        np.add.at(diff, row.offset + lo[keep], 1)
-        np.add.at(diff, row.offset + hi[keep], -1)
-    return np.cumsum(diff[:-1]).astype(np.int32)
+    return layout.count_intervals(intervals, axis)
 
 
 def _masks(store: Store, annotations: Annotations) -> tuple[np.ndarray | None, dict]:

@@ -613,6 +613,34 @@ class Layout:
             )
         return chrom_index, bins
 
+    def count_intervals(self, intervals: pd.DataFrame, axis: str) -> np.ndarray:
+        """How many intervals overlap the bin of each axis position.
+
+        Parameters
+        ----------
+        intervals : pandas.DataFrame
+            Columns ``chrom, start, end`` in bp, 0-based half-open.
+        axis : str
+            The axis to count on.
+
+        Returns
+        -------
+        numpy.ndarray, shape=(n_positions,), int32
+        """
+        n = self.axis_lengths[axis]
+        diff = np.zeros(n + 1, dtype=np.int64)
+        res = self.resolution
+        for row in self.axis_regions(axis).itertuples():
+            hits = intervals[intervals.chrom == row.chrom]
+            if hits.empty:
+                continue
+            lo = np.clip(hits.start.to_numpy() // res - row.first_bin, 0, row.n_bins)
+            hi = np.clip(-(-hits.end.to_numpy() // res) - row.first_bin, 0, row.n_bins)
+            keep = hi > lo
+            np.add.at(diff, row.offset + lo[keep], 1)
+            np.add.at(diff, row.offset + hi[keep], -1)
+        return np.cumsum(diff[:-1]).astype(np.int32)
+
     def mask_from_intervals(self, intervals: pd.DataFrame, axis: str) -> np.ndarray:
         """Boolean mask of the axis positions whose bins overlap any interval.
 
@@ -627,16 +655,4 @@ class Layout:
         -------
         numpy.ndarray, shape=(n_positions,), bool
         """
-        n = self.axis_lengths[axis]
-        diff = np.zeros(n + 1, dtype=np.int64)
-        res = self.resolution
-        for row in self.axis_regions(axis).itertuples():
-            hits = intervals[intervals.chrom == row.chrom]
-            if hits.empty:
-                continue
-            lo = np.clip(hits.start.to_numpy() // res - row.first_bin, 0, row.n_bins)
-            hi = np.clip(-(-hits.end.to_numpy() // res) - row.first_bin, 0, row.n_bins)
-            keep = hi > lo
-            np.add.at(diff, row.offset + lo[keep], 1)
-            np.add.at(diff, row.offset + hi[keep], -1)
-        return np.cumsum(diff[:-1]) > 0
+        return self.count_intervals(intervals, axis) > 0
