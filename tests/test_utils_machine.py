@@ -53,6 +53,17 @@ def test_line_progress_wraps_an_iterable_and_reports_each_interval():
     assert lines[2].startswith("chroms: 3/5 it (60%)") and "left" in lines[2]
 
 
+def test_line_progress_stopped_by_an_error_prints_no_done_line():
+    out = io.StringIO()
+    with pytest.raises(RuntimeError):
+        for item in LineProgress(range(5), desc="impute", interval=3600, file=out):
+            if item == 2:
+                raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError), LineProgress(total=3, desc="x", interval=3600, file=out):
+        raise RuntimeError("disk full")
+    assert out.getvalue() == ""  # a failed job never reports "done"
+
+
 def test_progress_is_lines_off_a_terminal_and_a_bar_when_forced(monkeypatch):
     monkeypatch.delenv("EPITENSOR_PROGRESS", raising=False)
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal

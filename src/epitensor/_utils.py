@@ -148,8 +148,10 @@ class LineProgress:
             for item in self.iterable:
                 yield item
                 self.update(1)
-        finally:
-            self.close()
+        except BaseException:  # stopped early (an error, or the loop left): no "done" line
+            self._closed = True
+            raise
+        self.close()
 
     def __len__(self) -> int:
         return 0 if self.total is None else int(self.total)
@@ -157,8 +159,11 @@ class LineProgress:
     def __enter__(self) -> LineProgress:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._closed = True
 
     def update(self, n: int = 1) -> None:
         """Count ``n`` more steps; print a line if ``interval`` has passed since the last."""

@@ -11,6 +11,7 @@ file of the same job (:func:`completed`) from anything else.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gzip
 import json
@@ -49,11 +50,146 @@ _STOP = object()
 _ABORT = object()
 
 
+class _PanicFilter:
+    """Holds back Rust panic reports that pybigtools' writer threads print to stderr.
+
+    When a bigWig write fails (a full disk, a read-only folder), pybigtools'
+    Rust threads panic, and Rust prints the report (several lines, a backtrace
+    where ``RUST_BACKTRACE`` is set) straight to file descriptor 2, outside
+    Python. While any :class:`BigWigSink` is open, descriptor 2 is a pipe read
+    by a thread that passes everything through to the real stderr as it comes,
+    except text from a line starting ``thread '...' panicked at`` on, which it
+    keeps: the failing sink then reports one line naming the file, with the
+    panic's message as detail (:meth:`take`). A panic nobody claims is printed
+    when the last sink closes.
+    """
+
+    _START = b"thread '"
+    _REPORT = re.compile(rb"thread '.*' (\(\d+\) )?panicked at ")  # newer Rust adds the thread id
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved_fd: int | None = None
+        self._reader: threading.Thread | None = None
+        self._panic = bytearray()
+        self._claimed = False  # a sink reported a failure: later panic text is its detail too
+
+    def acquire(self) -> None:
+        with self._lock:
+            self._users += 1
+            if self._users == 1:
+                self._start()
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._stop()
+
+    def take(self) -> str:
+        """The panic text kept so far (emptied), as one line; '' when none."""
+        with self._lock:
+            text, self._panic[:] = bytes(self._panic), b""
+            self._claimed = True
+        lines = [line.strip() for line in text.decode(errors="replace").splitlines()]
+        message = [line for line in lines[1:2] if line]  # the line after "... panicked at ..."
+        return message[0] if message else ""
+
+    def _start(self) -> None:
+        self._claimed = False
+        try:
+            self._saved_fd = os.dup(2)
+            read_fd, write_fd = os.pipe()
+            os.dup2(write_fd, 2)
+            os.close(write_fd)
+        except OSError:  # no stderr to filter (a closed descriptor 2): write unfiltered
+            self._saved_fd = None
+            return
+        self._reader = threading.Thread(
+            target=self._forward, args=(read_fd, self._saved_fd), daemon=True, name="stderr-filter"
+        )
+        self._reader.start()
+
+    def _stop(self) -> None:
+        if self._saved_fd is None:
+            return
+        os.dup2(self._saved_fd, 2)  # closes the pipe's last write end: the reader sees EOF
+        self._reader.join(timeout=10)
+        if self._panic and not self._claimed:
+            with contextlib.suppress(OSError):
+                os.write(self._saved_fd, bytes(self._panic))
+            self._panic[:] = b""
+        os.close(self._saved_fd)
+        self._saved_fd, self._reader = None, None
+
+    def _forward(self, read_fd: int, out_fd: int) -> None:
+        held, at_line_start, in_panic = b"", True, False
+        with open(read_fd, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(65536):
+                data, held = held + chunk, b""
+                while data and not in_panic:
+                    # Rust starts its report with a blank line: keep it with the line it precedes
+                    line = data[1:] if data[:1] == b"\n" else data
+                    if at_line_start and (
+                        line.startswith(self._START) or self._START.startswith(line)
+                    ):
+                        end = line.find(b"\n")
+                        if end < 0:
+                            held = data  # wait for the whole line to decide
+                            break
+                        if self._REPORT.match(line[:end]):
+                            in_panic, data = True, line
+                            break
+                    end = data.find(b"\n")
+                    piece = data if end < 0 else data[: end + 1]
+                    with contextlib.suppress(OSError):
+                        os.write(out_fd, piece)
+                    data, at_line_start = data[len(piece) :], end >= 0
+                if in_panic:
+                    with self._lock:
+                        self._panic += data
+            if held:
+                with contextlib.suppress(OSError):
+                    os.write(out_fd, held)
+
+
+_PANICS = _PanicFilter()
+atexit.register(lambda: _PANICS._users and _PANICS._stop())
+
+
+def _check_bigwig(path: Path, bases: int, last: tuple[str, int, int, float] | None) -> str:
+    """Why the finished bigWig at ``path`` is not what was written; '' when it is.
+
+    pybigtools can return from a write that failed on one of its threads; the
+    file then lacks its header, index or zoom levels. It must open, cover
+    ``bases`` base pairs and hold ``last`` (chrom, start, end, value) as its
+    final record.
+    """
+    import pybigtools
+
+    try:
+        with contextlib.closing(pybigtools.open(str(path))) as reader:
+            covered = reader.info()["summary"]["basesCovered"]
+            if covered != bases:
+                return f"it covers {covered} bp of the {bases} written"
+            if last is not None:
+                chrom, start, end, value = last
+                records = list(reader.records(chrom, start, end))
+                if not records or not np.isclose(records[-1][2], value, equal_nan=True):
+                    return f"its last record ({chrom}:{start}-{end}) does not read back"
+    except Exception as exc:  # noqa: BLE001 - any failure to read back means a broken file
+        return f"it does not read back ({exc})"
+    return ""
+
+
 class BigWigSink:
     """A bigWig file written on a thread, fed block by block through a small queue.
 
     pybigtools consumes one iterator per file; the thread lets many files be
     fed from one pass over the genome, with at most ``maxsize`` blocks waiting.
+    The finished file is read back (:func:`_check_bigwig`) before it is moved
+    into place.
     """
 
     def __init__(
@@ -72,6 +208,9 @@ class BigWigSink:
         self.tmp = Path(tmp)
         self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
         self._error: BaseException | None = None
+        self._bases, self._last = 0, None
+        _PANICS.acquire()
+        self._filtered = True
         writer = pybigtools.open(str(self.tmp), "w")
         self._thread = threading.Thread(
             target=self._run, args=(writer, chrom_sizes), daemon=True, name=f"bigwig-{path.name}"
@@ -99,10 +238,25 @@ class BigWigSink:
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             self._error = exc
 
+    def _failure(self, detail: str) -> EpitensorError:
+        panic = _PANICS.take()
+        cause = f"{detail}; {panic}" if panic and panic not in detail else detail or panic
+        return EpitensorError(
+            f"writing {self.path} failed ({cause}); check that its folder is writable and "
+            "the disk has space, then rerun"
+        )
+
+    def _release(self) -> None:
+        if self._filtered:
+            self._filtered = False
+            _PANICS.release()
+
     def _put(self, item) -> None:
         while True:
             if self._error is not None or not self._thread.is_alive():
-                raise EpitensorError(f"writing {self.path} failed: {self._error!r}")
+                error = self._failure(str(self._error or "the writer stopped"))
+                self.abort()
+                raise error
             try:
                 self._queue.put(item, timeout=0.5)
                 return
@@ -111,15 +265,22 @@ class BigWigSink:
 
     def write(self, chrom: str, starts: list, ends: list, values: np.ndarray) -> None:
         """Queue one block of bins (bp coordinates) and their values."""
+        if len(values):
+            self._bases += int(np.sum(np.subtract(ends, starts)))
+            self._last = (chrom, int(starts[-1]), int(ends[-1]), float(values[-1]))
         self._put((chrom, starts, ends, values.tolist()))
 
     def close(self) -> None:
         """Finish the file and move it into place."""
         self._put(_STOP)
         self._thread.join()
-        if self._error is not None:
+        detail = str(self._error) if self._error is not None else ""
+        detail = detail or _check_bigwig(self.tmp, self._bases, self._last)
+        if detail:
+            error = self._failure(detail)
             self.abort()
-            raise EpitensorError(f"writing {self.path} failed: {self._error}")
+            raise error
+        self._release()
         _publish(self.tmp, self.path, self.fingerprint)
 
     def abort(self) -> None:
@@ -130,6 +291,7 @@ class BigWigSink:
             self._thread.join(timeout=30)
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()
+        self._release()
 
 
 class BedGraphSink:
