@@ -33,6 +33,10 @@ the pilot sample's). The figure to read is end to end / arithmetic: 1.0 means
 writing is free. The CPU's flags (AVX2 / AVX-512 / AMX) are printed::
 
     python benchmarks/impute.py --writing [--sizes cpu-small] [--threads 2] [--positions 400000]
+
+With ``--writing`` each table also gives the bound that a plain fp32 matmul of
+the network's width allows, measured in the same process (:func:`matmul_bound`),
+and end to end as a fraction of it.
 """
 
 from __future__ import annotations
@@ -155,6 +159,37 @@ def cpu_flags() -> str:
     return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512/amx"
 
 
+def matmul_bound(kwargs: dict, n_tracks: int, threads: int, rows: int = 16_384) -> dict:
+    """The pairs/s a plain fp32 matmul rate allows for this network, measured in this process.
+
+    A (track, position) pair on the fast path costs the hidden layers after the
+    first (``2 n_nodes^2`` multiply-adds counted as FLOPs each), the output layer
+    (``2 n_nodes``) and its share of the first layer's genome part
+    (``2 (n_25 + n_250 + n_5k) n_nodes / n_tracks``); the cell type and assay
+    parts are one row per track and block. The bound is the fp32 GEMM rate of a
+    ``(rows, n_nodes) @ (n_nodes, n_nodes)`` product (best of 5, after a
+    warm-up) over that count.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    width = kwargs["n_nodes"]
+    genome = kwargs["n_25bp_factors"] + kwargs["n_250bp_factors"] + kwargs["n_5kbp_factors"]
+    flops_per_pair = (
+        2 * width * width * (kwargs["n_layers"] - 1) + 2 * width + 2 * genome * width / n_tracks
+    )
+    a, b = torch.randn(rows, width), torch.randn(width, width)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    gflops = 2 * rows * width * width / best / 1e9
+    return {"gflops": gflops, "flops_per_pair": flops_per_pair,
+            "pairs_per_s": gflops * 1e9 / flops_per_pair}  # fmt: skip
+
+
 def writing(size: str, threads: int, n: int, n_tracks: int = 8) -> dict:
     """Rates of arithmetic alone, writing alone and end to end, contiguous and gapped."""
     import numpy as np
@@ -174,7 +209,7 @@ def writing(size: str, threads: int, n: int, n_tracks: int = 8) -> dict:
     tracks = [(f"T{i}", f"T{(i + 3) % 25}") for i in range(n_tracks)]
     sizes = chrom_sizes("hg19")
     result = {"size": size, "threads": threads, "positions": n, "tracks": n_tracks,
-              "cpu": cpu_flags()}  # fmt: skip
+              "cpu": cpu_flags(), "bound": matmul_bound(kwargs, n_tracks, threads)}  # fmt: skip
     for label, n_regions, gap in (("contiguous", 1, 0), ("10 regions", 10, 4000)):
         length = n // n_regions
         first = np.arange(n_regions, dtype=np.int64) * (length + gap) + 40_000
@@ -212,22 +247,26 @@ def writing(size: str, threads: int, n: int, n_tracks: int = 8) -> dict:
             export.impute(model, tracks, Path(tmp) / "e2e", verbose=False, n_threads=threads)
             end_to_end = pairs / (time.perf_counter() - start)
         result[label] = {"arithmetic": arithmetic, "writing alone": write,
-                         "end to end": end_to_end, "end to end / arithmetic": end_to_end / arithmetic}  # fmt: skip
+                         "end to end": end_to_end, "end to end / arithmetic": end_to_end / arithmetic,
+                         "end to end / matmul bound": end_to_end / result["bound"]["pairs_per_s"]}  # fmt: skip
     return result
 
 
 def report_writing(r: dict) -> str:
+    bound = r["bound"]
     lines = [
         f"{r['size']}, {r['tracks']} tracks, {r['positions']:,} positions, {r['threads']} "
-        f"thread(s), CPU flags: {r['cpu']}",
+        f"thread(s), CPU flags: {r['cpu']}; fp32 matmul {bound['gflops']:.1f} GFLOP/s, "
+        f"{bound['flops_per_pair'] / 1e6:.2f} MFLOP per pair: bound {bound['pairs_per_s']:,.0f} pairs/s",
         "| layout | arithmetic pairs/s | writing alone pairs/s | end to end pairs/s "
-        "| end to end / arithmetic |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| end to end / arithmetic | end to end / matmul bound |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for label in ("contiguous", "10 regions"):
         x = r[label]
         lines.append(f"| {label} | {x['arithmetic']:,.0f} | {x['writing alone']:,.0f} | "
-                     f"{x['end to end']:,.0f} | {x['end to end / arithmetic']:.2f} |")  # fmt: skip
+                     f"{x['end to end']:,.0f} | {x['end to end / arithmetic']:.2f} | "
+                     f"{x['end to end / matmul bound']:.2f} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -260,10 +299,16 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     parser.add_argument("--writing", action="store_true", help="Measure what writing costs.")
     parser.add_argument("--positions", type=int, default=400_000, help="With --writing.")
+    parser.add_argument(
+        "--tracks",
+        type=int,
+        help="With --writing: tracks per pass (default 8 at cpu-small, 1 at paper)",
+    )
     args = parser.parse_args()
     if args.writing:
         for size in args.sizes if args.sizes != ["cpu-small", "paper"] else ["cpu-small"]:
-            print(report_writing(writing(size, args.threads, args.positions)))
+            n_tracks = args.tracks or (1 if size == "paper" else 8)
+            print(report_writing(writing(size, args.threads, args.positions, n_tracks)))
         return
     if args.child:
         print(json.dumps(child(args.child, args.threads)))
