@@ -11,12 +11,14 @@ promoter locus (the GENCODE TSS with the strongest observed E003 H3K4me3, as
 
 Usage::
 
-    nice -n 10 python benchmarks/annotate_pilot.py MODEL [--states 10] [--out docs/annotate]
+    nice -n 10 python benchmarks/annotate_pilot.py MODEL [--states 10] [--sample 200000]
+        [--out docs/annotate]
 
 Writes, for each of ``genome`` and ``E116``: ``<name>.enrichment.tsv/png``,
 ``<name>.signal.tsv/png``, ``<name>.json`` (the BED itself goes to
 ``--bed-dir``, default a temporary folder: 1.6 MB and 5.4 MB on the pilot), then
-``locus_promoter.png`` and ``summary.md`` (markdown tables for the README).
+``locus_promoter.png`` (drawn by ``epitensor.annotate.plot_locus_states``, as in the
+demo's report) and ``summary.md`` (markdown tables for the README).
 The run time of each annotation is printed with the CPU flags.
 """
 
@@ -30,29 +32,23 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
-from epitensor.annotate import annotate, plot_states_locus
+from epitensor.annotate import (
+    DEFAULT_SAMPLE,
+    annotate,
+    element_states,
+    enrichment_summary,
+    plot_locus_states,
+)
 from epitensor.annotations import read_tss
 from epitensor.avocado import Avocado
 from epitensor.datasets import roadmap_pilot
-from epitensor.demo import pick_promoter
+from epitensor.demo import annotation_panels, pick_promoter
 from epitensor.genome import read_bed
 
 ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "annotations" / "hg19"
-CHROMHMM_GROUPS = (  # Roadmap's colour scheme, coarsened to the state families
-    ("Tss|Prom", (255, 0, 0)),
-    ("TxEnh|TxReg", (194, 225, 5)),
-    ("Tx", (0, 128, 0)),
-    ("Enh", (255, 195, 77)),
-    ("DNase", (255, 255, 0)),
-    ("ZNF", (102, 205, 170)),
-    ("Het", (138, 145, 208)),
-    ("ReprPC", (128, 128, 128)),
-    ("Quies", (255, 255, 255)),
-)
 
 
 def cpu_flags() -> str:
@@ -87,42 +83,6 @@ def markdown(table: pd.DataFrame, digits: int = 1) -> str:
     return "\n".join(lines)
 
 
-def chromhmm_band(path: Path, model: Avocado, axis: str, locus) -> tuple[np.ndarray, list, list]:
-    """ChromHMM states of each bin of the locus, as indices into coarse family colours."""
-    bed = read_bed(path)
-    bed = bed[bed.chrom == locus.chrom]
-    colours = [rgb for _, rgb in CHROMHMM_GROUPS]
-    out = np.full(locus.end - locus.start, -1)
-    starts = locus.bp_starts(model.layout_.resolution)
-    for k, (pattern, _) in enumerate(CHROMHMM_GROUPS):
-        hits = bed[bed.name.str.contains(pattern)]
-        for row in hits.itertuples():
-            inside = (starts >= row.start) & (starts < row.end) & (out < 0)
-            out[inside] = k
-    return out, colours, [pattern.split("|")[0] for pattern, _ in CHROMHMM_GROUPS]
-
-
-def summary_rows(enrichment: pd.DataFrame) -> pd.DataFrame:
-    """The README's columns: size, TSS, CpG, ChromHMM families."""
-    keep = [
-        "genome %",
-        "TSS",
-        "RefSeq TSS",
-        "CpG island",
-        "gene body",
-        "E116 promoter states",
-        "E116 1_TssA",
-        "E116 enhancer states",
-        "E116 13_EnhA1",
-        "E116 14_EnhA2",
-        "E116 6_Tx",
-        "E116 24_ReprPC",
-        "E116 21_Het",
-        "E116 25_Quies",
-    ]
-    return enrichment[[c for c in keep if c in enrichment]]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="trained model of the pilot sample")
@@ -130,6 +90,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/annotate"))
     parser.add_argument("--annotations", type=Path, default=ANNOTATIONS)
     parser.add_argument("--bed-dir", type=Path, default=None)
+    parser.add_argument(
+        "--sample", type=int, default=DEFAULT_SAMPLE, help="bins the HMM is fitted on"
+    )
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
@@ -147,6 +110,7 @@ def main() -> None:
             n_states=args.states,
             celltype=celltype,
             annotations=args.annotations,
+            sample_size=args.sample,
             verbose=True,
         )
         seconds = time.perf_counter() - start
@@ -157,9 +121,10 @@ def main() -> None:
         results[name] = result
         n_positions = sum(int((s >= 0).sum()) for s in result.states.values())
         print(f"{name}: {seconds:.1f} s for {n_positions:,} positions ({result.features})")
+        print(element_states(result.enrichment).round(1).to_string())
         sections.append(
             f"### {result.features} ({args.states} states, {seconds:.0f} s)\n\n"
-            + markdown(summary_rows(result.enrichment))
+            + markdown(enrichment_summary(result.enrichment))
         )
 
     store = roadmap_pilot()
@@ -167,34 +132,16 @@ def main() -> None:
     observed = store.read_track("E003", "H3K4me3", axis=axis)
     gencode = args.annotations / "gencode.v19.TSS.notlow.gff.gz"
     locus = pick_promoter(observed, store.layout, axis, gencode)
-    window = slice(locus.start, locus.end)
-    tracks = {
-        "observed E003 H3K4me3": observed[window],
-        "imputed E003 H3K4me3\n(held out)": model.predict(
-            "E003", "H3K4me3", axis, locus.start, locus.end
-        ),
-    }
-    for assay in ("H3K4me3", "H3K4me1", "H3K36me3"):
-        tracks[f"observed E116 {assay}"] = store.read_track("E116", assay, axis=axis)[window]
-    tracks["imputed E116 H3K27me3\n(held out)"] = model.predict(
-        "E116", "H3K27me3", axis, locus.start, locus.end
-    )
-    bands = {
-        "genome-factor states": (results["genome"].states[axis][window], results["genome"].colours),
-        "E116 states (imputed)": (results["E116"].states[axis][window], results["E116"].colours),
-        "E116 ChromHMM (Roadmap)": chromhmm_band(
-            args.annotations / "E116_chromhmm25.bed.gz", model, axis, locus
-        ),
-    }
-    genes = read_bed(args.annotations / "RefSeqGene.hg19.bed.gz")
-    plot_states_locus(
+    plot_locus_states(
         args.out / "locus_promoter.png",
-        locus.chrom,
-        locus.bp_starts(store.resolution),
-        tracks,
-        bands,
-        f"States at the demo's promoter locus {locus.region} (hg19)",
-        genes=genes,
+        model,
+        store,
+        locus,
+        {"genome-factor states": results["genome"], "E116 states (imputed)": results["E116"]},
+        annotation_panels(model, ("E003", "H3K4me3")),
+        chromhmm=args.annotations / "E116_chromhmm25.bed.gz",
+        genes=read_bed(args.annotations / "RefSeqGene.hg19.bed.gz"),
+        title=f"States at the demo's promoter locus {locus.region} (hg19)",
     )
     tss = read_tss(gencode)
     print(f"locus {locus.region}; {int((tss.chrom == locus.chrom).sum())} TSS on {locus.chrom}")

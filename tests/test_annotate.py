@@ -9,15 +9,20 @@ from typer.testing import CliRunner
 
 from epitensor._utils import EpitensorError
 from epitensor.annotate import (
+    CHROMHMM_FAMILIES,
     annotate,
     annotation_intervals,
+    chromhmm_band,
+    element_states,
+    enrichment_summary,
     output_paths,
     overlap_enrichment,
+    plot_locus_states,
     state_colours,
     states_to_bed,
 )
 from epitensor.cli import app
-from epitensor.genome import Layout, chrom_sizes
+from epitensor.genome import Layout, chrom_sizes, read_bed
 
 FAST = {"sample_size": 20_000, "n_iter": 5, "verbose": False}
 
@@ -101,6 +106,66 @@ def test_chromhmm_file_needs_state_names(tmp_path):
     (tmp_path / "X_chromhmm15.bed").write_text("chr1\t0\t200\nchr1\t200\t400\n")
     with pytest.raises(EpitensorError, match="state name in column 4"):
         annotation_intervals(tmp_path)
+
+
+def _table(columns: dict[str, list[float]]) -> pd.DataFrame:
+    table = pd.DataFrame(
+        columns, index=[f"S{k + 1}" for k in range(len(next(iter(columns.values()))))]
+    )
+    table.index.name = "state"
+    return table
+
+
+def test_element_states_picks_promoter_then_enhancer():
+    """S2 is the most promoter-state-enriched (12x); S2 is also the most enhancer-enriched
+    (5x), but a state plays one role, so the enhancer-like state is S3 (4x), whose
+    strongest enhancer member is 13_EnhA1 (6x; 6_Tx is not an enhancer state)."""
+    table = _table(
+        {
+            "genome %": [50.0, 2.0, 8.0],
+            "TSS": [0.5, 9.0, 1.0],
+            "E116 promoter states": [0.2, 12.0, 1.5],
+            "E116 1_TssA": [0.1, 20.0, 0.5],
+            "E116 enhancer states": [0.3, 5.0, 4.0],
+            "E116 13_EnhA1": [0.2, 7.0, 6.0],
+            "E116 6_Tx": [1.0, 0.5, 9.0],
+        }
+    )
+    roles = element_states(table)
+    assert list(roles.index) == ["promoter", "enhancer"]
+    assert roles.loc["promoter", ["state", "fold", "strongest member"]].tolist() == [
+        "S2",
+        12.0,
+        "E116 1_TssA",
+    ]
+    assert roles.loc["enhancer", ["state", "genome %", "member fold"]].tolist() == ["S3", 8.0, 6.0]
+    assert roles.loc["enhancer", "strongest member"] == "E116 13_EnhA1"
+    # without a segmentation: the TSS column decides and there is no enhancer row
+    plain = element_states(table[["genome %", "TSS"]])
+    assert list(plain.index) == ["promoter"] and plain.loc["promoter", "state"] == "S2"
+    assert pd.isna(plain.loc["promoter", "strongest member"])
+    assert element_states(table[["genome %"]]).empty
+
+
+def test_enrichment_summary_keeps_known_columns_in_order():
+    table = _table({"E116 21_Het": [1.0], "exon": [2.0], "TSS": [3.0], "genome %": [100.0]})
+    assert list(enrichment_summary(table).columns) == ["genome %", "TSS", "E116 21_Het"]
+
+
+def test_chromhmm_band_hand_made(tmp_path):
+    """Bins start at 0, 25, ..., 175 bp. Segments: [0, 50) 1_TssA, [50, 100) 10_TxEnh5',
+    [100, 150) 6_Tx, [150, 175) 25_Quies; the last bin (175) lies in no segment.
+    A segment on another chromosome is ignored. TxEnh5' contains "Tx" and "Enh" but its
+    family is TxEnh (the earlier pattern wins)."""
+    (tmp_path / "X_chromhmm25.bed").write_text(
+        "chr1\t0\t50\t1_TssA\nchr1\t50\t100\t10_TxEnh5'\nchr1\t100\t150\t6_Tx\n"
+        "chr1\t150\t175\t25_Quies\nchr2\t0\t200\t1_TssA\n"
+    )
+    states, colours, names = chromhmm_band(tmp_path / "X_chromhmm25.bed", "chr1", np.arange(8) * 25)
+    assert len(colours) == len(names) == len(CHROMHMM_FAMILIES)
+    assert [names[k] if k >= 0 else None for k in states] == [
+        "Tss", "Tss", "TxEnh", "TxEnh", "Tx", "Tx", "Quies", None
+    ]  # fmt: skip
 
 
 def test_state_colours_distinct_and_valid():
@@ -290,3 +355,58 @@ def test_layout_of_bundled_model_is_used(genome_states, trained_model):
     assert set(bed.chrom) <= set(trained_model.layout_.regions.chrom)
     assert (bed.end.to_numpy() <= sizes[bed.chrom].to_numpy()).all()
     assert ((bed.start % 25 == 0) & (bed.end > bed.start)).all()
+
+
+def test_plot_locus_states(genome_states, trained_model, pilot_store, annotations_dir, tmp_path):
+    from PIL import Image
+
+    from epitensor.demo import Locus
+
+    locus = Locus("pilot", 1000, 1400, "chr1", 6046322 + 1000, "test locus")
+    out = tmp_path / "locus.png"
+    panels = [("observed", "E116", "H3K4me3"), ("imputed", "E116", "H3K27me3")]
+    plot_locus_states(
+        out,
+        trained_model,
+        pilot_store,
+        locus,
+        {"genome-factor states": genome_states},
+        panels,
+        chromhmm=annotations_dir / "E116_chromhmm25.bed.gz",
+        genes=read_bed(annotations_dir / "RefSeqGene.hg19.bed.gz"),
+    )
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size[0] > 500
+    with pytest.raises(EpitensorError, match="invalid panel kind: got 'smoothed'"):
+        plot_locus_states(
+            tmp_path / "bad.png",
+            trained_model,
+            pilot_store,
+            locus,
+            {},
+            [("smoothed", "E116", "H3K4me3")],
+        )
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_hmm_fit_matches_hmmlearns_own_initialisation():
+    """The k-means start run on one thread gives hmmlearn's fit (same k-means, same seed)."""
+    from hmmlearn.hmm import GaussianHMM
+
+    from epitensor.annotate import _fit_hmm
+
+    rng = np.random.default_rng(1)
+    z = rng.integers(0, 4, 30_000)
+    x = rng.normal(size=(30_000, 6)) + z[:, None] * np.linspace(0.5, 2, 6)
+    lengths = [2_000] * 15
+    ours = _fit_hmm(x, lengths, n_states=5, n_iter=30, seed=0)
+    theirs = GaussianHMM(
+        n_components=5,
+        covariance_type="diag",
+        n_iter=30,
+        tol=1e-4 * len(x),
+        random_state=0,
+        implementation="scaling",
+    ).fit(x, lengths)
+    np.testing.assert_allclose(ours.means_, theirs.means_, atol=1e-9)
+    np.testing.assert_array_equal(ours.predict(x, lengths), theirs.predict(x, lengths))

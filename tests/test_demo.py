@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from epitensor.benchmark import STANDARD_SPLIT
 from epitensor.cli import app
 from epitensor.datasets import roadmap_pilot
-from epitensor.demo import QUICK_REGIONS, region_subset
+from epitensor.demo import ANNOTATION_PARAMS, QUICK_REGIONS, annotation_panels, region_subset
 
 
 def test_region_subset_keeps_the_first_regions(tmp_path, pilot_store):
@@ -61,8 +61,11 @@ def test_quick_demo_writes_every_output(tmp_path, monkeypatch):
 
     # Every PNG opens; the report embeds every figure and contains the summary table.
     html = (out / "report.html").read_text()
+    annotation = out / "annotation"
     pngs = sorted(out.glob("*.png")) + [out / "benchmark" / "metrics.png"]
-    assert len(pngs) >= 7
+    pngs += [annotation / n for n in ("states.enrichment.png", "locus_promoter.png")]
+    pngs += [annotation / "states.signal.png"]
+    assert len(pngs) >= 10
     for png in pngs:
         with Image.open(png) as image:
             assert image.format == "PNG" and min(image.size) > 100
@@ -74,3 +77,38 @@ def test_quick_demo_writes_every_output(tmp_path, monkeypatch):
     # the pairwise relationships, model beside the observed (no RNA-seq in the sample)
     assert "Pairwise relationships between marks" in html
     assert "H3K4me3 promoter ~ H3K36me3 gene body" in html and "Not scored" in html
+
+    # The genome annotation: a BED9 over every position of the quick regions, K states,
+    # its enrichment table, and the report's section naming the promoter-like state.
+    import json
+
+    import bioframe
+
+    bed = bioframe.read_table(annotation / "states.bed", schema="bed9", skiprows=1)
+    assert (bed.end - bed.start).sum() == int(regions.n_bins.sum()) * 25
+    assert set(bed.name) <= {f"S{k}" for k in range(1, ANNOTATION_PARAMS["n_states"] + 1)}
+    same = bed.chrom.to_numpy()[1:] == bed.chrom.to_numpy()[:-1]  # sorted: no two overlap
+    assert (bed.start.to_numpy()[1:][same] >= bed.end.to_numpy()[:-1][same]).all()
+    enrichment = pd.read_csv(annotation / "states.enrichment.tsv", sep="\t", index_col=0)
+    assert len(enrichment) == ANNOTATION_PARAMS["n_states"]
+    params = json.loads((annotation / "states.json").read_text())
+    assert params["n_states"] == 10 and params["features"] == "genome factors"
+    assert "Genome annotation from the latent space" in html
+    promoter = enrichment["E116 promoter states"].idxmax()
+    fold = enrichment.at[promoter, "E116 promoter states"]
+    assert f"Promoter-like: {promoter} (" in html
+    assert f"{fold:.1f}x enriched for E116 promoter states" in html
+
+
+def test_annotation_panels_follow_the_holdout(trained_model):
+    """E116 H3K27me3 is held out in the standard split: imputed; E116's other marks observed."""
+    panels = annotation_panels(trained_model, ("E003", "H3K4me3"))
+    assert panels[:2] == [("observed", "E003", "H3K4me3"), ("imputed", "E003", "H3K4me3")]
+    assert [(kind, assay) for kind, _, assay in panels[2:]] == [
+        ("observed", "H3K4me3"),
+        ("observed", "H3K4me1"),
+        ("observed", "H3K36me3"),
+        ("imputed", "H3K27me3"),
+        ("observed", "H3K9me3"),
+    ]
+    assert {celltype for _, celltype, _ in panels[2:]} == {"E116"}

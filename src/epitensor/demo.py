@@ -9,7 +9,11 @@ Steps (each with progress on stderr):
 3. write the held-out imputations to bigWig;
 4. draw the figures (tracks at two loci, the training curve, UMAP maps of the
    latent factors, metrics by method);
-5. assemble ``report.html``, one self-contained page.
+5. annotate the genome from the model's genome factors (:func:`epitensor.annotate.annotate`,
+   :data:`ANNOTATION_PARAMS`): the states as BED9, their enrichment for the bundled
+   annotations (E116 ChromHMM included) and the states under the tracks at the
+   promoter locus of step 4;
+6. assemble ``report.html``, one self-contained page.
 
 All genomic intervals are 0-based, half-open; positions are 25-bp bins of the
 single ``"pilot"`` axis.
@@ -28,14 +32,18 @@ import numpy as np
 import pandas as pd
 
 from epitensor._utils import EpitensorError, EpitensorWarning, atomic_directory
+from epitensor.annotate import StateAnnotation, output_paths
 from epitensor.annotations import read_tss
 from epitensor.genome import Layout, read_bed
 from epitensor.store import Store
 
 __all__ = [
+    "ANNOTATION_PARAMS",
+    "LOCUS_ASSAYS",
     "QUICK_PARAMS",
     "QUICK_REGIONS",
     "Locus",
+    "annotation_panels",
     "factor_maps",
     "pick_broad_domain",
     "pick_promoter",
@@ -249,14 +257,62 @@ def region_subset(store: Store, n_regions: int, path: str | os.PathLike) -> Stor
     return Store.open(path)
 
 
+ANNOTATION_PARAMS = {"n_states": 10, "sample_size": 50_000}
+"""The demo's annotation: K = 10 cell type-independent states (as in the README), the HMM
+fitted on 50,000 sampled bins (a quarter of the default, so the step takes seconds)
+and every position decoded."""
+
+LOCUS_ASSAYS = ("H3K4me3", "H3K4me1", "H3K36me3", "H3K27me3", "H3K9me3")
+"""Marks drawn above the states at the promoter locus, in this order."""
+
+
+def annotation_panels(
+    model, promoter_track: tuple[str, str], celltype: str = "E116"
+) -> list[tuple[str, str, str]]:
+    """Signal panels above the states at the promoter locus (see ``plot_locus_states``).
+
+    The promoter track observed and imputed, then each of :data:`LOCUS_ASSAYS`
+    the model knows in ``celltype``: observed where the model was trained on it,
+    imputed where it was held out (what the model gives in its place).
+
+    Parameters
+    ----------
+    model : Avocado
+        The fitted model.
+    promoter_track : (str, str)
+        ``(celltype, assay)`` the promoter locus was picked on.
+    celltype : str
+        Cell type whose marks are drawn (the cell type of the ChromHMM
+        segmentation beneath). Default ``"E116"``.
+
+    Returns
+    -------
+    list of (str, str, str)
+        ``(kind, celltype, assay)``, kind ``"observed"`` or ``"imputed"``.
+    """
+    held = {tuple(t) for t in model.holdout_tracks_}
+    panels = [("observed", *promoter_track), ("imputed", *promoter_track)]
+    for assay in LOCUS_ASSAYS:
+        if assay in model.assays_ and celltype in model.celltypes_:
+            kind = "imputed" if (celltype, assay) in held else "observed"
+            panels.append((kind, celltype, assay))
+    return panels
+
+
 def _gene_tables(directory: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     genes = read_bed(directory / "RefSeqGene.hg19.bed.gz")
     tss = read_tss(directory / "gencode.v19.TSS.notlow.gff.gz").rename(columns={"pos": "start"})
     return genes, tss
 
 
-def _track_figures(result, store: Store, out: Path, directory: Path) -> list[tuple[Path, str]]:
-    """Observed, model and average-activity signal at an active promoter and a broad domain."""
+def _track_figures(
+    result, store: Store, out: Path, directory: Path
+) -> tuple[list[tuple[Path, str]], Locus, tuple[str, str]]:
+    """Observed, model and average-activity signal at an active promoter and a broad domain.
+
+    Returns the figures with their captions, the promoter locus and the track it was
+    picked on.
+    """
     from epitensor.plots import plot_tracks
 
     axis = store.axes[0]
@@ -270,7 +326,7 @@ def _track_figures(result, store: Store, out: Path, directory: Path) -> list[tup
     for track, pick in ((promoter_track, "promoter"), (broad_track, "broad")):
         observed = store.read_track(*track, axis=axis)
         if pick == "promoter":
-            locus = pick_promoter(
+            locus = promoter_locus = pick_promoter(
                 observed, store.layout, axis, directory / "gencode.v19.TSS.notlow.gff.gz"
             )
         else:
@@ -300,7 +356,118 @@ def _track_figures(result, store: Store, out: Path, directory: Path) -> list[tup
                 f"RefSeq genes and GENCODE TSS (arrows give the strand) beneath.",
             )
         )
-    return figures
+    return figures, promoter_locus, promoter_track
+
+
+@dataclass
+class _Annotation:
+    """What the demo's annotation step gives the report."""
+
+    result: StateAnnotation
+    seconds: float
+    locus: Locus
+    paths: dict[str, Path]
+
+
+def _annotate_demo(
+    model, store: Store, locus: Locus, promoter_track, out: Path, directory: Path, verbose: bool
+) -> _Annotation:
+    """Cell type-independent states of the demo's model, their files and the locus figure."""
+    from epitensor.annotate import annotate, plot_locus_states
+
+    _say(verbose, "demo: annotating the genome from the genome factors")
+    folder = out / "annotation"
+    started = time.perf_counter()
+    result = annotate(
+        model,
+        annotations=directory,
+        out=folder / "states.bed",
+        overwrite=True,
+        verbose=verbose,
+        **ANNOTATION_PARAMS,
+    )
+    seconds = time.perf_counter() - started
+    paths = output_paths(folder / "states.bed")
+    paths["locus_png"] = folder / "locus_promoter.png"
+    plot_locus_states(
+        paths["locus_png"],
+        model,
+        store,
+        locus,
+        {"genome-factor states": result},
+        annotation_panels(model, promoter_track),
+        chromhmm=directory / "E116_chromhmm25.bed.gz",
+        genes=read_bed(directory / "RefSeqGene.hg19.bed.gz"),
+        title=f"States at the active promoter {locus.region} (hg19)",
+    )
+    return _Annotation(result, seconds, locus, paths)
+
+
+def _report_annotation(report, annotation: _Annotation) -> None:
+    """The genome annotation from the latent space (epitensor.annotate) in the report."""
+    from epitensor.annotate import element_states, enrichment_summary
+
+    result, params = annotation.result, annotation.result.params
+    n_positions = sum(int((s >= 0).sum()) for s in result.states.values())
+    report.heading("Genome annotation from the latent space")
+    report.paragraph(
+        f"epitensor annotate segmented all {n_positions:,} positions into {result.n_states} "
+        "states from the model's genome factors alone (25 bp, 250 bp and 5 kbp, "
+        f"standardised, {params['n_components']} principal components; no cell type in the "
+        f"input): a Gaussian HMM fitted on {params['sampled_bins']:,} sampled bins "
+        f"({params['em_iterations']} EM iterations), then Viterbi-decoded along each region, "
+        f"in {annotation.seconds:.0f} s. States are numbered by decreasing mean imputed "
+        "signal. Each is scored against the bundled annotations as ChromHMM's overlap "
+        "enrichment does: (bins of the state in the annotation / bins of the state) / (bins "
+        "in the annotation / all bins). E116 columns are Roadmap's 25-state ChromHMM of "
+        "GM12878. Files in annotation/: states.bed (BED9, one colour per state, for a "
+        "genome browser), states.enrichment.tsv, states.signal.tsv, the heatmaps and "
+        "states.json (the parameters)."
+    )
+    roles = element_states(result.enrichment)
+    sentences, weak = [], False
+    for element, bar in (("promoter", 10.0), ("enhancer", 3.0)):
+        if element not in roles.index:
+            continue
+        row = roles.loc[element]
+        text = (
+            f"{element.capitalize()}-like: {row.state} ({row['genome %']:.1f}% of the bins), "
+            f"{row.fold:.1f}x enriched for {row.annotation}"
+        )
+        if pd.notna(row["strongest member"]):
+            text += f" ({row['member fold']:.1f}x for {row['strongest member']})"
+        if element == "promoter" and "TSS" in result.enrichment.columns:
+            text += f", {result.enrichment.at[row.state, 'TSS']:.1f}x for the bin of a GENCODE TSS"
+        if not row.fold > bar:  # bars the README's annotation of the demo model clears
+            text += f"; below {bar:.0f}x, so only weakly {element}-like"
+            weak = True
+        sentences.append(text + ".")
+    if sentences:
+        report.paragraph(" ".join(sentences), note=weak)
+    report.table(
+        enrichment_summary(result.enrichment),
+        caption="Fold enrichment of each state (genome %: share of the bins in the state).",
+        float_format="{:.1f}",
+    )
+    paths = annotation.paths
+    report.figure(
+        paths["enrichment_png"],
+        "Fold enrichment of the states for every annotation, each column shaded from its "
+        "own minimum to its maximum (ChromHMM's overlap-enrichment heatmap).",
+    )
+    report.figure(
+        paths["locus_png"],
+        f"The states under the tracks at the active promoter {annotation.locus.region}: the "
+        "promoter track observed and imputed, E116's marks (imputed where the model held them "
+        "out), the genome-factor states and Roadmap's E116 ChromHMM coarsened to its state "
+        "families (red: promoter, orange: enhancer, green: transcribed, grey: Polycomb, "
+        "blue-grey: heterochromatin, white: quiescent), RefSeq genes at the bottom.",
+    )
+    report.figure(
+        paths["signal_png"],
+        "Mean imputed signal (arcsinh) of each state per cell type and assay, over the "
+        "fitted sample of bins.",
+    )
 
 
 def _report_pairwise(report, pairwise) -> None:
@@ -320,7 +487,12 @@ def _report_pairwise(report, pairwise) -> None:
 
 
 def _write_report(
-    result, out: Path, figures: list[tuple[Path, str]], seconds: float, quick: bool
+    result,
+    out: Path,
+    figures: list[tuple[Path, str]],
+    seconds: float,
+    quick: bool,
+    annotation: _Annotation | None = None,
 ) -> Path:
     from epitensor.report import Report
 
@@ -373,6 +545,8 @@ def _write_report(
     report.table(per_track[[c for c in summary.index if c in per_track.columns]])
     if result.pairwise is not None and not result.pairwise.empty:
         _report_pairwise(report, result.pairwise)
+    if annotation is not None:
+        _report_annotation(report, annotation)
     report.heading("Figures")
     for path, caption in figures:
         report.figure(path, caption)
@@ -398,7 +572,8 @@ def run_demo(
     -------
     pathlib.Path
         ``out/report.html``. Beside it: ``benchmark/`` (tables, metrics figures),
-        ``model/`` (the trained model), ``imputed/`` (held-out tracks as bigWig)
+        ``model/`` (the trained model), ``imputed/`` (held-out tracks as bigWig),
+        ``annotation/`` (``states.bed`` and its tables, heatmaps and locus figure)
         and the PNG figures.
     """
     from epitensor.benchmark import run_benchmark
@@ -427,7 +602,7 @@ def run_demo(
     _say(verbose, "demo: writing the held-out imputations to bigWig")
     model.impute(result.holdout, out / "imputed", overwrite=True, verbose=verbose)
     directory = pilot_annotations_dir()
-    figures = _track_figures(result, store, out, directory)
+    figures, promoter, promoter_track = _track_figures(result, store, out, directory)
     plot_training_curve(
         out / "training_curve.png", model.history_, "Training (stage 1)", model.holdout_mse_
     )
@@ -453,7 +628,8 @@ def run_demo(
         "(centres ± 250 bp of E116 ChromHMM enhancer states), as the paper's Fig. 3.",
     }
     figures += [(path, captions[name]) for name, path in maps.items()]
-    report = _write_report(result, out, figures, time.perf_counter() - started, quick)
+    annotation = _annotate_demo(model, store, promoter, promoter_track, out, directory, verbose)
+    report = _write_report(result, out, figures, time.perf_counter() - started, quick, annotation)
     _say(verbose, f"demo: report written to {report}")
     return report
 
