@@ -972,7 +972,12 @@ def tune(
         int, typer.Option("--trials", min=1, help="Completed trials the study should hold.")
     ] = 20,
     budget: Annotated[
-        float, typer.Option("--budget", min=0.01, help="Wall-clock minutes for this run.")
+        float,
+        typer.Option(
+            "--budget",
+            min=0.01,
+            help="Wall-clock minutes for this run; each trial's training stops at its share.",
+        ),
     ] = 30.0,
     holdout: Annotated[
         list[str] | None,
@@ -999,13 +1004,32 @@ def tune(
     positions: Annotated[
         int, typer.Option("--positions", min=1, help="Positions each trial trains on.")
     ] = 100_000,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Stage-1 epochs per trial.")] = 4,
+    epochs: Annotated[
+        int,
+        typer.Option(
+            "--epochs",
+            min=1,
+            help="Epochs of the grid's median configuration: sets every trial's compute "
+            "(bigger networks train fewer samples, smaller ones more).",
+        ),
+    ] = 4,
+    trial_budget: Annotated[
+        float | None,
+        typer.Option(
+            "--trial-budget",
+            min=1.0,
+            help="Multiply-adds each trial trains for (e.g. 1e12), instead of --epochs.",
+        ),
+    ] = None,
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Random search over the seven structural hyperparameters, scored on validation tracks.
 
-    Writes OUT/best_preset.json (for `epitensor train --preset`), trials.csv and
+    Every trial trains for the same compute (multiply-adds); with --budget, a
+    trial's training also stops at its share of the time left, so --trials
+    trials fit in --budget minutes. Writes OUT/best_preset.json (for `epitensor
+    train --preset`), trials.csv (epochs trained, seconds, guard stops) and
     importance.png; the study is kept in OUT/study.db, so rerunning continues it.
 
     Example: epitensor tune roadmap-pilot --trials 20 --budget 30 --out tune
@@ -1026,6 +1050,7 @@ def tune(
         seed=seed,
         n_threads=threads,
         verbose=not quiet,
+        trial_budget=trial_budget,
     )
     done = int((result.trials.state == "COMPLETE").sum())
     typer.echo(f"best of {done} trials: validation MSE {result.best_value:.4f}")

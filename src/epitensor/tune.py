@@ -16,14 +16,39 @@ does the same on any store, with Optuna:
    base preset's other settings (no weight averaging, no early stopping) on
    the other training tracks, over a subset of positions (``positions``, as
    evenly spaced 500-kb windows, copied with those tracks only into a scratch
-   store), for ``n_epochs`` epochs, then scores the MSE (arcsinh) of its
-   imputation of the validation tracks over those positions. The defaults (100,000
-   positions, 4 epochs) are sized so that 20 trials of the default grid fit
-   in about 30 minutes on 2 CPU cores.
-4. The study lives in ``DIR/study.db`` (SQLite): rerunning continues it,
+   store), then scores the MSE (arcsinh) of its imputation of the validation
+   tracks over those positions.
+4. **Equal compute per trial.** A trial trains for as many samples as fit in
+   one multiply-add budget (``trial_budget``), at the cost per sample of its
+   network (:func:`sample_cost`: three times the multiply-adds of the forward
+   pass, plus :data:`SAMPLE_OVERHEAD` for the per-sample work that does not
+   grow with the network), never more than the base preset's full schedule of
+   epochs (:func:`trial_allowance`); scoring is outside the budget (every trial
+   is scored on the same positions and tracks). By default the budget is ``n_epochs``
+   epochs of the search space's median configuration by cost (the paper grid's
+   median gets 4 epochs; its biggest point, 3 x 2048, about a quarter of one,
+   its smallest about 7); the allowance may end inside an epoch. Why this
+   rule: the paper grid's networks differ 1,000-fold in multiply-adds per
+   sample, so a fixed number of epochs let a few draws of 2 x 2048 or 3 x 2048
+   take most of a study's time (387-489 s a trial against about 30 s for a
+   small one); an equal budget makes each trial's time about the same
+   whatever the grid draws, so ``n_trials`` can be planned for, and compares
+   configurations at what each achieves for the same compute. It is
+   deterministic: a trial's allowance depends only on its values and the
+   protocol, not on the machine or its load, and is kept in the study.
+5. **Time guard.** With a ``budget_minutes``, each trial may use the time
+   left divided by the trials left (counting itself). Before training it
+   times the scoring of a few positions and projects the whole scoring; the
+   training stops early (after the batch running) once the time used plus
+   that projection reaches its share. A trial the guard stopped is still
+   scored and kept, with ``guard_stopped`` set in ``trials.csv``, so a loaded
+   machine shortens big trials instead of dropping the last ones; on an idle
+   machine the allowance ends first. The run also stops starting trials once
+   ``budget_minutes`` have passed; rerunning continues the study.
+6. The study lives in ``DIR/study.db`` (SQLite): rerunning continues it,
    with the random sampler reseeded by the number of trials already run so a
    resumed study draws new configurations rather than replaying old ones.
-5. Outputs in ``DIR``: ``best_preset.json`` (the base preset with the best
+7. Outputs in ``DIR``: ``best_preset.json`` (the base preset with the best
    trial's seven values: a JSON object of :class:`~epitensor.avocado.Avocado`
    constructor parameters that ``Avocado.from_preset`` and
    ``epitensor train --preset`` accept), ``trials.csv`` / ``trials.md``,
@@ -33,11 +58,13 @@ does the same on any store, with Optuna:
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +79,11 @@ __all__ = [
     "TuneResult",
     "choose_validation",
     "plot_importance",
+    "network_multiply_adds",
     "read_space",
+    "sample_cost",
+    "trial_allowance",
+    "trial_budget_of",
     "tune",
     "tuning_regions",
 ]
@@ -81,6 +112,39 @@ VALIDATION_FRACTION = 0.2
 WINDOW = 20_000
 """Positions of one tuning window (500 kb at 25 bp, the size of a pilot region)."""
 
+STRUCTURAL = (
+    "n_celltype_factors",
+    "n_assay_factors",
+    "n_25bp_factors",
+    "n_250bp_factors",
+    "n_5kbp_factors",
+    "n_layers",
+    "n_nodes",
+)
+"""The seven structural hyperparameters (the first five are the network's inputs)."""
+
+TRAIN_PASSES = 3
+"""Multiply-adds of a training step per multiply-add of the forward pass.
+
+The forward pass, then the gradients of the activations and of the weights,
+each one product of the same sizes.
+"""
+
+SAMPLE_OVERHEAD = 1_000_000
+"""Multiply-add equivalents of the per-sample training work that does not grow with the network.
+
+Drawing the sample, gathering its embeddings and the sparse Adam update of
+its genome rows. Measured by ``benchmarks/tune_cost.py`` on 2 cores (AVX-512
+BF16, 1-minute load average about 2): seconds per sample fit
+``3.3e-12 * (3 * multiply-adds + 1.1 million)``, from 2.2 us a sample for
+1 x 128 (7,040 multiply-adds) to 98 us for 3 x 2048 (9.5 million); the fit is
+within 1% for the big networks, where the budget matters most, and within 2x
+for the smallest, whose trials are short anyway.
+"""
+
+MAX_ENUMERATED = 200_000
+"""Grids with more points than this get their median cost from a seeded sample of them."""
+
 STUDY_NAME = "epitensor-tune"
 STUDY_FILE = "study.db"
 
@@ -98,12 +162,17 @@ class TuneResult:
     preset : dict
         The full preset written to ``best_preset.json``.
     trials : pandas.DataFrame
-        One row per trial: ``number, state, validation_mse, seconds`` and the values.
+        One row per trial: ``number, state, validation_mse, seconds``, ``epochs``
+        and ``samples`` trained, ``allowance`` (samples the budget pays for),
+        ``guard_stopped`` (the time guard ended its training first),
+        ``train_seconds``, ``score_seconds``, then the values.
     importance : pandas.Series or None
         Importance of each hyperparameter (sums to 1), or None with too few trials.
     holdout, validation : list of (str, str)
         The user's held-out tracks, and the validation tracks scored.
     out_dir : pathlib.Path
+    trial_budget : float or None
+        Multiply-add equivalents each trial trains for (:func:`sample_cost`).
     """
 
     best_params: dict
@@ -114,6 +183,7 @@ class TuneResult:
     holdout: list
     validation: list
     out_dir: Path
+    trial_budget: float | None = None
 
 
 def _optuna():
@@ -151,6 +221,108 @@ def read_space(path: str | os.PathLike) -> dict[str, list]:
             f'of values, e.g. {{"n_nodes": [256, 512]}}'
         )
     return space
+
+
+# equal compute per trial -------------------------------------------------------------
+
+
+def network_multiply_adds(params: Mapping) -> int:
+    """Multiply-adds of one forward pass of the network for one sample.
+
+    Parameters
+    ----------
+    params : mapping
+        At least the seven :data:`STRUCTURAL` hyperparameters.
+
+    Returns
+    -------
+    int
+        ``d * n + (layers - 1) * n**2 + n`` for ``d`` inputs (the five factor
+        counts), ``layers`` hidden layers of ``n`` nodes and one output.
+    """
+    inputs = sum(int(params[name]) for name in STRUCTURAL[:5])
+    nodes, layers = int(params["n_nodes"]), int(params["n_layers"])
+    return inputs * nodes + (layers - 1) * nodes * nodes + nodes
+
+
+def sample_cost(params: Mapping) -> float:
+    """Multiply-add equivalents of training on one sample.
+
+    Parameters
+    ----------
+    params : mapping
+        At least the seven :data:`STRUCTURAL` hyperparameters.
+
+    Returns
+    -------
+    float
+        ``TRAIN_PASSES * network_multiply_adds(params) + SAMPLE_OVERHEAD``.
+    """
+    return float(TRAIN_PASSES * network_multiply_adds(params) + SAMPLE_OVERHEAD)
+
+
+def _median_sample_cost(space: Mapping[str, Sequence], base: Mapping) -> float:
+    """Median of :func:`sample_cost` over the points of the grid ``space`` spans."""
+    names = [name for name in STRUCTURAL if name in space]
+    choices = [list(space[name]) for name in names]
+    if math.prod(len(c) for c in choices) <= MAX_ENUMERATED:
+        points = itertools.product(*choices)
+    else:  # a huge grid: the median of a seeded sample of its points
+        rng = np.random.default_rng(0)
+        picks = [rng.integers(0, len(c), MAX_ENUMERATED) for c in choices]
+        points = zip(*(np.asarray(c, dtype=object)[p] for c, p in zip(choices, picks)))
+    costs = [sample_cost({**base, **dict(zip(names, point))}) for point in points]
+    return float(np.median(costs))
+
+
+def trial_budget_of(
+    space: Mapping[str, Sequence], base: Mapping, samples_per_epoch: int, n_epochs: int
+) -> int:
+    """The multiply-add budget of each trial: ``n_epochs`` epochs of the median configuration.
+
+    Parameters
+    ----------
+    space : mapping
+        Hyperparameter name to its values (the search grid).
+    base : mapping
+        Values of the structural hyperparameters the space leaves out (the base preset's).
+    samples_per_epoch : int
+        Samples of one epoch (tuning positions times tracks per position).
+    n_epochs : int
+        Epochs the median configuration by :func:`sample_cost` gets.
+
+    Returns
+    -------
+    int
+        Multiply-add equivalents per trial.
+    """
+    return int(round(n_epochs * samples_per_epoch * _median_sample_cost(space, base)))
+
+
+def trial_allowance(
+    params: Mapping, trial_budget: float, samples_per_epoch: int, max_epochs: int
+) -> int:
+    """Samples a trial trains: as many as ``trial_budget`` pays for, at most ``max_epochs`` epochs.
+
+    Parameters
+    ----------
+    params : mapping
+        The trial's hyperparameters (at least the seven :data:`STRUCTURAL` ones).
+    trial_budget : float
+        Multiply-add equivalents per trial (:func:`trial_budget_of`).
+    samples_per_epoch : int
+        Samples of one epoch of this trial.
+    max_epochs : int
+        Cap in epochs (the base preset's full schedule: a trial never trains
+        longer than the model it chooses for).
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    samples = int(trial_budget // sample_cost(params))
+    return max(1, min(samples, int(max_epochs) * int(samples_per_epoch)))
 
 
 # splits and positions -----------------------------------------------------------------
@@ -261,25 +433,203 @@ def _trial_store(view: Store, tracks: Sequence[Track], path: Path) -> Store:
     return Store.open(path)
 
 
-def _objective(train_store, view, validation, space, base, n_epochs, seed, n_threads):
+PROBE_POSITIONS = 2048
+"""Positions whose scoring the time guard times to project a trial's scoring time (2% of 100,000)."""
+
+
+@dataclass(frozen=True)
+class _Trials:
+    """What every trial of one run shares."""
+
+    train_store: Store
+    view: Store
+    validation: list
+    space: dict
+    base: dict
+    seed: int
+    n_threads: int | None
+    trial_budget: float
+    max_epochs: int
+    n_trials: int
+    deadline: float | None  # time.perf_counter() at which the run's budget ends
+
+
+class _AllowanceSampler:
+    """An epoch sampler's batches, ending at ``allowance`` samples or at time ``stop_at``.
+
+    Parameters
+    ----------
+    sampler : EpochSampler
+    allowance : int
+        Samples to train in all, over the epochs (the last batch is cut to fit).
+    stop_at : float, optional
+        ``time.perf_counter()`` after which no batch starts (the time guard).
+        Default None: no guard.
+    """
+
+    def __init__(self, sampler, allowance: int, stop_at: float | None = None) -> None:
+        self.sampler = sampler
+        self.allowance = int(allowance)
+        self.stop_at = stop_at
+        self.samples = 0
+        self.guard_stopped = False
+
+    def n_batches(self) -> int:
+        """Batches of a whole epoch (for the progress bar)."""
+        return self.sampler.n_batches()
+
+    def batches(self, epoch: int) -> Iterator:
+        """The epoch's batches up to the allowance or the guard; none once either ended."""
+        if self.samples >= self.allowance or self.guard_stopped:
+            return
+        batches = self.sampler.batches(epoch)
+        try:
+            for batch in batches:
+                if self.stop_at is not None and time.perf_counter() >= self.stop_at:
+                    self.guard_stopped = True
+                    return
+                left = self.allowance - self.samples
+                if len(batch.values) > left:
+                    batch = _head(batch, left)
+                self.samples += len(batch.values)
+                yield batch
+                if self.samples >= self.allowance:
+                    return
+        finally:
+            batches.close()  # ends the sampler's prefetching thread mid-epoch
+
+
+def _head(batch, n: int):
+    """The first ``n`` samples of a batch."""
+    from epitensor.sampling import Batch
+
+    base = None if batch.baseline is None else batch.baseline[:n]
+    return Batch(
+        batch.axis,
+        batch.celltypes[:n],
+        batch.assays[:n],
+        batch.positions[:n],
+        batch.values[:n],
+        base,
+    )
+
+
+def _train_trial(model, store: Store, allowance: int, stop_at: float | None) -> dict:
+    """Stage 1 of a model built by ``fit`` with ``n_epochs=0``, for ``allowance`` samples.
+
+    The same loop, sampler, seeds and optimisers as
+    :func:`~epitensor.training.fit_stage1` (an allowance of whole epochs trains
+    exactly what ``Avocado(n_epochs=k).fit`` does), with the sampler ending at
+    the allowance or at the time guard.
+
+    Returns
+    -------
+    dict
+        ``samples`` trained, ``epochs`` (those over one epoch's samples) and ``guard_stopped``.
+    """
+    from epitensor._utils import resolve_device
+    from epitensor.training import (
+        AxisSource,
+        EpochSampler,
+        TrackSet,
+        TrainingPlan,
+        freeze,
+        run_training,
+        torch_threads,
+    )
+
+    module = model.module_
+    axis = store.axes[0]
+    tracks = TrackSet.build(store, model.training_tracks_, model.celltypes_, model.assays_)
+    first = model.train_config(1)
+    inner = EpochSampler.from_config(
+        {axis: AxisSource(store, axis, tracks.rows)}, tracks, first, module.average == "residual"
+    )
+    per_epoch = inner.n_samples
+    config = model.train_config(math.ceil(allowance / per_epoch))
+    sampler = _AllowanceSampler(inner, allowance, stop_at)
+    device = resolve_device(config.device)
+    freeze(module, ["celltype", "assay", "network", f"genome:{axis}"])
+    module.to(device)
+    plan = TrainingPlan(module, config, device)
+    try:
+        with torch_threads(config.n_threads):
+            run_training(module, plan, sampler, config, "tune", desc="trial")
+    finally:
+        plan.close()
+        module.requires_grad_(True)
+        module.cpu()
+    return {
+        "samples": sampler.samples,
+        "epochs": sampler.samples / per_epoch,
+        "guard_stopped": sampler.guard_stopped,
+    }
+
+
+def _scoring_seconds(model, view: Store, validation: Sequence[Track]) -> float:
+    """Projected seconds of :func:`_validation_mse`, from timing its first positions.
+
+    A short untimed call first pays the one-off set-up of a process's first
+    prediction. The timed probe is large enough that the big networks, whose
+    scoring takes longest, project within a few percent; on a loaded machine a
+    small network's projection runs high (each of its small operations can wait
+    a time slice for a preempted thread), which only matters where the share is
+    tight, and there the scoring is long enough to project well.
+    """
+    from epitensor.training import torch_threads
+
+    n = view.axis_length(view.axes[0])
+    probe = min(PROBE_POSITIONS, n)
+    with torch_threads(model.n_threads):
+        model.predict_tracks(list(validation), start=0, end=min(256, n))
+        started = time.perf_counter()
+        model.predict_tracks(list(validation), start=0, end=probe)
+        return (time.perf_counter() - started) * n / probe
+
+
+def _samples_per_epoch(model, store: Store) -> int:
+    """Samples of one epoch: positions times the tracks drawn at each (as the sampler's)."""
+    k = min(int(model.tracks_per_position), len(model.training_tracks_))
+    return k * store.axis_length(store.axes[0])
+
+
+def _objective(setup: _Trials):
     from epitensor.avocado import Avocado
 
     def objective(trial) -> float:
-        values = {name: trial.suggest_categorical(name, list(c)) for name, c in space.items()}
+        started = time.perf_counter()
+        values = {name: trial.suggest_categorical(name, list(c)) for name, c in setup.space.items()}
         params = {
-            **base,
+            **setup.base,
             **values,
-            "n_epochs": n_epochs,
+            "n_epochs": 0,  # fit builds the model; _train_trial trains it
             "swa_start": None,
             "early_stopping": None,
             "verbose": False,
-            "seed": seed,
-            "n_threads": n_threads,
+            "seed": setup.seed,
+            "n_threads": setup.n_threads,
         }
-        started = time.perf_counter()
-        model = Avocado(**params).fit(train_store)
-        score = _validation_mse(model, view, validation)
-        trial.set_user_attr("seconds", time.perf_counter() - started)
+        model = Avocado(**params).fit(setup.train_store)
+        per_epoch = _samples_per_epoch(model, setup.train_store)
+        allowance = trial_allowance(params, setup.trial_budget, per_epoch, setup.max_epochs)
+        stop_at = None
+        if setup.deadline is not None:
+            done = len(_completed(trial.study, _optuna()))
+            share = (setup.deadline - started) / max(setup.n_trials - done, 1)
+            stop_at = started + share - _scoring_seconds(model, setup.view, setup.validation)
+        trained = _train_trial(model, setup.train_store, allowance, stop_at)
+        training = time.perf_counter() - started
+        score = _validation_mse(model, setup.view, setup.validation)
+        seconds = time.perf_counter() - started
+        for key, value in {
+            **trained,
+            "allowance": allowance,
+            "sample_cost": sample_cost(params),
+            "seconds": seconds,
+            "train_seconds": training,
+            "score_seconds": seconds - training,
+        }.items():
+            trial.set_user_attr(key, value)
         return score
 
     return objective
@@ -322,6 +672,7 @@ def tune(
     seed: int = 0,
     n_threads: int | None = None,
     verbose: bool = True,
+    trial_budget: float | None = None,
 ) -> TuneResult:
     """Random search over the structural hyperparameters; write the best as a preset.
 
@@ -337,8 +688,9 @@ def tune(
         Completed trials the study should hold in all; a rerun runs only the
         missing ones. Default 20.
     budget_minutes : float or None
-        Wall-clock limit of this run; the running trial finishes. Default 30.
-        None: no limit.
+        Wall-clock limit of this run: each trial's share of it is guarded (see
+        the module docstring) and no trial starts after it. Default 30. None:
+        no limit and no guard.
     holdout : sequence of (str, str) or "CELL:ASSAY"
         The tracks to be reported later, kept out of the search. Default none.
     space : mapping or path-like, optional
@@ -350,13 +702,19 @@ def tune(
     positions : int
         Positions each trial trains and is scored on. Default 100,000.
     n_epochs : int
-        Stage-1 epochs of each trial. Default 4.
+        Epochs of the space's median configuration by cost: sets the
+        multiply-add budget of every trial (each trains the samples it pays
+        for). Default 4.
     seed : int
         Seed of the validation draw, the sampler and each trial's model. Default 0.
     n_threads : int, optional
         CPU threads of each trial. Default None: torch's choice.
     verbose : bool
         One line per trial on stderr. Default True.
+    trial_budget : float, optional
+        Multiply-add equivalents per trial (:func:`sample_cost` per sample),
+        e.g. ``1e12``. Default None: ``n_epochs`` epochs of the median
+        configuration (:func:`trial_budget_of`).
 
     Returns
     -------
@@ -366,11 +724,12 @@ def tune(
     from epitensor.benchmark import resolve_split
     from epitensor.training import stage1_store
 
+    started = time.perf_counter()
     optuna = _optuna()
     if isinstance(space, str | os.PathLike):
         space = read_space(space)
     space = dict(PAPER_GRID if space is None else space)
-    _check_tune_args(space, n_trials, budget_minutes, positions, n_epochs, preset)
+    _check_tune_args(space, n_trials, budget_minutes, positions, n_epochs, preset, trial_budget)
     store = open_store(store)
     holdout = [_track(t) for t in holdout]
     if holdout:
@@ -380,6 +739,13 @@ def tune(
     validation = choose_validation(train, seed=seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    view = stage1_store(store, tuning_regions(store, positions))
+    base = {k: v for k, v in PRESETS[preset].items() if k not in space}
+    if trial_budget is None:
+        n_trial_tracks = len(train) - len(validation)
+        per_epoch = min(PRESETS[preset].tracks_per_position, n_trial_tracks)
+        per_epoch *= view.axis_length(view.axes[0])
+        trial_budget = trial_budget_of(space, PRESETS[preset], per_epoch, n_epochs)
     protocol = {
         "store": str(store.url),
         "preset": preset,
@@ -387,27 +753,37 @@ def tune(
         "n_epochs": n_epochs,
         "seed": seed,
         "space": {k: list(v) for k, v in space.items()},
+        "trial_budget": float(trial_budget),
+        "sample_overhead": SAMPLE_OVERHEAD,
+        "max_epochs": max(PRESETS[preset].n_epochs, n_epochs),
     }
     # one line per trial comes from _report; Optuna's own INFO lines would repeat it
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _open_study(optuna, out_dir, holdout, validation, protocol, seed)
     validation = [tuple(t) for t in study.user_attrs["validation"]]
-    base = {k: v for k, v in PRESETS[preset].items() if k not in space}
     done = len(_completed(study, optuna))
+    deadline = None if budget_minutes is None else started + budget_minutes * 60
     if done < n_trials:
-        view = stage1_store(store, tuning_regions(store, positions))
         trial_tracks = [t for t in train if t not in set(validation)]
         with tempfile.TemporaryDirectory(prefix="epitensor-tune-") as scratch:
             train_store = _trial_store(view, trial_tracks, Path(scratch) / "trials.zarr")
-            objective = _objective(
-                train_store, view, validation, space, base, n_epochs, seed, n_threads
+            setup = _Trials(
+                train_store=train_store,
+                view=view,
+                validation=validation,
+                space=space,
+                base=base,
+                seed=seed,
+                n_threads=n_threads,
+                trial_budget=float(trial_budget),
+                max_epochs=protocol["max_epochs"],
+                n_trials=n_trials,
+                deadline=deadline,
             )
-            study.optimize(
-                objective,
-                n_trials=n_trials - done,
-                timeout=None if budget_minutes is None else budget_minutes * 60,
-                callbacks=[_report] if verbose else None,
-            )
+            callbacks = [_report] if verbose else []
+            if deadline is not None:
+                callbacks.append(_stop_after(deadline))
+            study.optimize(_objective(setup), n_trials=n_trials - done, callbacks=callbacks)
     if not _completed(study, optuna):
         raise EpitensorError(f"no trial of the study in {out_dir} finished; see the errors above")
     best = study.best_trial
@@ -422,6 +798,7 @@ def tune(
         holdout=holdout,
         validation=validation,
         out_dir=out_dir,
+        trial_budget=float(trial_budget),
     )
     _write(result, protocol)
     return result
@@ -437,7 +814,9 @@ def _track(track) -> Track:
     return str(celltype), str(assay)
 
 
-def _check_tune_args(space, n_trials, budget_minutes, positions, n_epochs, preset) -> None:
+def _check_tune_args(
+    space, n_trials, budget_minutes, positions, n_epochs, preset, trial_budget
+) -> None:
     from epitensor.avocado import PRESETS, Avocado
 
     if preset not in PRESETS:
@@ -453,19 +832,62 @@ def _check_tune_args(space, n_trials, budget_minutes, positions, n_epochs, prese
             raise EpitensorError(f"{name} must be a positive integer; got {name}={value!r}")
     if budget_minutes is not None and budget_minutes <= 0:
         raise EpitensorError(f"budget must be positive minutes; got budget={budget_minutes!r}")
+    if trial_budget is not None and not (
+        isinstance(trial_budget, int | float) and trial_budget > 0
+    ):
+        raise EpitensorError(
+            f"trial_budget must be a positive number of multiply-adds; got {trial_budget!r}"
+        )
+    sizes = {
+        name: [v for v in space[name] if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+        for name in STRUCTURAL
+        if name in space
+    }
+    bad = {name: values for name, values in sizes.items() if values}
+    if bad:
+        raise EpitensorError(f"the search space gives sizes that are not positive integers: {bad}")
 
 
 def _completed(study, optuna) -> list:
     return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
 
 
+def _stop_after(deadline: float):
+    """An Optuna callback: no trial starts once ``time.perf_counter()`` passed ``deadline``.
+
+    Unlike ``optimize(timeout=...)`` the first trial of a run always starts,
+    whatever the preparation took.
+    """
+
+    def stop(study, trial) -> None:
+        if time.perf_counter() >= deadline:
+            study.stop()
+
+    return stop
+
+
 def _report(study, trial) -> None:
     from epitensor.training import progress_write
 
     values = ", ".join(f"{k}={v}" for k, v in trial.params.items())
-    seconds = trial.user_attrs.get("seconds", float("nan"))
+    attrs = trial.user_attrs
     score = "failed" if trial.value is None else f"validation MSE {trial.value:.4f}"
-    progress_write(f"trial {trial.number}: {score} in {seconds:.0f} s ({values})")
+    trained = f"{attrs.get('epochs', float('nan')):.2f} epochs"
+    if attrs.get("guard_stopped"):
+        trained += ", stopped by the time guard"
+    seconds = attrs.get("seconds", float("nan"))
+    progress_write(f"trial {trial.number}: {score} in {seconds:.0f} s ({trained}; {values})")
+
+
+_TRIAL_COLUMNS = (
+    "seconds",
+    "epochs",
+    "samples",
+    "allowance",
+    "guard_stopped",
+    "train_seconds",
+    "score_seconds",
+)
 
 
 def _trials_table(study) -> pd.DataFrame:
@@ -476,7 +898,7 @@ def _trials_table(study) -> pd.DataFrame:
                 "number": trial.number,
                 "state": trial.state.name,
                 "validation_mse": trial.value,
-                "seconds": trial.user_attrs.get("seconds"),
+                **{key: trial.user_attrs.get(key) for key in _TRIAL_COLUMNS},
                 **trial.params,
             }
         )
