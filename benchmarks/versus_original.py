@@ -4,13 +4,14 @@ Both sides train the paper's model (cell type 32, assay 256, genome 25 / 40 / 45
 factors, 2 x 2048 ReLU layers, batch 40,000, Adam lr 0.001) on the same data:
 the 25 tracks x 1,126,469 positions of the bundled pilot store (5 cell types,
 5 assays). The original trains through its own ``Avocado.fit`` (Keras
-``fit_generator``, its sequential sampler); its ``pickle_safe=`` keyword, gone
-from Keras 2, is dropped by a wrapper around ``Model.fit_generator`` in the
-child process (the package itself is not edited). epitensor trains through
-``Avocado.fit`` (stage 1: block-shuffled sampler, ``TrainingPlan``,
+``fit_generator``, its sequential sampler); its ``pickle_safe=`` keyword, which
+Keras 2 no longer takes, is dropped by a wrapper around ``Model.fit_generator``
+in the child process (the package itself is not edited). epitensor trains
+through ``Avocado.fit`` (stage 1: block-shuffled sampler, ``TrainingPlan``,
 ``run_training``), once in fp32 and once with ``precision="auto"`` (the paper
 preset's: bf16 autocast where the CPU has native bf16, else fp32, so the second
-row repeats the first there and is left out).
+row would repeat the first and is left out there). Its child sets
+``OMP_WAIT_POLICY=PASSIVE`` before torch loads, as the ``epitensor`` command does.
 
 Each side runs in its own child process, one after the other. The first
 ``--warmup`` optimiser steps are not timed; samples/s is the batch size times
@@ -20,23 +21,24 @@ shared machine they move less than the wall time.
 
 ``--isa avx2`` emulates an AVX2-only CPU on an AVX-512 one: both children run
 with ``ONEDNN_MAX_CPU_ISA=AVX2`` (oneDNN, used by TensorFlow and by torch),
-``MKL_ENABLE_INSTRUCTIONS=AVX2`` (MKL, torch's fp32 BLAS) and
+``MKL_ENABLE_INSTRUCTIONS=AVX2`` (MKL, torch's default fp32 BLAS) and
 ``ATEN_CPU_CAPABILITY=avx2`` (torch's own kernels), and epitensor's
 ``precision="auto"`` row is fp32, as on a CPU without native bf16. The ISA
-each library reports is printed before the table (oneDNN's from
+each library reports is printed before the table: oneDNN's from
 ``ONEDNN_VERBOSE``, torch's from ``torch.backends.cpu.get_cpu_capability``,
-MKL's branch from its service functions: on AMD CPUs MKL takes its own AMD
-code path whatever the cap says). It is an emulation: the cores, caches,
-memory and clocks stay those of this machine.
+and MKL's branch from its service functions (on an AMD CPU MKL takes its AMD
+code path, AVX2 kernels, whatever ``MKL_ENABLE_INSTRUCTIONS`` says). It is an
+emulation: the cores, caches, memory and clocks stay this machine's.
 
 ``--gemm`` instead times the matrix products of one paper-size training step
 (the 2048 x 2048 layer's forward, input-gradient and weight-gradient products,
-and the 110-input first layer's) with each library that could run them: torch's
-default (MKL), torch through oneDNN (epitensor's fp32 CPU path), torch bf16
-(where native), numpy (OpenBLAS) and TensorFlow (oneDNN, in the original's
-environment), rounds interleaved, median GFLOP/s. Each timing is the wall time
-with ``--threads`` threads; ``per core`` is one thread's CPU time, which a busy
-machine disturbs much less.
+and the 110-input first layer's), each computed as the training step computes
+it, with every library that could run them: torch's default (MKL), torch
+through oneDNN (:func:`epitensor.model.onednn_linear`), torch bf16 (where
+native), numpy (OpenBLAS) and TensorFlow (oneDNN, in the original's
+environment). Rounds are interleaved; the table gives the median GFLOP/s with
+``--threads`` threads (wall time) and with one thread (its process CPU time,
+which a busy machine disturbs much less). About 2 minutes.
 
 The original needs its own environment (TensorFlow 2.15 and torch do not share
 one)::
@@ -51,7 +53,7 @@ Usage::
     python benchmarks/versus_original.py --gemm --original-python ... [--isa avx2]
 
 (or set ``AVOCADO_PYTHON`` instead of ``--original-python``). A default run
-takes about 3 minutes on an idle 2-core machine.
+takes about a minute on an idle 2-core AVX-512 machine, about 2 with ``--isa avx2``.
 """
 
 from __future__ import annotations
@@ -149,6 +151,9 @@ def original_child(args) -> None:
 
 def epitensor_child(args) -> None:
     """Train epitensor's stage 1 for ``warmup + steps`` batches; print one JSON line."""
+    from epitensor._utils import passive_openmp_wait
+
+    passive_openmp_wait()  # as the `epitensor` command does, before torch loads
     import torch
 
     from epitensor.avocado import Avocado
@@ -177,6 +182,7 @@ def epitensor_child(args) -> None:
         pass
     result = _rates(marks, args.batch, args.warmup)
     result.update(side="epitensor", asked=args.precision, **seen,
+                  omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "default"),
                   versions=f"torch {torch.__version__}")  # fmt: skip
     print(json.dumps(result), flush=True)
 
@@ -402,7 +408,9 @@ def run_training_sides(args, env: dict) -> None:
     base = next((r["samples_per_s"] for r in rows if r["side"] == "original"), None)
     print(f"\nPaper-size training, batch {args.batch:,}, {args.threads} threads, "
           f"{args.warmup} warm-up + {args.steps} timed steps; ISA: {args.isa}"
-          f"{' (emulated: oneDNN, MKL and torch capped to AVX2)' if args.isa == 'avx2' else ''}\n")  # fmt: skip
+          f"{' (emulated: oneDNN, MKL and torch capped to AVX2)' if args.isa == 'avx2' else ''}"
+          f"; epitensor with OMP_WAIT_POLICY="
+          f"{next((r['omp_wait_policy'] for r in rows if 'omp_wait_policy' in r), '-')}\n")  # fmt: skip
     print("| side | precision | CPU GEMM | samples/s | CPU s / 1,000 samples | x original | "
           "peak RSS GB |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
@@ -411,7 +419,7 @@ def run_training_sides(args, env: dict) -> None:
         gemm = "oneDNN (TensorFlow)" if r["side"] == "original" else r.get("gemm", "default")
         print(f"| {r['side']} | {r['precision']} | {gemm} | {r['samples_per_s']:,} | "
               f"{r['cpu_s_per_1k']} | {ratio} | {r['peak_rss_gb']} |")  # fmt: skip
-    print("\n" + "; ".join(r["versions"] for r in rows))
+    print("\n" + "; ".join(dict.fromkeys(r["versions"] for r in rows)))
 
 
 def main() -> None:

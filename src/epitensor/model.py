@@ -60,10 +60,11 @@ def onednn_available() -> bool:
 
 
 def _plain(t: torch.Tensor) -> torch.Tensor:
-    """``t`` if row-major or a transposed row-major matrix (layouts oneDNN takes), else a copy.
+    """``t`` if row-major or a transposed row-major matrix, else a row-major copy.
 
     oneDNN falls back to a reference kernel, hundreds of times slower, for other
-    strides, such as a column slice of the first layer's weight.
+    strides, such as a column slice of the first layer's weight; a transposed
+    weight it takes as it is, a transposed input it copies.
     """
     return t if t.is_contiguous() or t.T.is_contiguous() else t.contiguous()
 
@@ -98,12 +99,13 @@ class _OneDnnLinear(torch.autograd.Function):
         if ctx.relu:
             grad = torch.ops.aten.threshold_backward(grad, y, 0)
         need = ctx.needs_input_grad
-        grad_x = _onednn(grad, weight.T) if need[0] else None
         grad_w = None
         if need[1]:
-            # a transposed row-major matrix is a layout oneDNN takes as it is; for a
-            # narrow input (the 110 genome factors) MKL's product was the faster one
+            # oneDNN copies grad.T to row-major first (a batch x outputs copy, freed
+            # before grad_x is made: hence this order); for a narrow input (the 110
+            # genome factors) MKL's product, which takes the transpose as it is, was faster
             grad_w = _onednn(grad.T, x.T) if x.shape[1] >= 512 else grad.T @ x
+        grad_x = _onednn(grad, weight.T) if need[0] else None
         grad_b = grad.sum(0) if ctx.has_bias and need[2] else None
         grad_add = grad if need[3] else None
         return grad_x, grad_w, grad_b, grad_add, None
