@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from epitensor._utils import EpitensorError
-from epitensor.model import AvocadoModule, GenomeFactors
+from epitensor.model import AvocadoModule, GenomeFactors, onednn_available, onednn_linear
 from epitensor.training import (
     AxisSource,
     EpochSampler,
@@ -25,6 +25,7 @@ from epitensor.training import (
     fit_genome_axis,
     freeze,
     module_kwargs_of,
+    resolve_cpu_gemm,
     validation_positions,
 )
 
@@ -484,3 +485,88 @@ def test_cli_train_stops_at_a_non_finite_loss(small_pilot_store, tmp_path):
     assert "stage 1: the training loss is " in result.output and " at epoch " in result.output
     assert "epitensor info" in result.output
     assert not out.exists()
+
+
+# the oneDNN fp32 CPU path ----------------------------------------------------------------------
+
+needs_onednn = pytest.mark.skipif(not onednn_available(), reason="torch built without oneDNN")
+
+
+@needs_onednn
+@pytest.mark.parametrize("relu", [False, True])
+def test_onednn_linear_matches_torch_with_its_gradients(relu):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 130, generator=g, requires_grad=True)
+    full = torch.randn(64, 530, generator=g)
+    weight = full[:, 400:].detach().requires_grad_(True)  # a column slice, like the first layer's
+    bias = torch.randn(64, generator=g, requires_grad=True)
+    add = torch.randn(300, 64, generator=g, requires_grad=True)
+    out = onednn_linear(x, weight, bias, add, relu=relu)
+    ref = torch.nn.functional.linear(x, weight, bias) + add
+    ref = torch.relu(ref) if relu else ref
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    if relu:
+        assert (out == 0).float().mean() > 0.3  # the ReLU cut something
+    upstream = torch.randn(300, 64, generator=g)
+    got = torch.autograd.grad(out, (x, weight, bias, add), upstream)
+    want = torch.autograd.grad(ref, (x, weight, bias, add), upstream)
+    for name, a, b in zip(("x", "weight", "bias", "add"), got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4, msg=name)
+
+
+@needs_onednn
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_onednn_training_takes_the_same_steps(monkeypatch, dropout):
+    """Same seed, same batches: the oneDNN forward/backward and torch's default train alike.
+
+    600 nodes, so the backward's weight gradient of the hidden layer runs in oneDNN
+    too (it does from 512 inputs on); dropout draws the same masks on both paths.
+    """
+    modules, plans = {}, {}
+    for gemm in ("default", "onednn"):
+        monkeypatch.setenv("EPITENSOR_CPU_GEMM", gemm)
+        modules[gemm] = _module(n_nodes=600, dropout=dropout)
+        config = TrainConfig(n_epochs=1, batch_size=256, lr=0.003, precision="fp32")
+        plans[gemm] = TrainingPlan(modules[gemm], config, torch.device("cpu"))
+        assert plans[gemm].gemm == gemm
+    losses = {gemm: [] for gemm in plans}
+    for step in range(6):
+        batch = _batch(torch.randint(0, 450, (256,), generator=torch.Generator().manual_seed(step)))
+        for gemm, plan in plans.items():
+            torch.manual_seed(step)
+            losses[gemm].append(plan.step(batch))
+    np.testing.assert_allclose(losses["onednn"], losses["default"], rtol=1e-4)
+    assert losses["default"][-1] < losses["default"][0]  # it trained
+    for (name, a), b in zip(
+        modules["default"].state_dict().items(), modules["onednn"].state_dict().values()
+    ):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4, msg=name)
+    assert modules["onednn"].gemm == "default"  # set for the plan's forward passes only
+
+
+def test_cpu_gemm_follows_the_variable_and_the_vendor(monkeypatch):
+    import epitensor.training as training
+
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("EPITENSOR_CPU_GEMM", "default")
+    assert resolve_cpu_gemm(cpu, "fp32") == "default"
+    monkeypatch.setenv("EPITENSOR_CPU_GEMM", "fast")
+    with pytest.raises(EpitensorError, match="invalid EPITENSOR_CPU_GEMM: got 'fast'"):
+        resolve_cpu_gemm(cpu, "fp32")
+    monkeypatch.delenv("EPITENSOR_CPU_GEMM")
+    # bf16 autocast and other devices keep torch's kernels
+    assert resolve_cpu_gemm(cpu, "bf16") == "default"
+    assert resolve_cpu_gemm(torch.device("meta"), "fp32") == "default"
+    monkeypatch.setattr(training, "onednn_available", lambda: True)
+    monkeypatch.setattr(training.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(training, "cpu_vendor", lambda: "AuthenticAMD")
+    assert resolve_cpu_gemm(cpu, "fp32") == "onednn"
+    monkeypatch.setattr(training, "cpu_vendor", lambda: "GenuineIntel")
+    assert resolve_cpu_gemm(cpu, "fp32") == "default"
+    monkeypatch.setenv("EPITENSOR_CPU_GEMM", "onednn")
+    assert resolve_cpu_gemm(cpu, "fp32") == "onednn"
+    monkeypatch.setattr(training, "onednn_available", lambda: False)
+    with pytest.raises(EpitensorError, match="no oneDNN linear operator"):
+        resolve_cpu_gemm(cpu, "fp32")
+    monkeypatch.delenv("EPITENSOR_CPU_GEMM")
+    assert resolve_cpu_gemm(cpu, "fp32") == "default"

@@ -448,6 +448,16 @@ def resolve_precision(precision: str, device) -> str:
     return "bf16" if native else "fp32"
 
 
+def cpu_vendor() -> str:
+    """The CPU's ``vendor_id`` from ``/proc/cpuinfo`` (``"AuthenticAMD"``, ``"GenuineIntel"``), or ``""``."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "vendor_id":
+                return value.strip()
+    return ""
+
+
 def md5sum(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     """Hex MD5 digest of a file, read in chunks."""
     digest = hashlib.md5()
