@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import re
 import time
 from pathlib import Path
 
@@ -31,23 +29,13 @@ import numpy as np
 import pandas as pd
 
 from epitensor import metrics
+from epitensor._utils import cpu_summary
 from epitensor.benchmark import markdown_table, run_cv
 from epitensor.datasets import roadmap_pilot
 from epitensor.demo import region_subset
 from epitensor.hyperparams import PRESETS, as_dict
 
 BASELINES = ("average_activity", "chromimpute_gbt")
-
-
-def cpu_flags() -> str:
-    """The CPU model and its AVX-512 / AMX / bf16 flags."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()
-    model = re.search(r"model name\s*:\s*(.*)", text)
-    flags = sorted(set(re.findall(r"\b(avx512[a-z_0-9]*|amx[a-z_0-9]*|avx2)\b", text)))
-    return f"{model.group(1) if model else '?'}; flags: {' '.join(flags)}"
 
 
 def residual_preset(path: Path) -> Path:
@@ -109,7 +97,7 @@ def main() -> None:
     parser.add_argument("--swa-start", type=int, default=2)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
-    print(f"cpu: {cpu_flags()}", flush=True)
+    print(f"cpu: {cpu_summary()}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     store = region_subset(roadmap_pilot(), args.regions, out / f"pilot-{args.regions}.zarr")

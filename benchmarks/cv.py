@@ -21,23 +21,10 @@ seed with one training seed, about 1 hour.
 from __future__ import annotations
 
 import argparse
-import platform
-import re
 import time
-from pathlib import Path
 
+from epitensor._utils import cpu_summary
 from epitensor.benchmark import DEFAULT_CV_BASELINES, markdown_table, run_cv
-
-
-def cpu_flags() -> str:
-    """The CPU model and its AVX-512 / AMX / bf16 flags (what decides the speed)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()
-    model = re.search(r"model name\s*:\s*(.*)", text)
-    flags = sorted(set(re.findall(r"\b(avx512[a-z_0-9]*|amx[a-z_0-9]*|avx2)\b", text)))
-    return f"{model.group(1) if model else '?'}; flags: {' '.join(flags)}"
 
 
 def pearson_wins(result) -> str:
@@ -65,7 +52,7 @@ def main() -> None:
     parser.add_argument("--blend", action="store_true", help="add model + average activity")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
-    print(f"cpu: {cpu_flags()}", flush=True)
+    print(f"cpu: {cpu_summary()}", flush=True)
     presets = args.preset or ["cpu-small"]
     methods = args.method or list(DEFAULT_CV_BASELINES)
     first_model = "avocado" if len(presets) == 1 else f"avocado-{presets[0]}"

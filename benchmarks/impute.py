@@ -51,6 +51,8 @@ import time
 import types
 from pathlib import Path
 
+from epitensor._utils import cpu_summary
+
 GENOME_POSITIONS = 115_241_319
 MODULE_KEYS = (
     "n_celltype_factors",
@@ -147,18 +149,6 @@ def child(size: str, threads: int) -> dict:
     return result
 
 
-def cpu_flags() -> str:
-    """The vector and matrix extensions this CPU has, from /proc/cpuinfo."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith("flags")), [])  # fmt: skip
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
-    return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512/amx"
-
-
 def matmul_bound(kwargs: dict, n_tracks: int, threads: int, rows: int = 16_384) -> dict:
     """The pairs/s a plain fp32 matmul rate allows for this network, measured in this process.
 
@@ -209,7 +199,7 @@ def writing(size: str, threads: int, n: int, n_tracks: int = 8) -> dict:
     tracks = [(f"T{i}", f"T{(i + 3) % 25}") for i in range(n_tracks)]
     sizes = chrom_sizes("hg19")
     result = {"size": size, "threads": threads, "positions": n, "tracks": n_tracks,
-              "cpu": cpu_flags(), "bound": matmul_bound(kwargs, n_tracks, threads)}  # fmt: skip
+              "cpu": cpu_summary(), "bound": matmul_bound(kwargs, n_tracks, threads)}  # fmt: skip
     for label, n_regions, gap in (("contiguous", 1, 0), ("10 regions", 10, 4000)):
         length = n // n_regions
         first = np.arange(n_regions, dtype=np.int64) * (length + gap) + 40_000

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from epitensor._utils import cpu_summary
 from epitensor.avocado import PRESETS, Avocado
 from epitensor.datasets import roadmap_pilot
 from epitensor.training import stage1_store
@@ -53,7 +54,7 @@ from epitensor.tune import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tune_pilot import cpu_flags, split  # noqa: E402
+from tune_pilot import split  # noqa: E402
 
 CONFIGS = [
     # (cell type, assay, 25 bp, 250 bp, 5 kbp, layers, nodes): grid corners and middles
@@ -78,7 +79,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"CPU: {cpu_flags()}; torch threads {torch.get_num_threads()}")
+    print(f"CPU: {cpu_summary()}; torch threads {torch.get_num_threads()}")
     store = roadmap_pilot()
     holdout = split("standard")
     train = [t for t in store.track_names() if t not in holdout]

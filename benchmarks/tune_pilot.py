@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from epitensor._utils import cpu_summary
 from epitensor.avocado import Avocado
 from epitensor.benchmark import markdown_table
 from epitensor.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, roadmap_pilot
@@ -52,15 +53,6 @@ def split(name: str) -> list[tuple[str, str]]:
     """``standard``: cell type i with assay (2i mod 5); ``shifted``: assay (2i + 1 mod 5)."""
     shift = {"standard": 0, "shifted": 1}[name]
     return [(c, ROADMAP_ASSAYS[(2 * i + shift) % 5]) for i, c in enumerate(ROADMAP_CELLTYPES)]
-
-
-def cpu_flags() -> str:
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split())
-    except (OSError, IndexError):
-        return "unknown"
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
-    return " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in wanted)
 
 
 def score(model_or_none, store, holdout, name):
@@ -103,7 +95,7 @@ def main():
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"CPU: {cpu_flags()}; torch threads {torch.get_num_threads()}")
+    print(f"CPU: {cpu_summary()}; torch threads {torch.get_num_threads()}")
     store = roadmap_pilot()
     holdout = split(args.split)
     load_before = os.getloadavg()
@@ -137,7 +129,7 @@ def main():
         "",
         f"`python benchmarks/tune_pilot.py {' '.join(sys.argv[1:])}`",
         "",
-        f"CPU: {cpu_flags()}; torch threads {torch.get_num_threads()}; load average "
+        f"CPU: {cpu_summary()}; torch threads {torch.get_num_threads()}; load average "
         f"(1 min) {load_before[0]:.1f} at the start, {load_after[0]:.1f} after the search.",
         "",
         f"**{len(done)} completed trials in {elapsed / 60:.1f} minutes** (this run; "

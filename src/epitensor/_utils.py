@@ -363,6 +363,18 @@ def passive_openmp_wait() -> bool:
     return True
 
 
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo`` (empty where there is none)."""
+    fields: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break  # the end of the first processor's block
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
 def cpu_summary() -> str:
     """The CPU model and its matrix instruction sets (AVX2 / AVX-512 / AMX), for speed tables.
 
@@ -371,14 +383,9 @@ def cpu_summary() -> str:
     str
         For example ``"AMD EPYC 7B13, 2 CPUs usable; AVX2, FMA"``.
     """
-    model, flags = platform.processor() or platform.machine(), set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
+    info = _cpuinfo()
+    model = info.get("model name") or platform.processor() or platform.machine()
+    flags = set(info.get("flags", "").split())
     names = [
         ("avx2", "AVX2"),
         ("fma", "FMA"),
@@ -450,12 +457,7 @@ def resolve_precision(precision: str, device) -> str:
 
 def cpu_vendor() -> str:
     """The CPU's ``vendor_id`` from ``/proc/cpuinfo`` (``"AuthenticAMD"``, ``"GenuineIntel"``), or ``""``."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "vendor_id":
-                return value.strip()
-    return ""
+    return _cpuinfo().get("vendor_id", "")
 
 
 def md5sum(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

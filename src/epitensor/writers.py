@@ -264,9 +264,9 @@ class BigWigSink:
                 continue
 
     def write(self, chrom: str, starts: list, ends: list, values: np.ndarray) -> None:
-        """Queue one block of bins (bp coordinates) and their values."""
+        """Queue one block of adjacent bins (bp coordinates, as :func:`bin_edges` gives) and their values."""
         if len(values):
-            self._bases += int(np.sum(np.subtract(ends, starts)))
+            self._bases += ends[-1] - starts[0]  # adjacent bins: no per-bin work on this path
             self._last = (chrom, int(starts[-1]), int(ends[-1]), float(values[-1]))
         self._put((chrom, starts, ends, values.tolist()))
 
