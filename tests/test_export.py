@@ -83,13 +83,21 @@ def test_arcsinh_bedgraph_and_region(model, tmp_path):
     np.testing.assert_allclose(values, np.sinh(expected), rtol=1e-5, atol=1e-6)
 
 
-def test_fast_inference_equals_plain_forward_any_block_size(model):
-    """The shared genome projection gives the textbook 398-wide forward pass, for any block."""
+@pytest.mark.parametrize("gemm", ["default", "onednn"])
+def test_fast_inference_equals_plain_forward_any_block_size(model, gemm, monkeypatch):
+    """The shared genome projection gives the textbook 398-wide forward pass, for any block,
+    with torch's products and with oneDNN's (bias and ReLU fused)."""
+    from epitensor.model import onednn_available
+
+    if gemm == "onednn" and not onednn_available():
+        pytest.skip("this torch build has no oneDNN linear operator")
+    monkeypatch.setenv("EPITENSOR_CPU_GEMM", gemm)
     tracks = [("E116", "H3K4me3"), ("E017", "H3K9me3"), ("E117", "H3K36me3")]
     start, end = 500_000, 510_000
     plain = np.stack([export.plain_predict(model, c, a, "pilot", start, end) for c, a in tracks])
     predictor = export.FastPredictor(model, tracks, device="cpu")
     with predictor.session():
+        assert predictor._gemm == gemm
         whole = predictor.predict("pilot", start, end)
         pieces = np.concatenate(
             [predictor.predict("pilot", lo, min(lo + 777, end)) for lo in range(start, end, 777)],

@@ -545,7 +545,7 @@ def test_onednn_training_takes_the_same_steps(monkeypatch, dropout):
 
 
 def test_cpu_gemm_follows_the_variable_and_the_vendor(monkeypatch):
-    import epitensor.training as training
+    import epitensor.model as training  # where the choice is made
 
     cpu = torch.device("cpu")
     monkeypatch.setenv("EPITENSOR_CPU_GEMM", "default")

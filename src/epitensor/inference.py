@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from epitensor._utils import EpitensorError, resolve_device
-from epitensor.model import AvocadoModule, GenomeFactors
+from epitensor.model import AvocadoModule, GenomeFactors, resolve_cpu_gemm
 
 __all__ = ["PRECISIONS", "Predictor", "head_layers"]
 
@@ -47,7 +47,7 @@ def head_layers(module: AvocadoModule, dtype: torch.dtype) -> list:
     return layers
 
 
-def _head_inplace(layers: list, pre: torch.Tensor) -> torch.Tensor:
+def _head_inplace(layers: list, pre: torch.Tensor, gemm: str = "default") -> torch.Tensor:
     """The network after the first layer, reusing ``pre``'s memory for activations.
 
     Parameters
@@ -56,14 +56,27 @@ def _head_inplace(layers: list, pre: torch.Tensor) -> torch.Tensor:
         From :func:`head_layers`.
     pre : torch.Tensor, shape=(n, n_nodes)
         First-layer pre-activation, in the layers' dtype.
+    gemm : {"default", "onednn"}
+        Torch's product, or oneDNN's with the bias and the next ReLU fused
+        (fp32 on a CPU; :func:`~epitensor.model.resolve_cpu_gemm`). Default "default".
 
     Returns
     -------
     torch.Tensor, shape=(n,), float32, arcsinh
     """
     x = pre
-    for layer in layers:
-        x = x.relu_() if layer == "relu" else torch.nn.functional.linear(x, *layer)
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        if layer == "relu":
+            x = x.relu_()
+        elif gemm == "onednn":
+            relu = i + 1 < len(layers) and layers[i + 1] == "relu"
+            x = torch.ops.mkldnn._linear_pointwise(x, *layer, "relu" if relu else "none", [], "")
+            i += relu
+        else:
+            x = torch.nn.functional.linear(x, *layer)
+        i += 1
     return x.squeeze(-1).float()
 
 
@@ -88,7 +101,10 @@ class Predictor:
         Arithmetic of the layers after the first. Default ``"fp32"``: equal to the
         plain forward pass to float tolerance. ``"bf16"`` halves the work of the
         big layers where the hardware has bfloat16 matrix units (recent x86 CPUs,
-        GPUs) at an error of about 1e-2 on the arcsinh scale.
+        GPUs) at an error of about 1e-2 on the arcsinh scale. In fp32 on a CPU
+        the layers after the first multiply as
+        :func:`~epitensor.model.resolve_cpu_gemm` says (oneDNN, bias and ReLU
+        fused, on x86 CPUs not made by Intel; ``EPITENSOR_CPU_GEMM``).
     genome : callable, optional
         ``genome(axis) -> GenomeFactors`` as a context manager (loads and later
         frees a saved model's axis). Default None: ``module.genome[axis]``.
@@ -141,6 +157,8 @@ class Predictor:
                 self._track_pre = module.track_projection(celltypes, assays)
                 self._w_genome = _genome_columns(module)
                 self._layers = head_layers(module, self.dtype)
+                precision = "fp32" if self.dtype == torch.float32 else "bf16"
+                self._gemm = resolve_cpu_gemm(self.device, precision)
                 yield self
         finally:
             self._release()
@@ -185,7 +203,7 @@ class Predictor:
         out = torch.empty((self.n_tracks, len(positions)), dtype=torch.float32, device=self.device)
         for k in range(self.n_tracks):
             pre = (genome + self._track_pre[k]).to(self.dtype)  # the sum in fp32, then cast
-            out[k] = _head_inplace(self._layers, pre)
+            out[k] = _head_inplace(self._layers, pre, self._gemm)
         if self.module.average == "none":
             return out
         table = self._axis_table(axis)

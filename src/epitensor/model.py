@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import math
+import os
+import platform
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from epitensor._utils import EpitensorError, cpu_vendor
 from epitensor.hyperparams import ModuleConfig
 
-__all__ = ["AvocadoModule", "GenomeFactors", "COMPONENTS", "onednn_linear", "onednn_available"]
+__all__ = [
+    "AvocadoModule",
+    "GenomeFactors",
+    "COMPONENTS",
+    "CPU_GEMMS",
+    "onednn_linear",
+    "onednn_available",
+    "resolve_cpu_gemm",
+]
+
+CPU_GEMMS = ("auto", "default", "onednn")  # values of EPITENSOR_CPU_GEMM
 
 # The five factor groups, in the order they are concatenated into the MLP input.
 COMPONENTS = ("celltype", "assay", "genome_25bp", "genome_250bp", "genome_5kbp")
@@ -47,6 +60,51 @@ def _project_rows(
         # with accumulate) cost more than the batch's GEMMs at 2 x 256
         return F.embedding(index, embedding.weight @ weight.T)
     return embedding(index) @ weight.T
+
+
+def resolve_cpu_gemm(device, precision: str) -> str:
+    """How training and inference multiply in fp32 on a CPU: ``"default"`` (torch's MKL) or ``"onednn"``.
+
+    ``EPITENSOR_CPU_GEMM`` (``auto``, ``default`` or ``onednn``) decides; unset
+    means ``auto``: oneDNN on x86 CPUs not made by Intel, where the build has it.
+    MKL, torch's fp32 product, recognises the vendor and on AMD takes its own
+    AVX2 code path even on CPUs with AVX-512: there oneDNN ran the paper-size
+    products at twice MKL's rate (AVX-512 AMD EPYC) and a little faster with
+    both capped to AVX2, and the fused bias and ReLU save passes over memory
+    (README, "Training speed"). On Intel CPUs MKL stays (not measured here).
+    bf16 autocast and other devices keep torch's own kernels (their bf16
+    products are oneDNN's already).
+
+    Parameters
+    ----------
+    device : torch.device
+        Where the model trains.
+    precision : str
+        The resolved precision, ``"fp32"`` or ``"bf16"``.
+
+    Returns
+    -------
+    str
+        ``"onednn"`` or ``"default"``.
+    """
+    choice = os.environ.get("EPITENSOR_CPU_GEMM", "auto").strip().lower() or "auto"
+    if choice not in CPU_GEMMS:
+        raise EpitensorError(
+            f"invalid EPITENSOR_CPU_GEMM: got {choice!r}, expected one of {list(CPU_GEMMS)}"
+        )
+    if device.type != "cpu" or precision != "fp32" or choice == "default":
+        return "default"
+    if not onednn_available():
+        if choice == "onednn":
+            raise EpitensorError(
+                "EPITENSOR_CPU_GEMM=onednn, but this torch build has no oneDNN linear "
+                "operator; unset the variable (or set it to default)"
+            )
+        return "default"
+    if choice == "onednn":
+        return "onednn"
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+    return "onednn" if x86 and cpu_vendor() not in ("", "GenuineIntel") else "default"
 
 
 def onednn_available() -> bool:
@@ -253,7 +311,7 @@ class AvocadoModule(nn.Module):
         How :meth:`forward` multiplies on a CPU in fp32: torch's default
         product, or :func:`onednn_linear` (bias and ReLU fused). Not a
         hyperparameter and not saved: the training plan sets it around its
-        forward passes (:func:`epitensor.training.resolve_cpu_gemm`). Default
+        forward passes (:func:`resolve_cpu_gemm`). Default
         ``"default"``.
     """
 

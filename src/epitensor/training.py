@@ -13,7 +13,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,7 +25,6 @@ from torch import nn
 
 from epitensor._utils import (
     EpitensorError,
-    cpu_vendor,
     default_threads,
     progress,
     resolve_device,
@@ -36,7 +34,7 @@ from epitensor.checkpoints import Checkpoint, trained_tensors
 from epitensor.genome import Layout
 from epitensor.hyperparams import TrainConfig
 from epitensor.inference import Predictor
-from epitensor.model import AvocadoModule, GenomeFactors, onednn_available
+from epitensor.model import AvocadoModule, GenomeFactors, resolve_cpu_gemm
 from epitensor.sampling import AxisSource, Batch, EpochSampler, TrackSet, validation_positions
 from epitensor.store import RegionView, Store, open_store
 
@@ -59,7 +57,6 @@ __all__ = [
 ]
 
 HISTORY_COLUMNS = ["epoch", "stage", "train_mse", "holdout_mse", "seconds"]
-CPU_GEMMS = ("auto", "default", "onednn")  # values of EPITENSOR_CPU_GEMM
 # Stage 1 trains on every position of stores up to this size, else on the pilot regions.
 ALL_POSITIONS_LIMIT = 20_000_000
 
@@ -92,51 +89,6 @@ def freeze(module: AvocadoModule, trainable: Sequence[str]) -> None:
     for name in trainable:
         for part in parts[name]:
             part.requires_grad_(True)
-
-
-def resolve_cpu_gemm(device, precision: str) -> str:
-    """How training multiplies in fp32 on a CPU: ``"default"`` (torch's MKL) or ``"onednn"``.
-
-    ``EPITENSOR_CPU_GEMM`` (``auto``, ``default`` or ``onednn``) decides; unset
-    means ``auto``: oneDNN on x86 CPUs not made by Intel, where the build has it.
-    MKL, torch's fp32 product, recognises the vendor and on AMD takes its own
-    AVX2 code path even on CPUs with AVX-512: there oneDNN ran the paper-size
-    products at twice MKL's rate (AVX-512 AMD EPYC) and a little faster with
-    both capped to AVX2, and the fused bias and ReLU save passes over memory
-    (README, "Training speed"). On Intel CPUs MKL stays (not measured here).
-    bf16 autocast and other devices keep torch's own kernels (their bf16
-    products are oneDNN's already).
-
-    Parameters
-    ----------
-    device : torch.device
-        Where the model trains.
-    precision : str
-        The resolved precision, ``"fp32"`` or ``"bf16"``.
-
-    Returns
-    -------
-    str
-        ``"onednn"`` or ``"default"``.
-    """
-    choice = os.environ.get("EPITENSOR_CPU_GEMM", "auto").strip().lower() or "auto"
-    if choice not in CPU_GEMMS:
-        raise EpitensorError(
-            f"invalid EPITENSOR_CPU_GEMM: got {choice!r}, expected one of {list(CPU_GEMMS)}"
-        )
-    if device.type != "cpu" or precision != "fp32" or choice == "default":
-        return "default"
-    if not onednn_available():
-        if choice == "onednn":
-            raise EpitensorError(
-                "EPITENSOR_CPU_GEMM=onednn, but this torch build has no oneDNN linear "
-                "operator; unset the variable (or set it to default)"
-            )
-        return "default"
-    if choice == "onednn":
-        return "onednn"
-    x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
-    return "onednn" if x86 and cpu_vendor() not in ("", "GenuineIntel") else "default"
 
 
 def _is_genome(module: AvocadoModule, param: torch.Tensor) -> bool:
