@@ -15,8 +15,10 @@ children warm up first, then start together). The cases:
    (``taskset``), so that the default thread count already fits;
 5. ``alone, passive`` and ``two, default threads, passive``: cases 1 and 2 with
    ``OMP_WAIT_POLICY=PASSIVE`` (OpenMP threads sleep between parallel regions
-   instead of spinning; what the ``epitensor`` command sets by default). Case
-   5 alone against case 1 is the cost of sleeping on an idle machine.
+   instead of spinning). Case 5 alone against case 1 is the cost of sleeping
+   on an idle machine.
+6. ``--spincount N ...``: cases 1 and 2 with ``GOMP_SPINCOUNT=N`` (GNU
+   OpenMP's threads spin N times, then sleep).
 
 Fair sharing would give each of two runs half the samples/s of one run alone
 (ratio 0.50); far less means the runs fight over the CPUs (OpenMP threads
@@ -117,6 +119,11 @@ def main() -> None:
     parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", help="write the results here too")
+    parser.add_argument(
+        "--spincount", type=int, nargs="*", default=[],
+        help="also run alone and two at once with GOMP_SPINCOUNT set to each value",
+    )  # fmt: skip
+    parser.add_argument("--case", action="append", help="run only these cases (and alone)")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.size, args.threads, args.seconds, args.start_at)))
@@ -137,6 +144,12 @@ def main() -> None:
     passive = {"env": {"OMP_WAIT_POLICY": "PASSIVE"}}
     cases["alone, passive"] = [passive]
     cases["two, default threads, passive"] = [passive, passive]
+    for spins in args.spincount:  # GNU OpenMP: spin this many times, then sleep
+        short = {"env": {"GOMP_SPINCOUNT": str(spins)}}
+        cases[f"alone, spin {spins:,}"] = [short]
+        cases[f"two, default threads, spin {spins:,}"] = [short, short]
+    if args.case:
+        cases = {name: runs for name, runs in cases.items() if name == "alone" or name in args.case}
     print(f"CPU: {cpu_summary()}; {args.size}, {args.seconds:g} s per run", flush=True)
     table = {}
     for name, runs in cases.items():
