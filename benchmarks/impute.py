@@ -53,17 +53,9 @@ import types
 from pathlib import Path
 
 from epitensor._utils import cpu_summary
+from epitensor.hyperparams import STRUCTURAL
 
 GENOME_POSITIONS = 115_241_319
-MODULE_KEYS = (
-    "n_celltype_factors",
-    "n_assay_factors",
-    "n_25bp_factors",
-    "n_250bp_factors",
-    "n_5kbp_factors",
-    "n_layers",
-    "n_nodes",
-)
 POSITIONS = {"paper": 24_576, "cpu-small": 196_608}
 
 
@@ -88,7 +80,7 @@ def child(size: str, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    kwargs = {k: PRESETS[size][k] for k in MODULE_KEYS}
+    kwargs = {k: PRESETS[size][k] for k in STRUCTURAL}
     module = AvocadoModule(25, 25, {"pilot": ROADMAP_PILOT_POSITIONS}, **kwargs).eval()
     names = [f"T{i}" for i in range(25)]
     model = types.SimpleNamespace(
@@ -213,7 +205,7 @@ def writing(size: str, threads: int, n: int, n_tracks: int = 8) -> dict:
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    kwargs = {k: PRESETS[size][k] for k in MODULE_KEYS}
+    kwargs = {k: PRESETS[size][k] for k in STRUCTURAL}
     names = [f"T{i}" for i in range(25)]
     tracks = [(f"T{i}", f"T{(i + 3) % 25}") for i in range(n_tracks)]
     sizes = chrom_sizes("hg19")

@@ -30,15 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-MODULE_KEYS = (
-    "n_celltype_factors",
-    "n_assay_factors",
-    "n_25bp_factors",
-    "n_250bp_factors",
-    "n_5kbp_factors",
-    "n_layers",
-    "n_nodes",
-)
+from epitensor.hyperparams import STRUCTURAL
 
 
 def make_model(path: Path, size: str, n_chroms: int, positions: int) -> None:
@@ -67,7 +59,7 @@ def make_model(path: Path, size: str, n_chroms: int, positions: int) -> None:
         }
     )
     axes = {c: positions for c in chroms}
-    kwargs = {k: PRESETS[size][k] for k in MODULE_KEYS}
+    kwargs = {k: PRESETS[size][k] for k in STRUCTURAL}
     names = [f"T{i}" for i in range(25)]
     model = Avocado(**kwargs)
     model.module_ = AvocadoModule(len(names), len(names), axes, **kwargs).eval()

@@ -27,6 +27,7 @@ from epitensor._utils import EpitensorError
 __all__ = [
     "LR_SCHEDULES",
     "PRESETS",
+    "STRUCTURAL",
     "Hyperparameters",
     "ModuleConfig",
     "TrainConfig",
@@ -102,6 +103,10 @@ class ModuleConfig:
         else:
             sizes["average_weight"] = float(sizes["average_weight"])
         return {"n_celltypes": int(n_celltypes), "n_assays": int(n_assays), **sizes}
+
+
+STRUCTURAL = tuple(f.name for f in fields(ModuleConfig) if f.name not in _NOT_SIZES)
+"""The seven structural hyperparameters, in order (the first five are the network's inputs)."""
 
 
 @dataclass

@@ -33,6 +33,7 @@ import torch
 
 from epitensor import __version__
 from epitensor._utils import EpitensorError, atomic_directory, warn
+from epitensor.hyperparams import STRUCTURAL
 
 __all__ = [
     "CONFIG_FILE",
@@ -82,17 +83,7 @@ _OPTIONAL = {
     "holdout_mse_": (int, float, type(None)),
     "checksums": (dict,),
 }
-_MODULE_INTS = (
-    "n_celltypes",
-    "n_assays",
-    "n_celltype_factors",
-    "n_assay_factors",
-    "n_25bp_factors",
-    "n_250bp_factors",
-    "n_5kbp_factors",
-    "n_layers",
-    "n_nodes",
-)
+_MODULE_INTS = ("n_celltypes", "n_assays", *STRUCTURAL)
 
 
 def axis_file(directory: str | os.PathLike, axis: str) -> Path:

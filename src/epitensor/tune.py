@@ -72,6 +72,7 @@ import numpy as np
 import pandas as pd
 
 from epitensor._utils import EpitensorError, atomic_write_bytes, warn
+from epitensor.hyperparams import STRUCTURAL
 from epitensor.store import Store, open_store
 
 __all__ = [
@@ -112,16 +113,6 @@ VALIDATION_FRACTION = 0.2
 WINDOW = 20_000
 """Positions of one tuning window (500 kb at 25 bp, the size of a pilot region)."""
 
-STRUCTURAL = (
-    "n_celltype_factors",
-    "n_assay_factors",
-    "n_25bp_factors",
-    "n_250bp_factors",
-    "n_5kbp_factors",
-    "n_layers",
-    "n_nodes",
-)
-"""The seven structural hyperparameters (the first five are the network's inputs)."""
 
 TRAIN_PASSES = 3
 """Multiply-adds of a training step per multiply-add of the forward pass.
