@@ -1,3 +1,4 @@
+import json
 import re
 
 import numpy as np
@@ -72,6 +73,10 @@ def test_quick_demo_writes_every_output(tmp_path, monkeypatch):
         assert f'data-file="{png.name}"' in html
     assert html.count("data:image/png;base64,") == len(pngs)
     assert "<table" in html and "average_activity" in html
+    # the default model blends its network with average activity, and the report says so
+    saved = json.loads((out / "model" / "config.json").read_text())["module"]
+    assert saved["average"] == "blend" and saved["average_weight"] == 0.6
+    assert "0.6 x the network&#x27;s output + 0.4 x the assay&#x27;s average activity" in html
     mse = summary.loc["mse", "avocado"]
     assert re.search(rf">{mse:.3f}<", html)
     # the pairwise relationships, model beside the observed (no RNA-seq in the sample)
@@ -80,7 +85,6 @@ def test_quick_demo_writes_every_output(tmp_path, monkeypatch):
 
     # The genome annotation: a BED9 over every position of the quick regions, K states,
     # its enrichment table, and the report's section naming the promoter-like state.
-    import json
 
     import bioframe
 
