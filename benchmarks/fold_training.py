@@ -5,7 +5,7 @@ preset (its 20 epochs, weights averaged from epoch 4; the blend with average
 activity costs nothing in training) on the training tracks of the first fold of
 ``cv_folds(tracks, 5, seed)``, the fold's tracks monitored, and prints the wall
 time with the CPU flags. ``--isa avx2`` reruns itself with oneDNN and torch capped
-to AVX2 and fp32 (``ONEDNN_MAX_CPU_ISA=AVX2``, ``ATEN_CPU_CAPABILITY=avx2``): an
+to AVX2 and fp32 (``versus_original.AVX2_ENV``): an
 emulation of an AVX2-only CPU on an AVX-512 one, not a measurement of one (its
 cores still run at their own clock and cache sizes).
 
@@ -19,12 +19,10 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-AVX2 = {
-    "ONEDNN_MAX_CPU_ISA": "AVX2",
-    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
-    "ATEN_CPU_CAPABILITY": "avx2",
-}
+sys.path.insert(0, str(Path(__file__).parent))
+from versus_original import AVX2_ENV  # noqa: E402  the same emulation as there
 
 
 def main() -> None:
@@ -37,12 +35,11 @@ def main() -> None:
     if args.isa == "avx2" and not args.child:
         command = [sys.executable, __file__, "--child", "--isa", "avx2", "--seed", str(args.seed),
                    "--threads", str(args.threads)]  # fmt: skip
-        raise SystemExit(subprocess.call(command, env={**os.environ, **AVX2}))
+        raise SystemExit(subprocess.call(command, env={**os.environ, **AVX2_ENV}))
     import torch
 
     from epitensor._utils import cpu_summary
-    from epitensor.avocado import Avocado
-    from epitensor.benchmark import cv_folds
+    from epitensor.benchmark import _fit_model, cv_folds
     from epitensor.datasets import roadmap_pilot
 
     torch.set_num_threads(args.threads)
@@ -51,16 +48,8 @@ def main() -> None:
     fold = cv_folds(tracks, 5, args.seed)[0]
     train = [t for t in tracks if t not in set(fold)]
     precision = "fp32" if args.isa == "avx2" else "auto"
-    model = Avocado.from_preset("cpu-small", precision=precision, verbose=False)
-    start = time.perf_counter()
-    model.fit(
-        store,
-        holdout=[
-            t for t in fold if t[0] in {c for c, _ in train} and t[1] in {a for _, a in train}
-        ],
-        celltypes=sorted({c for c, _ in train}),
-        assays=sorted({a for _, a in train}),
-    )
+    start = time.perf_counter()  # what run_cv times per fold and seed
+    model = _fit_model(store, fold, "cpu-small", {"precision": precision}, False, train=train)
     seconds = time.perf_counter() - start
     print(f"cpu: {cpu_summary()}; isa {args.isa}; precision {precision}; "
           f"{args.threads} threads; fold 1 of 5 (seed {args.seed}), {len(train)} training tracks: "

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from epitensor._utils import EpitensorError, resolve_device
-from epitensor.model import AvocadoModule, GenomeFactors, resolve_cpu_gemm
+from epitensor.model import AvocadoModule, GenomeFactors, _onednn, resolve_cpu_gemm
 
 __all__ = ["PRECISIONS", "Predictor", "head_layers"]
 
@@ -35,13 +35,19 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def head_layers(module: AvocadoModule, dtype: torch.dtype) -> list:
-    """The network after the first linear layer, as ``"relu"`` or ``(weight, bias)`` in ``dtype``."""
+    """The network after the first layer and its ReLU: ``(weight, bias, relu)`` per linear layer.
+
+    ``relu`` says whether a ReLU follows the layer; weights and biases are in ``dtype``.
+    """
+    first_relu, *rest = module.network[1:]
+    if not isinstance(first_relu, torch.nn.ReLU):
+        raise EpitensorError(f"inference expects a ReLU after the first layer, not {first_relu!r}")
     layers = []
-    for layer in module.network[1:]:
-        if isinstance(layer, torch.nn.ReLU):
-            layers.append("relu")
+    for layer in rest:
+        if isinstance(layer, torch.nn.ReLU) and layers:
+            layers[-1] = (*layers[-1][:2], True)
         elif isinstance(layer, torch.nn.Linear):
-            layers.append((layer.weight.to(dtype), layer.bias.to(dtype)))
+            layers.append((layer.weight.to(dtype), layer.bias.to(dtype), False))
         elif not isinstance(layer, torch.nn.Dropout):  # dropout is the identity at inference
             raise EpitensorError(f"inference does not know the layer {layer!r}")
     return layers
@@ -57,26 +63,20 @@ def _head_inplace(layers: list, pre: torch.Tensor, gemm: str = "default") -> tor
     pre : torch.Tensor, shape=(n, n_nodes)
         First-layer pre-activation, in the layers' dtype.
     gemm : {"default", "onednn"}
-        Torch's product, or oneDNN's with the bias and the next ReLU fused
-        (fp32 on a CPU; :func:`~epitensor.model.resolve_cpu_gemm`). Default "default".
+        Torch's product, or oneDNN's with the bias and the ReLU fused (fp32 on a
+        CPU; :func:`~epitensor.model.resolve_cpu_gemm`). Default "default".
 
     Returns
     -------
     torch.Tensor, shape=(n,), float32, arcsinh
     """
-    x = pre
-    i = 0
-    while i < len(layers):
-        layer = layers[i]
-        if layer == "relu":
-            x = x.relu_()
-        elif gemm == "onednn":
-            relu = i + 1 < len(layers) and layers[i + 1] == "relu"
-            x = torch.ops.mkldnn._linear_pointwise(x, *layer, "relu" if relu else "none", [], "")
-            i += relu
+    x = pre.relu_()  # the first layer's ReLU
+    for weight, bias, relu in layers:
+        if gemm == "onednn":
+            x = _onednn(x, weight, bias, relu)
         else:
-            x = torch.nn.functional.linear(x, *layer)
-        i += 1
+            x = torch.nn.functional.linear(x, weight, bias)
+            x = x.relu_() if relu else x
     return x.squeeze(-1).float()
 
 
@@ -129,6 +129,7 @@ class Predictor:
                 f"cell types and {len(assays)} assays"
             )
         self.module = module
+        self.precision = precision
         self.dtype = torch.float32 if precision == "fp32" else torch.bfloat16
         self.device = resolve_device(device)
         self._rows = (torch.as_tensor(celltypes), torch.as_tensor(assays))
@@ -157,8 +158,7 @@ class Predictor:
                 self._track_pre = module.track_projection(celltypes, assays)
                 self._w_genome = _genome_columns(module)
                 self._layers = head_layers(module, self.dtype)
-                precision = "fp32" if self.dtype == torch.float32 else "bf16"
-                self._gemm = resolve_cpu_gemm(self.device, precision)
+                self._gemm = resolve_cpu_gemm(self.device, self.precision)
                 yield self
         finally:
             self._release()

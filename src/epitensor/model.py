@@ -78,7 +78,7 @@ def resolve_cpu_gemm(device, precision: str) -> str:
     Parameters
     ----------
     device : torch.device
-        Where the model trains.
+        Where the model trains or predicts.
     precision : str
         The resolved precision, ``"fp32"`` or ``"bf16"``.
 
@@ -127,9 +127,12 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
     return t if t.is_contiguous() or t.T.is_contiguous() else t.contiguous()
 
 
-def _onednn(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``x @ weight.T`` by oneDNN."""
-    return torch.ops.mkldnn._linear_pointwise(_plain(x), _plain(weight), None, "none", [], "")
+def _onednn(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False
+) -> torch.Tensor:
+    """``x @ weight.T + bias``, ReLU'd if ``relu``, by oneDNN (bias and ReLU fused; no autograd)."""
+    post = "relu" if relu else "none"
+    return torch.ops.mkldnn._linear_pointwise(_plain(x), _plain(weight), bias, post, [], "")
 
 
 class _OneDnnLinear(torch.autograd.Function):
@@ -139,9 +142,7 @@ class _OneDnnLinear(torch.autograd.Function):
     def forward(ctx, x, weight, bias, add, relu):
         x, weight = _plain(x), _plain(weight)
         if add is None:
-            y = torch.ops.mkldnn._linear_pointwise(
-                x, weight, bias, "relu" if relu else "none", [], ""
-            )
+            y = _onednn(x, weight, bias, relu)
         else:
             y = torch.ops.mkldnn._linear_pointwise.binary(x, add.contiguous(), weight, bias, "add")
             if relu:
