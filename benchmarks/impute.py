@@ -165,7 +165,7 @@ def matmul_bound(kwargs: dict, n_tracks: int, threads: int, rows: int = 16_384) 
     """
     import torch
 
-    from epitensor.model import _onednn, onednn_available
+    from epitensor.model import onednn_available, onednn_forward
 
     torch.set_num_threads(threads)
     width = kwargs["n_nodes"]
@@ -176,7 +176,7 @@ def matmul_bound(kwargs: dict, n_tracks: int, threads: int, rows: int = 16_384) 
     a, b = torch.randn(rows, width), torch.randn(width, width)
     products = {"torch default": lambda: torch.mm(a, b)}
     if onednn_available():
-        products["oneDNN"] = lambda: _onednn(a, b.T)
+        products["oneDNN"] = lambda: onednn_forward(a, b.T)
     rates = {}
     for name, product in products.items():
         product()

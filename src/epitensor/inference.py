@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from epitensor._utils import EpitensorError, resolve_device
-from epitensor.model import AvocadoModule, GenomeFactors, _onednn, resolve_cpu_gemm
+from epitensor.model import AvocadoModule, GenomeFactors, onednn_forward, resolve_cpu_gemm
 
 __all__ = ["PRECISIONS", "Predictor", "head_layers"]
 
@@ -73,7 +73,7 @@ def _head_inplace(layers: list, pre: torch.Tensor, gemm: str = "default") -> tor
     x = pre.relu_()  # the first layer's ReLU
     for weight, bias, relu in layers:
         if gemm == "onednn":
-            x = _onednn(x, weight, bias, relu)
+            x = onednn_forward(x, weight, bias, relu)
         else:
             x = torch.nn.functional.linear(x, weight, bias)
             x = x.relu_() if relu else x

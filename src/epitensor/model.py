@@ -19,6 +19,7 @@ __all__ = [
     "GenomeFactors",
     "COMPONENTS",
     "CPU_GEMMS",
+    "onednn_forward",
     "onednn_linear",
     "onednn_available",
     "resolve_cpu_gemm",
@@ -127,7 +128,7 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
     return t if t.is_contiguous() or t.T.is_contiguous() else t.contiguous()
 
 
-def _onednn(
+def onednn_forward(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False
 ) -> torch.Tensor:
     """``x @ weight.T + bias``, ReLU'd if ``relu``, by oneDNN (bias and ReLU fused; no autograd)."""
@@ -142,7 +143,7 @@ class _OneDnnLinear(torch.autograd.Function):
     def forward(ctx, x, weight, bias, add, relu):
         x, weight = _plain(x), _plain(weight)
         if add is None:
-            y = _onednn(x, weight, bias, relu)
+            y = onednn_forward(x, weight, bias, relu)
         else:
             y = torch.ops.mkldnn._linear_pointwise.binary(x, add.contiguous(), weight, bias, "add")
             if relu:
@@ -163,8 +164,8 @@ class _OneDnnLinear(torch.autograd.Function):
             # oneDNN copies grad.T to row-major first (a batch x outputs copy, freed
             # before grad_x is made: hence this order); for a narrow input (the 110
             # genome factors) MKL's product, which takes the transpose as it is, was faster
-            grad_w = _onednn(grad.T, x.T) if x.shape[1] >= 512 else grad.T @ x
-        grad_x = _onednn(grad, weight.T) if need[0] else None
+            grad_w = onednn_forward(grad.T, x.T) if x.shape[1] >= 512 else grad.T @ x
+        grad_x = onednn_forward(grad, weight.T) if need[0] else None
         grad_b = grad.sum(0) if ctx.has_bias and need[2] else None
         grad_add = grad if need[3] else None
         return grad_x, grad_w, grad_b, grad_add, None
