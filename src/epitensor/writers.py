@@ -61,11 +61,14 @@ class _PanicFilter:
     except text from a line starting ``thread '...' panicked at`` on, which it
     keeps: the failing sink then reports one line naming the file, with the
     panic's message as detail (:meth:`take`). A panic nobody claims is printed
-    when the last sink closes.
+    when the last sink closes. The line pybigtools prints when a broken
+    temporary fails to open on read-back is dropped: the sink's error says it.
     """
 
-    _START = b"thread '"
+    _STARTS = (b"thread '", b"Error when opening: ")
     _REPORT = re.compile(rb"thread '.*' (\(\d+\) )?panicked at ")  # newer Rust adds the thread id
+    # pybigtools prints this itself before raising when a broken temporary is read back
+    _OPEN_FAILED = re.compile(rb'Error when opening: ".*\.tmp-[^"/]*\.bw"\s*$')
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -131,8 +134,8 @@ class _PanicFilter:
                 while data and not in_panic:
                     # Rust starts its report with a blank line: keep it with the line it precedes
                     line = data[1:] if data[:1] == b"\n" else data
-                    if at_line_start and (
-                        line.startswith(self._START) or self._START.startswith(line)
+                    if at_line_start and any(
+                        line.startswith(start) or start.startswith(line) for start in self._STARTS
                     ):
                         end = line.find(b"\n")
                         if end < 0:
@@ -141,6 +144,9 @@ class _PanicFilter:
                         if self._REPORT.match(line[:end]):
                             in_panic, data = True, line
                             break
+                        if self._OPEN_FAILED.match(line[:end]):
+                            data = line[end + 1 :]  # the read-back check reports it in its own words
+                            continue
                     end = data.find(b"\n")
                     piece = data if end < 0 else data[: end + 1]
                     with contextlib.suppress(OSError):
