@@ -145,7 +145,9 @@ class _PanicFilter:
                             in_panic, data = True, line
                             break
                         if self._OPEN_FAILED.match(line[:end]):
-                            data = line[end + 1 :]  # the read-back check reports it in its own words
+                            data = line[
+                                end + 1 :
+                            ]  # the read-back check reports it in its own words
                             continue
                     end = data.find(b"\n")
                     piece = data if end < 0 else data[: end + 1]
