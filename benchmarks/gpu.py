@@ -26,7 +26,6 @@ code at tiny sizes, to check the script itself.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import tempfile
@@ -100,11 +99,9 @@ def make_model(folder: Path, sizes: dict, quick: bool):
     """A chr21 model in the original's format, imported into memory."""
     from epitensor.reference import import_reference
 
-    spec = importlib.util.spec_from_file_location(
-        "make_reference_model", REPO / "scripts" / "make_reference_model.py"
-    )
-    maker = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(maker)
+    sys.path.insert(0, str(REPO / "scripts"))
+    import make_reference_model as maker
+
     n_celltypes, n_assays = (8, 4) if quick else (127, 24)
     maker.make_model(
         folder / "avocado",

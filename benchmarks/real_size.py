@@ -30,7 +30,6 @@ minutes per track: run it on a quiet machine.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -56,12 +55,11 @@ QUICK = {
 
 
 def _maker():
-    spec = importlib.util.spec_from_file_location(
-        "make_reference_model", REPO / "scripts" / "make_reference_model.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``scripts/make_reference_model.py`` as a module."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import make_reference_model
+
+    return make_reference_model
 
 
 def _tracks(models: Path, n: int) -> list[tuple[str, str]]:

@@ -1,7 +1,7 @@
 """scripts/make_reference_model.py: a whole-chromosome model in the original's format, imported and imputed."""
 
-import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import h5py
@@ -28,12 +28,11 @@ CHR22_BP = 51_304_566  # hg19
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "make_reference_model", REPO / "scripts" / "make_reference_model.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``scripts/make_reference_model.py`` as a module."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import make_reference_model
+
+    return make_reference_model
 
 
 @pytest.fixture(scope="module")

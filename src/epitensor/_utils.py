@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import math
 import os
@@ -363,8 +364,13 @@ def passive_openmp_wait() -> bool:
     return True
 
 
+@functools.cache
 def _cpuinfo() -> dict[str, str]:
-    """The first processor's fields of ``/proc/cpuinfo`` (empty where there is none)."""
+    """The first processor's fields of ``/proc/cpuinfo`` (empty where there is none).
+
+    Read once per process: every Predictor session and every epoch's holdout
+    scorer asks for the vendor.
+    """
     fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
