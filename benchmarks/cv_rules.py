@@ -1,0 +1,161 @@
+"""Rules that combine the network, the trees and average activity, scored under ``--cv``.
+
+Runs issue 16's protocol for one fold seed (:func:`epitensor.benchmark.run_cv`:
+5 folds over all 25 tracks of the bundled sample, the default model beside
+``average_activity`` and ``chromimpute_gbt``, every method retrained per fold
+and training seed), saves every held-out imputation (float16, one ``.npz`` per
+fold and training seed) and scores combination rules on them (the three methods themselves keep the
+run's own scores)::
+
+    base = w_net * network + w_trees * trees + w_avg * average
+    rule = base + lift * max(average - base, 0)
+
+``network`` is the default model's network alone, recovered from its
+prediction ``0.6 network + 0.4 average``. Every rule is scored by every
+challenge and peak metric per track; the table gives the means over tracks of
+each track's mean over training seeds, and the wins against average activity
+and the trees (challenge metrics of 9, peak metrics of 5, tracks on Pearson).
+
+    python benchmarks/cv_rules.py --fold-seed 0 --out cv-rules-0            # run + grid
+    python benchmarks/cv_rules.py --fold-seed 1 --out cv-rules-1 --rule 0.3,0.5,0.2,0.7
+    python benchmarks/cv_rules.py --out cv-rules-1 --rescore --rule ...      # reuse the npz
+
+About 45 minutes per fold seed on a 2-core AVX-512 machine (3 training
+seeds); scoring costs about 0.6 s per rule and track.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from epitensor import metrics
+from epitensor._utils import cpu_summary
+from epitensor.annotations import Annotations
+from epitensor.benchmark import Scorer, markdown_table, run_cv
+from epitensor.store import open_store
+
+NETWORK_WEIGHT = 0.6  # the default preset's average_weight
+SCORED = (*metrics.CHALLENGE_METRICS, *metrics.PEAK_METRICS)
+GRID_WEIGHTS = [(1 / 3, 1 / 3, 1 / 3), (0.4, 0.4, 0.2), (0.3, 0.4, 0.3), (0.35, 0.45, 0.2),
+                (0.3, 0.5, 0.2)]  # fmt: skip
+GRID_LIFTS = [0.0, 0.5, 0.6, 0.7, 0.8]
+Rule = tuple[float, float, float, float]
+
+
+def rule_name(rule: Rule) -> str:
+    """``w<net>/<trees>/<avg>+<lift>``."""
+    return "w{:.2f}/{:.2f}/{:.2f}+{}".format(*rule)
+
+
+def apply_rule(rule: Rule, net: np.ndarray, trees: np.ndarray, avg: np.ndarray) -> np.ndarray:
+    """The rule's imputation, shape ``(n_positions,)``, arcsinh."""
+    w_net, w_trees, w_avg, lift = rule
+    base = w_net * net + w_trees * trees + w_avg * avg
+    return base + lift * np.maximum(avg - base, 0.0)
+
+
+def run_and_save(fold_seed: int, out: Path, seeds: list[int]) -> None:
+    """Run the CV protocol; write its tables to ``out/cv`` and the imputations to ``out/npz``."""
+    (out / "npz").mkdir(parents=True, exist_ok=True)
+    calls = {"n": 0}
+
+    def save(store, predictions, holdout, train) -> pd.DataFrame:
+        fold, seed = divmod(calls["n"], len(seeds))
+        calls["n"] += 1
+        arrays = {
+            f"{method}|{c}|{a}": np.asarray(values, dtype=np.float16)
+            for method, tracks in predictions.items()
+            for (c, a), values in tracks.items()
+        }
+        np.savez(out / "npz" / f"fold{fold}-seed{seeds[seed]}.npz", **arrays)
+        return pd.DataFrame({"saved": [len(arrays)]})
+
+    result = run_cv("roadmap-pilot", out / "cv", k=5, seed=fold_seed, training_seeds=seeds,
+                    methods=["average_activity", "chromimpute_gbt"], scorers={"saved": save})  # fmt: skip
+    print(result.summary_markdown(), flush=True)
+
+
+def score_rules(npz_dir: Path, rules: dict[str, Rule], seeds: list[int]) -> pd.DataFrame:
+    """Long table ``fold, seed, celltype, assay, method, metric, value`` of every rule."""
+    store = open_store("roadmap-pilot")
+    scorer = Scorer(store, Annotations.from_directory())
+    rows = []
+    for seed in seeds:
+        for path in sorted(npz_dir.glob(f"fold*-seed{seed}.npz")):
+            fold = int(path.stem.split("-")[0][len("fold") :])
+            data = np.load(path)
+            for c, a in sorted({tuple(key.split("|")[1:]) for key in data.files}):
+                saved = {m: data[f"{m}|{c}|{a}"].astype(np.float32)
+                         for m in ("avocado", "average_activity", "chromimpute_gbt")}  # fmt: skip
+                avg, trees = saved["average_activity"], saved["chromimpute_gbt"]
+                net = (saved["avocado"] - (1 - NETWORK_WEIGHT) * avg) / NETWORK_WEIGHT
+                for name, rule in rules.items():
+                    scores = scorer.score((c, a), apply_rule(rule, net, trees, avg))
+                    rows += [(fold, seed, c, a, name, m, scores[m]) for m in SCORED]
+            print(f"scored {path.name}", flush=True)
+    return pd.DataFrame(rows, columns=["fold", "seed", "celltype", "assay", "method", "metric",
+                                       "value"])  # fmt: skip
+
+
+def cv_scores(out: Path, seeds: list[int]) -> pd.DataFrame:
+    """The run's own scores of the default, average activity and the trees, as ``score_rules``."""
+    table = pd.read_csv(out / "cv" / "cv_metrics.csv")
+    table = table[table.training_seed.isin(seeds) & table.metric.isin(SCORED)]
+    table = table.rename(columns={"training_seed": "seed"})
+    return table.assign(method=table.method.replace({"avocado": "default"}))
+
+
+def wins_table(long: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Means (metrics x methods) and each method's wins against average activity and the trees."""
+    per_track = long.groupby(["celltype", "assay", "method", "metric"]).value.mean()
+    per_track = per_track.unstack("method")
+    means = per_track.groupby("metric").mean().loc[list(SCORED)]
+    pearson = per_track.xs("gwcorr", level="metric")
+    rows = []
+    for method in means.columns:
+        row = {"method": method}
+        for other, label in (("average_activity", "average"), ("chromimpute_gbt", "trees")):
+            diff = means[method] - means[other]
+            better = [diff[m] < 0 if m in metrics.LOWER_IS_BETTER else diff[m] > 0 for m in SCORED]
+            row[f"vs {label}: challenge / peak"] = f"{sum(better[:9])}/9, {sum(better[9:])}/5"
+            row[f"Pearson > {label} (tracks)"] = f"{int((pearson[method] > pearson[other]).sum())}"
+            row[f"lost to {label}"] = ", ".join(m for m, b in zip(SCORED, better) if not b)
+        rows.append(row)
+    return means, pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--fold-seed", type=int, default=0)
+    parser.add_argument("--training-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--rule", action="append", help="w_net,w_trees,w_avg,lift (repeat)")
+    parser.add_argument("--rescore", action="store_true", help="score the saved npz only")
+    parser.add_argument("--score-seeds", type=int, nargs="+", help="default: --training-seeds")
+    args = parser.parse_args()
+    print(f"cpu: {cpu_summary()}", flush=True)
+    if not args.rescore:
+        run_and_save(args.fold_seed, args.out, args.training_seeds)
+    if args.rule:
+        chosen = [tuple(float(x) for x in r.split(",")) for r in args.rule]
+    else:
+        chosen = [(*w, lift) for w, lift in itertools.product(GRID_WEIGHTS, GRID_LIFTS)]
+    rules = {rule_name(r): r for r in chosen}
+    seeds = args.score_seeds or args.training_seeds
+    long = pd.concat([score_rules(args.out / "npz", rules, seeds), cv_scores(args.out, seeds)])
+    long.to_csv(args.out / "rules_long.csv", index=False)
+    means, wins = wins_table(long)
+    (args.out / "rules.md").write_text(
+        markdown_table(means) + "\n\n" + markdown_table(wins.set_index("method")) + "\n"
+    )
+    print(means.round(3).to_string())
+    print(wins.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
