@@ -147,7 +147,11 @@ def main() -> None:
         chosen = [(*w, lift) for w, lift in itertools.product(GRID_WEIGHTS, GRID_LIFTS)]
     rules = {rule_name(r): r for r in chosen}
     seeds = args.score_seeds or args.training_seeds
-    long = pd.concat([score_rules(args.out / "npz", rules, seeds), cv_scores(args.out, seeds)])
+    scored = score_rules(args.out / "npz", rules, seeds)
+    own = cv_scores(args.out, seeds)
+    runs = set(zip(scored.fold, scored.seed))  # the (fold, seed) pairs saved and scored
+    own = own[[pair in runs for pair in zip(own.fold, own.seed)]]
+    long = pd.concat([scored, own])
     long.to_csv(args.out / "rules_long.csv", index=False)
     means, wins = wins_table(long)
     (args.out / "rules.md").write_text(
