@@ -8,7 +8,7 @@ fold and training seed) and scores combination rules on them (the three methods 
 run's own scores)::
 
     base = w_net * network + w_trees * trees + w_avg * average
-    rule = base + lift * max(average - base, 0)
+    rule = base + lift * max(average - base, 0) * [average >= q-quantile of average]
 
 ``network`` is the default model's network alone, recovered from its
 prediction ``w network + (1 - w) average`` (``w`` the preset's ``average_weight``, 0.6). Every rule is scored by every
@@ -37,6 +37,7 @@ from epitensor import metrics
 from epitensor._utils import cpu_summary
 from epitensor.annotations import Annotations
 from epitensor.benchmark import Scorer, markdown_table, run_cv, summarise
+from epitensor.ensemble import EnsembleRule
 from epitensor.hyperparams import read_preset
 from epitensor.store import open_store
 
@@ -46,22 +47,34 @@ SCORED = (*metrics.CHALLENGE_METRICS, *metrics.PEAK_METRICS)
 GRID_WEIGHTS = [(1 / 3, 1 / 3, 1 / 3), (0.4, 0.4, 0.2), (0.3, 0.4, 0.3), (0.35, 0.45, 0.2),
                 (0.3, 0.5, 0.2)]  # fmt: skip
 GRID_LIFTS = [0.0, 0.5, 0.6, 0.7, 0.8]
-Rule = tuple[float, float, float, float]
+GRID_GATES = [0.0]  # q = 0: the lift everywhere
+Rule = tuple[float, ...]  # w_net, w_trees, w_avg, lift[, q]
 
 
 def rule_name(rule: Rule) -> str:
-    """``w<net>/<trees>/<avg>+<lift>``."""
-    return "w{:.2f}/{:.2f}/{:.2f}+{}".format(*rule)
+    """``w<net>/<trees>/<avg>+<lift>``, then ``@<q>`` for a gated lift."""
+    name = "w{:.2f}/{:.2f}/{:.2f}+{}".format(*rule[:4])
+    return name + (f"@{rule[4]}" if len(rule) > 4 and rule[4] > 0 else "")
 
 
 def apply_rule(rule: Rule, net: np.ndarray, trees: np.ndarray, avg: np.ndarray) -> np.ndarray:
-    """The rule's imputation, shape ``(n_positions,)``, arcsinh."""
-    w_net, w_trees, w_avg, lift = rule
+    """The rule's imputation, shape ``(n_positions,)``, arcsinh.
+
+    With a gate ``q`` the lift applies only where the average reaches its own
+    ``q`` quantile over the track (its peaks), leaving the rest of the track
+    as the weighted mean.
+    """
+    w_net, w_trees, w_avg, lift = rule[:4]
     base = w_net * net + w_trees * trees + w_avg * avg
-    return base + lift * np.maximum(avg - base, 0.0)
+    gain = np.maximum(avg - base, 0.0)
+    if len(rule) > 4 and rule[4] > 0:
+        gain *= avg >= np.quantile(avg, rule[4])
+    return base + lift * gain
 
 
-def run_and_save(fold_seed: int, out: Path, seeds: list[int]) -> None:
+def run_and_save(
+    fold_seed: int, out: Path, seeds: list[int], ensemble: EnsembleRule | None = None
+) -> None:
     """Run the CV protocol; write its tables to ``out/cv`` and the imputations to ``out/npz``."""
     (out / "npz").mkdir(parents=True, exist_ok=True)
     calls = {"n": 0}  # run_cv calls its scorers once per fold and seed, seeds innermost
@@ -78,7 +91,8 @@ def run_and_save(fold_seed: int, out: Path, seeds: list[int]) -> None:
         return pd.DataFrame({"saved": [len(arrays)]})
 
     result = run_cv("roadmap-pilot", out / "cv", k=5, seed=fold_seed, training_seeds=seeds, presets=[PRESET],
-                    methods=["average_activity", "chromimpute_gbt"], scorers={"saved": save})  # fmt: skip
+                    methods=["average_activity", "chromimpute_gbt"], scorers={"saved": save},
+                    ensemble=ensemble)  # fmt: skip
     print(result.summary_markdown(), flush=True)
 
 
@@ -137,17 +151,35 @@ def main() -> None:
     parser.add_argument("--fold-seed", type=int, default=0)
     parser.add_argument("--training-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--rule", action="append", help="w_net,w_trees,w_avg,lift (repeat)")
+    parser.add_argument("--rule", action="append", help="w_net,w_trees,w_avg,lift[,q] (repeat)")
+    parser.add_argument(
+        "--gates",
+        type=float,
+        nargs="+",
+        default=GRID_GATES,
+        help="grid of lift gates q (quantiles of the average)",
+    )
+    parser.add_argument(
+        "--weights",
+        type=float,
+        nargs=3,
+        action="append",
+        help="grid weighting w_net w_trees w_avg (repeat); default: GRID_WEIGHTS",
+    )
+    parser.add_argument("--ensemble", help="also run epitensor.ensemble with t,lift,q")
+    parser.add_argument("--lifts", type=float, nargs="+", default=GRID_LIFTS)
     parser.add_argument("--rescore", action="store_true", help="score the saved npz only")
     parser.add_argument("--score-seeds", type=int, nargs="+", help="default: --training-seeds")
     args = parser.parse_args()
     print(f"cpu: {cpu_summary()}", flush=True)
     if not args.rescore:
-        run_and_save(args.fold_seed, args.out, args.training_seeds)
+        rule = EnsembleRule(*map(float, args.ensemble.split(","))) if args.ensemble else None
+        run_and_save(args.fold_seed, args.out, args.training_seeds, rule)
     if args.rule:
         chosen = [tuple(float(x) for x in r.split(",")) for r in args.rule]
     else:
-        chosen = [(*w, lift) for w, lift in itertools.product(GRID_WEIGHTS, GRID_LIFTS)]
+        grid = itertools.product(args.weights or GRID_WEIGHTS, args.lifts, args.gates)
+        chosen = [(*w, lift, q) if lift and q else (*w, lift) for w, lift, q in grid]
     rules = {rule_name(r): r for r in chosen}
     seeds = args.score_seeds or args.training_seeds
     scored = score_rules(args.out / "npz", rules, seeds)

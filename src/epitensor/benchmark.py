@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -1129,6 +1129,7 @@ def run_cv(
     scorers: Mapping | None = None,
     folds: Sequence[Sequence[Track]] | None = None,
     blends: Sequence[Sequence[str]] = (),
+    ensemble=None,
 ) -> CVResult:
     """K-fold cross-validation over every observed track; every method retrained per fold.
 
@@ -1191,6 +1192,11 @@ def run_cv(
         Extra methods that average the imputations of other methods, e.g.
         ``[("avocado", "average_activity")]`` scores their mean as the method
         ``avocado+average_activity``. Default none.
+    ensemble : EnsembleRule, optional
+        Also score :class:`~epitensor.ensemble.Ensemble` (method ``ensemble``)
+        of the first preset's model with this rule, built on the fold's
+        ``chromimpute_gbt`` and average activity (so both must be run).
+        Default None.
 
     Returns
     -------
@@ -1217,6 +1223,8 @@ def run_cv(
         raise EpitensorError(f"method names used twice: {sorted(clash)}")
     if not model_names and not factories:
         raise EpitensorError("no method to cross-validate; give a preset or a baseline")
+    if ensemble is not None and (not model_names or "chromimpute_gbt" not in factories):
+        raise EpitensorError("the ensemble needs a preset and the chromimpute_gbt baseline")
     blends = [tuple(str(m) for m in blend) for blend in blends]
     for blend in blends:
         unknown = [m for m in blend if m not in model_names and m not in factories]
@@ -1250,6 +1258,13 @@ def run_cv(
                 started = time.perf_counter()
                 fitted[name] = factory(training_seed).fit(store, train)
                 seconds.append((fold_index, training_seed, name, time.perf_counter() - started))
+            if ensemble is not None:
+                from epitensor.ensemble import Ensemble
+
+                fitted["ensemble"] = Ensemble(
+                    fitted[next(iter(model_names))], store, ensemble,
+                    trees=fitted["chromimpute_gbt"], average=fallback,
+                )  # fmt: skip
             for name, predictor in fitted.items():
                 predictions[name] = {}
                 scored = []
@@ -1322,6 +1337,7 @@ def run_cv(
             "model_params": model_params or {},
             "methods": list(factories),
             "blends": ["+".join(b) for b in blends],
+            "ensemble": None if ensemble is None else asdict(ensemble),
             "parafac_epochs": parafac_epochs,
             "annotations": annotations.source,
             "folds": [[list(t) for t in fold] for fold in folds],

@@ -443,6 +443,15 @@ def impute(
         int,
         typer.Option("--track-batch", min=1, help="Tracks computed (and files written) together."),
     ] = 16,
+    trees: Annotated[
+        str | None,
+        typer.Option(
+            "--trees",
+            metavar="STORE",
+            help="Write the ensemble: the model with trees and average activity fitted on "
+            "STORE's copies of its training tracks (the compendium it was trained on).",
+        ),
+    ] = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     ray: RayOpt = None,
@@ -478,6 +487,7 @@ def impute(
             ray_address=ray,
             n_threads=threads,
             track_batch=track_batch,
+            trees_store=trees,
         )
     typer.echo("\n".join(f"wrote {p}" for p in paths))
 

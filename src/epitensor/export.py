@@ -347,6 +347,8 @@ def impute(
     max_retries: int = DEFAULT_MAX_RETRIES,
     window: int = 4,
     n_threads: int | None = None,
+    trees_store=None,
+    rule=None,
 ) -> list[Path]:
     """Impute tracks over the model's genome and write them as bigWig or bedGraph.
 
@@ -414,6 +416,12 @@ def impute(
     n_threads : int, optional
         Torch threads of each task. Default None: the model's ``n_threads``,
         else this process's thread count.
+    trees_store : Store or str, optional
+        Write the ensemble of :mod:`epitensor.ensemble` instead of the model
+        alone: trees and average activity fitted on this store's copies of the
+        model's training tracks. Default None: the model alone. Not on Ray.
+    rule : EnsembleRule, optional
+        The ensemble's rule. Default None: :class:`~epitensor.ensemble.EnsembleRule` ``()``.
 
     Returns
     -------
@@ -439,6 +447,7 @@ def impute(
             f"invalid precision: got {precision!r}, expected one of {list(PRECISIONS)}"
         )
     threads = task_threads(getattr(model, "n_threads", None) if n_threads is None else n_threads)
+    ensemble = _ensemble(model, trees_store, rule, ray_address)
     if ray_address is None:  # on Ray the workers' devices count, not this machine's
         resolve_device(device if device is not None else getattr(model, "device", None))
     out = Path(out)
@@ -450,11 +459,14 @@ def impute(
         fmt=fmt, chrom_sizes={c: int(model.chrom_sizes_[c]) for c in sorted(model.chrom_sizes_.index)},
         shared={"model": source if ray_address is not None and source else model,
                 "segments": segments, "arcsinh": bool(arcsinh), "block_size": int(block_size),
-                "device": device, "precision": precision, "n_threads": threads},
+                "device": device, "precision": precision, "n_threads": threads,
+                "ensemble": ensemble},
         executor={"ray_address": ray_address, "num_gpus": num_gpus, "num_cpus": threads,
                   "max_retries": max_retries, "window": window, "verbose": verbose},
     )  # fmt: skip
     prints = impute_fingerprints(source, model, tracks, segments, arcsinh, precision, fmt)
+    if ensemble is not None:  # a file of the model alone is not one of the ensemble
+        prints = [p if p is None else {**p, "ensemble": ensemble.fingerprint()} for p in prints]
     with output_lock(out):  # reentrant under the CLI's lock; no other writer of these files
         paths[0].parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(paths)
@@ -477,9 +489,25 @@ def impute(
                 "genome": getattr(model, "genome_", None),
                 "resolution": int(model.layout_.resolution),
                 "n_bins": int((segments.axis_end - segments.axis_start).sum()),
+                "ensemble": None if ensemble is None else ensemble.fingerprint(),
             },
         )
     return paths
+
+
+def _ensemble(model, trees_store, rule, ray_address):
+    """The :class:`~epitensor.ensemble.Ensemble` of an imputation, or None for the model alone."""
+    if trees_store is None:
+        if rule is not None:
+            raise EpitensorError("an ensemble rule needs the trees' store; give trees_store")
+        return None
+    if ray_address is not None:
+        raise EpitensorError(
+            "the ensemble (trees_store / --trees) imputes in this process only; drop the Ray address"
+        )
+    from epitensor.ensemble import Ensemble
+
+    return Ensemble(model, trees_store, rule)
 
 
 def impute_fingerprints(
@@ -596,6 +624,7 @@ def impute_blocks(
     device: str | None,
     precision: str,
     n_threads: int,
+    ensemble=None,
 ) -> Iterator[np.ndarray]:
     """The values of one task of :func:`impute`: one chromosome for a batch of tracks.
 
@@ -617,6 +646,9 @@ def impute_blocks(
         See :class:`FastPredictor`.
     n_threads : int
         Torch threads while computing.
+    ensemble : Ensemble, optional
+        Combine the model's values with its trees and average
+        (:meth:`~epitensor.ensemble.Ensemble.combine`). Default None: the model alone.
 
     Yields
     ------
@@ -631,6 +663,8 @@ def impute_blocks(
     with torch_threads(n_threads), predictor.session():
         for _, _, axis, lo, hi in _iter_blocks(segments[segments.chrom == chrom], block_size):
             values = predictor.predict(axis, lo, hi)
+            if ensemble is not None:
+                values = ensemble.combine(values, tracks, axis, lo, hi)
             yield values if arcsinh else np.sinh(values)
 
 

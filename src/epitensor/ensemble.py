@@ -1,0 +1,229 @@
+"""The ensemble imputation: the model and ChromImpute-style trees, lifted toward the average.
+
+The trained model (network, with its average blend) and gradient-boosted trees
+on the other tracks of the compendium (:class:`~epitensor.baselines.ChromImputeGBT`)
+err in different places: averaged, they beat each alone on every challenge
+metric but the one scored on the observed peaks (``mse1obs``), where both
+predict too little and the assay's average activity is closer. The rule
+therefore lifts the mean toward the average where the average is at its peaks::
+
+    base = (1 - t) * model + t * trees
+    ensemble = base + lift * max(average - base, 0) * [average >= q-quantile of average]
+
+``t`` is :attr:`EnsembleRule.trees_weight`, ``lift`` and ``q``
+(:attr:`EnsembleRule.gate`, the quantile of the assay's average over the
+axis) the lift and its gate. With the default model (whose prediction is
+``0.6 network + 0.4 average``) and ``t = 0.5`` the base is ``0.3 network +
+0.5 trees + 0.2 average``: the weighting ``benchmarks/cv_rules.py`` picked
+under cross-validation (``docs/cv-rules``).
+
+The trees and the average are fitted on the store's copies of the model's
+training tracks, so an ensemble needs the compendium the model was trained on
+(or one holding the same tracks on the same layout) at imputation time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from epitensor._utils import EpitensorError
+from epitensor.baselines import AverageActivity, ChromImputeGBT
+from epitensor.store import Store, open_store
+
+__all__ = ["Ensemble", "EnsembleRule"]
+
+Track = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class EnsembleRule:
+    """How the ensemble combines the model, the trees and the average.
+
+    Parameters
+    ----------
+    trees_weight : float
+        ``t``: the trees' weight in the base mean. Default 0.5.
+    lift : float
+        Fraction of the gap to the average closed where the average is above
+        the base and at its peaks. Default 0.7.
+    gate : float
+        ``q``: the lift applies where the average reaches its own ``q``
+        quantile over the axis; 0 lifts everywhere. Default 0.95.
+    """
+
+    trees_weight: float = 0.5
+    lift: float = 0.7
+    gate: float = 0.95
+
+    def __post_init__(self) -> None:
+        for name in ("trees_weight", "lift", "gate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise EpitensorError(f"{name} must lie in [0, 1]; got {name}={value!r}")
+
+    def combine(
+        self,
+        model: np.ndarray,
+        trees: np.ndarray,
+        average: np.ndarray,
+        threshold: np.ndarray | float,
+    ) -> np.ndarray:
+        """The ensemble's values.
+
+        Parameters
+        ----------
+        model, trees, average : numpy.ndarray, shape=(n_tracks, n_positions) or (n_positions,)
+            The three imputations, arcsinh.
+        threshold : numpy.ndarray, shape=(n_tracks, 1), or float
+            Each track's gate: the average's ``gate`` quantile over the axis
+            (:meth:`Ensemble.thresholds`); ``-inf`` lifts everywhere.
+
+        Returns
+        -------
+        numpy.ndarray, the shape of ``model``, float32, arcsinh
+        """
+        base = (1.0 - self.trees_weight) * model + self.trees_weight * trees
+        gain = np.maximum(average - base, 0.0) * (average >= threshold)
+        return (base + self.lift * gain).astype(np.float32)
+
+
+class Ensemble:
+    """A trained model with trees and average activity fitted on its training tracks.
+
+    Parameters
+    ----------
+    model : Avocado
+        A fitted model.
+    store : Store or str
+        A compendium holding the model's training tracks on the model's layout.
+    rule : EnsembleRule, optional
+        Default :class:`EnsembleRule` ``()``.
+    seed : int
+        Seed of the trees. Default 0.
+    trees : ChromImputeGBT, optional
+        Trees already fitted on the model's training tracks (a benchmark's).
+        Default None: fitted here.
+    average : AverageActivity, optional
+        Likewise for the average. Default None.
+
+    Attributes
+    ----------
+    name : str
+        ``"ensemble"`` (its name in benchmark tables).
+    """
+
+    name = "ensemble"
+
+    def __init__(
+        self,
+        model,
+        store: Store | str,
+        rule: EnsembleRule | None = None,
+        seed: int = 0,
+        trees: ChromImputeGBT | None = None,
+        average: AverageActivity | None = None,
+    ) -> None:
+        model.check_fitted()
+        self.model = model
+        self.store = open_store(store)
+        self.rule = EnsembleRule() if rule is None else rule
+        layout, expected = self.store.layout.axis_lengths, dict(model.layout_.axis_lengths)
+        if dict(layout) != expected:
+            raise EpitensorError(
+                f"the store {self.store.url} has axes {dict(layout)}, the model {expected}; "
+                "give the compendium the model was trained on"
+            )
+        missing = [t for t in model.training_tracks_ if t not in set(self.store.track_names())]
+        if missing:
+            raise EpitensorError(
+                f"the store {self.store.url} lacks {len(missing)} of the model's training tracks "
+                f"(first {missing[0][0]}:{missing[0][1]}); give the compendium the model was "
+                "trained on"
+            )
+        tracks = list(model.training_tracks_)
+        self.trees = (
+            trees if trees is not None else ChromImputeGBT(seed=seed).fit(self.store, tracks)
+        )
+        self.average = average if average is not None else AverageActivity().fit(self.store, tracks)
+        self._cache: dict[tuple[Track, str], np.ndarray] = {}
+
+    def _axis(self, axis: str | None) -> str:
+        axes = list(self.store.axes)
+        if axis is None and len(axes) == 1:
+            return axes[0]
+        if axis not in axes:
+            raise EpitensorError(f"give one of the axes {axes}; got axis={axis!r}")
+        return axis
+
+    def thresholds(self, tracks: Sequence[Track], axis: str) -> np.ndarray:
+        """Each track's gate on ``axis``: ``(n_tracks, 1)``, the average's ``gate`` quantile."""
+        if self.rule.gate <= 0:
+            return np.full((len(tracks), 1), -np.inf, dtype=np.float32)
+        rows = [np.quantile(self.average.predict(c, a, axis), self.rule.gate) for c, a in tracks]
+        return np.asarray(rows, dtype=np.float32)[:, None]
+
+    def _trees(self, track: Track, axis: str) -> np.ndarray:
+        """The trees' imputation of ``track`` over the whole axis, kept for the axis's blocks."""
+        if not any(key[1] == axis for key in self._cache):
+            self._cache.clear()  # one axis at a time
+        key = (track, axis)
+        if key not in self._cache:
+            self._cache[key] = self.trees.predict(*track, axis)
+        return self._cache[key]
+
+    def combine(
+        self, model_values: np.ndarray, tracks: Sequence[Track], axis: str, start: int, end: int
+    ) -> np.ndarray:
+        """The ensemble from the model's values of ``tracks`` over ``[start, end)`` of ``axis``.
+
+        Parameters
+        ----------
+        model_values : numpy.ndarray, shape=(n_tracks, end - start)
+            The model's imputation, arcsinh.
+
+        Returns
+        -------
+        numpy.ndarray, shape=(n_tracks, end - start), float32, arcsinh
+        """
+        trees = np.stack([self._trees(t, axis)[start:end] for t in tracks])
+        average = np.stack([self.average.predict(c, a, axis, start, end) for c, a in tracks])
+        return self.rule.combine(model_values, trees, average, self.thresholds(tracks, axis))
+
+    def predict_tracks(
+        self, tracks: Sequence[Track], axis: str | None = None, start: int = 0, end=None
+    ) -> np.ndarray:
+        """Impute several tracks: ``(n_tracks, end - start)``, float32, arcsinh.
+
+        A track whose cell type or assay the model lacks (a cross-validation
+        fold can take all of them) takes the average in the model's place.
+        """
+        tracks = [(str(c), str(a)) for c, a in tracks]
+        axis = self._axis(axis)
+        end = self.store.axis_length(axis) if end is None else int(end)
+        known = [c in self.model.celltypes_ and a in self.model.assays_ for c, a in tracks]
+        model_values = np.stack([self.average.predict(c, a, axis, start, end) for c, a in tracks])
+        if any(known):
+            inside = [t for t, k in zip(tracks, known) if k]
+            model_values[np.flatnonzero(known)] = self.model.predict_tracks(
+                inside, axis, start, end
+            )
+        return self.combine(model_values, tracks, axis, start, end)
+
+    def predict(
+        self, celltype: str, assay: str, axis: str | None = None, start: int = 0, end=None
+    ) -> np.ndarray:
+        """Impute one track: ``(end - start,)``, float32, arcsinh."""
+        return self.predict_tracks([(celltype, assay)], axis, start, end)[0]
+
+    def fingerprint(self) -> dict:
+        """What identifies the ensemble's part of an imputation (for resuming its files)."""
+        from dataclasses import asdict
+
+        return {"store": str(self.store.url), "rule": asdict(self.rule), "trees": repr(self.trees),
+                "tracks": [list(t) for t in self.model.training_tracks_]}  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"Ensemble({self.rule}, trees={self.trees!r})"

@@ -1,0 +1,132 @@
+"""The ensemble of the model, the trees and average activity, on the real pilot data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pybigtools
+import pytest
+from typer.testing import CliRunner
+
+from epitensor import export
+from epitensor._utils import EpitensorError
+from epitensor.baselines import AverageActivity, ChromImputeGBT
+from epitensor.benchmark import run_cv
+from epitensor.cli import app
+from epitensor.ensemble import Ensemble, EnsembleRule
+
+TRACK = ("E065", "H3K4me1")
+TINY_AVOCADO = {"n_celltype_factors": 4, "n_assay_factors": 4, "n_25bp_factors": 4,
+                "n_250bp_factors": 4, "n_5kbp_factors": 4, "n_nodes": 16, "n_epochs": 1,
+                "n_genome_epochs": 1, "batch_size": 8192, "verbose": False}  # fmt: skip  # held out of the trained model (the standard split)
+
+
+def test_rule_combine_by_hand():
+    """base = (1 - t) model + t trees; the lift closes part of the gap up to a gated average."""
+    rule = EnsembleRule(trees_weight=0.25, lift=0.5, gate=0.5)
+    model = np.array([[1.0, 2.0, 0.0, 4.0]])
+    trees = np.array([[5.0, 2.0, 4.0, 0.0]])
+    average = np.array([[4.0, 3.0, 0.5, 1.0]])
+    threshold = np.array([[2.0]])  # positions 0 and 1 are at the average's peaks
+    # base: 2.0, 2.0, 1.0, 3.0; gaps to the average 2.0, 1.0, -, - (below base or gate)
+    np.testing.assert_allclose(
+        rule.combine(model, trees, average, threshold), [[3.0, 2.5, 1.0, 3.0]]
+    )
+    # lift everywhere (no gate): position 2's average (0.5) is below its base, untouched
+    everywhere = rule.combine(model, trees, average, -np.inf)
+    np.testing.assert_allclose(everywhere, [[3.0, 2.5, 1.0, 3.0]])
+    assert rule.combine(model, trees, average, threshold).dtype == np.float32
+    with pytest.raises(EpitensorError, match="lift must lie in"):
+        EnsembleRule(lift=1.5)
+
+
+@pytest.fixture(scope="module")
+def ensemble(trained_model, pilot_store):
+    return Ensemble(trained_model, pilot_store)
+
+
+def test_ensemble_is_the_mean_below_the_gate_and_lifted_above(ensemble, trained_model, pilot_store):
+    trees = ChromImputeGBT(seed=0).fit(pilot_store, trained_model.training_tracks_)
+    average = AverageActivity().fit(pilot_store, trained_model.training_tracks_)
+    got = ensemble.predict(*TRACK)
+    net, tree, avg = trained_model.predict(*TRACK), trees.predict(*TRACK), average.predict(*TRACK)
+    base = 0.5 * net + 0.5 * tree
+    gate = avg >= np.quantile(avg, ensemble.rule.gate)
+    assert 0.04 < gate.mean() < 0.06  # the top 5% of the average
+    np.testing.assert_allclose(got[~gate], base[~gate], rtol=1e-5, atol=1e-5)
+    lifted = gate & (avg > base)
+    assert lifted.sum() > 1000
+    np.testing.assert_allclose(
+        got[lifted], base[lifted] + 0.7 * (avg - base)[lifted], rtol=1e-5, atol=1e-5
+    )
+
+
+def test_ensemble_needs_the_training_compendium(trained_model, small_pilot_store):
+    with pytest.raises(EpitensorError, match="the model was trained on"):
+        Ensemble(trained_model, small_pilot_store)
+
+
+def test_impute_with_trees_writes_the_ensemble(ensemble, trained_model, pilot_store, tmp_path):
+    """The bigWig holds sinh of Ensemble.predict; a file of the model alone is not resumed as one."""
+    model_dir = tmp_path / "model"
+    trained_model.save(model_dir)
+    seg = export.track_segments(trained_model.layout_, trained_model.chrom_sizes_, ["chr11"])
+    seg = seg.iloc[1]
+    start_bp = int(seg.first_bin) * 25
+    region = f"chr11:{start_bp}-{start_bp + 25 * 400}"
+    out = tmp_path / "out"
+    alone = export.impute(model_dir, [TRACK], out, regions=[region], verbose=False)[0]
+    runner = CliRunner()
+    args = ["impute", str(model_dir), "--celltype", TRACK[0], "--assay", TRACK[1]]
+    args += ["--region", region, "--out", str(out), "--quiet", "--trees", pilot_store.url]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "not a finished file of this imputation" in result.output
+    result = runner.invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    lo = int(seg.axis_start)
+    expected = np.sinh(ensemble.predict(*TRACK, start=lo, end=lo + 400))
+    with pybigtools.open(str(alone)) as reader:
+        values = reader.values("chr11", start_bp, start_bp + 25 * 400, bins=400, fillna=None)
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-5)
+    params = json.loads((out / "impute.json").read_text())
+    assert params["ensemble"]["rule"] == {"trees_weight": 0.5, "lift": 0.7, "gate": 0.95}
+    # rerunning the same ensemble imputation keeps the finished file
+    before = alone.stat().st_mtime_ns
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and alone.stat().st_mtime_ns == before
+    with pytest.raises(EpitensorError, match="this process only"):
+        export.impute(model_dir, [TRACK], tmp_path / "ray", trees_store=pilot_store.url,
+                      ray_address="local", verbose=False)  # fmt: skip
+
+
+def test_run_cv_scores_the_ensemble_of_its_own_fits(small_pilot_store):
+    """The ensemble method is the rule applied to the fold's model, trees and average."""
+    rule = EnsembleRule(trees_weight=0.4, lift=0.6, gate=0.9)
+    seen = {}
+
+    def keep(store, predictions, holdout, train):
+        seen.update({(m, t): v for m, by_track in predictions.items() for t, v in by_track.items()})
+        return pd.DataFrame()
+
+    methods = {
+        "average_activity": lambda seed: AverageActivity(),
+        "chromimpute_gbt": lambda seed: ChromImputeGBT(
+            n_train_positions=3000, n_estimators=10, n_threads=1, seed=seed
+        ),
+    }
+    result = run_cv(small_pilot_store, k=3, seed=1, presets=("cpu-small",),
+                    model_params=TINY_AVOCADO, methods=methods, ensemble=rule, verbose=False,
+                    scorers={"keep": keep})  # fmt: skip
+    assert "ensemble" in result.summary.columns
+    for track in small_pilot_store.track_names():
+        avg = seen[("average_activity", track)]
+        threshold = np.quantile(avg, 0.9)
+        expected = rule.combine(
+            seen[("avocado", track)], seen[("chromimpute_gbt", track)], avg, threshold
+        )
+        np.testing.assert_allclose(seen[("ensemble", track)], expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(EpitensorError, match="chromimpute_gbt"):
+        run_cv(small_pilot_store, presets=("cpu-small",), methods=["average_activity"],
+               ensemble=rule, verbose=False)  # fmt: skip
