@@ -130,3 +130,13 @@ def test_run_cv_scores_the_ensemble_of_its_own_fits(small_pilot_store):
     with pytest.raises(EpitensorError, match="chromimpute_gbt"):
         run_cv(small_pilot_store, presets=("cpu-small",), methods=["average_activity"],
                ensemble=rule, verbose=False)  # fmt: skip
+
+
+def test_cli_benchmark_ensemble_needs_cv_and_the_trees(small_pilot_store, tmp_path):
+    runner = CliRunner()
+    base = ["benchmark", small_pilot_store.url, "--out", str(tmp_path / "b"), "--ensemble"]
+    result = runner.invoke(app, base)
+    assert result.exit_code != 0 and "go with --cv" in result.output
+    result = runner.invoke(app, [*base, "--cv", "2", "--method", "average_activity"])
+    assert result.exit_code == 1 and "chromimpute_gbt" in result.output
+    assert not (tmp_path / "b").exists()

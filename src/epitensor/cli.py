@@ -923,6 +923,14 @@ def benchmark(
             "parafac, chromimpute_gbt.",
         ),
     ] = None,
+    ensemble: Annotated[
+        bool,
+        typer.Option(
+            "--ensemble",
+            help="CV: also score the ensemble of the model, the trees and average activity "
+            "(epitensor.ensemble; needs chromimpute_gbt among the methods).",
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -936,11 +944,12 @@ def benchmark(
     Example: epitensor benchmark roadmap-pilot --out cv --cv 5 --seed 1 --training-seeds 0,1,2
     """
     from epitensor.benchmark import run_benchmark, run_cv
+    from epitensor.ensemble import EnsembleRule
 
     presets = [p for p in (preset or ["cpu-small"]) if p != "none"]
     model_params = None if epochs is None else {"n_epochs": epochs}
-    if cv is None and (training_seeds or methods):
-        raise typer.BadParameter("--training-seeds and --method go with --cv")
+    if cv is None and (training_seeds or methods or ensemble):
+        raise typer.BadParameter("--training-seeds, --method and --ensemble go with --cv")
     if cv is not None and split != "standard":
         raise typer.BadParameter("--split and --cv exclude each other: CV holds out every track")
     with _writing(out, overwrite):
@@ -968,6 +977,7 @@ def benchmark(
                 parafac_epochs=parafac_epochs,
                 overwrite=overwrite,
                 verbose=not quiet,
+                ensemble=EnsembleRule() if ensemble else None,
             )
     typer.echo(result.summary_markdown())
     typer.echo(f"wrote {out}")
