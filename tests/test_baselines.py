@@ -168,6 +168,28 @@ def test_chromimpute_gbt_features_and_training(pilot_store, pilot_split):
     assert np.isfinite(alone.predict(*target, end=1000)).all()
 
 
+def test_chromimpute_gbt_holds_one_axis_at_a_time(by_chrom_store):
+    """On a store of three chromosome axes the trees read one axis of signal at a time,
+    and the predictions do not depend on the order the axes are visited in."""
+    train = [t for t in by_chrom_store.track_names() if t != ("E065", "H3K4me1")]
+    target = ("E065", "H3K4me1")
+
+    def fitted():
+        return ChromImputeGBT(n_train_positions=3000, n_estimators=10, n_threads=1, seed=1).fit(
+            by_chrom_store, train
+        )
+
+    forward, backward = fitted(), fitted()
+    first = {axis: forward.predict(*target, axis) for axis in ["chr1", "chr4", "chr8"]}
+    held_axis, held = forward._held
+    assert held_axis == "chr8" and held.shape == (24, by_chrom_store.axis_length("chr8"))
+    np.testing.assert_array_equal(held, by_chrom_store.read_block("chr8", tracks=[
+        by_chrom_store.track_index(c, a) for c, a in train]))  # fmt: skip
+    for axis in ["chr8", "chr1", "chr4"]:
+        np.testing.assert_array_equal(backward.predict(*target, axis), first[axis])
+    assert backward._held[0] == "chr4"
+
+
 def test_parafac_module_by_hand():
     torch.manual_seed(0)
     module = ParafacModule(3, 2, {"a": 50, "b": 7}, n_factors=4)

@@ -696,12 +696,16 @@ class ChromImputeGBT(Baseline):
     verbose : bool
         Unused (the trees train silently); kept for a uniform interface. Default True.
 
+    Memory holds the training tracks of one axis at a time (read from the
+    store when a target's training or prediction reaches the axis), so a
+    genome-wide store costs one chromosome's training tracks, not the genome's.
+
     Attributes
     ----------
-    signal_ : dict of str to numpy.ndarray, shape=(n_training_tracks, n_positions)
-        Per axis, the training tracks in memory, float32, arcsinh.
+    store_ : Store
+        The store the training tracks are read from.
     rows_ : dict of (str, str) to int
-        Row of each training track in ``signal_``.
+        Row of each training track in an axis's signal (:meth:`signal`).
     mean_ : float
         Mean of all training values (the fallback), arcsinh.
     models_ : dict of (str, str) to tuple or None
@@ -741,7 +745,7 @@ class ChromImputeGBT(Baseline):
         )
 
     def fit(self, store: Store, train_tracks: Sequence[Track]) -> ChromImputeGBT:
-        """Load the training tracks into memory; the trees train per target on demand.
+        """Check the training tracks and take their mean; the trees train per target on demand.
 
         Returns
         -------
@@ -753,11 +757,15 @@ class ChromImputeGBT(Baseline):
             if not isinstance(value, int) or value <= 0:
                 raise EpitensorError(f"must be a positive integer; got {name}={value!r}")
         tracks = _check_tracks(store, train_tracks)
-        rows = [store.track_index(c, a) for c, a in tracks]
-        self.signal_ = {axis: store.read_block(axis, tracks=rows) for axis in store.axes}
+        self.store_ = store
         self.rows_ = {track: i for i, track in enumerate(tracks)}
-        total = sum(float(v.sum(dtype=np.float64)) for v in self.signal_.values())
-        self.mean_ = total / sum(v.size for v in self.signal_.values())
+        self._held: tuple[str | None, np.ndarray | None] = (None, None)
+        total, count = 0.0, 0
+        for axis in store.axes:
+            values = self.signal(axis)
+            total += float(values.sum(dtype=np.float64))
+            count += values.size
+        self.mean_ = total / count
         self.training_tracks_ = tracks
         self.axis_lengths_ = dict(store.layout.axis_lengths)
         self.models_ = {}
@@ -770,6 +778,19 @@ class ChromImputeGBT(Baseline):
             self._model(str(celltype), str(assay))
         return self
 
+    def signal(self, axis: str) -> np.ndarray:
+        """The training tracks on ``axis``: ``(n_training_tracks, n_positions)``, float32, arcsinh.
+
+        Kept until another axis is asked for (one axis in memory at a time).
+        """
+        held_axis, values = self._held
+        if held_axis != axis:
+            self._held = (None, None)  # free the last axis before reading the next
+            rows = [self.store_.track_index(c, a) for c, a in self.rows_]
+            values = self.store_.read_block(axis, tracks=rows)
+            self._held = (axis, values)
+        return values
+
     def _donors(self, celltype: str, assay: str) -> list[str]:
         """Training cell types other than ``celltype`` with a training track of ``assay``."""
         return [c for c, a in self.rows_ if a == assay and c != celltype]
@@ -779,7 +800,7 @@ class ChromImputeGBT(Baseline):
 
     def _base(self, axis: str, x: str, assay: str, others: list[str], assays: list[str]):
         """Signals the features are built from: ``(3 + len(assays), n_positions)``, float32."""
-        signal = self.signal_[axis]
+        signal = self.signal(axis)
         n = signal.shape[1]
         base = np.full((3 + len(assays), n), np.nan, dtype=np.float32)
         if others:
@@ -827,19 +848,26 @@ class ChromImputeGBT(Baseline):
             return None
         assays = self._feature_assays(celltype, assay)
         rng = np.random.default_rng([self.seed, *map(ord, f"{celltype}\t{assay}")])
-        lengths = {a: v.shape[1] for a, v in self.signal_.items()}
+        lengths = {axis: self.store_.axis_length(axis) for axis in self.store_.axes}
         total = sum(lengths.values())
-        features, labels = [], []
-        for x in donors:
-            others = [c for c in donors if c != x]
-            per_donor = max(1, self.n_train_positions // len(donors))
-            for axis, n in lengths.items():
-                m = max(1, round(per_donor * n / total))
-                positions = np.sort(rng.choice(n, size=min(m, n), replace=False))
-                base = self._base(axis, x, assay, others, assays)
-                features.append(self._expand(base, positions))
-                labels.append(self.signal_[axis][self.rows_[(x, assay)], positions])
-        data = xgboost.DMatrix(np.concatenate(features), label=np.concatenate(labels))
+        per_donor = max(1, self.n_train_positions // len(donors))
+        draws = {  # drawn donor by donor, axis by axis (the order fixes the sample)
+            (x, axis): np.sort(rng.choice(n, size=min(max(1, round(per_donor * n / total)), n),
+                                          replace=False))
+            for x in donors
+            for axis, n in lengths.items()
+        }  # fmt: skip
+        features, labels = {}, {}
+        for axis in lengths:  # one axis of signal in memory at a time
+            for x in donors:
+                positions = draws[(x, axis)]
+                base = self._base(axis, x, assay, [c for c in donors if c != x], assays)
+                features[(x, axis)] = self._expand(base, positions)
+                labels[(x, axis)] = self.signal(axis)[self.rows_[(x, assay)], positions]
+        data = xgboost.DMatrix(
+            np.concatenate([features[key] for key in draws]),
+            label=np.concatenate([labels[key] for key in draws]),
+        )
         params = {
             "tree_method": "hist",
             "max_depth": self.max_depth,
