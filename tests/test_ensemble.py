@@ -140,3 +140,27 @@ def test_cli_benchmark_ensemble_needs_cv_and_the_trees(small_pilot_store, tmp_pa
     result = runner.invoke(app, [*base, "--cv", "2", "--method", "average_activity"])
     assert result.exit_code == 1 and "chromimpute_gbt" in result.output
     assert not (tmp_path / "b").exists()
+
+
+def test_run_benchmark_scores_the_ensemble(small_pilot_store):
+    from epitensor.benchmark import run_benchmark
+
+    rule = EnsembleRule()
+    baselines = {
+        "average_activity": AverageActivity(),
+        "chromimpute_gbt": ChromImputeGBT(n_train_positions=3000, n_estimators=10, n_threads=1),
+    }
+    result = run_benchmark(small_pilot_store, None, model_params=TINY_AVOCADO,
+                           baselines=baselines, ensemble=rule, verbose=False)  # fmt: skip
+    assert list(result.summary.columns) == ["avocado", "average_activity", "chromimpute_gbt",
+                                            "ensemble"]  # fmt: skip
+    p = result.predictions
+    for track in result.holdout:
+        avg = p["average_activity"][track]
+        expected = rule.combine(
+            p["avocado"][track], p["chromimpute_gbt"][track], avg, np.quantile(avg, rule.gate)
+        )
+        np.testing.assert_allclose(p["ensemble"][track], expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(EpitensorError, match="missing"):
+        run_benchmark(small_pilot_store, None, preset=None, baselines=baselines, ensemble=rule,
+                      verbose=False)  # fmt: skip

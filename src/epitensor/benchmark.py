@@ -692,6 +692,7 @@ def run_benchmark(
     seed: int = 0,
     verbose: bool = True,
     scorers: Mapping | None = None,
+    ensemble=None,
 ) -> BenchmarkResult:
     """Train the model and every baseline on a split's training tracks; score the held-out ones.
 
@@ -733,6 +734,10 @@ def run_benchmark(
         in :class:`BenchmarkResult`, returning a DataFrame kept in
         ``result.extra[name]`` and written as ``<name>.csv`` / ``.md``.
         Default None: none.
+    ensemble : EnsembleRule, optional
+        Also score :class:`~epitensor.ensemble.Ensemble` (method ``ensemble``)
+        of the (first) model with the ``chromimpute_gbt`` and
+        ``average_activity`` baselines. Default None.
 
     Returns
     -------
@@ -769,6 +774,8 @@ def run_benchmark(
         started = time.perf_counter()
         predictors[name] = baseline.fit(store, train)
         seconds[name] = time.perf_counter() - started
+    if ensemble is not None:
+        predictors["ensemble"] = _ensemble_of(predictors, models, store, ensemble)
     scorer = Scorer(store, annotations)
     predictions: dict[str, dict] = {}
     tables = []
@@ -812,9 +819,27 @@ def run_benchmark(
             "seed": seed,
             "annotations": annotations.source,
             "seconds": seconds,
+            "ensemble": None if ensemble is None else asdict(ensemble),
         }
         write_benchmark(result, out_dir, parameters, overwrite=overwrite)
     return result
+
+
+def _ensemble_of(predictors: dict, models: dict, store: Store, rule, average=None):
+    """The :class:`~epitensor.ensemble.Ensemble` of the first model and the fitted baselines."""
+    from epitensor.ensemble import Ensemble
+
+    needed = [n for n in ("chromimpute_gbt", "average_activity") if n not in predictors]
+    if average is not None and "average_activity" in needed:
+        needed.remove("average_activity")
+    if not models or needed:
+        raise EpitensorError(
+            f"the ensemble needs a model and the baselines chromimpute_gbt and average_activity; "
+            f"missing {needed or ['a model']}"
+        )
+    model = next(iter(models.values()))
+    average = predictors.get("average_activity") if average is None else average
+    return Ensemble(model, store, rule, trees=predictors["chromimpute_gbt"], average=average)
 
 
 def write_benchmark(
@@ -1259,12 +1284,8 @@ def run_cv(
                 fitted[name] = factory(training_seed).fit(store, train)
                 seconds.append((fold_index, training_seed, name, time.perf_counter() - started))
             if ensemble is not None:
-                from epitensor.ensemble import Ensemble
-
-                fitted["ensemble"] = Ensemble(
-                    fitted[next(iter(model_names))], store, ensemble,
-                    trees=fitted["chromimpute_gbt"], average=fallback,
-                )  # fmt: skip
+                models = {name: fitted[name] for name in model_names}
+                fitted["ensemble"] = _ensemble_of(fitted, models, store, ensemble, fallback)
             for name, predictor in fitted.items():
                 predictions[name] = {}
                 scored = []
