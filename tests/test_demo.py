@@ -55,6 +55,7 @@ def test_quick_demo_writes_every_output(tmp_path, monkeypatch):
         "average_activity",
         "parafac",
         "chromimpute_gbt",
+        "ensemble",
     }
     assert set(zip(table.celltype, table.assay)) == set(STANDARD_SPLIT)
     summary = pd.read_csv(out / "benchmark" / "summary.csv", index_col=0)
@@ -79,6 +80,10 @@ def test_quick_demo_writes_every_output(tmp_path, monkeypatch):
     assert "0.6 x the network&#x27;s output + 0.4 x the assay&#x27;s average activity" in html
     mse = summary.loc["mse", "avocado"]
     assert re.search(rf">{mse:.3f}<", html)
+    # the bigWigs are the ensemble's, and the report says so
+    assert "The imputed bigWigs of this demo are the ensemble&#x27;s" in html
+    params = json.loads((out / "imputed" / "impute.json").read_text())
+    assert params["ensemble"]["rule"]["trees_weight"] == 0.5
     # the pairwise relationships, model beside the observed (no RNA-seq in the sample)
     assert "Pairwise relationships between marks" in html
     assert "H3K4me3 promoter ~ H3K36me3 gene body" in html and "Not scored" in html

@@ -334,7 +334,7 @@ def _track_figures(
         window = slice(locus.start, locus.end)
         name = f"{track[0]} {track[1]}"
         panels = {f"observed {name}": observed[window]}
-        for method in ("avocado", "average_activity"):
+        for method in ("ensemble", "avocado", "average_activity"):
             if method in result.predictions:
                 panels[f"{method} (imputed)"] = result.predictions[method][track][window]
         path = out / f"tracks_{pick}.png"
@@ -519,18 +519,28 @@ def _write_report(
             "this beat both the network alone and average activity on more metrics than "
             "either (README, Cross-validation). --preset paper trains the paper's network alone."
         )
+    if "ensemble" in summary.columns:
+        report.paragraph(
+            "The ensemble (epitensor.ensemble; epitensor impute --trees STORE) averages the "
+            "model with the ChromImpute-style trees and lifts the mean toward the assay's "
+            "average activity where the average is at its peaks: under 5-fold "
+            "cross-validation it beat average activity on every challenge metric and the trees "
+            "on most (README, Evaluation). The imputed bigWigs of this demo are the ensemble's."
+        )
     if quick:
         report.paragraph(
             "This is the quick demo: a tiny network trained for a few epochs on a few regions. "
             "It checks the pipeline; its numbers say nothing about the method.",
             note=True,
         )
-    if "avocado" in summary.columns:
-        won = [m for m in summary.index if result.best.get(m) == "avocado"]
+    ours = next((m for m in ("ensemble", "avocado") if m in summary.columns), None)
+    if ours is not None:
+        won = [m for m in summary.index if result.best.get(m) == ours]
         lost = [
             f"{m} ({result.best[m]})" for m in summary.index if m not in won and result.best.get(m)
         ]
-        verdict = f"The model is best on {len(won)} of {len(summary.index)} metrics"
+        label = "The ensemble" if ours == "ensemble" else "The model"
+        verdict = f"{label} is best on {len(won)} of {len(summary.index)} metrics"
         verdict += f" ({', '.join(won)})." if won else "."
         if lost:
             verdict += " A baseline is better on " + ", ".join(lost) + "."
@@ -588,6 +598,8 @@ def run_demo(
     """
     from epitensor.benchmark import run_benchmark
     from epitensor.datasets import pilot_annotations_dir, roadmap_pilot
+    from epitensor.ensemble import EnsembleRule
+    from epitensor.export import impute
     from epitensor.plots import plot_training_curve
 
     started = time.perf_counter()
@@ -606,11 +618,13 @@ def run_demo(
         parafac_epochs=1 if quick else 10,
         overwrite=True,
         verbose=verbose,
+        ensemble=EnsembleRule(),
     )
     model = result.model
     model.save(out / "model", overwrite=True)
-    _say(verbose, "demo: writing the held-out imputations to bigWig")
-    model.impute(result.holdout, out / "imputed", overwrite=True, verbose=verbose)
+    _say(verbose, "demo: writing the held-out imputations (the ensemble) to bigWig")
+    impute(out / "model", result.holdout, out / "imputed", overwrite=True, verbose=verbose,
+           trees_store=store)  # fmt: skip
     directory = pilot_annotations_dir()
     figures, promoter, promoter_track = _track_figures(result, store, out, directory)
     plot_training_curve(
