@@ -36,7 +36,7 @@ import pandas as pd
 from epitensor import metrics
 from epitensor._utils import cpu_summary
 from epitensor.annotations import Annotations
-from epitensor.benchmark import Scorer, markdown_table, run_cv, summarise
+from epitensor.benchmark import Scorer, markdown_table, plot_metrics, run_cv, summarise
 from epitensor.ensemble import EnsembleRule
 from epitensor.hyperparams import read_preset
 from epitensor.store import open_store
@@ -146,6 +146,49 @@ def wins_table(long: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return means, pd.DataFrame(rows)
 
 
+def pick(means: pd.DataFrame, long: pd.DataFrame) -> str:
+    """The rule this benchmark picks on a selection run.
+
+    Among the rules that beat average activity on all 9 challenge metrics, on
+    at least 4 of the 5 peak metrics and on Pearson for over two thirds of the
+    tracks, the one with the most challenge wins against the trees; ties go to
+    the largest smallest relative margin over the metrics it wins against
+    either baseline (the win least likely to flip on other folds).
+    """
+    per_track = long.groupby(["celltype", "assay", "method", "metric"]).value.mean().reset_index()
+    pearson = per_track[per_track.metric == "gwcorr"].pivot(
+        index=["celltype", "assay"], columns="method", values="value"
+    )
+    scored = []
+    for method in means.columns:
+        if method in ("average_activity", "chromimpute_gbt", "default"):
+            continue
+        margins = {}
+        for other in ("average_activity", "chromimpute_gbt"):
+            sign = np.array([-1.0 if m in metrics.LOWER_IS_BETTER else 1.0 for m in SCORED])
+            margins[other] = sign * (means[method] - means[other]).to_numpy() / means[other].abs()
+        vs_avg, vs_trees = margins["average_activity"] > 0, margins["chromimpute_gbt"] > 0
+        tracks = int((pearson[method] > pearson["average_activity"]).sum())
+        if vs_avg[:9].all() and vs_avg[9:].sum() >= 4 and tracks > 2 * len(pearson) / 3:
+            won = np.concatenate([margins[o][:9][margins[o][:9] > 0] for o in margins])
+            scored.append((int(vs_trees[:9].sum()), float(won.min()), method))
+    if not scored:
+        return ""
+    return max(scored)[2]
+
+
+def write_per_track(long: pd.DataFrame, out: Path, label: str) -> None:
+    """``metrics_by_track.md`` (track x method, mean over seeds) and ``metrics.png``."""
+    per_track = long.groupby(["celltype", "assay", "method", "metric"]).value.mean().reset_index()
+    wide = per_track.pivot_table(index=["celltype", "assay", "method"], columns="metric",
+                                 values="value")[list(SCORED)]  # fmt: skip
+    wide.index = [" ".join(key) for key in wide.index]
+    wide.index.name = "track method"
+    (out / "metrics_by_track.md").write_text(markdown_table(wide) + "\n")
+    plot_metrics(out / "metrics.png", per_track,
+                 f"5-fold CV, {label}: each metric by method, one point per track")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--fold-seed", type=int, default=0)
@@ -192,8 +235,11 @@ def main() -> None:
     (args.out / "rules.md").write_text(
         markdown_table(means) + "\n\n" + markdown_table(wins.set_index("method")) + "\n"
     )
+    if args.rule:  # the chosen rules: per-track table and figure
+        write_per_track(long, args.out, f"fold seed {args.fold_seed}")
     print(means.round(3).to_string())
     print(wins.to_string(index=False))
+    print(f"picked (see pick): {pick(means, long) or 'none passes'}")
 
 
 if __name__ == "__main__":
