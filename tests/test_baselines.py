@@ -190,6 +190,21 @@ def test_chromimpute_gbt_holds_one_axis_at_a_time(by_chrom_store):
     assert backward._held[0] == "chr4"
 
 
+def test_average_activity_low_memory_holds_one_axis(by_chrom_store):
+    """low_memory=True gives the same means, holding only the axis last asked for."""
+    train = [t for t in by_chrom_store.track_names() if t[0] != "E065"]
+    full = AverageActivity().fit(by_chrom_store, train)
+    lean = AverageActivity(low_memory=True).fit(by_chrom_store, train)
+    assert lean.activity_ == {} and lean.mean_ == pytest.approx(full.mean_)
+    for axis in ["chr8", "chr1", "chr4"]:
+        for assay in ["H3K4me3", "H3K27me3"]:
+            np.testing.assert_array_equal(
+                lean.predict("E065", assay, axis), full.predict("E065", assay, axis)
+            )
+        assert list(lean.activity_) == [axis]
+    assert set(full.activity_) == set(by_chrom_store.axes)
+
+
 def test_parafac_module_by_hand():
     torch.manual_seed(0)
     module = ParafacModule(3, 2, {"a": 50, "b": 7}, n_factors=4)

@@ -231,10 +231,19 @@ class AverageActivity(Baseline):
     track of one assay) gets the mean of all training values, everywhere:
     nothing is known of that assay's activity.
 
+    Parameters
+    ----------
+    low_memory : bool
+        Hold the means of one axis at a time, computed from the store when an
+        axis is first asked for (``n_assays x`` one chromosome's positions on a
+        genome-wide store, instead of every axis). Reads the training tracks of
+        an axis again each time the axis changes, so predict axis by axis.
+        Default False: every axis's means from ``fit`` on.
+
     Attributes
     ----------
     activity_ : dict of str to dict of str to numpy.ndarray, shape=(n_positions,)
-        Per axis and assay, the mean training signal, float32, arcsinh.
+        Per axis held and assay, the mean training signal, float32, arcsinh.
     celltypes_ : dict of str to list of str
         Per assay, the training cell types averaged.
     mean_ : float
@@ -243,30 +252,45 @@ class AverageActivity(Baseline):
 
     name = "average_activity"
 
+    def __init__(self, low_memory: bool = False) -> None:
+        self.low_memory = low_memory
+
     def fit(self, store: Store, train_tracks: Sequence[Track]) -> AverageActivity:
         """Average each assay over its training cell types; returns ``self``."""
         tracks = _check_tracks(store, train_tracks)
         self.celltypes_ = {}
         for celltype, assay in tracks:
             self.celltypes_.setdefault(assay, []).append(celltype)
+        self.store_, self.training_tracks_ = store, tracks
         self.activity_, total, count = {}, 0.0, 0
         for axis in store.axes:
             sums = _track_sums(store, tracks, axis)
-            self.activity_[axis] = {
-                assay: (values / len(self.celltypes_[assay])).astype(np.float32)
-                for assay, values in sums.items()
-            }
+            if not self.low_memory:
+                self.activity_[axis] = self._means(sums)
             total += sum(float(v.sum()) for v in sums.values())
             count += len(tracks) * store.axis_length(axis)
         self.mean_ = total / count
-        self.training_tracks_ = tracks
         self.axis_lengths_ = dict(store.layout.axis_lengths)
         return self
+
+    def _means(self, sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per assay, the sums divided by its number of training cell types (float32)."""
+        return {
+            assay: (values / len(self.celltypes_[assay])).astype(np.float32)
+            for assay, values in sums.items()
+        }
 
     def _predict(self, celltype, assay, axis, start, end):
         if assay not in self.celltypes_:
             return np.full(end - start, self.mean_)
+        if axis not in self.activity_:  # low_memory: this axis replaces the one held
+            self.activity_ = {
+                axis: self._means(_track_sums(self.store_, self.training_tracks_, axis))
+            }
         return self.activity_[axis][assay][start:end]
+
+    def __repr__(self) -> str:
+        return "AverageActivity(low_memory=True)" if self.low_memory else "AverageActivity()"
 
 
 class ParafacGenome(nn.Module):

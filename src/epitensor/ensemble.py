@@ -147,8 +147,11 @@ class Ensemble:
         self.trees = (
             trees if trees is not None else ChromImputeGBT(seed=seed).fit(self.store, tracks)
         )
-        self.average = average if average is not None else AverageActivity().fit(self.store, tracks)
+        if average is None:  # one axis of means at a time, as the trees
+            average = AverageActivity(low_memory=True).fit(self.store, tracks)
+        self.average = average
         self._cache: dict[tuple[Track, str], np.ndarray] = {}
+        self._gates: dict[tuple[Track, str], float] = {}
 
     def _axis(self, axis: str | None) -> str:
         axes = list(self.store.axes)
@@ -162,8 +165,11 @@ class Ensemble:
         """Each track's gate on ``axis``: ``(n_tracks, 1)``, the average's ``gate`` quantile."""
         if self.rule.gate <= 0:
             return np.full((len(tracks), 1), -np.inf, dtype=np.float32)
-        rows = [np.quantile(self.average.predict(c, a, axis), self.rule.gate) for c, a in tracks]
-        return np.asarray(rows, dtype=np.float32)[:, None]
+        for track in tracks:
+            if (track, axis) not in self._gates:  # a quantile of the whole axis, once
+                whole = self.average.predict(*track, axis)
+                self._gates[(track, axis)] = float(np.quantile(whole, self.rule.gate))
+        return np.asarray([self._gates[(t, axis)] for t in tracks], dtype=np.float32)[:, None]
 
     def _trees(self, track: Track, axis: str) -> np.ndarray:
         """The trees' imputation of ``track`` over the whole axis, kept for the axis's blocks."""
