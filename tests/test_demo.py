@@ -83,7 +83,7 @@ def test_quick_demo_writes_every_output(tmp_path, monkeypatch):
     # the bigWigs are the ensemble's, and the report says so
     assert "The imputed bigWigs of this demo are the ensemble&#x27;s" in html
     params = json.loads((out / "imputed" / "impute.json").read_text())
-    assert params["ensemble"]["rule"]["trees_weight"] == 0.5
+    assert params["ensemble"]["rule"]["trees_weight"] == 0.6
     # the pairwise relationships, model beside the observed (no RNA-seq in the sample)
     assert "Pairwise relationships between marks" in html
     assert "H3K4me3 promoter ~ H3K36me3 gene body" in html and "Not scored" in html

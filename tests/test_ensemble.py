@@ -50,10 +50,18 @@ def ensemble(trained_model, pilot_store):
 def test_ensemble_is_the_mean_below_the_gate_and_lifted_above(ensemble, trained_model, pilot_store):
     trees = ChromImputeGBT(seed=0).fit(pilot_store, trained_model.training_tracks_)
     average = AverageActivity().fit(pilot_store, trained_model.training_tracks_)
-    got = ensemble.predict(*TRACK)
     net, tree, avg = trained_model.predict(*TRACK), trees.predict(*TRACK), average.predict(*TRACK)
+    # the default: 0.4 model + 0.6 trees, lifted 0.7 of the way up to the average everywhere
+    base = 0.4 * net + 0.6 * tree
+    expected = base + 0.7 * np.maximum(avg - base, 0.0)
+    np.testing.assert_allclose(ensemble.predict(*TRACK), expected, rtol=1e-5, atol=1e-5)
+    assert (avg > base + 0.1).mean() > 0.05  # the lift moves a real share of the positions
+    # a gated rule: the plain mean below the average's 95th percentile
+    rule = EnsembleRule(trees_weight=0.5, lift=0.7, gate=0.95)
+    gated = Ensemble(trained_model, pilot_store, rule, trees=ensemble.trees, average=average)
+    got = gated.predict(*TRACK)
     base = 0.5 * net + 0.5 * tree
-    gate = avg >= np.quantile(avg, ensemble.rule.gate)
+    gate = avg >= np.quantile(avg, 0.95)
     assert 0.04 < gate.mean() < 0.06  # the top 5% of the average
     np.testing.assert_allclose(got[~gate], base[~gate], rtol=1e-5, atol=1e-5)
     lifted = gate & (avg > base)
@@ -91,7 +99,7 @@ def test_impute_with_trees_writes_the_ensemble(ensemble, trained_model, pilot_st
         values = reader.values("chr11", start_bp, start_bp + 25 * 400, bins=400, fillna=None)
     np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-5)
     params = json.loads((out / "impute.json").read_text())
-    assert params["ensemble"]["rule"] == {"trees_weight": 0.5, "lift": 0.7, "gate": 0.95}
+    assert params["ensemble"]["rule"] == {"trees_weight": 0.6, "lift": 0.7, "gate": 0.0}
     # rerunning the same ensemble imputation keeps the finished file
     before = alone.stat().st_mtime_ns
     result = runner.invoke(app, args)
@@ -99,6 +107,47 @@ def test_impute_with_trees_writes_the_ensemble(ensemble, trained_model, pilot_st
     with pytest.raises(EpitensorError, match="this process only"):
         export.impute(model_dir, [TRACK], tmp_path / "ray", trees_store=pilot_store.url,
                       ray_address="local", verbose=False)  # fmt: skip
+
+
+def test_impute_writes_the_ensemble_by_default(ensemble, trained_model, pilot_store, tmp_path):
+    """The model records its compendium; `impute` uses it unless told not to or it is gone."""
+    model_dir = tmp_path / "model"
+    trained_model.save(model_dir)
+    loaded = export.load_model(model_dir)
+    assert loaded.training_store_ == trained_model.training_store_ == pilot_store.url
+    seg = export.track_segments(trained_model.layout_, trained_model.chrom_sizes_, ["chr11"])
+    seg = seg.iloc[1]
+    start_bp, lo = int(seg.first_bin) * 25, int(seg.axis_start)
+    region = f"chr11:{start_bp}-{start_bp + 25 * 200}"
+    base = ["impute", str(model_dir), "--celltype", TRACK[0], "--assay", TRACK[1]]
+    base += ["--region", region, "--arcsinh"]
+    runner = CliRunner()
+
+    def written(out, *extra):
+        result = runner.invoke(app, [*base, "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        with pybigtools.open(str(out / "E065.H3K4me1.bigWig")) as reader:
+            values = reader.values("chr11", start_bp, start_bp + 25 * 200, bins=200, fillna=None)
+        return values, json.loads((out / "impute.json").read_text()), result.output
+
+    values, params, _ = written(tmp_path / "auto", "--quiet")
+    expected = ensemble.predict(*TRACK, start=lo, end=lo + 200)
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-5)
+    assert params["ensemble"]["store"] == pilot_store.url
+    values, params, _ = written(tmp_path / "alone", "--model-only", "--quiet")
+    alone = trained_model.predict(*TRACK, start=lo, end=lo + 200)
+    np.testing.assert_allclose(values, alone, rtol=1e-5, atol=1e-5)
+    assert params["ensemble"] is None and np.abs(values - expected).max() > 0.05
+    # a compendium that is gone: the model alone, and the reason on stderr
+    config = json.loads((model_dir / "config.json").read_text())
+    config["training_store_"] = str(tmp_path / "moved.zarr")
+    (model_dir / "config.json").write_text(json.dumps(config))
+    values, params, output = written(tmp_path / "gone")
+    assert params["ensemble"] is None and "writing the model alone" in output
+    np.testing.assert_allclose(values, alone, rtol=1e-5, atol=1e-5)
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "x"), "--model-only",
+                                 "--trees", pilot_store.url])  # fmt: skip
+    assert result.exit_code != 0 and "drop --trees or --model-only" in result.output
 
 
 def test_run_cv_scores_the_ensemble_of_its_own_fits(small_pilot_store):

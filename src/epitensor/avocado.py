@@ -22,7 +22,7 @@ from epitensor.genome import Layout
 from epitensor.hyperparams import PRESETS, Hyperparameters, TrainConfig, read_preset
 from epitensor.inference import Predictor
 from epitensor.model import AvocadoModule, GenomeFactors
-from epitensor.store import RegionView, Store, open_store
+from epitensor.store import RegionView, Store, open_store, store_reference
 from epitensor.training import (
     Checkpoint,
     TrackSet,
@@ -137,6 +137,11 @@ class Avocado(BaseEstimator):
         Tracks used for training.
     holdout_tracks_ : list of (str, str)
         Tracks held out and scored during stage 1.
+    training_store_ : str or None
+        The compendium holding every training track on the model's layout
+        (``"roadmap-pilot"`` for the bundled sample), where the ensemble of
+        :mod:`epitensor.ensemble` fits its trees; None when stage 1 trained
+        on regions of a store, or for a model saved before it was recorded.
     holdout_mse_ : float
         Holdout MSE of the parameters the model ended stage 1 with (the
         averaged or best ones when ``swa_start`` or ``early_stopping`` is set;
@@ -355,6 +360,7 @@ class Avocado(BaseEstimator):
         self.chrom_sizes_ = store.chrom_sizes.copy()
         self.training_tracks_ = names
         self.holdout_tracks_ = holdout
+        self.training_store_ = None if isinstance(store, RegionView) else store_reference(store)
         self.genome_axes_ = {axis: store.axis_length(axis) for axis in axes}
         self._genome_path = None
         kwargs = self.module_config(len(self.celltypes_), len(self.assays_))
@@ -567,6 +573,8 @@ class Avocado(BaseEstimator):
         )
         self.module_.cpu()
         self.training_tracks_ = self.training_tracks_ + tracks
+        if all(store.has_track(*t) for t in self.training_tracks_):
+            self.training_store_ = store_reference(store)  # the new store holds them all
         self.history_ = history_frame(self.history_.to_dict("records") + result.history)
         return self
 
@@ -883,6 +891,7 @@ class Avocado(BaseEstimator):
             "genome_axes_": self.genome_axes_,
             "training_tracks_": [list(t) for t in self.training_tracks_],
             "holdout_tracks_": [list(t) for t in self.holdout_tracks_],
+            "training_store_": getattr(self, "training_store_", None),
             "history_": history.to_dict("records"),
             "holdout_mse_": _json_float(getattr(self, "holdout_mse_", None)),
         }
@@ -915,6 +924,7 @@ class Avocado(BaseEstimator):
             model.genome_axes_ = {str(k): int(v) for k, v in config["genome_axes_"].items()}
             model.training_tracks_ = [_parse_track(t) for t in config["training_tracks_"]]
             model.holdout_tracks_ = [_parse_track(t) for t in config.get("holdout_tracks_", [])]
+            model.training_store_ = config.get("training_store_")
             model.history_ = history_frame(config["history_"])
             module = AvocadoModule(axis_lengths={}, **config["module"])
         except (TypeError, ValueError, KeyError, EpitensorError) as exc:

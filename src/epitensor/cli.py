@@ -448,10 +448,17 @@ def impute(
         typer.Option(
             "--trees",
             metavar="STORE",
-            help="Write the ensemble: the model with trees and average activity fitted on "
-            "STORE's copies of its training tracks (the compendium it was trained on).",
+            help="Fit the ensemble's trees and average activity on STORE's copies of the "
+            "model's training tracks (default: the compendium the model records, if it "
+            "still opens and holds them; else the model alone).",
         ),
     ] = None,
+    model_only: Annotated[
+        bool,
+        typer.Option(
+            "--model-only", help="Write the model alone, not the ensemble with trees and average."
+        ),
+    ] = False,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     ray: RayOpt = None,
@@ -459,8 +466,13 @@ def impute(
 ) -> None:
     """Impute tracks genome-wide (or on --chrom / --region) as bigWig or bedGraph, 25 bp.
 
+    Writes the ensemble of the model, ChromImpute-style trees and average activity
+    (the best imputation under cross-validation) when the model's training compendium
+    is at hand, else the model alone; --model-only always writes the model alone.
+
     Example: epitensor impute model --celltype E065 --assay H3K4me1 --out E065.H3K4me1.bw
     """
+    from epitensor.export import AUTO_ENSEMBLE
     from epitensor.export import impute as run_impute
 
     celltype, assay = celltype or [], assay or []
@@ -468,6 +480,8 @@ def impute(
         raise typer.BadParameter(
             f"give --celltype and --assay in pairs; got {len(celltype)} and {len(assay)}"
         )
+    if model_only and trees is not None:
+        raise typer.BadParameter("--model-only writes no ensemble; drop --trees or --model-only")
     if not celltype and all_missing is None:
         raise typer.BadParameter("give --celltype C --assay A (repeatable) or --all-missing STORE")
     with _writing(out, overwrite, new=False):
@@ -487,7 +501,7 @@ def impute(
             ray_address=ray,
             n_threads=threads,
             track_batch=track_batch,
-            trees_store=trees,
+            trees_store=None if model_only else (trees or AUTO_ENSEMBLE),
         )
     typer.echo("\n".join(f"wrote {p}" for p in paths))
 

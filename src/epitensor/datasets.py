@@ -90,6 +90,11 @@ def _sound(path: Path) -> bool:
         return False
 
 
+def bundled_store_path() -> Path:
+    """Where :func:`roadmap_pilot` builds the bundled sample's store by default."""
+    return cache_dir() / "roadmap-pilot.zarr"
+
+
 def roadmap_pilot(path: str | os.PathLike | None = None, overwrite: bool = False) -> Store:
     """Open the bundled Roadmap sample as a store, building it on first use.
 
@@ -111,7 +116,7 @@ def roadmap_pilot(path: str | os.PathLike | None = None, overwrite: bool = False
     Store
         Opened read-only.
     """
-    path = Path(path) if path is not None else cache_dir() / "roadmap-pilot.zarr"
+    path = Path(path) if path is not None else bundled_store_path()
     if overwrite or not _sound(path):
         layout = pilot_layout()
         with atomic_directory(path, overwrite=True) as tmp:

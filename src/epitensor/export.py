@@ -327,6 +327,10 @@ def _iter_blocks(segments: pd.DataFrame, block_size: int):
 # --------------------------------------------------------------------------------------
 
 
+AUTO_ENSEMBLE = "auto"
+"""``trees_store`` value that takes the model's own training compendium if it can."""
+
+
 def impute(
     model,
     tracks: Sequence[tuple[str, str]],
@@ -416,10 +420,13 @@ def impute(
     n_threads : int, optional
         Torch threads of each task. Default None: the model's ``n_threads``,
         else this process's thread count.
-    trees_store : Store or str, optional
+    trees_store : Store, str or "auto", optional
         Write the ensemble of :mod:`epitensor.ensemble` instead of the model
         alone: trees and average activity fitted on this store's copies of the
-        model's training tracks. Default None: the model alone. Not on Ray.
+        model's training tracks. ``"auto"`` (the CLI's default): the store the
+        model records (``training_store_``) when it still opens and holds those
+        tracks, else the model alone, with a line saying why. Default None:
+        the model alone. Not on Ray.
     rule : EnsembleRule, optional
         The ensemble's rule. Default None: :class:`~epitensor.ensemble.EnsembleRule` ``()``.
 
@@ -447,7 +454,7 @@ def impute(
             f"invalid precision: got {precision!r}, expected one of {list(PRECISIONS)}"
         )
     threads = task_threads(getattr(model, "n_threads", None) if n_threads is None else n_threads)
-    ensemble = _ensemble(model, trees_store, rule, ray_address)
+    ensemble = _ensemble(model, trees_store, rule, ray_address, verbose)
     if ray_address is None:  # on Ray the workers' devices count, not this machine's
         resolve_device(device if device is not None else getattr(model, "device", None))
     out = Path(out)
@@ -495,19 +502,48 @@ def impute(
     return paths
 
 
-def _ensemble(model, trees_store, rule, ray_address):
-    """The :class:`~epitensor.ensemble.Ensemble` of an imputation, or None for the model alone."""
+def _ensemble(model, trees_store, rule, ray_address, verbose: bool = False):
+    """The :class:`~epitensor.ensemble.Ensemble` of an imputation, or None for the model alone.
+
+    ``trees_store="auto"`` takes the model's ``training_store_`` when it still
+    opens and holds the training tracks on the model's layout, else (and on
+    Ray) the model alone, saying why when ``verbose``.
+    """
+    from epitensor.ensemble import Ensemble
+
     if trees_store is None:
         if rule is not None:
             raise EpitensorError("an ensemble rule needs the trees' store; give trees_store")
+        return None
+    if str(trees_store) == AUTO_ENSEMBLE:
+        reason = _no_auto_ensemble(model, ray_address)
+        if reason is None:
+            try:
+                return Ensemble(model, model.training_store_, rule)
+            except EpitensorError as exc:
+                reason = str(exc)
+        if verbose:
+            import sys
+
+            print(f"writing the model alone, not the ensemble: {reason}", file=sys.stderr)
         return None
     if ray_address is not None:
         raise EpitensorError(
             "the ensemble (trees_store / --trees) imputes in this process only; drop the Ray address"
         )
-    from epitensor.ensemble import Ensemble
-
     return Ensemble(model, trees_store, rule)
+
+
+def _no_auto_ensemble(model, ray_address) -> str | None:
+    """Why ``trees_store="auto"`` cannot build the ensemble, or None when it can try."""
+    if ray_address is not None:
+        return "the ensemble imputes in this process only (not on Ray)"
+    if getattr(model, "training_store_", None) is None:
+        return (
+            "the model does not record the compendium it was trained on; "
+            "give it with --trees STORE (trees_store=STORE)"
+        )
+    return None
 
 
 def impute_fingerprints(

@@ -1099,6 +1099,16 @@ def _check_layout(attrs: dict, url: str) -> Layout:
         _bad_metadata(url, "layout", f"invalid ({exc})")
 
 
+def store_reference(store: Store) -> str:
+    """What reopens ``store`` with :func:`open_store`: ``"roadmap-pilot"`` for the bundled sample."""
+    from epitensor.datasets import bundled_store_path
+
+    url = str(store.url)
+    if "://" not in url and Path(url).resolve() == bundled_store_path().resolve():
+        return "roadmap-pilot"
+    return url
+
+
 def open_store(store: Store | str | os.PathLike, mode: str = "r") -> Store:
     """Open a store from a path or URL; the name ``"roadmap-pilot"`` is the bundled sample."""
     if isinstance(store, Store):
