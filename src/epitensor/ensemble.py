@@ -35,7 +35,7 @@ from epitensor._utils import EpitensorError
 from epitensor.baselines import AverageActivity, ChromImputeGBT
 from epitensor.store import Store, open_store
 
-__all__ = ["Ensemble", "EnsembleRule"]
+__all__ = ["Ensemble", "EnsembleRule", "training_compendium"]
 
 Track = tuple[str, str]
 
@@ -94,6 +94,33 @@ class EnsembleRule:
         return (base + self.lift * gain).astype(np.float32)
 
 
+def training_compendium(model, store: Store | str) -> Store:
+    """Open ``store`` and check that it holds ``model``'s training tracks on its layout.
+
+    Raises
+    ------
+    EpitensorError
+        When the store does not open, has other axes than the model's layout,
+        or lacks a training track; nothing has been read of its tracks yet.
+    """
+    store = open_store(store)
+    layout, expected = dict(store.layout.axis_lengths), dict(model.layout_.axis_lengths)
+    if layout != expected:
+        raise EpitensorError(
+            f"the store {store.url} has axes {layout}, the model {expected}; "
+            "give the compendium the model was trained on"
+        )
+    held = set(store.track_names())
+    missing = [t for t in model.training_tracks_ if t not in held]
+    if missing:
+        raise EpitensorError(
+            f"the store {store.url} lacks {len(missing)} of the model's training tracks "
+            f"(first {missing[0][0]}:{missing[0][1]}); give the compendium the model was "
+            "trained on"
+        )
+    return store
+
+
 class Ensemble:
     """A trained model with trees and average activity fitted on its training tracks.
 
@@ -132,21 +159,8 @@ class Ensemble:
     ) -> None:
         model.check_fitted()
         self.model = model
-        self.store = open_store(store)
+        self.store = training_compendium(model, store)
         self.rule = EnsembleRule() if rule is None else rule
-        layout, expected = self.store.layout.axis_lengths, dict(model.layout_.axis_lengths)
-        if dict(layout) != expected:
-            raise EpitensorError(
-                f"the store {self.store.url} has axes {dict(layout)}, the model {expected}; "
-                "give the compendium the model was trained on"
-            )
-        missing = [t for t in model.training_tracks_ if t not in set(self.store.track_names())]
-        if missing:
-            raise EpitensorError(
-                f"the store {self.store.url} lacks {len(missing)} of the model's training tracks "
-                f"(first {missing[0][0]}:{missing[0][1]}); give the compendium the model was "
-                "trained on"
-            )
         tracks = list(model.training_tracks_)
         self.trees = (
             trees if trees is not None else ChromImputeGBT(seed=seed).fit(self.store, tracks)

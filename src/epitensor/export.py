@@ -509,7 +509,7 @@ def _ensemble(model, trees_store, rule, ray_address, verbose: bool = False):
     opens and holds the training tracks on the model's layout, else (and on
     Ray) the model alone, saying why when ``verbose``.
     """
-    from epitensor.ensemble import Ensemble
+    from epitensor.ensemble import Ensemble, training_compendium
 
     if trees_store is None:
         if rule is not None:
@@ -518,15 +518,17 @@ def _ensemble(model, trees_store, rule, ray_address, verbose: bool = False):
     if str(trees_store) == AUTO_ENSEMBLE:
         reason = _no_auto_ensemble(model, ray_address)
         if reason is None:
-            try:
-                return Ensemble(model, model.training_store_, rule)
+            try:  # only an absent or mismatched compendium falls back; errors reading it do not
+                trees_store = training_compendium(model, model.training_store_)
             except EpitensorError as exc:
                 reason = str(exc)
-        if verbose:
-            import sys
+        if reason is not None:
+            if verbose:
+                import sys
 
-            print(f"writing the model alone, not the ensemble: {reason}", file=sys.stderr)
-        return None
+                print(f"writing the model alone, not the ensemble: {reason}", file=sys.stderr)
+            return None
+        return Ensemble(model, trees_store, rule)
     if ray_address is not None:
         raise EpitensorError(
             "the ensemble (trees_store / --trees) imputes in this process only; drop the Ray address"
