@@ -213,3 +213,54 @@ def test_run_benchmark_scores_the_ensemble(small_pilot_store):
     with pytest.raises(EpitensorError, match="missing"):
         run_benchmark(small_pilot_store, None, preset=None, baselines=baselines, ensemble=rule,
                       verbose=False)  # fmt: skip
+
+
+def test_paper_workflow_imputes_the_ensemble(by_chrom_store, tmp_path):
+    """Stage 1 on the pilot regions of a by-chromosome store, then stage 2 per chromosome.
+
+    Both the stage-1 model (read through the regions it trained on) and the
+    stage-2 model (on the chromosome axes) impute the ensemble by default; a
+    model whose other positions still lie on the stage-1 regions falls back to
+    the model alone there and takes the ensemble on the chromosomes fitted.
+    """
+    import copy
+
+    from epitensor.avocado import Avocado
+    from epitensor.ensemble import training_compendium
+    from epitensor.store import RegionView
+
+    with pytest.warns(UserWarning, match="lie on chromosomes"):
+        model = Avocado(**TINY_AVOCADO, n_threads=1).fit(by_chrom_store, regions="pilot")
+    assert model.training_store_ == by_chrom_store.url
+    view = training_compendium(model, model.training_store_)
+    assert isinstance(view, RegionView) and dict(view.layout.axis_lengths) == dict(
+        model.layout_.axis_lengths
+    )
+
+    def imputed(predictor, chrom, out):
+        seg = export.track_segments(predictor.layout_, predictor.chrom_sizes_, [chrom]).iloc[0]
+        start = int(seg.first_bin) * 25
+        region = f"{chrom}:{start}-{start + 25 * 300}"
+        export.impute(predictor, [TRACK], out, regions=[region], arcsinh=True,
+                      trees_store="auto", verbose=False, n_threads=1)  # fmt: skip
+        with pybigtools.open(str(out / "E065.H3K4me1.bigWig")) as reader:
+            values = reader.values(chrom, start, start + 25 * 300, bins=300, fillna=None)
+        params = json.loads((out / "impute.json").read_text())
+        return values, params, str(seg.axis), int(seg.axis_start)
+
+    values, params, axis, lo = imputed(model, "chr4", tmp_path / "stage1")
+    assert params["ensemble"] is not None and axis == "pilot"
+    expected = Ensemble(model, view).predict(*TRACK, axis, lo, lo + 300)
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-5)
+    assert np.abs(expected - model.predict(*TRACK, axis, lo, lo + 300)).max() > 0.05
+
+    partly = copy.deepcopy(model).fit_genome(by_chrom_store, axes=["chr1"])
+    assert partly.training_store_ == by_chrom_store.url
+    with pytest.raises(EpitensorError, match="--chroms"):  # chr4 and chr8 are still regions
+        training_compendium(partly, by_chrom_store)
+    values, params, axis, lo = imputed(partly, "chr1", tmp_path / "stage2")
+    assert params["ensemble"] is not None and axis == "chr1"
+    expected = Ensemble(partly, by_chrom_store, axes=["chr1"]).predict(*TRACK, "chr1", lo, lo + 300)
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-5)
+    _, params, axis, _ = imputed(partly, "chr8", tmp_path / "regions-left")
+    assert params["ensemble"] is None and axis == "pilot"  # the model alone, as the note says

@@ -138,10 +138,12 @@ class Avocado(BaseEstimator):
     holdout_tracks_ : list of (str, str)
         Tracks held out and scored during stage 1.
     training_store_ : str or None
-        The compendium holding every training track on the model's layout
-        (``"roadmap-pilot"`` for the bundled sample), where the ensemble of
-        :mod:`epitensor.ensemble` fits its trees; None when stage 1 trained
-        on regions of a store, or for a model saved before it was recorded.
+        The compendium holding every training track (``"roadmap-pilot"`` for
+        the bundled sample), where the ensemble of :mod:`epitensor.ensemble`
+        fits its trees: the store stage 1 read (the whole store when it
+        trained on regions of it), then the store of :meth:`fit_genome`,
+        :meth:`fit_celltypes` or :meth:`fit_assays` when that one holds every
+        training track. None for a model saved before it was recorded.
     holdout_mse_ : float
         Holdout MSE of the parameters the model ended stage 1 with (the
         averaged or best ones when ``swa_start`` or ``early_stopping`` is set;
@@ -360,7 +362,7 @@ class Avocado(BaseEstimator):
         self.chrom_sizes_ = store.chrom_sizes.copy()
         self.training_tracks_ = names
         self.holdout_tracks_ = holdout
-        self.training_store_ = None if isinstance(store, RegionView) else store_reference(store)
+        self.training_store_ = store_reference(store)  # a RegionView's: the store it reads
         self.genome_axes_ = {axis: store.axis_length(axis) for axis in axes}
         self._genome_path = None
         kwargs = self.module_config(len(self.celltypes_), len(self.assays_))

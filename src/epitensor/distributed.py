@@ -479,7 +479,7 @@ def fit_genome(
         first; with ``out`` the axes before the first failure are saved there.
         Either way ``fit_genome(model, store, axes=[the rest])`` completes the run.
     """
-    from epitensor.store import open_store
+    from epitensor.store import open_store, store_reference
     from epitensor.training import history_frame
 
     model.check_fitted()
@@ -496,6 +496,8 @@ def fit_genome(
     if not tracks:
         raise EpitensorError(f"store {store.url} holds none of the model's training tracks")
     check_ray(ray_address, model.verbose)
+    if len(tracks) == len(model.training_tracks_):  # the ensemble's trees read the new axes here
+        model.training_store_ = store_reference(store)
     threads = task_threads(model.n_threads)
     jobs = []
     for i, axis in enumerate(axes):

@@ -21,7 +21,10 @@ assignment and reported on another (``docs/cv-rules``).
 
 The trees and the average are fitted on the store's copies of the model's
 training tracks, so an ensemble needs the compendium the model was trained on
-(or one holding the same tracks on the same layout) at imputation time.
+(or one holding the same tracks on the axes imputed) at imputation time: the
+model records it (``Avocado.training_store_``), and :func:`training_compendium`
+checks it, reading a stage 1 trained on regions of a genome-wide store
+through those regions.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import numpy as np
 
 from epitensor._utils import EpitensorError
 from epitensor.baselines import AverageActivity, ChromImputeGBT
-from epitensor.store import Store, open_store
+from epitensor.store import RegionView, Store, open_store
 
 __all__ = ["Ensemble", "EnsembleRule", "training_compendium"]
 
@@ -94,24 +97,55 @@ class EnsembleRule:
         return (base + self.lift * gain).astype(np.float32)
 
 
-def training_compendium(model, store: Store | str) -> Store:
-    """Open ``store`` and check that it holds ``model``'s training tracks on its layout.
+def training_compendium(model, store: Store | str, axes: Sequence[str] | None = None) -> Store:
+    """Open ``store`` and check that it holds ``model``'s training tracks on the ``axes`` imputed.
+
+    Parameters
+    ----------
+    model : Avocado
+        A fitted model.
+    store : Store or str
+        The compendium: the one the model trained on, or any holding its
+        training tracks on the same axes.
+    axes : sequence of str, optional
+        The axes the ensemble will impute. Default None: every axis of the
+        model's layout that has genome factors.
+
+    Returns
+    -------
+    Store
+        ``store``, or when it holds none of the model's axes but the chromosomes
+        its regions lie on (a stage 1 trained on the pilot regions of a
+        genome-wide store, before stage 2), the
+        :class:`~epitensor.store.RegionView` of those regions that stage 1
+        trained on. A model with stage-2 axes and stage-1 regions left takes the
+        ensemble on the stage-2 axes only.
 
     Raises
     ------
     EpitensorError
-        When the store does not open, has other axes than the model's layout,
-        or lacks a training track; nothing has been read of its tracks yet.
+        When the store does not open, lacks one of ``axes`` (or has it at
+        another length), or lacks a training track; nothing has been read of
+        its tracks yet.
     """
     store = open_store(store)
-    layout, expected = dict(store.layout.axis_lengths), dict(model.layout_.axis_lengths)
-    if layout != expected:
+    expected = dict(model.layout_.axis_lengths)
+    if axes is None:
+        axes = [a for a in expected if a in getattr(model, "genome_axes_", expected)]
+    axes = list(dict.fromkeys(axes))
+    if not any(a in store.axes for a in expected):  # a stage 1 on regions of the store
+        store = _region_view(model, store)
+    held = dict(store.layout.axis_lengths)
+    wrong = [a for a in axes if held.get(a) != expected.get(a)]
+    if wrong:
+        where = {a: held.get(a) for a in wrong}
         raise EpitensorError(
-            f"the store {store.url} has axes {layout}, the model {expected}; "
-            "give the compendium the model was trained on"
+            f"the store {store.url} has {where} positions on the axes imputed, the model "
+            f"{ {a: expected.get(a) for a in wrong} }; give the compendium the model was trained "
+            "on, or impute only chromosomes it holds (--chroms)"
         )
-    held = set(store.track_names())
-    missing = [t for t in model.training_tracks_ if t not in held]
+    present = set(store.track_names())
+    missing = [t for t in model.training_tracks_ if t not in present]
     if missing:
         raise EpitensorError(
             f"the store {store.url} lacks {len(missing)} of the model's training tracks "
@@ -119,6 +153,14 @@ def training_compendium(model, store: Store | str) -> Store:
             "trained on"
         )
     return store
+
+
+def _region_view(model, store: Store) -> Store:
+    """``store`` read through the model's region layout, when its regions lie on the store."""
+    try:
+        return RegionView(store, model.layout_)
+    except EpitensorError:
+        return store  # the caller names the axes that do not match
 
 
 class Ensemble:
@@ -129,7 +171,8 @@ class Ensemble:
     model : Avocado
         A fitted model.
     store : Store or str
-        A compendium holding the model's training tracks on the model's layout.
+        A compendium holding the model's training tracks on the axes imputed
+        (see :func:`training_compendium`).
     rule : EnsembleRule, optional
         Default :class:`EnsembleRule` ``()``.
     seed : int
@@ -139,6 +182,9 @@ class Ensemble:
         Default None: fitted here.
     average : AverageActivity, optional
         Likewise for the average. Default None.
+    axes : sequence of str, optional
+        The axes it will impute (checked in ``store``). Default None: every
+        axis of the model's layout that has genome factors.
 
     Attributes
     ----------
@@ -156,10 +202,11 @@ class Ensemble:
         seed: int = 0,
         trees: ChromImputeGBT | None = None,
         average: AverageActivity | None = None,
+        axes: Sequence[str] | None = None,
     ) -> None:
         model.check_fitted()
         self.model = model
-        self.store = training_compendium(model, store)
+        self.store = training_compendium(model, store, axes)
         self.rule = EnsembleRule() if rule is None else rule
         tracks = list(model.training_tracks_)
         self.trees = (

@@ -454,12 +454,13 @@ def impute(
             f"invalid precision: got {precision!r}, expected one of {list(PRECISIONS)}"
         )
     threads = task_threads(getattr(model, "n_threads", None) if n_threads is None else n_threads)
-    ensemble = _ensemble(model, trees_store, rule, ray_address, verbose)
+    segments = _model_segments(model, chroms, regions)
+    axes = list(dict.fromkeys(segments.axis))
+    ensemble = _ensemble(model, trees_store, rule, ray_address, verbose, axes)
     if ray_address is None:  # on Ray the workers' devices count, not this machine's
         resolve_device(device if device is not None else getattr(model, "device", None))
     out = Path(out)
     paths, fmt, params_path = output_paths(tracks, out, fmt)
-    segments = _model_segments(model, chroms, regions)
     check_ray(ray_address, verbose)
     job = _ImputeJob(
         model=model, segments=segments, arcsinh=bool(arcsinh), block_size=int(block_size),
@@ -502,11 +503,11 @@ def impute(
     return paths
 
 
-def _ensemble(model, trees_store, rule, ray_address, verbose: bool = False):
+def _ensemble(model, trees_store, rule, ray_address, verbose: bool = False, axes=None):
     """The :class:`~epitensor.ensemble.Ensemble` of an imputation, or None for the model alone.
 
     ``trees_store="auto"`` takes the model's ``training_store_`` when it still
-    opens and holds the training tracks on the model's layout, else (and on
+    opens and holds the training tracks on the ``axes`` imputed, else (and on
     Ray) the model alone, saying why when ``verbose``.
     """
     from epitensor.ensemble import Ensemble, training_compendium
@@ -519,7 +520,7 @@ def _ensemble(model, trees_store, rule, ray_address, verbose: bool = False):
         reason = _no_auto_ensemble(model, ray_address)
         if reason is None:
             try:  # only an absent or mismatched compendium falls back; errors reading it do not
-                trees_store = training_compendium(model, model.training_store_)
+                trees_store = training_compendium(model, model.training_store_, axes)
             except EpitensorError as exc:
                 reason = str(exc)
         if reason is not None:
@@ -528,12 +529,12 @@ def _ensemble(model, trees_store, rule, ray_address, verbose: bool = False):
 
                 print(f"writing the model alone, not the ensemble: {reason}", file=sys.stderr)
             return None
-        return Ensemble(model, trees_store, rule)
+        return Ensemble(model, trees_store, rule, axes=axes)
     if ray_address is not None:
         raise EpitensorError(
             "the ensemble (trees_store / --trees) imputes in this process only; drop the Ray address"
         )
-    return Ensemble(model, trees_store, rule)
+    return Ensemble(model, trees_store, rule, axes=axes)
 
 
 def _no_auto_ensemble(model, ray_address) -> str | None:
