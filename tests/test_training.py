@@ -329,10 +329,27 @@ def test_auto_precision_follows_the_hardware():
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    native &= torch.backends.cpu.get_cpu_capability() not in ("DEFAULT", "NO AVX", "AVX2")
     assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
     assert resolve_precision("auto", torch.device("meta")) == "fp32"
     plan = TrainingPlan(_module(), TrainConfig(1, 8, 0.01, precision="auto"), cpu)
     assert plan.precision == resolve_precision("auto", cpu)
+
+
+def test_auto_precision_is_fp32_when_kernels_are_capped_to_avx2():
+    """With torch's kernels capped to AVX2, bf16 would be emulated (7x slower): auto takes fp32."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; from epitensor._utils import resolve_precision; "
+        "print(torch.backends.cpu.get_cpu_capability(), resolve_precision('auto', torch.device('cpu')))"
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()  # fmt: skip
+    assert out == ["AVX2", "fp32"]
 
 
 def test_cosine_schedule_anneals_every_rate():

@@ -434,6 +434,9 @@ def resolve_device(device: str | None = None):
     return torch.device("cpu")
 
 
+CAPPED_BELOW_AVX512 = ("DEFAULT", "NO AVX", "AVX2")  # torch's names of its CPU kernel levels
+
+
 def resolve_precision(precision: str, device) -> str:
     """``"fp32"`` or ``"bf16"``; ``"auto"`` is bf16 where the hardware has native bf16.
 
@@ -441,7 +444,8 @@ def resolve_precision(precision: str, device) -> str:
     ----------
     precision : str
         ``"fp32"``, ``"bf16"`` or ``"auto"`` (bf16 on CUDA GPUs that support it
-        and on CPUs with AVX-512 BF16 or AMX, else fp32).
+        and on CPUs with AVX-512 BF16 or AMX, unless torch's kernels are capped
+        below AVX-512 with ``ATEN_CPU_CAPABILITY``; else fp32).
     device : torch.device
         Where the model runs.
     """
@@ -454,6 +458,8 @@ def resolve_precision(precision: str, device) -> str:
             native = torch.cuda.is_bf16_supported()
         elif device.type == "cpu":
             native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+            # kernels capped below AVX-512 (ATEN_CPU_CAPABILITY=avx2) emulate bf16 slowly
+            native = native and torch.backends.cpu.get_cpu_capability() not in CAPPED_BELOW_AVX512
         else:
             native = False
     except (AttributeError, RuntimeError):  # private CPU probes may move between releases
