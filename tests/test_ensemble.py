@@ -264,3 +264,33 @@ def test_paper_workflow_imputes_the_ensemble(by_chrom_store, tmp_path):
     np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-5)
     _, params, axis, _ = imputed(partly, "chr8", tmp_path / "regions-left")
     assert params["ensemble"] is None and axis == "pilot"  # the model alone, as the note says
+
+
+def test_extended_model_imputes_the_ensemble_from_both_stores(trained_model, pilot_store, tmp_path):
+    """A cell type added from a store of its own: the ensemble reads both stores as one."""
+    from epitensor.datasets import roadmap_pilot_arrays
+    from epitensor.store import Store, TrackUnion
+    from epitensor.transfer import extend
+
+    new = Store.create(tmp_path / "new.zarr", pilot_store.layout, pilot_store.chrom_sizes,
+                       genome=pilot_store.genome)  # fmt: skip
+    new.add_track("E065x", "H3K4me3", {"pilot": roadmap_pilot_arrays()[("E065", "H3K4me3")]})
+    trained_model.save(tmp_path / "model")
+    model = extend(tmp_path / "model", new.url, tmp_path / "extended", celltypes=["E065x"],
+                   n_epochs=1, verbose=False)  # fmt: skip
+    assert model.training_store_ == [pilot_store.url, new.url]
+    assert export.load_model(tmp_path / "extended").training_store_ == model.training_store_
+    track = ("E065x", "H3K27me3")  # never observed: the trees learn it from H3K4me3
+    seg = export.track_segments(model.layout_, model.chrom_sizes_, ["chr11"]).iloc[1]
+    start_bp, lo = int(seg.first_bin) * 25, int(seg.axis_start)
+    out = tmp_path / "imputed"
+    export.impute(tmp_path / "extended", [track], out, regions=[f"chr11:{start_bp}-{start_bp + 5000}"],
+                  arcsinh=True, trees_store="auto", verbose=False, n_threads=1)  # fmt: skip
+    params = json.loads((out / "impute.json").read_text())
+    assert params["ensemble"]["store"] == f"{pilot_store.url} + {new.url}"
+    with pybigtools.open(str(out / "E065x.H3K27me3.bigWig")) as reader:
+        values = reader.values("chr11", start_bp, start_bp + 5000, bins=200, fillna=None)
+    union = TrackUnion([pilot_store, new])
+    expected = Ensemble(model, union).predict(*track, start=lo, end=lo + 200)
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-5)
+    assert np.abs(expected - model.predict(*track, start=lo, end=lo + 200)).max() > 0.05

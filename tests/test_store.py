@@ -258,3 +258,30 @@ def test_region_view_refuses_regions_the_store_lacks(by_chrom_store):
         RegionView(by_chrom_store, Layout.from_bed(elsewhere))
     with pytest.raises(EpitensorError, match="50-bp bins"):
         RegionView(by_chrom_store, Layout.from_bed(past_end, resolution=50))
+
+
+def test_track_union_reads_each_track_from_its_store(tmp_path):
+    """Rows map to the store holding them (the first, for a track in both); layouts must match."""
+    from epitensor.store import TrackUnion
+
+    first, second = _small_store(tmp_path / "a.zarr"), _small_store(tmp_path / "b.zarr")
+    first.add_track("c1", "a1", _values(1))
+    first.add_track("c2", "a1", _values(2))
+    second.add_track("c3", "a1", _values(3))
+    second.add_track("c1", "a1", _values(4))  # also in the first store: the first's is read
+    union = open_store([first.url, second.url])
+    assert isinstance(union, TrackUnion)
+    assert union.track_names() == [("c1", "a1"), ("c2", "a1"), ("c3", "a1")]
+    block = union.read_block("chr2", 100, 900, tracks=[2, 0])
+    np.testing.assert_array_equal(block[0], second.read_track("c3", "a1", "chr2", 100, 900))
+    np.testing.assert_array_equal(block[1], first.read_track("c1", "a1", "chr2", 100, 900))
+    whole = union.read_block("chr1")
+    assert whole.shape == (3, first.axis_length("chr1"))
+    np.testing.assert_array_equal(whole[:2], first.read_block("chr1"))
+    assert open_store([first.url]).url == first.url  # one store alone is itself
+    with pytest.raises(EpitensorError, match="read-only"):
+        union.add_track("c9", "a1", _values(9))
+    other = Store.create(tmp_path / "c.zarr", Layout.from_chrom_sizes(SIZES.iloc[:1]),
+                         SIZES, genome="custom", position_chunk=1000)  # fmt: skip
+    with pytest.raises(EpitensorError, match="different layouts"):
+        open_store([first, other])

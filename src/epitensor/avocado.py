@@ -137,13 +137,16 @@ class Avocado(BaseEstimator):
         Tracks used for training.
     holdout_tracks_ : list of (str, str)
         Tracks held out and scored during stage 1.
-    training_store_ : str or None
+    training_store_ : str, list of str or None
         The compendium holding every training track (``"roadmap-pilot"`` for
         the bundled sample), where the ensemble of :mod:`epitensor.ensemble`
         fits its trees: the store stage 1 read (the whole store when it
         trained on regions of it), then the store of :meth:`fit_genome`,
         :meth:`fit_celltypes` or :meth:`fit_assays` when that one holds every
-        training track. None for a model saved before it was recorded.
+        training track. After a transfer from a store holding only the new
+        tracks, the list of the stores before and that one (opened as one
+        :class:`~epitensor.store.TrackUnion`). None for a model saved before
+        it was recorded.
     holdout_mse_ : float
         Holdout MSE of the parameters the model ended stage 1 with (the
         averaged or best ones when ``swa_start`` or ``early_stopping`` is set;
@@ -575,8 +578,7 @@ class Avocado(BaseEstimator):
         )
         self.module_.cpu()
         self.training_tracks_ = self.training_tracks_ + tracks
-        if all(store.has_track(*t) for t in self.training_tracks_):
-            self.training_store_ = store_reference(store)  # the new store holds them all
+        self.training_store_ = _stores_holding(self.training_store_, store, self.training_tracks_)
         self.history_ = history_frame(self.history_.to_dict("records") + result.history)
         return self
 
@@ -945,6 +947,23 @@ class Avocado(BaseEstimator):
         model.module_ = module
         model._genome_path = str(path)
         return model
+
+
+def _stores_holding(recorded, store: Store, tracks) -> str | list[str] | None:
+    """The reference of the stores holding ``tracks`` after a transfer from ``store``.
+
+    ``store`` alone when it holds them all, else the stores recorded before
+    followed by ``store`` (read as one :class:`~epitensor.store.TrackUnion`).
+    """
+    if all(store.has_track(*t) for t in tracks):
+        return store_reference(store)
+    if recorded is None:
+        return None
+
+    def listed(reference) -> list[str]:
+        return list(reference) if isinstance(reference, list | tuple) else [reference]
+
+    return list(dict.fromkeys(listed(recorded) + listed(store_reference(store))))
 
 
 def _json_float(value: float | None) -> float | None:

@@ -236,8 +236,9 @@ class AverageActivity(Baseline):
     low_memory : bool
         Hold the means of one axis at a time, computed from the store when an
         axis is first asked for (``n_assays x`` one chromosome's positions on a
-        genome-wide store, instead of every axis). Reads the training tracks of
-        an axis again each time the axis changes, so predict axis by axis.
+        genome-wide store, instead of every axis): the last axis read by ``fit``,
+        then the axis last asked for. Reads the training tracks of an axis
+        again each time the axis changes, so predict axis by axis.
         Default False: every axis's means from ``fit`` on.
 
     Attributes
@@ -265,7 +266,7 @@ class AverageActivity(Baseline):
         self.activity_, total, count = {}, 0.0, 0
         for axis in store.axes:
             sums = _track_sums(store, tracks, axis)
-            if not self.low_memory:
+            if not self.low_memory or axis == store.axes[-1]:  # low_memory keeps the last
                 self.activity_[axis] = self._means(sums)
             total += sum(float(v.sum()) for v in sums.values())
             count += len(tracks) * store.axis_length(axis)

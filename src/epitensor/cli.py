@@ -444,13 +444,14 @@ def impute(
         typer.Option("--track-batch", min=1, help="Tracks computed (and files written) together."),
     ] = 16,
     trees: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             "--trees",
             metavar="STORE",
             help="Fit the ensemble's trees and average activity on STORE's copies of the "
-            "model's training tracks (default: the compendium the model records, if it "
-            "still opens and holds them; else the model alone).",
+            "model's training tracks (repeat for tracks spread over stores of one layout; "
+            "default: the compendium the model records, if it still opens and holds them; "
+            "else the model alone).",
         ),
     ] = None,
     model_only: Annotated[
@@ -480,7 +481,7 @@ def impute(
         raise typer.BadParameter(
             f"give --celltype and --assay in pairs; got {len(celltype)} and {len(assay)}"
         )
-    if model_only and trees is not None:
+    if model_only and trees:
         raise typer.BadParameter("--model-only writes no ensemble; drop --trees or --model-only")
     if not celltype and all_missing is None:
         raise typer.BadParameter("give --celltype C --assay A (repeatable) or --all-missing STORE")
@@ -501,7 +502,7 @@ def impute(
             ray_address=ray,
             n_threads=threads,
             track_batch=track_batch,
-            trees_store=None if model_only else (trees or AUTO_ENSEMBLE),
+            trees_store=None if model_only else (trees if trees else AUTO_ENSEMBLE),
         )
     typer.echo("\n".join(f"wrote {p}" for p in paths))
 

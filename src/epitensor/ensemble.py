@@ -97,16 +97,20 @@ class EnsembleRule:
         return (base + self.lift * gain).astype(np.float32)
 
 
-def training_compendium(model, store: Store | str, axes: Sequence[str] | None = None) -> Store:
+def training_compendium(
+    model, store: Store | str | list, axes: Sequence[str] | None = None
+) -> Store:
     """Open ``store`` and check that it holds ``model``'s training tracks on the ``axes`` imputed.
 
     Parameters
     ----------
     model : Avocado
         A fitted model.
-    store : Store or str
+    store : Store, str or list of them
         The compendium: the one the model trained on, or any holding its
-        training tracks on the same axes.
+        training tracks on the same axes; a list is read as one
+        :class:`~epitensor.store.TrackUnion` (a model extended from a second
+        store).
     axes : sequence of str, optional
         The axes the ensemble will impute. Default None: every axis of the
         model's layout that has genome factors.
@@ -197,7 +201,7 @@ class Ensemble:
     def __init__(
         self,
         model,
-        store: Store | str,
+        store: Store | str | list,
         rule: EnsembleRule | None = None,
         seed: int = 0,
         trees: ChromImputeGBT | None = None,

@@ -420,10 +420,11 @@ def impute(
     n_threads : int, optional
         Torch threads of each task. Default None: the model's ``n_threads``,
         else this process's thread count.
-    trees_store : Store, str or "auto", optional
+    trees_store : Store, str, list of them, or "auto", optional
         Write the ensemble of :mod:`epitensor.ensemble` instead of the model
         alone: trees and average activity fitted on this store's copies of the
-        model's training tracks. ``"auto"`` (the CLI's default): the store the
+        model's training tracks (a list: the stores read as one
+        :class:`~epitensor.store.TrackUnion`). ``"auto"`` (the CLI's default): the store the
         model records (``training_store_``) when it still opens and holds those
         tracks, else the model alone, with a line saying why. Default None:
         the model alone. Not on Ray.

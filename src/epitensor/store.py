@@ -52,7 +52,7 @@ TRANSFORMS = ("arcsinh", "none")
 TRACK_COLUMNS = ["celltype", "assay", "source", "md5"]
 _REINGEST = "re-ingest it (`epitensor ingest MANIFEST --out STORE --overwrite`)"
 
-__all__ = ["RegionView", "Store", "StoreCheck", "open_store"]
+__all__ = ["RegionView", "Store", "StoreCheck", "TrackUnion", "open_store"]
 
 
 def _zarr():
@@ -816,6 +816,93 @@ class RegionView(Store):
     add_tracks = add_track
 
 
+class TrackUnion(Store):
+    """The tracks of several stores on one layout, read as one store.
+
+    A model extended with new cell types or assays from a second store has
+    its training tracks in two; the ensemble's trees and average read them
+    through this union. Read-only. A track held by several stores is read
+    from the first that holds it.
+
+    Parameters
+    ----------
+    stores : sequence of Store
+        Two or more stores of the same genome, transform and layout (axes,
+        their lengths and regions).
+
+    Attributes
+    ----------
+    sources : list of Store
+        The stores, in order.
+    """
+
+    def __init__(self, stores: Sequence[Store]) -> None:
+        stores = list(stores)
+        if len(stores) < 2:
+            raise EpitensorError("a union of stores needs two or more stores")
+        first = stores[0]
+        for other in stores[1:]:
+            for what in ("genome", "transform"):
+                if getattr(other, what) != getattr(first, what):
+                    raise EpitensorError(
+                        f"stores {first.url} and {other.url} differ in {what} "
+                        f"({getattr(first, what)!r} vs {getattr(other, what)!r}); "
+                        "a union needs stores of one genome and transform"
+                    )
+            if other.layout.to_dict() | {"name": None} != first.layout.to_dict() | {"name": None}:
+                raise EpitensorError(
+                    f"stores {first.url} and {other.url} have different layouts "
+                    f"({dict(first.layout.axis_lengths)} vs {dict(other.layout.axis_lengths)}); "
+                    "a union needs stores ingested on one layout"
+                )
+        self.sources = stores
+        self.url = " + ".join(str(store.url) for store in stores)
+        self.mode = "r"
+        self._group = None
+        self._attrs = first._attrs
+        self.genome = first.genome
+        self.chrom_sizes = first.chrom_sizes
+        self.transform = first.transform
+        self.layout = first.layout
+        rows, seen = [], set()
+        for k, store in enumerate(stores):
+            for row, name in enumerate(store.track_names()):
+                if name not in seen:
+                    seen.add(name)
+                    rows.append((k, row))
+        self._where = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+        self.tracks = pd.concat(
+            [stores[k].tracks.iloc[[row]] for k, row in rows], ignore_index=True
+        )
+
+    def _read(self, axis: str, rows: np.ndarray | None, start: int, end: int) -> np.ndarray:
+        """Rows of ``[start, end)`` of ``axis``, each read from its store."""
+        self.axis_length(axis)
+        rows = np.arange(self.n_tracks) if rows is None else np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), end - start), dtype=np.float32)
+        where = self._where[rows]
+        for k, store in enumerate(self.sources):
+            picked = np.flatnonzero(where[:, 0] == k)
+            if len(picked):
+                out[picked] = store._read(axis, where[picked, 1], start, end)
+        return out
+
+    @property
+    def has_checksums(self) -> bool:
+        """Whether every store carries checksums."""
+        return all(store.has_checksums for store in self.sources)
+
+    def verify(self, verbose: bool = True, span: int = 8) -> StoreCheck:
+        """Refused: check each store (see :meth:`Store.verify`)."""
+        raise EpitensorError(f"check each store of the union {self.url} on its own")
+
+    def add_track(self, *args, **kwargs) -> int:
+        """Refused: a union is read-only."""
+        raise EpitensorError(f"the union {self.url} is read-only; add tracks to one of its stores")
+
+    add_tracks = add_track
+
+
 def _covered_layout(layout: Layout, store: Store) -> Layout:
     """``layout`` without regions on chromosomes ``store`` lacks (warned), re-packed."""
     held = set(store.layout.regions.chrom)
@@ -1099,20 +1186,33 @@ def _check_layout(attrs: dict, url: str) -> Layout:
         _bad_metadata(url, "layout", f"invalid ({exc})")
 
 
-def store_reference(store: Store) -> str:
-    """What reopens ``store`` with :func:`open_store`: ``"roadmap-pilot"`` for the bundled sample."""
+def store_reference(store: Store) -> str | list[str]:
+    """What reopens ``store`` with :func:`open_store`: ``"roadmap-pilot"`` for the bundled sample.
+
+    A :class:`RegionView` gives the store it reads; a :class:`TrackUnion` the
+    list of its stores' references.
+    """
     from epitensor.datasets import bundled_store_path
 
+    if isinstance(store, TrackUnion):
+        return [store_reference(source) for source in store.sources]
     url = str(store.url)
     if "://" not in url and Path(url).resolve() == bundled_store_path().resolve():
         return "roadmap-pilot"
     return url
 
 
-def open_store(store: Store | str | os.PathLike, mode: str = "r") -> Store:
-    """Open a store from a path or URL; the name ``"roadmap-pilot"`` is the bundled sample."""
+def open_store(store, mode: str = "r") -> Store:
+    """Open a store from a path or URL; the name ``"roadmap-pilot"`` is the bundled sample.
+
+    A list or tuple of stores (paths, URLs or open stores) opens as their
+    :class:`TrackUnion` (one alone as itself), read-only.
+    """
     if isinstance(store, Store):
         return store
+    if isinstance(store, list | tuple):
+        stores = [open_store(one) for one in store]
+        return stores[0] if len(stores) == 1 else TrackUnion(stores)
     if str(store) == "roadmap-pilot":
         from epitensor.datasets import roadmap_pilot
 
