@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -104,6 +105,14 @@ def test_impute_with_trees_writes_the_ensemble(ensemble, trained_model, pilot_st
     before = alone.stat().st_mtime_ns
     result = runner.invoke(app, args)
     assert result.exit_code == 0 and alone.stat().st_mtime_ns == before
+    # an Ensemble given ready (its fitted trees kept) is the same file: the rerun keeps it
+    export.impute(model_dir, [TRACK], out, regions=[region], verbose=False, trees_store=ensemble)
+    assert alone.stat().st_mtime_ns == before
+    with pytest.raises(EpitensorError, match="other training tracks"):
+        other = Ensemble(trained_model, pilot_store)
+        other.model = copy.copy(trained_model)
+        other.model.training_tracks_ = trained_model.training_tracks_[1:]
+        export.impute(model_dir, [TRACK], tmp_path / "x", verbose=False, trees_store=other)
     with pytest.raises(EpitensorError, match="this process only"):
         export.impute(model_dir, [TRACK], tmp_path / "ray", trees_store=pilot_store.url,
                       ray_address="local", verbose=False)  # fmt: skip
@@ -210,6 +219,12 @@ def test_run_benchmark_scores_the_ensemble(small_pilot_store):
             p["avocado"][track], p["chromimpute_gbt"][track], avg, np.quantile(avg, rule.gate)
         )
         np.testing.assert_allclose(p["ensemble"][track], expected, rtol=1e-5, atol=1e-5)
+    # combined from the parts' imputations: the same as the ensemble predicting the track
+    ensemble = Ensemble(result.model, small_pilot_store, rule,
+                        trees=result.baselines["chromimpute_gbt"],
+                        average=result.baselines["average_activity"])  # fmt: skip
+    track = result.holdout[0]
+    np.testing.assert_allclose(p["ensemble"][track], ensemble.predict(*track), rtol=1e-5, atol=1e-5)
     with pytest.raises(EpitensorError, match="missing"):
         run_benchmark(small_pilot_store, None, preset=None, baselines=baselines, ensemble=rule,
                       verbose=False)  # fmt: skip
@@ -223,8 +238,6 @@ def test_paper_workflow_imputes_the_ensemble(by_chrom_store, tmp_path):
     model whose other positions still lie on the stage-1 regions falls back to
     the model alone there and takes the ensemble on the chromosomes fitted.
     """
-    import copy
-
     from epitensor.avocado import Avocado
     from epitensor.ensemble import training_compendium
     from epitensor.store import RegionView
@@ -264,6 +277,17 @@ def test_paper_workflow_imputes_the_ensemble(by_chrom_store, tmp_path):
     np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-5)
     _, params, axis, _ = imputed(partly, "chr8", tmp_path / "regions-left")
     assert params["ensemble"] is None and axis == "pilot"  # the model alone, as the note says
+
+    # every chromosome fitted: a gated ensemble over three axes, from its parts as a benchmark does
+    from epitensor.benchmark import impute as impute_all
+
+    full = copy.deepcopy(model).fit_genome(by_chrom_store)
+    gated = Ensemble(full, by_chrom_store, EnsembleRule(gate=0.9))
+    parts = [impute_all(p, by_chrom_store, *TRACK) for p in (full, gated.trees, gated.average)]
+    combined = gated.combine_imputations(TRACK, *parts)
+    np.testing.assert_allclose(combined, impute_all(gated, by_chrom_store, *TRACK), rtol=1e-5,
+                               atol=1e-5)  # fmt: skip
+    assert combined.shape == (by_chrom_store.layout.n_positions,)
 
 
 def test_extended_model_imputes_the_ensemble_from_both_stores(trained_model, pilot_store, tmp_path):

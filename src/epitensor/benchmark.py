@@ -781,6 +781,11 @@ def run_benchmark(
     tables = []
     for name, predictor in predictors.items():
         predictions[name] = {}
+        if name == "ensemble":  # from its parts' imputations, made above
+            predictions[name] = {
+                t: _ensemble_imputation(predictor, predictors, predictions, store, t)
+                for t in holdout
+            }
         tables.append(
             evaluate(
                 predictor,
@@ -1071,6 +1076,24 @@ def _method_factories(methods, parafac_epochs: int, verbose: bool) -> dict:
     return factories
 
 
+def _ensemble_imputation(ensemble, predictors: dict, known: dict, store, track) -> np.ndarray:
+    """The ensemble's imputation of ``track``, combined from its parts' where ``known`` has them.
+
+    ``predictors`` names the fitted methods (the ensemble's model, trees and
+    average are among them, or its average is a fold's fallback); ``known``
+    maps a method name to its imputations so far. A part not imputed yet
+    makes the ensemble predict the track itself.
+    """
+    names = {id(predictor): name for name, predictor in predictors.items()}
+    parts = [
+        known.get(names.get(id(part)), {}).get(track)
+        for part in (ensemble.model, ensemble.trees, ensemble.average)
+    ]
+    if any(part is None for part in parts):
+        return impute(ensemble, store, *track)
+    return ensemble.combine_imputations(track, *parts)
+
+
 def _predict_or_fallback(predictor, fallback, store, track):
     """A method's imputation of a track, or the fallback's with the reason it was needed."""
     try:
@@ -1290,7 +1313,12 @@ def run_cv(
                 predictions[name] = {}
                 scored = []
                 for track in fold:
-                    imputed, reason = _predict_or_fallback(predictor, fallback, store, track)
+                    if name == "ensemble":  # from its parts' imputations, made above
+                        known = {**deterministic_predictions, **predictions}
+                        imputed = _ensemble_imputation(predictor, fitted, known, store, track)
+                        reason = None
+                    else:
+                        imputed, reason = _predict_or_fallback(predictor, fallback, store, track)
                     if reason is not None:
                         fallbacks.append((fold_index, training_seed, name, *track, reason))
                     predictions[name][track] = imputed

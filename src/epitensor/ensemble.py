@@ -113,7 +113,8 @@ def training_compendium(
         store).
     axes : sequence of str, optional
         The axes the ensemble will impute. Default None: every axis of the
-        model's layout that has genome factors.
+        model's layout that has genome factors and genomic regions (stage 2
+        leaves the stage-1 axis without regions where it fitted them all).
 
     Returns
     -------
@@ -134,8 +135,11 @@ def training_compendium(
     """
     store = open_store(store)
     expected = dict(model.layout_.axis_lengths)
-    if axes is None:
-        axes = [a for a in expected if a in getattr(model, "genome_axes_", expected)]
+    if axes is None:  # the axes imputation can reach: with genome factors and regions left
+        placed = set(model.layout_.regions.axis)
+        axes = [
+            a for a in expected if a in getattr(model, "genome_axes_", expected) and a in placed
+        ]
     axes = list(dict.fromkeys(axes))
     if not any(a in store.axes for a in expected):  # a stage 1 on regions of the store
         store = _region_view(model, store)
@@ -187,8 +191,8 @@ class Ensemble:
     average : AverageActivity, optional
         Likewise for the average. Default None.
     axes : sequence of str, optional
-        The axes it will impute (checked in ``store``). Default None: every
-        axis of the model's layout that has genome factors.
+        The axes it will impute (checked in ``store``). Default None: see
+        :func:`training_compendium`.
 
     Attributes
     ----------
@@ -266,6 +270,34 @@ class Ensemble:
         trees = np.stack([self._trees(t, axis)[start:end] for t in tracks])
         average = np.stack([self.average.predict(c, a, axis, start, end) for c, a in tracks])
         return self.rule.combine(model_values, trees, average, self.thresholds(tracks, axis))
+
+    def combine_imputations(
+        self, track: Track, model: np.ndarray, trees: np.ndarray, average: np.ndarray
+    ) -> np.ndarray:
+        """The ensemble of ``track`` from its three parts' imputations over the whole store.
+
+        What a benchmark holds (every axis of the store, concatenated): the
+        ensemble is then scored without predicting its parts again.
+
+        Parameters
+        ----------
+        track : (str, str)
+            The track, for its gate on each axis.
+        model, trees, average : numpy.ndarray, shape=(n_positions,)
+            The model's (the average where it lacks the cell type or assay),
+            the trees' and the average's imputations, arcsinh, axes in store order.
+
+        Returns
+        -------
+        numpy.ndarray, shape=(n_positions,), float32, arcsinh
+        """
+        out, lo = [], 0
+        for axis in self.store.axes:
+            hi = lo + self.store.axis_length(axis)
+            gate = self.thresholds([track], axis)[0, 0]
+            out.append(self.rule.combine(model[lo:hi], trees[lo:hi], average[lo:hi], gate))
+            lo = hi
+        return np.concatenate(out)
 
     def predict_tracks(
         self, tracks: Sequence[Track], axis: str | None = None, start: int = 0, end=None

@@ -420,11 +420,13 @@ def impute(
     n_threads : int, optional
         Torch threads of each task. Default None: the model's ``n_threads``,
         else this process's thread count.
-    trees_store : Store, str, list of them, or "auto", optional
+    trees_store : Store, str, list of them, Ensemble, or "auto", optional
         Write the ensemble of :mod:`epitensor.ensemble` instead of the model
         alone: trees and average activity fitted on this store's copies of the
         model's training tracks (a list: the stores read as one
-        :class:`~epitensor.store.TrackUnion`). ``"auto"`` (the CLI's default): the store the
+        :class:`~epitensor.store.TrackUnion`; an
+        :class:`~epitensor.ensemble.Ensemble` of this model: used as it is,
+        its fitted trees kept). ``"auto"`` (the CLI's default): the store the
         model records (``training_store_``) when it still opens and holds those
         tracks, else the model alone, with a line saying why. Default None:
         the model alone. Not on Ray.
@@ -517,6 +519,8 @@ def _ensemble(model, trees_store, rule, ray_address, verbose: bool = False, axes
         if rule is not None:
             raise EpitensorError("an ensemble rule needs the trees' store; give trees_store")
         return None
+    if isinstance(trees_store, Ensemble):
+        return _built_ensemble(model, trees_store, rule, ray_address, axes)
     if str(trees_store) == AUTO_ENSEMBLE:
         reason = _no_auto_ensemble(model, ray_address)
         if reason is None:
@@ -536,6 +540,23 @@ def _ensemble(model, trees_store, rule, ray_address, verbose: bool = False, axes
             "the ensemble (trees_store / --trees) imputes in this process only; drop the Ray address"
         )
     return Ensemble(model, trees_store, rule, axes=axes)
+
+
+def _built_ensemble(model, ensemble, rule, ray_address, axes):
+    """An :class:`~epitensor.ensemble.Ensemble` given ready (its fitted trees reused), checked."""
+    from epitensor.ensemble import training_compendium
+
+    if ray_address is not None:
+        raise EpitensorError("the ensemble imputes in this process only; drop the Ray address")
+    if rule is not None:
+        raise EpitensorError("an Ensemble given ready has its own rule; drop rule")
+    if list(map(tuple, ensemble.model.training_tracks_)) != list(map(tuple, model.training_tracks_)):
+        raise EpitensorError(
+            "the Ensemble given was built on a model with other training tracks; build it "
+            "on this model (Ensemble(model, store))"
+        )
+    training_compendium(model, ensemble.store, axes)
+    return ensemble
 
 
 def _no_auto_ensemble(model, ray_address) -> str | None:
