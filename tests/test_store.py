@@ -5,7 +5,7 @@ import pytest
 from epitensor._utils import EpitensorError
 from epitensor.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, roadmap_pilot_arrays
 from epitensor.genome import Layout
-from epitensor.store import Store, open_store
+from epitensor.store import RegionView, Store, open_store, store_reference
 
 SIZES = pd.Series({"chr1": 100_000, "chr2": 60_000})
 
@@ -279,6 +279,11 @@ def test_track_union_reads_each_track_from_its_store(tmp_path):
     assert whole.shape == (3, first.axis_length("chr1"))
     np.testing.assert_array_equal(whole[:2], first.read_block("chr1"))
     assert open_store([first.url]).url == first.url  # one store alone is itself
+    regions = Layout.from_bed(pd.DataFrame({"chrom": ["chr2"], "start": [1000], "end": [9000]}),
+                              25, "part")  # fmt: skip
+    view = RegionView(union, regions)
+    assert store_reference(view) == store_reference(union) == [first.url, second.url]
+    np.testing.assert_array_equal(view.read_block("part"), union.read_block("chr2", 40, 360))
     with pytest.raises(EpitensorError, match="read-only"):
         union.add_track("c9", "a1", _values(9))
     other = Store.create(tmp_path / "c.zarr", Layout.from_chrom_sizes(SIZES.iloc[:1]),

@@ -550,7 +550,9 @@ def _built_ensemble(model, ensemble, rule, ray_address, axes):
         raise EpitensorError("the ensemble imputes in this process only; drop the Ray address")
     if rule is not None:
         raise EpitensorError("an Ensemble given ready has its own rule; drop rule")
-    if list(map(tuple, ensemble.model.training_tracks_)) != list(map(tuple, model.training_tracks_)):
+    if list(map(tuple, ensemble.model.training_tracks_)) != list(
+        map(tuple, model.training_tracks_)
+    ):
         raise EpitensorError(
             "the Ensemble given was built on a model with other training tracks; build it "
             "on this model (Ensemble(model, store))"

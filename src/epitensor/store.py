@@ -1194,6 +1194,8 @@ def store_reference(store: Store) -> str | list[str]:
     """
     from epitensor.datasets import bundled_store_path
 
+    if isinstance(store, RegionView):
+        return store_reference(store.source)
     if isinstance(store, TrackUnion):
         return [store_reference(source) for source in store.sources]
     url = str(store.url)
