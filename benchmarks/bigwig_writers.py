@@ -100,6 +100,15 @@ def write_pybigtools(path: Path, sizes, values, block: int) -> None:
     writer.write(dict(sizes), records())
 
 
+def write_epitensor(path: Path, sizes, values, block: int) -> None:
+    from epitensor.bigwig import BigWigEncoder
+
+    encoder = BigWigEncoder(path, dict(sizes), RES)
+    for chrom, starts, ends, vals in blocks(sizes, values, block):
+        encoder.add(chrom, int(starts[0]), vals, end=int(ends[-1]))
+    encoder.close()
+
+
 def write_pybigwig_fixed(path: Path, sizes, values, block: int) -> None:
     import pyBigWig
 
@@ -230,6 +239,7 @@ def main() -> None:
     n_bins = sum(len(v) for v in values.values())
     cpus = available_cpus()
     writers = {
+        ("epitensor", "epitensor.bigwig fixedStep"): write_epitensor,
         ("pybigtools", "pybigtools 1 tuple/bin"): write_pybigtools,
         ("pyBigWig", "pyBigWig fixedStep"): write_pybigwig_fixed,
         ("pyBigWig", "pyBigWig bedGraph"): write_pybigwig_bedgraph,

@@ -776,7 +776,9 @@ class _ImputeJob:
         try:
             for (celltype, assay), path, fingerprint in zip(tracks, paths, prints):
                 if self.fmt == "bigwig":
-                    sinks.append(BigWigSink(path, self.chrom_sizes, fingerprint=fingerprint))
+                    sinks.append(
+                        BigWigSink(path, self.chrom_sizes, fingerprint=fingerprint, resolution=res)
+                    )
                 else:
                     sinks.append(BedGraphSink(path, f"{celltype} {assay}", fingerprint))
             names = [f"{c} x {len(tracks)} tracks from {tracks[0][0]}:{tracks[0][1]}"

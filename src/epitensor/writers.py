@@ -11,7 +11,6 @@ file of the same job (:func:`completed`) from anything else.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import gzip
 import json
@@ -21,7 +20,6 @@ import re
 import tempfile
 import threading
 from collections.abc import Sequence
-from itertools import chain, repeat
 from pathlib import Path
 
 import numpy as np
@@ -50,129 +48,12 @@ _STOP = object()
 _ABORT = object()
 
 
-class _PanicFilter:
-    """Holds back Rust panic reports that pybigtools' writer threads print to stderr.
-
-    When a bigWig write fails (a full disk, a read-only folder), pybigtools'
-    Rust threads panic, and Rust prints the report (several lines, a backtrace
-    where ``RUST_BACKTRACE`` is set) straight to file descriptor 2, outside
-    Python. While any :class:`BigWigSink` is open, descriptor 2 is a pipe read
-    by a thread that passes everything through to the real stderr as it comes,
-    except text from a line starting ``thread '...' panicked at`` on, which it
-    keeps: the failing sink then reports one line naming the file, with the
-    panic's message as detail (:meth:`take`). A panic nobody claims is printed
-    when the last sink closes. The line pybigtools prints when a broken
-    temporary fails to open on read-back is dropped: the sink's error says it.
-    """
-
-    _STARTS = (b"thread '", b"Error when opening: ")
-    _REPORT = re.compile(rb"thread '.*' (\(\d+\) )?panicked at ")  # newer Rust adds the thread id
-    # pybigtools prints this itself before raising when a broken temporary is read back
-    _OPEN_FAILED = re.compile(rb'Error when opening: ".*\.tmp-[^"/]*\.bw"\s*$')
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users = 0
-        self._saved_fd: int | None = None
-        self._reader: threading.Thread | None = None
-        self._panic = bytearray()
-        self._claimed = False  # a sink reported a failure: later panic text is its detail too
-
-    def acquire(self) -> None:
-        with self._lock:
-            self._users += 1
-            if self._users == 1:
-                self._start()
-
-    def release(self) -> None:
-        with self._lock:
-            self._users -= 1
-            if self._users == 0:
-                self._stop()
-
-    def take(self) -> str:
-        """The panic text kept so far (emptied), as one line; '' when none."""
-        with self._lock:
-            text, self._panic[:] = bytes(self._panic), b""
-            self._claimed = True
-        lines = [line.strip() for line in text.decode(errors="replace").splitlines()]
-        message = [line for line in lines[1:2] if line]  # the line after "... panicked at ..."
-        return message[0] if message else ""
-
-    def _start(self) -> None:
-        self._claimed = False
-        try:
-            self._saved_fd = os.dup(2)
-            read_fd, write_fd = os.pipe()
-            os.dup2(write_fd, 2)
-            os.close(write_fd)
-        except OSError:  # no stderr to filter (a closed descriptor 2): write unfiltered
-            self._saved_fd = None
-            return
-        self._reader = threading.Thread(
-            target=self._forward, args=(read_fd, self._saved_fd), daemon=True, name="stderr-filter"
-        )
-        self._reader.start()
-
-    def _stop(self) -> None:
-        if self._saved_fd is None:
-            return
-        os.dup2(self._saved_fd, 2)  # closes the pipe's last write end: the reader sees EOF
-        self._reader.join(timeout=10)
-        if self._panic and not self._claimed:
-            with contextlib.suppress(OSError):
-                os.write(self._saved_fd, bytes(self._panic))
-            self._panic[:] = b""
-        os.close(self._saved_fd)
-        self._saved_fd, self._reader = None, None
-
-    def _forward(self, read_fd: int, out_fd: int) -> None:
-        held, at_line_start, in_panic = b"", True, False
-        with open(read_fd, "rb", buffering=0) as pipe:
-            while chunk := pipe.read(65536):
-                data, held = held + chunk, b""
-                while data and not in_panic:
-                    # Rust starts its report with a blank line: keep it with the line it precedes
-                    line = data[1:] if data[:1] == b"\n" else data
-                    if at_line_start and any(
-                        line.startswith(start) or start.startswith(line) for start in self._STARTS
-                    ):
-                        end = line.find(b"\n")
-                        if end < 0:
-                            held = data  # wait for the whole line to decide
-                            break
-                        if self._REPORT.match(line[:end]):
-                            in_panic, data = True, line
-                            break
-                        if self._OPEN_FAILED.match(line[:end]):
-                            data = line[
-                                end + 1 :
-                            ]  # the read-back check reports it in its own words
-                            continue
-                    end = data.find(b"\n")
-                    piece = data if end < 0 else data[: end + 1]
-                    with contextlib.suppress(OSError):
-                        os.write(out_fd, piece)
-                    data, at_line_start = data[len(piece) :], end >= 0
-                if in_panic:
-                    with self._lock:
-                        self._panic += data
-            if held:
-                with contextlib.suppress(OSError):
-                    os.write(out_fd, held)
-
-
-_PANICS = _PanicFilter()
-atexit.register(lambda: _PANICS._users and _PANICS._stop())
-
-
 def _check_bigwig(path: Path, bases: int, last: tuple[str, int, int, float] | None) -> str:
     """Why the finished bigWig at ``path`` is not what was written; '' when it is.
 
-    pybigtools can return from a write that failed on one of its threads; the
-    file then lacks its header, index or zoom levels. It must open, cover
-    ``bases`` base pairs and hold ``last`` (chrom, start, end, value) as its
-    final record.
+    A last check by an independent reader (pybigtools) before the file is
+    published: it must open, cover ``bases`` base pairs and hold ``last``
+    (chrom, start, end, value) as its final record.
     """
     import pybigtools
 
@@ -192,12 +73,25 @@ def _check_bigwig(path: Path, bases: int, last: tuple[str, int, int, float] | No
 
 
 class BigWigSink:
-    """A bigWig file written on a thread, fed block by block through a small queue.
+    """A bigWig file encoded on a thread, fed block by block through a small queue.
 
-    pybigtools consumes one iterator per file; the thread lets many files be
-    fed from one pass over the genome, with at most ``maxsize`` blocks waiting.
-    The finished file is read back (:func:`_check_bigwig`) before it is moved
-    into place.
+    The thread runs :class:`~epitensor.bigwig.BigWigEncoder` (packing, zlib,
+    which releases the GIL, and writing) while the caller computes the next
+    block, with at most ``maxsize`` blocks waiting. The finished file is read
+    back by another library (:func:`_check_bigwig`) before it is moved into place.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The final file.
+    chrom_sizes : dict of str to int
+        The file's chromosomes, bp.
+    maxsize : int
+        Blocks waiting at most. Default 4.
+    fingerprint : dict, optional
+        Written to the done record (see :func:`completed`). Default None.
+    resolution : int
+        Bin width, bp. Default 25.
     """
 
     def __init__(
@@ -206,58 +100,37 @@ class BigWigSink:
         chrom_sizes: dict[str, int],
         maxsize: int = 4,
         fingerprint: dict | None = None,
+        resolution: int = 25,
     ):
-        import pybigtools
+        from epitensor.bigwig import BigWigEncoder
 
         self.path, self.fingerprint = path, fingerprint
-        # pybigtools picks the file type from the suffix, so the temporary name ends in .bw
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=".bw", dir=path.parent)
         os.close(fd)
         self.tmp = Path(tmp)
         self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
         self._error: BaseException | None = None
         self._bases, self._last = 0, None
-        _PANICS.acquire()
-        self._filtered = True
-        writer = pybigtools.open(str(self.tmp), "w")
-        self._thread = threading.Thread(
-            target=self._run, args=(writer, chrom_sizes), daemon=True, name=f"bigwig-{path.name}"
-        )
+        self._encoder = BigWigEncoder(self.tmp, chrom_sizes, resolution)
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"bigwig-{path.name}")
         self._thread.start()
 
-    def _next_block(self):
-        """The next block's records as an iterator, or None at the end."""
-        item = self._queue.get()
-        if item is _STOP or item is _ABORT:
-            # on abort, end the records rather than raise: pybigtools prints a traceback
-            # for an exception inside its iterator; abort() deletes the file this finishes
-            return None
-        chrom, starts, ends, values = item
-        return zip(repeat(chrom), starts, ends, values)
-
-    def _records(self):
-        # chained in C: one Python call per block, none per bin (the writer pulls
-        # millions of records per chromosome while holding the GIL)
-        return chain.from_iterable(iter(self._next_block, None))
-
-    def _run(self, writer, chrom_sizes) -> None:
+    def _run(self) -> None:
         try:
-            writer.write(chrom_sizes, self._records())
+            while (item := self._queue.get()) is not _ABORT:
+                if item is _STOP:
+                    self._encoder.close()
+                    return
+                chrom, start, end, values = item
+                self._encoder.add(chrom, start, values, end=end)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             self._error = exc
 
     def _failure(self, detail: str) -> EpitensorError:
-        panic = _PANICS.take()
-        cause = f"{detail}; {panic}" if panic and panic not in detail else detail or panic
         return EpitensorError(
-            f"writing {self.path} failed ({cause}); check that its folder is writable and "
+            f"writing {self.path} failed ({detail}); check that its folder is writable and "
             "the disk has space, then rerun"
         )
-
-    def _release(self) -> None:
-        if self._filtered:
-            self._filtered = False
-            _PANICS.release()
 
     def _put(self, item) -> None:
         while True:
@@ -273,10 +146,11 @@ class BigWigSink:
 
     def write(self, chrom: str, starts: list, ends: list, values: np.ndarray) -> None:
         """Queue one block of adjacent bins (bp coordinates, as :func:`bin_edges` gives) and their values."""
-        if len(values):
-            self._bases += ends[-1] - starts[0]  # adjacent bins: no per-bin work on this path
-            self._last = (chrom, int(starts[-1]), int(ends[-1]), float(values[-1]))
-        self._put((chrom, starts, ends, values.tolist()))
+        if not len(values):
+            return
+        self._bases += ends[-1] - starts[0]  # adjacent bins: no per-bin work on this path
+        self._last = (chrom, int(starts[-1]), int(ends[-1]), float(values[-1]))
+        self._put((chrom, int(starts[0]), int(ends[-1]), np.array(values, dtype=np.float32)))
 
     def close(self) -> None:
         """Finish the file and move it into place."""
@@ -288,7 +162,6 @@ class BigWigSink:
             error = self._failure(detail)
             self.abort()
             raise error
-        self._release()
         _publish(self.tmp, self.path, self.fingerprint)
 
     def abort(self) -> None:
@@ -297,9 +170,9 @@ class BigWigSink:
             with contextlib.suppress(queue.Full):
                 self._queue.put(_ABORT, timeout=5)
             self._thread.join(timeout=30)
+        self._encoder.abort()
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()
-        self._release()
 
 
 class BedGraphSink:
