@@ -24,6 +24,7 @@ import shutil
 import struct
 import tempfile
 import zlib
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,7 @@ class _ZoomLevel:
         self.pending: list[np.ndarray] = []
         self.n_pending = 0
         self.open: np.ndarray | None = None  # the last window (1 record): the next may extend it
-        self.index: list[tuple] = []
+        self.index = array("Q")  # 6 numbers an entry: see _write_index
         self.count = 0
         self.largest_block = 0
 
@@ -140,8 +141,8 @@ class _ZoomLevel:
         data = zlib.compress(raw, self.level)
         offset = self.spill.tell()
         self.spill.write(data)
-        self.index.append((block["chrom"][0], block["start"][0], block["chrom"][-1],
-                           block["end"][-1], offset, len(data)))  # fmt: skip
+        self.index.extend((int(block["chrom"][0]), int(block["start"][0]), int(block["chrom"][-1]),
+                           int(block["end"][-1]), offset, len(data)))  # fmt: skip
         self.count += len(block)
         self.largest_block = max(self.largest_block, len(raw))
 
@@ -189,7 +190,7 @@ class BigWigEncoder:
         self._handle = open(self.path, "wb")  # noqa: SIM115 - closed by close() / abort()
         self._data_start = HEADER.size + ZOOM_HEADER.size * MAX_ZOOMS + SUMMARY.size
         self._handle.write(b"\0" * (self._data_start + 8))  # header, zooms, summary, count
-        self._index: list[tuple] = []
+        self._index = array("Q")  # 48 bytes a section: 6 MB for a genome-wide track
         self._largest = 0
         self._zooms = [
             _ZoomLevel(r, self.level) for r in zoom_reductions(self.chrom_sizes, self.resolution)
@@ -284,7 +285,7 @@ class BigWigEncoder:
         data = zlib.compress(raw, self.level)
         offset = self._handle.tell()
         self._handle.write(data)
-        self._index.append((chrom_id, start, chrom_id, end, offset, len(data)))
+        self._index.extend((chrom_id, start, chrom_id, end, offset, len(data)))
         self._largest = max(self._largest, len(raw))
 
     def close(self) -> None:
@@ -292,7 +293,7 @@ class BigWigEncoder:
         self._flush()
         handle = self._handle
         data_end = handle.tell()
-        index_offset = _write_index(handle, self._index, data_end)
+        index_offset = _write_index(handle, _entries(self._index), data_end)
         zoom_headers = []
         for zoom in self._zooms:
             zoom.finish()
@@ -304,7 +305,8 @@ class BigWigEncoder:
             zoom.spill.seek(0)
             shutil.copyfileobj(zoom.spill, handle)
             zoom.spill.close()
-            entries = [(*item[:4], base + item[4], item[5]) for item in zoom.index]
+            entries = _entries(zoom.index)
+            entries[:, 4] += base
             index = _write_index(handle, entries, handle.tell())
             zoom_headers.append((zoom.reduction, data_offset, index))
             self._largest = max(self._largest, zoom.largest_block)
@@ -321,7 +323,7 @@ class BigWigEncoder:
             low = high = 0.0
         handle.seek(summary_offset)
         handle.write(SUMMARY.pack(bases, low, high, total, squares))
-        handle.write(struct.pack("<Q", len(self._index)))
+        handle.write(struct.pack("<Q", len(self._index) // 6))
         handle.close()
 
     def abort(self) -> None:
@@ -332,10 +334,21 @@ class BigWigEncoder:
         self.path.unlink(missing_ok=True)
 
 
-def _write_index(handle, entries: list[tuple], data_end: int) -> int:
-    """Write the R-tree of ``entries`` (chrom, start, end chrom, end, offset, size); its offset."""
+def _entries(flat: array) -> np.ndarray:
+    """Index entries kept flat: ``(n_entries, 6)``, uint64."""
+    return np.frombuffer(flat, dtype=np.uint64).reshape(-1, 6).copy()
+
+
+def _write_index(handle, entries: np.ndarray, data_end: int) -> int:
+    """Write the R-tree of ``entries``; return its offset.
+
+    ``entries``: ``(n, 6)`` uint64, per block its chrom id, start, end chrom
+    id, end, file offset and size, in file order.
+    """
     offset = handle.tell()
-    items = np.array(entries, dtype=INDEX_ITEM) if entries else np.zeros(0, INDEX_ITEM)
+    items = np.zeros(len(entries), dtype=INDEX_ITEM)
+    for k, name in enumerate(INDEX_ITEM.names):
+        items[name] = entries[:, k]
     n = len(items)
     first = (int(items["chrom"][0]), int(items["start"][0])) if n else (0, 0)
     last = (int(items["end_chrom"][-1]), int(items["end"][-1])) if n else (0, 0)
