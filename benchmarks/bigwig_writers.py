@@ -8,8 +8,10 @@ The track is real signal at imputation's shape: the 25 Roadmap pilot tracks
 the last bin of each chromosome cut to its end, as runs of 25-bp bins fed a
 block of ``--block`` bins at a time (as imputation produces them):
 
+* ``epitensor.bigwig``: :class:`~epitensor.bigwig.BigWigEncoder` ``.add(chrom,
+  start, values, end=...)`` per block (the writer ``epitensor impute`` uses);
 * ``pybigtools``: ``open(path, "w").write(chrom_sizes, records)`` with one
-  ``(chrom, start, end, value)`` tuple per bin (the writer epitensor uses);
+  ``(chrom, start, end, value)`` tuple per bin;
 * ``pyBigWig fixedStep``: ``addEntries(chrom, start, values=..., span=25, step=25)``
   per block (numpy arrays; fixedStep sections);
 * ``pyBigWig bedGraph``: ``addEntries(chroms, starts, ends=..., values=...)``;
