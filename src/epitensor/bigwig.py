@@ -5,7 +5,7 @@ stored as fixedStep sections (4 bytes a bin before compression, against 12 for
 bedGraph records). The encoder takes blocks of adjacent bins as they are
 computed, compresses each section with zlib (which releases the GIL, so
 several files encode in parallel threads), and keeps only the index entries
-in memory; zoom-level blocks go to temporary files until the file is closed.
+in memory; zoom-level blocks go to temporary files beside it until it is closed.
 Zoom levels start at 64 bins (1,600 bp at 25 bp) and grow 4x a level: finer
 summaries are read from the data itself by every reader, and the first
 UCSC-style levels (4 and 16 bins) would cost more to compress than the data.
@@ -80,9 +80,9 @@ def _bin_records(chrom: int, starts: np.ndarray, ends: np.ndarray, values: np.nd
 class _ZoomLevel:
     """One zoom level's summaries, accumulated window by window and spilled in blocks."""
 
-    def __init__(self, reduction: int, level: int) -> None:
+    def __init__(self, reduction: int, level: int, folder: Path) -> None:
         self.reduction, self.level = reduction, level
-        self.spill = tempfile.TemporaryFile()
+        self.spill = tempfile.TemporaryFile(dir=folder)  # beside the file: the space it needs
         self.pending: list[np.ndarray] = []
         self.n_pending = 0
         self.open: np.ndarray | None = None  # the last window (1 record): the next may extend it
@@ -193,7 +193,8 @@ class BigWigEncoder:
         self._index = array("Q")  # 48 bytes a section: 6 MB for a genome-wide track
         self._largest = 0
         self._zooms = [
-            _ZoomLevel(r, self.level) for r in zoom_reductions(self.chrom_sizes, self.resolution)
+            _ZoomLevel(r, self.level, self.path.parent)
+            for r in zoom_reductions(self.chrom_sizes, self.resolution)
         ]
         self._run: tuple[int, int] | None = None  # (chrom id, bp end) of the bins so far
         self._buffer: list[np.ndarray] = []
