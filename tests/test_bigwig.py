@@ -108,3 +108,28 @@ def test_bad_input_is_refused(tmp_path):
         encoder.add("chrM", 16_500, np.ones(10, np.float32))
     encoder.abort()
     assert not (tmp_path / "y.bw").exists()
+
+
+def test_a_deep_index_finds_every_section(tmp_path, monkeypatch):
+    """Nodes of 4 children (readers take the node size from the file): a 4-level R-tree."""
+    import epitensor.bigwig as bigwig
+
+    monkeypatch.setattr(bigwig, "INDEX_BLOCK", 4)
+    n = 90  # 90 one-bin sections: 23 leaves, 6 and 2 nodes above them, then the root
+    values = np.random.default_rng(1).random(n, dtype=np.float32)
+    encoder = BigWigEncoder(tmp_path / "deep.bw", {"chr1": 100_000, "chr2": 100_000})
+    for k in range(n):
+        encoder.add("chr1" if k < 60 else "chr2", 100 * (k % 60), values[k : k + 1])
+    encoder.close()
+    with (
+        pyBigWig.open(str(tmp_path / "deep.bw")) as reader,
+        pybigtools.open(str(tmp_path / "deep.bw")) as other,
+    ):
+        for k in range(n):
+            chrom, start = ("chr1" if k < 60 else "chr2"), 100 * (k % 60)
+            got = list(reader.intervals(chrom, start, start + 25))
+            assert got == [(start, start + 25, pytest.approx(values[k]))], k
+            assert [r[2] for r in other.records(chrom, start, start + 25)] == [
+                pytest.approx(values[k])
+            ]
+        assert len(reader.intervals("chr1")) == 60 and len(reader.intervals("chr2")) == 30

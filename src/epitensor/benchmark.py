@@ -601,6 +601,9 @@ class BenchmarkResult:
         for several presets); ``model`` is the first.
     extra : dict
         Tables of the extra scorers by name (see :func:`run_benchmark`).
+    ensemble : Ensemble or None
+        The ensemble scored (``ensemble=`` given), its trees fitted on the
+        held-out tracks; None otherwise.
     out_dir : pathlib.Path or None
         Where the files were written.
     """
@@ -619,6 +622,7 @@ class BenchmarkResult:
     extra: dict = field(default_factory=dict)
     out_dir: Path | None = None
     pairwise: pd.DataFrame | None = None
+    ensemble: object | None = None
 
     def summary_markdown(self, digits: int = 3) -> str:
         """The summary as Markdown: metrics x methods, the best in bold, plus a ``best`` column."""
@@ -813,6 +817,7 @@ def run_benchmark(
         pairwise=pairwise_table(predictions, store, annotations),
         models=models,
         extra=_extra_tables(scorers, store, predictions, holdout, train),
+        ensemble=predictors.get("ensemble"),
     )
     if out_dir is not None:
         parameters = {

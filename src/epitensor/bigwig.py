@@ -127,8 +127,8 @@ class _ZoomLevel:
         return records
 
     def _close_windows(self, records: np.ndarray) -> None:
-        if len(records):
-            self.pending.append(records.copy())
+        if len(records):  # no caller changes them after: kept as they are
+            self.pending.append(records)
             self.n_pending += len(records)
         while self.n_pending >= ITEMS_PER_SLOT:
             self._spill_block(ITEMS_PER_SLOT)
@@ -269,8 +269,7 @@ class BigWigEncoder:
         self._buffer, self._buffered = ([rest] if len(rest) else []), len(rest)
         start = self._buffer_start
         end = start + len(section) * self.resolution
-        chrom_id = self._run[0] if self._run is not None else 0
-        self._write_section(chrom_id, start, end, FIXED_STEP, len(section), section.tobytes())
+        self._write_section(self._run[0], start, end, FIXED_STEP, len(section), section.tobytes())
         self._buffer_start = end
 
     def _flush(self) -> None:
@@ -344,7 +343,10 @@ def _write_index(handle, entries: np.ndarray, data_end: int) -> int:
     """Write the R-tree of ``entries``; return its offset.
 
     ``entries``: ``(n, 6)`` uint64, per block its chrom id, start, end chrom
-    id, end, file offset and size, in file order.
+    id, end, file offset and size, in file order. Every node but the last of
+    a level is full, so node ``i`` of level ``d`` (0: the leaves) covers
+    entries ``[i B^(d+1), (i+1) B^(d+1))`` with ``B = INDEX_BLOCK``; nodes are
+    laid out root level first.
     """
     offset = handle.tell()
     items = np.zeros(len(entries), dtype=INDEX_ITEM)
@@ -355,38 +357,35 @@ def _write_index(handle, entries: np.ndarray, data_end: int) -> int:
     last = (int(items["end_chrom"][-1]), int(items["end"][-1])) if n else (0, 0)
     handle.write(struct.pack("<IIQIIIIQII", INDEX_MAGIC, INDEX_BLOCK, n, *first, *last, data_end,
                              ITEMS_PER_SLOT, 0))  # fmt: skip
-    # levels[0] are the leaves; each level above groups INDEX_BLOCK nodes of the one below
-    bounds = [[(lo, min(lo + INDEX_BLOCK, n)) for lo in range(0, max(n, 1), INDEX_BLOCK)]]
-    while len(bounds[-1]) > 1:
-        below = bounds[-1]
-        bounds.append(
-            [(lo, min(lo + INDEX_BLOCK, len(below))) for lo in range(0, len(below), INDEX_BLOCK)]
-        )
-    sizes = [4 + 32 * (hi - lo) for lo, hi in bounds[0]]
-    level_sizes = [sizes]
-    for level in bounds[1:]:
-        level_sizes.append([4 + CHILD_ITEM.itemsize * (hi - lo) for lo, hi in level])
-    starts, position = {}, handle.tell()  # nodes laid out root level first
-    for depth in range(len(bounds) - 1, -1, -1):
-        starts[depth] = []
-        for size in level_sizes[depth]:
-            starts[depth].append(position)
-            position += size
-    spans = [bounds[0]]  # the entries under each node, per level
-    for level in bounds[1:]:
-        below = spans[-1]
-        spans.append([(below[lo][0], below[hi - 1][1]) for lo, hi in level])
-    for depth in range(len(bounds) - 1, 0, -1):
-        for lo, hi in bounds[depth]:
-            children = np.zeros(hi - lo, dtype=CHILD_ITEM)
-            for k, child in enumerate(range(lo, hi)):
-                a, b = spans[depth - 1][child]
-                children[k] = (items["chrom"][a], items["start"][a], items["end_chrom"][b - 1],
-                               items["end"][b - 1], starts[depth - 1][child])  # fmt: skip
-            handle.write(struct.pack("<BBH", 0, 0, hi - lo) + children.tobytes())
-    for lo, hi in bounds[0]:
-        handle.write(struct.pack("<BBH", 1, 0, hi - lo) + items[lo:hi].tobytes())
+    depth = 1
+    while INDEX_BLOCK**depth < n:
+        depth += 1
+    below = [n] + [max(1, -(-n // INDEX_BLOCK ** (d + 1))) for d in range(depth)]  # per level
+    node_starts, position = {}, handle.tell()
+    for d in reversed(range(depth)):
+        item = (INDEX_ITEM if d == 0 else CHILD_ITEM).itemsize
+        children = np.minimum(INDEX_BLOCK, below[d] - INDEX_BLOCK * np.arange(below[d + 1]))
+        sizes = 4 + item * children
+        node_starts[d] = position + np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        position += int(sizes.sum())
+    for d in reversed(range(1, depth)):
+        span = INDEX_BLOCK**d  # entries under one child
+        child = np.arange(below[d])
+        lo, hi = child * span, np.minimum((child + 1) * span, n) - 1
+        level = np.zeros(below[d], dtype=CHILD_ITEM)
+        level["chrom"], level["start"] = items["chrom"][lo], items["start"][lo]
+        level["end_chrom"], level["end"] = items["end_chrom"][hi], items["end"][hi]
+        level["child"] = node_starts[d - 1]
+        _write_nodes(handle, level, 0)
+    _write_nodes(handle, items, 1)
     return offset
+
+
+def _write_nodes(handle, items: np.ndarray, is_leaf: int) -> None:
+    """One level of R-tree nodes: ``items`` in groups of ``INDEX_BLOCK`` (at least one node)."""
+    for lo in range(0, max(len(items), 1), INDEX_BLOCK):
+        group = items[lo : lo + INDEX_BLOCK]
+        handle.write(struct.pack("<BBH", is_leaf, 0, len(group)) + group.tobytes())
 
 
 def _write_chrom_tree(handle, chrom_sizes: dict[str, int], ids: dict[str, int]) -> None:

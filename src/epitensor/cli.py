@@ -502,7 +502,7 @@ def impute(
             ray_address=ray,
             n_threads=threads,
             track_batch=track_batch,
-            trees_store=None if model_only else (trees if trees else AUTO_ENSEMBLE),
+            trees_store=None if model_only else (trees or AUTO_ENSEMBLE),
         )
     typer.echo("\n".join(f"wrote {p}" for p in paths))
 

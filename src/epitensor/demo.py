@@ -598,7 +598,7 @@ def run_demo(
     """
     from epitensor.benchmark import run_benchmark
     from epitensor.datasets import pilot_annotations_dir, roadmap_pilot
-    from epitensor.ensemble import Ensemble, EnsembleRule
+    from epitensor.ensemble import EnsembleRule
     from epitensor.export import impute
     from epitensor.plots import plot_training_curve
 
@@ -623,10 +623,8 @@ def run_demo(
     model = result.model
     model.save(out / "model", overwrite=True)
     _say(verbose, "demo: writing the held-out imputations (the ensemble) to bigWig")
-    ensemble = Ensemble(model, store, EnsembleRule(), trees=result.baselines["chromimpute_gbt"],
-                        average=result.baselines["average_activity"])  # fmt: skip  # trees kept
     impute(out / "model", result.holdout, out / "imputed", overwrite=True, verbose=verbose,
-           trees_store=ensemble)  # fmt: skip
+           trees_store=result.ensemble)  # fmt: skip  # the benchmark's, its trees fitted
     directory = pilot_annotations_dir()
     figures, promoter, promoter_track = _track_figures(result, store, out, directory)
     plot_training_curve(

@@ -864,16 +864,12 @@ class TrackUnion(Store):
         self.chrom_sizes = first.chrom_sizes
         self.transform = first.transform
         self.layout = first.layout
-        rows, seen = [], set()
-        for k, store in enumerate(stores):
-            for row, name in enumerate(store.track_names()):
-                if name not in seen:
-                    seen.add(name)
-                    rows.append((k, row))
-        self._where = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
-        self.tracks = pd.concat(
-            [stores[k].tracks.iloc[[row]] for k, row in rows], ignore_index=True
-        )
+        table = pd.concat(
+            [s.tracks.assign(store=k, row=np.arange(len(s.tracks))) for k, s in enumerate(stores)],
+            ignore_index=True,
+        ).drop_duplicates(["celltype", "assay"])  # a track in two stores: the first's
+        self._where = table[["store", "row"]].to_numpy(dtype=np.int64)  # (n_tracks, 2)
+        self.tracks = table[TRACK_COLUMNS].reset_index(drop=True)
 
     def _read(self, axis: str, rows: np.ndarray | None, start: int, end: int) -> np.ndarray:
         """Rows of ``[start, end)`` of ``axis``, each read from its store."""
