@@ -17,7 +17,7 @@ Usage::
 Writes, for each of ``genome`` and ``E116``: ``<name>.enrichment.tsv/png``,
 ``<name>.signal.tsv/png``, ``<name>.json`` (the BED itself goes to
 ``--bed-dir``, default a temporary folder: 1.6 MB and 5.4 MB on the pilot), then
-``locus_promoter.png`` (drawn by ``epitensor.annotate.plot_locus_states``, as in the
+``locus_promoter.png`` (drawn by ``epitensor.workflows.annotate.plot_locus_states``, as in the
 demo's report) and ``summary.md`` (markdown tables for the README).
 The run time of each annotation is printed with the CPU flags.
 """
@@ -35,18 +35,18 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from epitensor.annotate import (
+from epitensor.workflows.annotate import (
     DEFAULT_SAMPLE,
     annotate,
     element_states,
     enrichment_summary,
     plot_locus_states,
 )
-from epitensor.annotations import read_tss
-from epitensor.avocado import Avocado
-from epitensor.datasets import roadmap_pilot
+from epitensor.genome.annotations import read_tss
+from epitensor.estimators.avocado import Avocado
+from epitensor.store.datasets import roadmap_pilot
 from epitensor.demo import annotation_panels, pick_promoter
-from epitensor.genome import read_bed
+from epitensor.genome.coordinates import read_bed
 
 ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "annotations" / "hg19"
 

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from epitensor import metrics
+from epitensor.evaluation import metrics
 from epitensor._utils import cpu_summary
-from epitensor.benchmark import markdown_table, run_cv
-from epitensor.datasets import roadmap_pilot
+from epitensor.evaluation.benchmark import markdown_table, run_cv
+from epitensor.store.datasets import roadmap_pilot
 from epitensor.demo import region_subset
-from epitensor.hyperparams import PRESETS, as_dict
+from epitensor.nn.hyperparams import PRESETS, as_dict
 
 BASELINES = ("average_activity", "chromimpute_gbt")
 

@@ -8,7 +8,7 @@ The track is real signal at imputation's shape: the 25 Roadmap pilot tracks
 the last bin of each chromosome cut to its end, as runs of 25-bp bins fed a
 block of ``--block`` bins at a time (as imputation produces them):
 
-* ``epitensor.bigwig``: :class:`~epitensor.bigwig.BigWigEncoder` ``.add(chrom,
+* ``epitensor.io.bigwig``: :class:`~epitensor.io.bigwig.BigWigEncoder` ``.add(chrom,
   start, values, end=...)`` per block (the writer ``epitensor impute`` uses);
 * ``pybigtools``: ``open(path, "w").write(chrom_sizes, records)`` with one
   ``(chrom, start, end, value)`` tuple per bin;
@@ -59,8 +59,8 @@ def track(chroms: list[str], fraction: float) -> tuple[dict[str, int], dict[str,
         bp, cut to ``fraction`` of each chromosome (at least one bin).
     values : dict of str to numpy.ndarray, shape=(n_bins,), float32, -log10 p
     """
-    from epitensor.datasets import roadmap_pilot_arrays
-    from epitensor.genome import chrom_sizes
+    from epitensor.store.datasets import roadmap_pilot_arrays
+    from epitensor.genome.coordinates import chrom_sizes
 
     pilot = np.sinh(np.concatenate(list(roadmap_pilot_arrays().values()))).astype(np.float32)
     hg19 = chrom_sizes("hg19")
@@ -103,7 +103,7 @@ def write_pybigtools(path: Path, sizes, values, block: int) -> None:
 
 
 def write_epitensor(path: Path, sizes, values, block: int) -> None:
-    from epitensor.bigwig import BigWigEncoder
+    from epitensor.io.bigwig import BigWigEncoder
 
     encoder = BigWigEncoder(path, dict(sizes), RES)
     for chrom, starts, ends, vals in blocks(sizes, values, block):
@@ -241,7 +241,7 @@ def main() -> None:
     n_bins = sum(len(v) for v in values.values())
     cpus = available_cpus()
     writers = {
-        ("epitensor", "epitensor.bigwig fixedStep"): write_epitensor,
+        ("epitensor", "epitensor.io.bigwig fixedStep"): write_epitensor,
         ("pybigtools", "pybigtools 1 tuple/bin"): write_pybigtools,
         ("pyBigWig", "pyBigWig fixedStep"): write_pybigwig_fixed,
         ("pyBigWig", "pyBigWig bedGraph"): write_pybigwig_bedgraph,

@@ -4,7 +4,7 @@ For each fold assignment seed, ``--cv K`` folds over all 25 observed tracks,
 every method retrained per fold and per training seed, every challenge and
 peak metric per track; writes DIR/folds-S (the tables, the figure, the paired
 Wilcoxon tests and the spread over training seeds of
-:func:`epitensor.benchmark.run_cv`) and prints the summaries, the metric wins
+:func:`epitensor.evaluation.benchmark.run_cv`) and prints the summaries, the metric wins
 of the model over each baseline, and how many tracks it wins on Pearson.
 
     nice -n 10 .venv/bin/python benchmarks/cv.py --out cv-output \
@@ -24,7 +24,7 @@ import argparse
 import time
 
 from epitensor._utils import cpu_summary
-from epitensor.benchmark import DEFAULT_CV_BASELINES, markdown_table, run_cv
+from epitensor.evaluation.benchmark import DEFAULT_CV_BASELINES, markdown_table, run_cv
 
 
 def pearson_wins(result) -> str:

@@ -1,6 +1,6 @@
 """Rules that combine the network, the trees and average activity, scored under ``--cv``.
 
-Runs issue 16's protocol for one fold seed (:func:`epitensor.benchmark.run_cv`:
+Runs issue 16's protocol for one fold seed (:func:`epitensor.evaluation.benchmark.run_cv`:
 5 folds over all 25 tracks of the bundled sample, the default model beside
 ``average_activity`` and ``chromimpute_gbt``, every method retrained per fold
 and training seed), saves every held-out imputation (float16, one ``.npz`` per
@@ -33,13 +33,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from epitensor import metrics
+from epitensor.evaluation import metrics
 from epitensor._utils import cpu_summary
-from epitensor.annotations import Annotations
-from epitensor.benchmark import Scorer, markdown_table, plot_metrics, run_cv, summarise
-from epitensor.ensemble import EnsembleRule
-from epitensor.hyperparams import read_preset
-from epitensor.store import open_store
+from epitensor.genome.annotations import Annotations
+from epitensor.evaluation.benchmark import Scorer, markdown_table, plot_metrics, run_cv, summarise
+from epitensor.estimators.ensemble import EnsembleRule
+from epitensor.nn.hyperparams import read_preset
+from epitensor.store.compendium import open_store
 
 PRESET = "cpu-small"  # the model run_cv trains by default
 NETWORK_WEIGHT = read_preset(PRESET).average_weight  # its blend: w network + (1 - w) average
@@ -209,7 +209,7 @@ def main() -> None:
         action="append",
         help="grid weighting w_net w_trees w_avg (repeat); default: GRID_WEIGHTS",
     )
-    parser.add_argument("--ensemble", help="also run epitensor.ensemble with t,lift,q")
+    parser.add_argument("--ensemble", help="also run epitensor.estimators.ensemble with t,lift,q")
     parser.add_argument("--lifts", type=float, nargs="+", default=GRID_LIFTS)
     parser.add_argument("--rescore", action="store_true", help="score the saved npz only")
     parser.add_argument("--score-seeds", type=int, nargs="+", help="default: --training-seeds")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from epitensor.downstream import (
+from epitensor.evaluation.downstream import (
     compare_feature_sets,
     genome_factor_features,
     pair_features,
@@ -87,8 +87,8 @@ def run_fire(args) -> None:
 
 
 def _pilot_model(args):
-    from epitensor.avocado import Avocado
-    from epitensor.datasets import roadmap_pilot
+    from epitensor.estimators.avocado import Avocado
+    from epitensor.store.datasets import roadmap_pilot
 
     if args.model_path is not None:
         return Avocado.load(args.model_path)
@@ -102,7 +102,7 @@ def _pilot_model(args):
 
 def _pair_sets(model, store, pairs, celltype: str) -> dict[str, np.ndarray]:
     """Enhancer and promoter features side by side, from the model and from observed tracks."""
-    from epitensor.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES
+    from epitensor.store.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES
 
     def both(read):
         return pair_features(read("enhancer_"), read("promoter_"))
@@ -119,7 +119,7 @@ def _pair_sets(model, store, pairs, celltype: str) -> dict[str, np.ndarray]:
 
 
 def run_pairs(args) -> None:
-    from epitensor.datasets import pilot_layout, roadmap_pilot
+    from epitensor.store.datasets import pilot_layout, roadmap_pilot
 
     store, layout = roadmap_pilot(), pilot_layout()
     model = _pilot_model(args)

@@ -2,7 +2,7 @@
 
 Writes DIR/baselines (baselines only, as soon as they are fitted) and then
 DIR/full (the cpu-small model and every baseline, side by side), each with the
-tables, figures and parameters of :func:`epitensor.benchmark.run_benchmark`,
+tables, figures and parameters of :func:`epitensor.evaluation.benchmark.run_benchmark`,
 and prints the Markdown summaries and the wall-clock times.
 
     nice -n 10 .venv/bin/python benchmarks/evaluation.py --out benchmark-output
@@ -19,15 +19,15 @@ import time
 
 import pandas as pd
 
-from epitensor.baselines import all_baselines
-from epitensor.benchmark import (
+from epitensor.estimators.baselines import all_baselines
+from epitensor.evaluation.benchmark import (
     best_methods,
     markdown_table,
     resolve_split,
     run_benchmark,
     summarise,
 )
-from epitensor.store import open_store
+from epitensor.store.compendium import open_store
 
 
 def combine(paths: list[str]) -> str:

@@ -26,15 +26,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from epitensor.annotations import read_tss
-from epitensor.datasets import (
+from epitensor.genome.annotations import read_tss
+from epitensor.store.datasets import (
     cache_dir,
     pilot_annotations_dir,
     pilot_layout,
     roadmap_pilot,
     roadmap_pilot_arrays,
 )
-from epitensor.explain import (
+from epitensor.workflows.explain import (
     _quadrature,
     explain,
     integrated_gradients,
@@ -44,9 +44,9 @@ from epitensor.explain import (
     plot_peak_attributions,
     reference_features,
 )
-from epitensor.genome import Layout, chrom_sizes
-from epitensor.model import COMPONENTS, AvocadoModule
-from epitensor.store import Store
+from epitensor.genome.coordinates import Layout, chrom_sizes
+from epitensor.nn.module import COMPONENTS, AvocadoModule
+from epitensor.store.compendium import Store
 
 HALF_WIDTH = 5_000  # bp each side of the TSS: a 10-kb region, 400 bins
 ASSAY = "H3K4me3"
@@ -84,7 +84,7 @@ def chrom_store(path: Path, chrom: str) -> Store:
 
 
 def fitted_model(path: Path, store, n_epochs: int | None):
-    from epitensor.avocado import Avocado
+    from epitensor.estimators.avocado import Avocado
 
     if (path / "config.json").is_file():
         return Avocado.load(path)

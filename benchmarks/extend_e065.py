@@ -31,14 +31,14 @@ NEW = "E065"
 
 def build_store(path: Path, observed: str):
     """A store of the 20 tracks of the other cell types plus E065's ``observed`` track."""
-    from epitensor.datasets import (
+    from epitensor.store.datasets import (
         ROADMAP_ASSAYS,
         ROADMAP_CELLTYPES,
         pilot_layout,
         roadmap_pilot_arrays,
     )
-    from epitensor.genome import chrom_sizes
-    from epitensor.store import Store
+    from epitensor.genome.coordinates import chrom_sizes
+    from epitensor.store.compendium import Store
 
     if path.exists():
         return Store.open(path)
@@ -54,8 +54,8 @@ def build_store(path: Path, observed: str):
 
 def base_model(workdir: Path, epochs: int, seed: int, threads: int | None):
     """Stage 1 on the four other cell types (cached in ``workdir``)."""
-    from epitensor.avocado import Avocado
-    from epitensor.datasets import ROADMAP_CELLTYPES
+    from epitensor.estimators.avocado import Avocado
+    from epitensor.store.datasets import ROADMAP_CELLTYPES
 
     path = workdir / f"base-{epochs}ep-seed{seed}"
     if path.exists():
@@ -73,9 +73,9 @@ def base_model(workdir: Path, epochs: int, seed: int, threads: int | None):
 def evaluate(
     model_path: Path, workdir: Path, observed: str, transfer_epochs: int, threads: int | None
 ) -> pd.DataFrame:
-    from epitensor import metrics
-    from epitensor.avocado import Avocado
-    from epitensor.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, roadmap_pilot_arrays
+    from epitensor.evaluation import metrics
+    from epitensor.estimators.avocado import Avocado
+    from epitensor.store.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, roadmap_pilot_arrays
 
     store = build_store(workdir / f"with-{NEW}-{observed}.zarr", observed)
     model = Avocado.load(model_path).set_params(n_genome_epochs=transfer_epochs, n_threads=threads)
@@ -119,7 +119,7 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def main() -> None:
-    from epitensor.datasets import ROADMAP_ASSAYS
+    from epitensor.store.datasets import ROADMAP_ASSAYS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--observed", nargs="+", default=["H3K4me3"], choices=ROADMAP_ASSAYS)

@@ -4,7 +4,7 @@ Trains exactly what the default imputation of one fold needs: the ``cpu-small``
 preset (its 20 epochs, weights averaged from epoch 4; the blend with average
 activity costs nothing in training) on the training tracks of the first fold of
 ``cv_folds(tracks, 5, seed)``, the fold's tracks monitored, and prints the wall
-time with the CPU flags; then the ensemble's part (:mod:`epitensor.ensemble`:
+time with the CPU flags; then the ensemble's part (:mod:`epitensor.estimators.ensemble`:
 the trees and the average fitted, the fold's tracks imputed). ``--isa avx2`` reruns itself with oneDNN and torch capped
 to AVX2 and fp32 (``versus_original.AVX2_ENV``): an
 emulation of an AVX2-only CPU on an AVX-512 one, not a measurement of one (its
@@ -40,9 +40,9 @@ def main() -> None:
     import torch
 
     from epitensor._utils import cpu_summary
-    from epitensor.benchmark import _fit_model, cv_folds
-    from epitensor.datasets import roadmap_pilot
-    from epitensor.ensemble import Ensemble
+    from epitensor.evaluation.benchmark import _fit_model, cv_folds
+    from epitensor.store.datasets import roadmap_pilot
+    from epitensor.estimators.ensemble import Ensemble
 
     torch.set_num_threads(args.threads)
     store = roadmap_pilot()

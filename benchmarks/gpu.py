@@ -57,9 +57,9 @@ def train_rates(device, sizes: dict, precision: str, seconds: float) -> dict:
     """Samples/s of the training step, from the sampler and on a resident batch."""
     import torch
 
-    from epitensor.datasets import roadmap_pilot
-    from epitensor.model import AvocadoModule
-    from epitensor.training import AxisSource, EpochSampler, TrackSet, TrainConfig, TrainingPlan
+    from epitensor.store.datasets import roadmap_pilot
+    from epitensor.nn.module import AvocadoModule
+    from epitensor.train.fitting import AxisSource, EpochSampler, TrackSet, TrainConfig, TrainingPlan
 
     store = roadmap_pilot()
     tracks = TrackSet.build(store, store.track_names(), store.celltypes, store.assays)
@@ -97,7 +97,7 @@ def train_rates(device, sizes: dict, precision: str, seconds: float) -> dict:
 
 def make_model(folder: Path, sizes: dict, quick: bool):
     """A chr21 model in the original's format, imported into memory."""
-    from epitensor.reference import import_reference
+    from epitensor.workflows.reference import import_reference
 
     sys.path.insert(0, str(REPO / "scripts"))
     import make_reference_model as maker
@@ -120,7 +120,7 @@ def make_model(folder: Path, sizes: dict, quick: bool):
 
 def impute_rates(model, device, precision: str, seconds: float, block: int) -> dict:
     """Positions/s of the fast predictor over the model's axis, for 1 and 8 tracks."""
-    from epitensor.export import FastPredictor
+    from epitensor.workflows.impute import FastPredictor
 
     axis = model.layout_.axes[0]
     length = model.layout_.axis_lengths[axis]
@@ -147,7 +147,7 @@ def impute_rates(model, device, precision: str, seconds: float, block: int) -> d
 
 def end_to_end(model, device, precision: str, out: Path) -> dict:
     """One track over the whole axis to bigWig with ``epitensor impute``'s function."""
-    from epitensor.export import impute
+    from epitensor.workflows.impute import impute
 
     axis = model.layout_.axes[0]
     length = model.layout_.axis_lengths[axis]
@@ -180,7 +180,7 @@ def main() -> None:
         print("gpu.py: skipped, no CUDA device is available to torch")
         return
     from epitensor._utils import cpu_summary, resolve_precision
-    from epitensor.avocado import PRESETS
+    from epitensor.estimators.avocado import PRESETS
 
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_summary()

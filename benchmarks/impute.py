@@ -6,15 +6,15 @@ pilot axis (1,126,469 positions; speed does not depend on trained values) is
 timed in a fresh Python process, so that its peak RSS is its own:
 
 * ``plain``: the textbook forward pass, the 398-wide concatenated input through
-  the whole network (:func:`epitensor.export.plain_predict`), one track at a time;
+  the whole network (:func:`epitensor.workflows.impute.plain_predict`), one track at a time;
 * ``module.forward``: :meth:`AvocadoModule.forward` with the track's indices
   repeated per position (the training forward pass; its first layer is
   already split by component);
-* ``fast, k tracks``: :class:`epitensor.export.FastPredictor`, the genome part
+* ``fast, k tracks``: :class:`epitensor.workflows.impute.FastPredictor`, the genome part
   of the first layer computed once per block of positions and shared by the
   k tracks; throughput counted in (track, position) pairs per second;
 * ``fast bf16``: the same with the layers after the first in bfloat16;
-* ``impute to bigWig``: :func:`epitensor.export.impute` end to end (fp32),
+* ``impute to bigWig``: :func:`epitensor.workflows.impute.impute` end to end (fp32),
   bigWig writing included, for 1 and 8 tracks.
 
 Ratios are against ``plain`` in the same process. The projected time for one
@@ -26,7 +26,7 @@ rate. Run::
 ``--writing`` instead measures what writing costs (8 tracks at the given size,
 in one process): the arithmetic alone (:class:`FastPredictor` over every
 block), the bigWig writing alone (the same values fed to the writers) and
-:func:`epitensor.export.impute` end to end, on ``--positions`` positions laid
+:func:`epitensor.workflows.impute.impute` end to end, on ``--positions`` positions laid
 out as one contiguous run (a chromosome, as genome-wide) and as the same
 positions cut into 10 regions with gaps between them (a region layout such as
 the pilot sample's). The figure to read is end to end / arithmetic: 1.0 means
@@ -53,7 +53,7 @@ import types
 from pathlib import Path
 
 from epitensor._utils import cpu_summary
-from epitensor.hyperparams import STRUCTURAL
+from epitensor.nn.hyperparams import STRUCTURAL
 
 GENOME_POSITIONS = 115_241_319
 POSITIONS = {"paper": 24_576, "cpu-small": 196_608}
@@ -72,11 +72,11 @@ def _rate(func, n_items: int, repeat: int = 2) -> float:
 def child(size: str, threads: int) -> dict:
     import torch
 
-    from epitensor import export
-    from epitensor.avocado import PRESETS
-    from epitensor.datasets import ROADMAP_PILOT_POSITIONS, pilot_layout
-    from epitensor.genome import chrom_sizes
-    from epitensor.model import AvocadoModule, onednn_available
+    from epitensor.workflows import impute as export
+    from epitensor.estimators.avocado import PRESETS
+    from epitensor.store.datasets import ROADMAP_PILOT_POSITIONS, pilot_layout
+    from epitensor.genome.coordinates import chrom_sizes
+    from epitensor.nn.module import AvocadoModule, onednn_available
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -165,7 +165,7 @@ def matmul_bound(kwargs: dict, n_tracks: int, threads: int, rows: int = 16_384) 
     """
     import torch
 
-    from epitensor.model import onednn_available, onednn_forward
+    from epitensor.nn.module import onednn_available, onednn_forward
 
     torch.set_num_threads(threads)
     width = kwargs["n_nodes"]
@@ -197,11 +197,11 @@ def writing(size: str, threads: int, n: int, n_tracks: int = 8) -> dict:
     import pandas as pd
     import torch
 
-    from epitensor import export
-    from epitensor.avocado import PRESETS
-    from epitensor.genome import Layout, chrom_sizes
-    from epitensor.model import AvocadoModule
-    from epitensor.writers import BigWigSink, bin_edges
+    from epitensor.workflows import impute as export
+    from epitensor.estimators.avocado import PRESETS
+    from epitensor.genome.coordinates import Layout, chrom_sizes
+    from epitensor.nn.module import AvocadoModule
+    from epitensor.io.writers import BigWigSink, bin_edges
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

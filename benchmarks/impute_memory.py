@@ -7,7 +7,7 @@ trained values) is written to a temporary directory. Then, each in a fresh
 Python process so that its peak RSS (``ru_maxrss``) is its own:
 
 * ``load``: :meth:`Avocado.load` only (the network, no genome factors);
-* ``1 chromosome``: :func:`epitensor.export.impute` of ``--tracks`` tracks to
+* ``1 chromosome``: :func:`epitensor.workflows.impute.impute` of ``--tracks`` tracks to
   bigWig over the first chromosome;
 * ``all chromosomes``: the same over every chromosome.
 
@@ -30,7 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from epitensor.hyperparams import STRUCTURAL
+from epitensor.nn.hyperparams import STRUCTURAL
 
 
 def make_model(path: Path, size: str, n_chroms: int, positions: int) -> None:
@@ -38,10 +38,10 @@ def make_model(path: Path, size: str, n_chroms: int, positions: int) -> None:
     import pandas as pd
     import torch
 
-    from epitensor.avocado import PRESETS, Avocado
-    from epitensor.genome import Layout, chrom_sizes
-    from epitensor.model import AvocadoModule
-    from epitensor.training import history_frame
+    from epitensor.estimators.avocado import PRESETS, Avocado
+    from epitensor.genome.coordinates import Layout, chrom_sizes
+    from epitensor.nn.module import AvocadoModule
+    from epitensor.train.fitting import history_frame
 
     torch.manual_seed(0)
     sizes = chrom_sizes("hg19")
@@ -76,8 +76,8 @@ def child(kind: str, model: str, n_tracks: int, threads: int) -> dict:
     """Peak RSS of one case, in this (fresh) process."""
     import torch
 
-    from epitensor import export
-    from epitensor.avocado import Avocado
+    from epitensor.workflows import impute as export
+    from epitensor.estimators.avocado import Avocado
 
     torch.set_num_threads(threads)
     loaded = Avocado.load(model)

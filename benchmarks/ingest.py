@@ -6,7 +6,7 @@ one 25-bp record per bin), then ingested with the pilot layout, each
 configuration in a fresh Python process so that peak RSS is its own:
 
 * ``read only``: ``read_track`` for every track, no store (the readers' speed);
-* ``ingest, workers=W``: the full ``epitensor.ingest.ingest`` into a new store
+* ``ingest, workers=W``: the full ``epitensor.store.ingest.ingest`` into a new store
   (the pilot layout is small enough for block writes of 32 tracks);
 * with ``--whole-genome``: the ENCODE fixture ENCFF324BPE onto whole hg19
   chromosomes (124 M bins, one track), the path that streams one chromosome
@@ -40,8 +40,8 @@ def write_bigwigs(folder: Path, n_tracks: int) -> Path:
     """Write the pilot tracks as bigWig files plus a manifest; reuse files already there."""
     import pybigtools
 
-    from epitensor.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, pilot_layout
-    from epitensor.genome import chrom_sizes
+    from epitensor.store.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, pilot_layout
+    from epitensor.genome.coordinates import chrom_sizes
 
     layout, sizes = pilot_layout(), chrom_sizes("hg19")
     regions = layout.regions.sort_values(["chrom", "first_bin"])
@@ -87,9 +87,9 @@ def _cpu_seconds() -> float:
 
 def child(mode: str, manifest: Path, workers: int, out: Path) -> dict:
     """One measured configuration (runs in its own process)."""
-    from epitensor.datasets import pilot_layout
-    from epitensor.genome import chrom_sizes
-    from epitensor.ingest import ingest, read_manifest, read_track
+    from epitensor.store.datasets import pilot_layout
+    from epitensor.genome.coordinates import chrom_sizes
+    from epitensor.store.ingest import ingest, read_manifest, read_track
 
     specs = read_manifest(manifest)
     if mode == "genome":  # whole chromosomes: the streaming path, one axis of one track

@@ -52,8 +52,8 @@ MODEL = {
 
 
 def step_train(store_path: str, out: Path, holdout: bool = True) -> dict:
-    from epitensor.avocado import Avocado
-    from epitensor.store import Store
+    from epitensor.estimators.avocado import Avocado
+    from epitensor.store.compendium import Store
 
     store = Store.open(store_path)
     model = Avocado(**MODEL, verbose=False)
@@ -72,7 +72,7 @@ def step_train(store_path: str, out: Path, holdout: bool = True) -> dict:
 
 
 def step_impute(store_path: str, out: Path, holdout: bool = True) -> dict:
-    from epitensor.export import impute
+    from epitensor.workflows.impute import impute
 
     tic = time.perf_counter()
     paths = impute(out / "model", IMPUTE, out / "imputed", overwrite=True, verbose=False)
@@ -155,7 +155,7 @@ def main() -> None:
             [sys.executable, str(REPO / "scripts" / "make_big_store.py"), "--out", args.store],
             check=True,
         )
-    from epitensor.store import Store
+    from epitensor.store.compendium import Store
 
     store = Store.open(args.store)
     n = store.n_tracks * store.layout.n_positions

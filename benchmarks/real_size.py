@@ -208,7 +208,7 @@ def check(models: Path, out: Path, tracks, n_samples: int, seed: int = 0) -> dic
 
 def projection(results: dict, sizes: dict, n_tracks: int) -> dict:
     """Whole-genome (hg19 chr1-22, chrX) time per track and peak memory from this run."""
-    from epitensor.genome import chrom_sizes
+    from epitensor.genome.coordinates import chrom_sizes
 
     hg19 = chrom_sizes("hg19")
     bins = {c: -(-int(hg19[c]) // 25) for c in GENOME_CHROMS}

@@ -8,7 +8,7 @@ Measures, in one process and on this machine's CPU:
    model (2 x 64) and of a randomly initialised paper-sized module (2 x 2048, the
    published models' size), for
 
-   * ``fast``: :class:`epitensor.inference.Predictor`, which computes the genome
+   * ``fast``: :class:`epitensor.nn.inference.Predictor`, which computes the genome
      part of the first layer once per position and adds the track's cell type /
      assay part (what epitensor's imputation uses);
    * ``naive``: the original's forward pass, the concatenated 398 inputs through
@@ -34,11 +34,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from epitensor.export import impute
-from epitensor.genome import Layout, chrom_sizes, n_bins
-from epitensor.inference import Predictor
-from epitensor.model import AvocadoModule
-from epitensor.reference import ReferenceModel, _estimator, read_reference
+from epitensor.workflows.impute import impute
+from epitensor.genome.coordinates import Layout, chrom_sizes, n_bins
+from epitensor.nn.inference import Predictor
+from epitensor.nn.module import AvocadoModule
+from epitensor.workflows.reference import ReferenceModel, _estimator, read_reference
 
 FIXTURE = (
     Path(

@@ -48,7 +48,7 @@ def _cpu() -> str:
 
 
 def _data(n_tracks: int, n_positions: int) -> np.ndarray:
-    from epitensor.datasets import roadmap_pilot_arrays
+    from epitensor.store.datasets import roadmap_pilot_arrays
 
     real = np.stack(list(roadmap_pilot_arrays().values()))[:, :n_positions]
     rows = [real[k % len(real)] for k in range(n_tracks)]
@@ -77,8 +77,8 @@ def _legacy(store) -> None:
 
 
 def _stores(folder: Path, values: np.ndarray):
-    from epitensor.genome import Layout, chrom_sizes
-    from epitensor.store import Store
+    from epitensor.genome.coordinates import Layout, chrom_sizes
+    from epitensor.store.compendium import Store
 
     sizes = chrom_sizes("hg19")
     layout = Layout.from_bed(
@@ -132,7 +132,7 @@ def main() -> None:
 
     import google_crc32c
 
-    from epitensor.store import DEFAULT_POSITION_CHUNK, DEFAULT_TRACK_CHUNK, Store
+    from epitensor.store.compendium import DEFAULT_POSITION_CHUNK, DEFAULT_TRACK_CHUNK, Store
 
     print(f"cpu        {_cpu()}")
     print(f"crc32c     google_crc32c implementation {google_crc32c.implementation!r}")

@@ -20,10 +20,10 @@ import time
 import numpy as np
 from train_quality import split
 
-from epitensor.avocado import Avocado
-from epitensor.datasets import roadmap_pilot
-from epitensor.model import AvocadoModule
-from epitensor.training import TrackSet, fit_stage1, validation_positions
+from epitensor.estimators.avocado import Avocado
+from epitensor.store.datasets import roadmap_pilot
+from epitensor.nn.module import AvocadoModule
+from epitensor.train.fitting import TrackSet, fit_stage1, validation_positions
 
 HOLDOUT = split("standard")
 

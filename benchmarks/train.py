@@ -54,7 +54,7 @@ def flops_per_sample(module):
 def time_training(module, config, source, tracks, seconds, min_steps=2):
     import torch
 
-    from epitensor.training import EpochSampler, TrainingPlan
+    from epitensor.train.fitting import EpochSampler, TrainingPlan
 
     plan = TrainingPlan(module, config, torch.device("cpu"))
     sampler = EpochSampler.from_config({"pilot": source}, tracks, config)
@@ -74,10 +74,10 @@ def child(name, seconds, threads, force_bf16=False):
     import torch
 
     from epitensor._utils import resolve_precision
-    from epitensor.avocado import PRESETS
-    from epitensor.datasets import roadmap_pilot
-    from epitensor.model import AvocadoModule
-    from epitensor.training import AxisSource, TrackSet, TrainConfig
+    from epitensor.estimators.avocado import PRESETS
+    from epitensor.store.datasets import roadmap_pilot
+    from epitensor.nn.module import AvocadoModule
+    from epitensor.train.fitting import AxisSource, TrackSet, TrainConfig
 
     torch.set_num_threads(threads)
     size = SIZES[name] or {

@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 
-from epitensor.avocado import Avocado
-from epitensor.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, roadmap_pilot
+from epitensor.estimators.avocado import Avocado
+from epitensor.store.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, roadmap_pilot
 
 
 def split(name: str) -> list[tuple[str, str]]:

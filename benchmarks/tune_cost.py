@@ -36,10 +36,10 @@ import numpy as np
 import torch
 
 from epitensor._utils import cpu_summary
-from epitensor.avocado import PRESETS, Avocado
-from epitensor.datasets import roadmap_pilot
-from epitensor.training import stage1_store
-from epitensor.tune import (
+from epitensor.estimators.avocado import PRESETS, Avocado
+from epitensor.store.datasets import roadmap_pilot
+from epitensor.train.fitting import stage1_store
+from epitensor.evaluation.tune import (
     PAPER_GRID,
     SAMPLE_OVERHEAD,
     TRAIN_PASSES,

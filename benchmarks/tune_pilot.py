@@ -1,6 +1,6 @@
 """The paper's hyperparameter search on the bundled sample, then its best configuration vs cpu-small.
 
-1. ``epitensor.tune.tune`` on the 5 x 5 Roadmap pilot store with a split held
+1. ``epitensor.evaluation.tune.tune`` on the 5 x 5 Roadmap pilot store with a split held
    out (default: the standard split), ``--trials`` trials within ``--budget``
    minutes (defaults 20 and 30: the issue's target on a 2-core machine). The
    held-out tracks never enter the search: validation tracks are drawn from the
@@ -43,10 +43,10 @@ import pandas as pd
 import torch
 
 from epitensor._utils import cpu_summary
-from epitensor.avocado import Avocado
-from epitensor.benchmark import markdown_table
-from epitensor.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, roadmap_pilot
-from epitensor.tune import PAPER_GRID, tune
+from epitensor.estimators.avocado import Avocado
+from epitensor.evaluation.benchmark import markdown_table
+from epitensor.store.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, roadmap_pilot
+from epitensor.evaluation.tune import PAPER_GRID, tune
 
 
 def split(name: str) -> list[tuple[str, str]]:

@@ -34,7 +34,7 @@ emulation: the cores, caches, memory and clocks stay this machine's.
 (the 2048 x 2048 layer's forward, input-gradient and weight-gradient products,
 and the 110-input first layer's), each computed as the training step computes
 it, with every library that could run them: torch's default (MKL), torch
-through oneDNN (:func:`epitensor.model.onednn_linear`), torch bf16 (where
+through oneDNN (:func:`epitensor.nn.module.onednn_linear`), torch bf16 (where
 native), numpy (OpenBLAS) and TensorFlow (oneDNN, in the original's
 environment). Rounds are interleaved; the table gives the median GFLOP/s with
 ``--threads`` threads (wall time) and with one thread (its process CPU time,
@@ -156,8 +156,8 @@ def epitensor_child(args) -> None:
     passive_openmp_wait()  # as the `epitensor` command does, before torch loads
     import torch
 
-    from epitensor.avocado import Avocado
-    from epitensor.training import TrainingPlan
+    from epitensor.estimators.avocado import Avocado
+    from epitensor.train.fitting import TrainingPlan
 
     marks: list[tuple[float, dict]] = []
     seen: dict = {}
@@ -191,7 +191,7 @@ def export_pilot(folder: Path) -> Path:
     """The bundled pilot store's tracks as one ``.npy`` (tracks x positions) plus their names."""
     import numpy as np
 
-    from epitensor.datasets import roadmap_pilot
+    from epitensor.store.datasets import roadmap_pilot
 
     store = roadmap_pilot()
     names = store.track_names()
@@ -280,7 +280,7 @@ def _torch_backends(batch: int, isa: str) -> dict:
     import torch
 
     from epitensor._utils import resolve_precision
-    from epitensor.model import onednn_linear
+    from epitensor.nn.module import onednn_linear
 
     bf16 = isa == "native" and resolve_precision("auto", torch.device("cpu")) == "bf16"
     out: dict = {}

@@ -120,7 +120,7 @@ def experiments(
 
 def chrom_positions(chrom: str, genome: str = "hg19") -> int:
     """25-bp bins of a whole chromosome (the last one may be partial)."""
-    from epitensor.genome import chrom_sizes
+    from epitensor.genome.coordinates import chrom_sizes
 
     sizes = chrom_sizes(genome)
     if chrom not in sizes.index:

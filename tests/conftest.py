@@ -22,7 +22,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def pilot_store(tmp_path_factory):
     """The bundled 5 x 5 Roadmap pilot store, built once per session."""
-    from epitensor.datasets import roadmap_pilot
+    from epitensor.store.datasets import roadmap_pilot
 
     return roadmap_pilot(tmp_path_factory.mktemp("pilot") / "roadmap-pilot.zarr")
 
@@ -74,7 +74,7 @@ def trained_model(pilot_store):
     Session-scoped and shared: tests must not refit or extend it (``clone`` it
     or load a saved copy first).
     """
-    from epitensor.avocado import Avocado
+    from epitensor.estimators.avocado import Avocado
 
     model = Avocado(
         n_celltype_factors=8,
@@ -99,9 +99,9 @@ def small_pilot_store(tmp_path_factory):
     """The first 40,000 positions of the pilot sample (all 25 real tracks) as a store."""
     import pandas as pd
 
-    from epitensor.datasets import pilot_layout, roadmap_pilot_arrays
-    from epitensor.genome import Layout, chrom_sizes
-    from epitensor.store import Store
+    from epitensor.store.datasets import pilot_layout, roadmap_pilot_arrays
+    from epitensor.genome.coordinates import Layout, chrom_sizes
+    from epitensor.store.compendium import Store
 
     n = 40_000
     first = pilot_layout().regions.iloc[0]
@@ -134,9 +134,9 @@ def by_chrom_store(tmp_path_factory):
     """
     import numpy as np
 
-    from epitensor.datasets import pilot_layout, roadmap_pilot_arrays
-    from epitensor.genome import Layout, chrom_sizes
-    from epitensor.store import Store
+    from epitensor.store.datasets import pilot_layout, roadmap_pilot_arrays
+    from epitensor.genome.coordinates import Layout, chrom_sizes
+    from epitensor.store.compendium import Store
 
     pilot = pilot_layout().regions
     picked = pilot[pilot.chrom.isin(["chr1", "chr4", "chr8"])]

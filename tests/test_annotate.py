@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from epitensor._utils import EpitensorError
-from epitensor.annotate import (
+from epitensor.workflows.annotate import (
     CHROMHMM_FAMILIES,
     annotate,
     annotation_intervals,
@@ -22,7 +22,7 @@ from epitensor.annotate import (
     states_to_bed,
 )
 from epitensor.cli import app
-from epitensor.genome import Layout, chrom_sizes, read_bed
+from epitensor.genome.coordinates import Layout, chrom_sizes, read_bed
 
 FAST = {"sample_size": 20_000, "n_iter": 5, "verbose": False}
 
@@ -393,7 +393,7 @@ def test_hmm_fit_matches_hmmlearns_own_initialisation():
     """The k-means start run on one thread gives hmmlearn's fit (same k-means, same seed)."""
     from hmmlearn.hmm import GaussianHMM
 
-    from epitensor.annotate import _fit_hmm
+    from epitensor.workflows.annotate import _fit_hmm
 
     rng = np.random.default_rng(1)
     z = rng.integers(0, 4, 30_000)

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from epitensor import metrics
+from epitensor.evaluation import metrics
 from epitensor._utils import EpitensorError
-from epitensor.annotations import (
+from epitensor.genome.annotations import (
     Annotations,
     enhancer_intervals,
     peak_mask,
@@ -18,7 +18,7 @@ from epitensor.annotations import (
     read_narrowpeak,
     read_tss,
 )
-from epitensor.genome import Layout
+from epitensor.genome.coordinates import Layout
 
 # Two real lines of gencode.v19.TSS.notlow.gff.gz (GFF: 1-based, closed).
 GENCODE_LINES = (

@@ -162,14 +162,14 @@ def test_no_private_name_used_across_modules():
 def test_the_checks_catch_what_they_should():
     """The rules themselves, on small made-up modules."""
     tree = ast.parse(
-        "from epitensor.store import _chunk\nfrom epitensor import export\nexport._load(1)\n"
+        "from epitensor.store.compendium import _chunk\nfrom epitensor import export\nexport._load(1)\n"
     )
-    assert len(_private_uses("epitensor.avocado", tree)) == 2
-    assert _private_uses("epitensor.store", ast.parse("from epitensor._utils import warn")) == []
+    assert len(_private_uses("epitensor.estimators.avocado", tree)) == 2
+    assert _private_uses("epitensor.store.compendium", ast.parse("from epitensor._utils import warn")) == []
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
     reach = ast.parse("def f(store):\n    return store._group\n")
-    assert _private_attributes("epitensor.explain", reach, {"_group"}) == ["line 2: store._group"]
-    assert _private_attributes("epitensor.store", ast.parse("self._group = 1"), {"_group"}) == []
-    inner = ast.parse("def f():\n    from epitensor.avocado import Avocado\n")
+    assert _private_attributes("epitensor.workflows.explain", reach, {"_group"}) == ["line 2: store._group"]
+    assert _private_attributes("epitensor.store.compendium", ast.parse("self._group = 1"), {"_group"}) == []
+    inner = ast.parse("def f():\n    from epitensor.estimators.avocado import Avocado\n")
     assert _module_level_imports(inner) == set()

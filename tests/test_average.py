@@ -7,11 +7,11 @@ import pybigtools
 import pytest
 import torch
 
-from epitensor import export
-from epitensor.average import combine, leave_one_out, track_sums
-from epitensor.avocado import Avocado
-from epitensor.baselines import AverageActivity
-from epitensor.sampling import AxisSource, EpochSampler, TrackSet
+from epitensor.workflows import impute as export
+from epitensor.nn.average import combine, leave_one_out, track_sums
+from epitensor.estimators.avocado import Avocado
+from epitensor.estimators.baselines import AverageActivity
+from epitensor.train.sampling import AxisSource, EpochSampler, TrackSet
 
 TINY = dict(
     n_celltype_factors=8, n_assay_factors=16, n_25bp_factors=8, n_250bp_factors=8,
@@ -181,7 +181,7 @@ def test_fit_genome_writes_each_axis_averages(by_chrom_store, small_pilot_store,
 def test_explain_a_residual_model_attributes_the_network_term(residual):
     """explain works on an average model, says what it explains, and completes the network term."""
     from epitensor._utils import EpitensorWarning
-    from epitensor.explain import explain
+    from epitensor.workflows.explain import explain
 
     seg = export.track_segments(residual.layout_, residual.chrom_sizes_).iloc[0]
     start = int(seg.first_bin) * 25

@@ -11,8 +11,8 @@ from sklearn.base import clone
 from typer.testing import CliRunner
 
 from epitensor._utils import EpitensorError
-from epitensor.avocado import PRESETS, Avocado
-from epitensor.model import GenomeFactors
+from epitensor.estimators.avocado import PRESETS, Avocado
+from epitensor.nn.module import GenomeFactors
 
 TINY = dict(
     n_celltype_factors=4,
@@ -295,8 +295,8 @@ def test_stage1_on_regions_then_stage2_per_chromosome(by_chrom_store, tmp_path):
 
 
 def test_stage1_region_choice(by_chrom_store, small_pilot_store, tmp_path):
-    from epitensor.store import RegionView
-    from epitensor.training import stage1_store
+    from epitensor.store.compendium import RegionView
+    from epitensor.train.fitting import stage1_store
 
     assert stage1_store(by_chrom_store) is by_chrom_store  # small: every position
     assert stage1_store(by_chrom_store, "all") is by_chrom_store
@@ -320,7 +320,7 @@ def test_cli_train_on_regions(by_chrom_store, tmp_path):
 
 def test_weight_averaged_fit_scores_its_final_parameters(small_pilot_store, tmp_path):
     """With swa_start the model ends with averaged parameters, scored as ``holdout_mse_``."""
-    from epitensor.training import HoldoutScorer, TrackSet
+    from epitensor.train.fitting import HoldoutScorer, TrackSet
 
     holdout = [("E003", "H3K4me3")]
     params = dict(TINY, n_epochs=3, seed=2, n_threads=1)

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from epitensor import ingest as ingest_module
+from epitensor.store.compendium import ingest as ingest_module
 from epitensor._utils import EpitensorError, EpitensorWarning
 from epitensor.cli import app
-from epitensor.ingest import TrackSpec, ingest
-from epitensor.names import is_valid_name, validate_name
-from epitensor.store import Store
+from epitensor.store.ingest import TrackSpec, ingest
+from epitensor.store.names import is_valid_name, validate_name
+from epitensor.store.compendium import Store
 
 COOLBOX = "coolbox/bigwig_chr9_4000000_6000000_K562_{}.bigwig"
 FLOAT16 = {"rtol": 1e-3, "atol": 1e-3}
@@ -319,7 +319,7 @@ def _alive(pid):
 
 def test_workers_exit_when_the_parent_is_killed(tmp_path):
     script = (
-        "import time; from epitensor.ingest import _executor\n"
+        "import time; from epitensor.store.ingest import _executor\n"
         "pool = _executor(2)\n"
         "futures = [pool.submit(time.sleep, 60), pool.submit(time.sleep, 0)]\n"
         "time.sleep(2)\n"
@@ -476,8 +476,8 @@ def test_an_append_killed_outright_is_undone_by_the_next_run(shared_data, tmp_pa
     original = Store.open(store).read_track("K562", "H3K27ac")
     script = (
         "import os, sys, numpy as np\n"
-        "from epitensor.fetch import RunScratch\n"
-        "from epitensor.store import Store\n"
+        "from epitensor.io.fetch import RunScratch\n"
+        "from epitensor.store.compendium import Store\n"
         "scratch = RunScratch(sys.argv[1]).__enter__()\n"
         "scratch.snapshot(sys.argv[1])\n"
         "store = Store.open(sys.argv[1], mode='r+')\n"

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from epitensor import metrics
+from epitensor.evaluation import metrics
 from epitensor._utils import EpitensorError
-from epitensor.baselines import (
+from epitensor.estimators.baselines import (
     BASELINES,
     AssayMean,
     AverageActivity,
@@ -19,9 +19,9 @@ from epitensor.baselines import (
     TensorFactorization,
     all_baselines,
 )
-from epitensor.benchmark import STANDARD_SPLIT, resolve_split
-from epitensor.genome import Layout, chrom_sizes
-from epitensor.store import Store
+from epitensor.evaluation.benchmark import STANDARD_SPLIT, resolve_split
+from epitensor.genome.coordinates import Layout, chrom_sizes
+from epitensor.store.compendium import Store
 
 
 @pytest.fixture(scope="module")

@@ -7,17 +7,17 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from epitensor import metrics
+from epitensor.evaluation import metrics
 from epitensor._utils import EpitensorError
-from epitensor.annotations import Annotations
-from epitensor.baselines import (
+from epitensor.genome.annotations import Annotations
+from epitensor.estimators.baselines import (
     AssayMean,
     AverageActivity,
     ChromImputeGBT,
     GlobalMean,
     TensorFactorization,
 )
-from epitensor.benchmark import (
+from epitensor.evaluation.benchmark import (
     STANDARD_SPLIT,
     best_methods,
     cv_folds,

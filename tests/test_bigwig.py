@@ -8,8 +8,8 @@ import pyBigWig
 import pytest
 
 from epitensor._utils import EpitensorError
-from epitensor.bigwig import ITEMS_PER_SLOT, BigWigEncoder, zoom_reductions
-from epitensor.datasets import roadmap_pilot_arrays
+from epitensor.io.bigwig import ITEMS_PER_SLOT, BigWigEncoder, zoom_reductions
+from epitensor.store.datasets import roadmap_pilot_arrays
 
 SIZES = {"chr2": 1_000_010, "chr10": 500_000, "chrM": 16_571}
 
@@ -112,7 +112,7 @@ def test_bad_input_is_refused(tmp_path):
 
 def test_a_deep_index_finds_every_section(tmp_path, monkeypatch):
     """Nodes of 4 children (readers take the node size from the file): a 4-level R-tree."""
-    import epitensor.bigwig as bigwig
+    import epitensor.io.bigwig as bigwig
 
     monkeypatch.setattr(bigwig, "INDEX_BLOCK", 4)
     n = 90  # 90 one-bin sections: 23 leaves, 6 and 2 nodes above them, then the root

@@ -7,9 +7,9 @@ import pybigtools
 from PIL import Image
 from typer.testing import CliRunner
 
-from epitensor.benchmark import STANDARD_SPLIT
+from epitensor.evaluation.benchmark import STANDARD_SPLIT
 from epitensor.cli import app
-from epitensor.datasets import roadmap_pilot
+from epitensor.store.datasets import roadmap_pilot
 from epitensor.demo import ANNOTATION_PARAMS, QUICK_REGIONS, annotation_panels, region_subset
 
 

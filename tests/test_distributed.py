@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from epitensor._utils import EpitensorError
-from epitensor.avocado import Avocado
-from epitensor.distributed import TaskFailure, iter_tasks, run_tasks
-from epitensor.genome import Layout, chrom_sizes
-from epitensor.store import Store
+from epitensor.estimators.avocado import Avocado
+from epitensor.parallel import TaskFailure, iter_tasks, run_tasks
+from epitensor.genome.coordinates import Layout, chrom_sizes
+from epitensor.store.compendium import Store
 
 
 def _flaky(item: str, marker_dir: str, scale: int = 1) -> str:
@@ -169,7 +169,7 @@ def test_stage2_ray_equals_in_process(
 ):
     import copy
 
-    from epitensor.distributed import fit_genome
+    from epitensor.parallel import fit_genome
 
     def fresh():
         return copy.deepcopy(trained_model).set_params(n_threads=one_thread)
@@ -216,8 +216,8 @@ IMPUTE_CHROMS = ["chr1", "chr4", "chr8", "chr9"]  # 20,002 pilot positions each
 def test_impute_ray_writes_the_files_of_export_impute(trained_model, ray_local, tmp_path):
     import pybigtools
 
-    from epitensor.distributed import impute
-    from epitensor.export import impute as export_impute
+    from epitensor.parallel import impute
+    from epitensor.workflows.impute import impute as export_impute
 
     tracks = [("E003", "H3K4me3"), ("E116", "H3K27me3"), ("E065", "H3K4me1")]
     trained_model.save(tmp_path / "model")
@@ -234,7 +234,7 @@ def test_impute_ray_writes_the_files_of_export_impute(trained_model, ray_local, 
 
 
 def test_impute_ray_memory_store_is_refused(by_chrom_store, trained_model):
-    from epitensor.distributed import _remote_store
+    from epitensor.parallel import _remote_store
 
     assert _remote_store(by_chrom_store, None) is by_chrom_store
     assert _remote_store(by_chrom_store, "local") == by_chrom_store.url
@@ -246,7 +246,7 @@ def test_impute_ray_memory_store_is_refused(by_chrom_store, trained_model):
 
 def test_ingest_ray_builds_the_store_of_in_process_ingest(shared_data, ray_local, tmp_path):
     """Real K562 bigWigs (chr9:4-6 Mb): tracks read in Ray tasks, written here, same store."""
-    from epitensor.ingest import ingest
+    from epitensor.store.ingest import ingest
 
     coolbox = shared_data / "fixtures" / "coolbox"
     rows = [
@@ -267,7 +267,7 @@ def test_ingest_ray_builds_the_store_of_in_process_ingest(shared_data, ray_local
 
 
 def test_ingest_ray_names_the_broken_file(shared_data, ray_local, tmp_path):
-    from epitensor.ingest import ingest
+    from epitensor.store.ingest import ingest
 
     broken = tmp_path / "broken.bigwig"
     good = shared_data / "fixtures" / "coolbox" / "bigwig_chr9_4000000_6000000_K562_RNA.bigwig"
@@ -376,7 +376,7 @@ def test_cli_commands_take_ray(command):
 def test_cli_fit_genome_saves_every_axis(trained_model, by_chrom_store, tmp_path):
     from typer.testing import CliRunner
 
-    from epitensor.avocado import Avocado
+    from epitensor.estimators.avocado import Avocado
     from epitensor.cli import app
 
     trained_model.save(tmp_path / "model")
@@ -437,7 +437,7 @@ def test_cli_impute_ray_with_precision_writes_the_in_process_files(ray_local, pr
 
 def _store_of_build(path: Path, genome: str) -> Store:
     """The saved model's two axes of real pilot data, labelled as genome ``genome``."""
-    from epitensor.datasets import roadmap_pilot_arrays
+    from epitensor.store.datasets import roadmap_pilot_arrays
 
     model = Avocado.load(SAVED_MODEL)
     store = Store.create(path, model.layout_, chrom_sizes(genome), genome=genome)

@@ -10,7 +10,7 @@ import pytest
 import zarr
 from typer.testing import CliRunner
 
-from epitensor import export
+from epitensor.workflows import impute as export
 from epitensor._utils import EpitensorError, EpitensorWarning
 from epitensor.cli import app
 

@@ -11,12 +11,12 @@ import pybigtools
 import pytest
 from typer.testing import CliRunner
 
-from epitensor import export
+from epitensor.workflows import impute as export
 from epitensor._utils import EpitensorError
-from epitensor.baselines import AverageActivity, ChromImputeGBT
-from epitensor.benchmark import run_cv
+from epitensor.estimators.baselines import AverageActivity, ChromImputeGBT
+from epitensor.evaluation.benchmark import run_cv
 from epitensor.cli import app
-from epitensor.ensemble import Ensemble, EnsembleRule
+from epitensor.estimators.ensemble import Ensemble, EnsembleRule
 
 TRACK = ("E065", "H3K4me1")
 TINY_AVOCADO = {"n_celltype_factors": 4, "n_assay_factors": 4, "n_25bp_factors": 4,
@@ -201,7 +201,7 @@ def test_cli_benchmark_ensemble_needs_cv_and_the_trees(small_pilot_store, tmp_pa
 
 
 def test_run_benchmark_scores_the_ensemble(small_pilot_store):
-    from epitensor.benchmark import run_benchmark
+    from epitensor.evaluation.benchmark import run_benchmark
 
     rule = EnsembleRule()
     baselines = {
@@ -238,9 +238,9 @@ def test_paper_workflow_imputes_the_ensemble(by_chrom_store, tmp_path):
     model whose other positions still lie on the stage-1 regions falls back to
     the model alone there and takes the ensemble on the chromosomes fitted.
     """
-    from epitensor.avocado import Avocado
-    from epitensor.ensemble import training_compendium
-    from epitensor.store import RegionView
+    from epitensor.estimators.avocado import Avocado
+    from epitensor.estimators.ensemble import training_compendium
+    from epitensor.store.compendium import RegionView
 
     with pytest.warns(UserWarning, match="lie on chromosomes"):
         model = Avocado(**TINY_AVOCADO, n_threads=1).fit(by_chrom_store, regions="pilot")
@@ -279,7 +279,7 @@ def test_paper_workflow_imputes_the_ensemble(by_chrom_store, tmp_path):
     assert params["ensemble"] is None and axis == "pilot"  # the model alone, as the note says
 
     # every chromosome fitted: a gated ensemble over three axes, from its parts as a benchmark does
-    from epitensor.benchmark import impute as impute_all
+    from epitensor.evaluation.benchmark import impute as impute_all
 
     full = copy.deepcopy(model).fit_genome(by_chrom_store)
     gated = Ensemble(full, by_chrom_store, EnsembleRule(gate=0.9))
@@ -292,9 +292,9 @@ def test_paper_workflow_imputes_the_ensemble(by_chrom_store, tmp_path):
 
 def test_extended_model_imputes_the_ensemble_from_both_stores(trained_model, pilot_store, tmp_path):
     """A cell type added from a store of its own: the ensemble reads both stores as one."""
-    from epitensor.datasets import roadmap_pilot_arrays
-    from epitensor.store import Store, TrackUnion
-    from epitensor.transfer import extend
+    from epitensor.store.datasets import roadmap_pilot_arrays
+    from epitensor.store.compendium import Store, TrackUnion
+    from epitensor.workflows.extend import extend
 
     new = Store.create(tmp_path / "new.zarr", pilot_store.layout, pilot_store.chrom_sizes,
                        genome=pilot_store.genome)  # fmt: skip

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from epitensor._utils import EpitensorError, EpitensorWarning
-from epitensor.datasets import pilot_layout
-from epitensor.explain import (
+from epitensor.store.datasets import pilot_layout
+from epitensor.workflows.explain import (
     PEAK_THRESHOLD,
     explain,
     integrated_gradients,
@@ -20,7 +20,7 @@ from epitensor.explain import (
     reference_features,
     region_positions,
 )
-from epitensor.model import COMPONENTS, AvocadoModule
+from epitensor.nn.module import COMPONENTS, AvocadoModule
 
 # TRIM22 promoter (GENCODE TSS chr11:5,712,256, + strand): strong H3K4me3 in
 # GM12878 (E116), weak in HeLa-S3 (E117) in the bundled data.
@@ -95,7 +95,7 @@ def test_batch_size_invariance(module, positions):
 
 def test_matches_integrated_gradients_on_the_inputs(module, positions):
     """The first-layer shortcut equals IG computed on the concatenated factors."""
-    from epitensor.explain import _quadrature
+    from epitensor.workflows.explain import _quadrature
 
     pos = torch.tensor(positions[:50])
     x = module.features(torch.full((50,), 1), torch.full((50,), 2), pos, "pilot").detach()
@@ -203,7 +203,7 @@ def test_explain_errors(trained_model, kwargs, match):
 
 
 def test_explain_unfitted_model():
-    from epitensor.avocado import Avocado
+    from epitensor.estimators.avocado import Avocado
 
     with pytest.raises(EpitensorError, match="not fitted"):
         explain(Avocado(), "E116", "H3K4me3", REGION)

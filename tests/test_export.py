@@ -10,7 +10,7 @@ import pybigtools
 import pytest
 from typer.testing import CliRunner
 
-from epitensor import export
+from epitensor.workflows import impute as export
 from epitensor._utils import EpitensorError
 from epitensor.cli import app
 
@@ -87,7 +87,7 @@ def test_arcsinh_bedgraph_and_region(model, tmp_path):
 def test_fast_inference_equals_plain_forward_any_block_size(model, gemm, monkeypatch):
     """The shared genome projection gives the textbook 398-wide forward pass, for any block,
     with torch's products and with oneDNN's (bias and ReLU fused)."""
-    from epitensor.model import onednn_available
+    from epitensor.nn.module import onednn_available
 
     if gemm == "onednn" and not onednn_available():
         pytest.skip("this torch build has no oneDNN linear operator")
@@ -179,7 +179,7 @@ def test_cli_impute(model, tmp_path):
 
 def test_saved_model_keeps_one_axis_in_memory(model, tmp_path):
     """Avocado.impute on a saved model reads the genome factors lazily and drops them after."""
-    from epitensor.avocado import Avocado
+    from epitensor.estimators.avocado import Avocado
 
     model.save(tmp_path / "model")
     loaded = Avocado.load(tmp_path / "model")

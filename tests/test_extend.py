@@ -9,12 +9,12 @@ import torch
 from typer.testing import CliRunner
 
 from epitensor._utils import EpitensorError, md5sum
-from epitensor.avocado import Avocado
+from epitensor.estimators.avocado import Avocado
 from epitensor.cli import app
-from epitensor.datasets import pilot_layout, roadmap_pilot_arrays
-from epitensor.genome import Layout, chrom_sizes
-from epitensor.store import Store
-from epitensor.transfer import extend
+from epitensor.store.datasets import pilot_layout, roadmap_pilot_arrays
+from epitensor.genome.coordinates import Layout, chrom_sizes
+from epitensor.store.compendium import Store
+from epitensor.workflows.extend import extend
 
 N = 40_000
 

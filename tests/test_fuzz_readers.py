@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from epitensor._utils import EpitensorError
-from epitensor.genome import Layout
-from epitensor.ingest import read_manifest, read_track
-from epitensor.names import is_valid_name
+from epitensor.genome.coordinates import Layout
+from epitensor.store.ingest import read_manifest, read_track
+from epitensor.store.names import is_valid_name
 
 FUZZ = settings(
     max_examples=150,

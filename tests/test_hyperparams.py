@@ -10,9 +10,9 @@ import pytest
 from sklearn.base import clone
 
 from epitensor._utils import EpitensorError
-from epitensor.avocado import PRESETS, Avocado
-from epitensor.hyperparams import Hyperparameters, ModuleConfig, TrainConfig, read_preset
-from epitensor.model import AvocadoModule
+from epitensor.estimators.avocado import PRESETS, Avocado
+from epitensor.nn.hyperparams import Hyperparameters, ModuleConfig, TrainConfig, read_preset
+from epitensor.nn.module import AvocadoModule
 
 
 def test_estimator_signature_is_the_hyperparameters():
@@ -52,7 +52,7 @@ def test_preset_file_through_the_cli(small_pilot_store, tmp_path):
     """`train --preset FILE` takes a JSON object of parameters; a bad key is one line."""
     from typer.testing import CliRunner
 
-    from epitensor.avocado import Avocado as Loaded
+    from epitensor.estimators.avocado import Avocado as Loaded
     from epitensor.cli import app
 
     preset = tmp_path / "tuned.json"

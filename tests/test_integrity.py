@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from epitensor._utils import EpitensorError, lock_file, output_lock
 from epitensor.cli import app
-from epitensor.store import Store
+from epitensor.store.compendium import Store
 
 COOLBOX = "coolbox/bigwig_chr9_4000000_6000000_K562_{}.bigwig"
 SRC = str(Path(__file__).resolve().parents[1] / "src")

@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from epitensor import modeldir
+from epitensor.nn import modeldir
 from epitensor._utils import EpitensorError
-from epitensor.avocado import Avocado
+from epitensor.estimators.avocado import Avocado
 from epitensor.cli import app
 
 SAVED = Path(__file__).resolve().parent / "data" / "saved-model-v1"

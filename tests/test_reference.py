@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from epitensor._utils import EpitensorError
-from epitensor.reference import chrom_of, find_reference_files, read_reference
+from epitensor.workflows.reference import chrom_of, find_reference_files, read_reference
 
 # Position 0 of the fixture is hg19 chr1 bin 6046322 (its README).
 FIXTURE_FIRST_BIN = 6046322
@@ -274,7 +274,7 @@ def test_error_file_names(fixture_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def imported(fixture_dir):
-    from epitensor.avocado import Avocado
+    from epitensor.estimators.avocado import Avocado
 
     return Avocado.from_reference(
         fixture_dir / "avocado-chr1", genome="hg19", first_bin=FIXTURE_FIRST_BIN, verbose=False
@@ -301,7 +301,7 @@ def test_estimator_predicts_the_original_tracks(imported, expected):
 def test_cli_writes_a_model_that_loads_and_predicts_identically(fixture_dir, tmp_path, expected):
     from typer.testing import CliRunner
 
-    from epitensor.avocado import Avocado
+    from epitensor.estimators.avocado import Avocado
     from epitensor.cli import app
 
     out = tmp_path / "model"
@@ -331,7 +331,7 @@ def test_impute_to_bigwig_and_embed_from_the_imported_model(imported, tmp_path, 
     """The bigWig lands at the original's hg19 bins and holds its numbers."""
     import pybigtools
 
-    from epitensor.export import embed, impute
+    from epitensor.workflows.impute import embed, impute
 
     paths = impute(
         imported, [("E065", "H3K4me3")], tmp_path / "E065.H3K4me3.bw", arcsinh=True, verbose=False
@@ -349,7 +349,7 @@ def test_impute_to_bigwig_and_embed_from_the_imported_model(imported, tmp_path, 
 
 def test_explain_on_the_imported_model(imported, expected):
     """Attributions land on the fixture's positions and explain the original's predictions."""
-    from epitensor.explain import explain
+    from epitensor.workflows.explain import explain
 
     table = explain(imported, "E065", "H3K4me3", "chr1:151200000-151205000", n_steps=8)
     assert len(table) == 200
@@ -362,9 +362,9 @@ def test_explain_on_the_imported_model(imported, expected):
 
 def test_extend_the_imported_model_with_a_new_cell_type(fixture_dir, pilot_store, tmp_path):
     """E065's real pilot tracks (first region = the fixture's positions) as a new cell type."""
-    from epitensor.avocado import Avocado
-    from epitensor.store import Store
-    from epitensor.transfer import extend
+    from epitensor.estimators.avocado import Avocado
+    from epitensor.store.compendium import Store
+    from epitensor.workflows.extend import extend
 
     model = Avocado.from_reference(
         fixture_dir / "avocado-chr1", first_bin=FIXTURE_FIRST_BIN, batch_size=2000, verbose=False

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from epitensor._utils import EpitensorError
-from epitensor.annotations import Annotations
-from epitensor.genome import Layout, chrom_sizes
-from epitensor.relationships import (
+from epitensor.genome.annotations import Annotations
+from epitensor.genome.coordinates import Layout, chrom_sizes
+from epitensor.evaluation.relationships import (
     Relationship,
     gene_promoters,
     pairwise_summary,
@@ -17,7 +17,7 @@ from epitensor.relationships import (
     pairwise_wide,
     write_pairwise,
 )
-from epitensor.store import Store
+from epitensor.store.compendium import Store
 
 N_BINS = 200
 PROMOTER_REL = Relationship("H3K4me3", "promoter", "H3K27me3", "promoter", "negative")

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from epitensor.plots import plot_embedding_map, plot_tracks, plot_training_curve, umap_2d
-from epitensor.report import Report
+from epitensor.viz.plots import plot_embedding_map, plot_tracks, plot_training_curve, umap_2d
+from epitensor.viz.report import Report
 
 
 def test_plots_write_readable_pngs(tmp_path, pilot_store):

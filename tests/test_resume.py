@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from epitensor import export
+from epitensor.workflows import impute as export
 from epitensor._utils import EpitensorError
 from epitensor.cli import app
-from epitensor.writers import completed, done_record, remove_stale_temporaries
+from epitensor.io.writers import completed, done_record, remove_stale_temporaries
 
 TRACKS = [("E065", "H3K4me1"), ("E003", "H3K27me3"), ("E116", "H3K36me3")]
 STEMS = [f"{c}.{a}.bigWig" for c, a in TRACKS]
@@ -31,7 +31,7 @@ STEMS = [f"{c}.{a}.bigWig" for c, a in TRACKS]
 # second file is then half written under its temporary name).
 KILLER = """
 import os, signal, sys
-from epitensor import writers
+from epitensor.io import writers
 from epitensor.cli import app
 
 close, write = writers.BigWigSink.close, writers.BigWigSink.write

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from epitensor.avocado import Avocado
+from epitensor.estimators.avocado import Avocado
 
 DATA = Path(__file__).resolve().parent / "data"
 MODEL = DATA / "saved-model-v1"

@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 
 from epitensor._utils import EpitensorError
-from epitensor.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, roadmap_pilot_arrays
-from epitensor.genome import Layout
-from epitensor.store import RegionView, Store, open_store, store_reference
+from epitensor.store.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, roadmap_pilot_arrays
+from epitensor.genome.coordinates import Layout
+from epitensor.store.compendium import RegionView, Store, open_store, store_reference
 
 SIZES = pd.Series({"chr1": 100_000, "chr2": 60_000})
 
@@ -205,9 +205,9 @@ def test_truncate_tracks_undoes_an_append_on_a_memory_store():
 
 def test_region_view_reads_the_pilot_regions_from_chromosome_axes(by_chrom_store):
     """The ENCODE pilot BED over a store of chromosome axes gives the bundled arrays back."""
-    from epitensor.datasets import pilot_layout, pilot_regions_bed
-    from epitensor.genome import Layout
-    from epitensor.store import RegionView
+    from epitensor.store.datasets import pilot_layout, pilot_regions_bed
+    from epitensor.genome.coordinates import Layout
+    from epitensor.store.compendium import RegionView
 
     bed = Layout.from_bed(pilot_regions_bed(), name="pilot")
     with pytest.warns(UserWarning, match="lack"):
@@ -245,8 +245,8 @@ def test_region_view_reads_the_pilot_regions_from_chromosome_axes(by_chrom_store
 def test_region_view_refuses_regions_the_store_lacks(by_chrom_store):
     import pandas as pd
 
-    from epitensor.genome import Layout
-    from epitensor.store import RegionView
+    from epitensor.genome.coordinates import Layout
+    from epitensor.store.compendium import RegionView
 
     first = by_chrom_store.layout.axis_regions("chr4").iloc[0]
     end = (int(first.first_bin) + int(first.n_bins)) * 25
@@ -262,7 +262,7 @@ def test_region_view_refuses_regions_the_store_lacks(by_chrom_store):
 
 def test_track_union_reads_each_track_from_its_store(tmp_path):
     """Rows map to the store holding them (the first, for a track in both); layouts must match."""
-    from epitensor.store import TrackUnion
+    from epitensor.store.compendium import TrackUnion
 
     first, second = _small_store(tmp_path / "a.zarr"), _small_store(tmp_path / "b.zarr")
     first.add_track("c1", "a1", _values(1))

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from epitensor._utils import EpitensorError
-from epitensor.model import AvocadoModule, GenomeFactors, onednn_available, onednn_linear
-from epitensor.training import (
+from epitensor.nn.module import AvocadoModule, GenomeFactors, onednn_available, onednn_linear
+from epitensor.train.fitting import (
     AxisSource,
     EpochSampler,
     TrackSet,
@@ -48,7 +48,7 @@ def _module(n_positions=450, sparse=True, seed=0, **kwargs):
 
 
 def _batch(positions, seed=0, scale=1.0):
-    from epitensor.training import Batch
+    from epitensor.train.fitting import Batch
 
     g = torch.Generator().manual_seed(seed)
     n = len(positions)
@@ -249,8 +249,8 @@ def test_stage2_function_changes_only_the_axis_tables(trained_model, small_pilot
 
 _KILL_SCRIPT = """
 import sys
-from epitensor.avocado import Avocado
-from epitensor.store import Store
+from epitensor.estimators.avocado import Avocado
+from epitensor.store.compendium import Store
 model = Avocado(n_celltype_factors=4, n_assay_factors=4, n_25bp_factors=4, n_250bp_factors=4,
                 n_5kbp_factors=4, n_layers=1, n_nodes=16, n_epochs=3, batch_size=128, lr=0.003,
                 dropout=0.1, n_threads=1, seed=5, verbose=False, lr_schedule="cosine",
@@ -261,7 +261,7 @@ model.fit(Store.open(sys.argv[1]), holdout=[("E003", "H3K4me3")], checkpoint_dir
 
 
 def test_kill_and_resume_equals_uninterrupted(small_pilot_store, tmp_path):
-    from epitensor.avocado import Avocado
+    from epitensor.estimators.avocado import Avocado
 
     ckpt = tmp_path / "ckpt"
     env = {**os.environ, "PYTHONHASHSEED": "0"}
@@ -375,7 +375,7 @@ def test_cosine_schedule_anneals_every_rate():
 
 
 def test_weight_averaging_keeps_the_mean_of_epochs():
-    from epitensor.training import KeptWeights
+    from epitensor.train.fitting import KeptWeights
 
     module = _module()
     kept = KeptWeights(TrainConfig(n_epochs=4, batch_size=8, lr=0.01, swa_start=2), scored=False)
@@ -398,8 +398,8 @@ def test_weight_averaging_keeps_the_mean_of_epochs():
 
 def test_early_stopping_keeps_the_best_epoch(small_pilot_store):
     """Holdout MSE stops improving, training stops, and the best epoch's parameters are kept."""
-    from epitensor.avocado import Avocado
-    from epitensor.training import HoldoutScorer
+    from epitensor.estimators.avocado import Avocado
+    from epitensor.train.fitting import HoldoutScorer
 
     holdout = [("E003", "H3K4me3"), ("E116", "H3K27me3")]
     model = Avocado(
@@ -428,7 +428,7 @@ def test_early_stopping_keeps_the_best_epoch(small_pilot_store):
 
 
 def test_resume_refuses_another_run(small_pilot_store, tmp_path):
-    from epitensor.avocado import Avocado
+    from epitensor.estimators.avocado import Avocado
 
     kwargs = dict(
         n_celltype_factors=2,
@@ -562,7 +562,7 @@ def test_onednn_training_takes_the_same_steps(monkeypatch, dropout):
 
 
 def test_cpu_gemm_follows_the_variable_and_the_vendor(monkeypatch):
-    import epitensor.model as training  # where the choice is made
+    import epitensor.nn.module as training  # where the choice is made
 
     cpu = torch.device("cpu")
     monkeypatch.setenv("EPITENSOR_CPU_GEMM", "default")

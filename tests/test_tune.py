@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from epitensor._utils import EpitensorError
-from epitensor.avocado import PRESETS, Avocado
+from epitensor.estimators.avocado import PRESETS, Avocado
 from epitensor.cli import app
-from epitensor.tune import (
+from epitensor.evaluation.tune import (
     PAPER_GRID,
     SAMPLE_OVERHEAD,
     choose_validation,
@@ -108,7 +108,7 @@ def _tiny_model(store, n_epochs, **params):
 
 
 def test_trial_trains_its_allowance_as_fit_would(small_pilot_store):
-    from epitensor.tune import _train_trial
+    from epitensor.evaluation.tune import _train_trial
 
     n = small_pilot_store.axis_length("pilot")
     tracks = [(c, a) for c, a in small_pilot_store.track_names() if c == "E003"]
@@ -132,7 +132,7 @@ def test_trial_trains_its_allowance_as_fit_would(small_pilot_store):
 
 
 def test_time_guard_stops_a_trial(small_pilot_store):
-    from epitensor.tune import _train_trial
+    from epitensor.evaluation.tune import _train_trial
 
     n = small_pilot_store.axis_length("pilot")
     model = _tiny_model(small_pilot_store, 0)
@@ -268,8 +268,8 @@ def test_cli_tune_error_is_one_line(tmp_path):
 
 
 def test_trial_store_holds_only_the_trial_tracks(small_pilot_store, tmp_path):
-    from epitensor.training import stage1_store
-    from epitensor.tune import _trial_store
+    from epitensor.train.fitting import stage1_store
+    from epitensor.evaluation.tune import _trial_store
 
     view = stage1_store(small_pilot_store, tuning_regions(small_pilot_store, 100_000))
     tracks = [t for t in small_pilot_store.track_names() if t not in HOLDOUT][:7]

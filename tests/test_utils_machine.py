@@ -173,7 +173,7 @@ def test_default_threads_keeps_explicit_counts_and_caps_the_default():
 def test_training_threads_default_to_the_affinity_mask():
     """A training thread block in a child pinned to one CPU runs torch on one thread."""
     code = (
-        "import torch; from epitensor.training import torch_threads\n"
+        "import torch; from epitensor.train.fitting import torch_threads\n"
         "torch.set_num_threads(8)\n"
         "with torch_threads(None):\n    print(torch.get_num_threads())\n"
         "with torch_threads(3):\n    print(torch.get_num_threads())\n"

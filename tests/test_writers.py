@@ -12,7 +12,7 @@ import pybigtools
 import pytest
 
 from epitensor._utils import EpitensorError
-from epitensor.writers import BigWigSink
+from epitensor.io.writers import BigWigSink
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -38,7 +38,7 @@ def test_a_finished_bigwig_reads_back_what_was_written(tmp_path):
 
 def test_a_bigwig_that_does_not_read_back_is_refused(tmp_path, monkeypatch):
     """Every finished file is read back by pybigtools before it is moved into place."""
-    from epitensor.bigwig import BigWigEncoder
+    from epitensor.io.bigwig import BigWigEncoder
 
     close = BigWigEncoder.close
 

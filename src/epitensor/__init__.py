@@ -3,8 +3,8 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from epitensor._utils import EpitensorError, EpitensorWarning
-from epitensor.genome import Layout
-from epitensor.store import Store, open_store
+from epitensor.genome.coordinates import Layout
+from epitensor.store.compendium import Store, open_store
 
 try:
     __version__ = version("epitensor")

@@ -184,7 +184,7 @@ def ingest(
 
     Example: epitensor ingest tracks.tsv --out compendium.zarr --genome hg19
     """
-    from epitensor.ingest import ingest as run_ingest
+    from epitensor.store.ingest import ingest as run_ingest
 
     if out.exists() and not (append or overwrite):
         raise EpitensorError(f"{out} already exists; pass --append, --overwrite or another --out")
@@ -224,7 +224,7 @@ def info(
 
     Example: epitensor info roadmap-pilot --check
     """
-    from epitensor.store import open_store
+    from epitensor.store.compendium import open_store
 
     opened = open_store(store)
     typer.echo(opened.summary())
@@ -302,7 +302,7 @@ def explain(
     Example: epitensor explain MODEL --celltype E116 --celltype E117 --assay H3K4me3
     --region chr11:65,490,000-65,500,000 --out explain.png --tsv explain.tsv
     """
-    from epitensor.explain import write_explanation
+    from epitensor.workflows.explain import write_explanation
 
     with _writing(out, overwrite), _writing(tsv, overwrite, option="--tsv"):
         write_explanation(
@@ -370,7 +370,7 @@ def train(
     Example: epitensor train roadmap-pilot --out model --preset cpu-small
     --holdout E003:H3K4me3 --holdout E116:H3K27me3
     """
-    from epitensor.avocado import train_model
+    from epitensor.estimators.avocado import train_model
 
     with _writing(out, overwrite):
         model = train_model(
@@ -473,8 +473,8 @@ def impute(
 
     Example: epitensor impute model --celltype E065 --assay H3K4me1 --out E065.H3K4me1.bw
     """
-    from epitensor.export import AUTO_ENSEMBLE
-    from epitensor.export import impute as run_impute
+    from epitensor.workflows.impute import AUTO_ENSEMBLE
+    from epitensor.workflows.impute import impute as run_impute
 
     celltype, assay = celltype or [], assay or []
     if len(celltype) != len(assay):
@@ -535,7 +535,7 @@ def fit_genome(
     One task per chromosome, in this process or on Ray (--ray).
     Example: epitensor fit-genome model genome.zarr --out model-genome --ray auto
     """
-    from epitensor.distributed import train_genome
+    from epitensor.parallel import train_genome
 
     with _writing(out, overwrite):
         fitted = train_genome(
@@ -576,7 +576,7 @@ def embed(
 
     Example: epitensor embed model --out factors --regions tss.bed --window 8
     """
-    from epitensor.export import embed as run_embed
+    from epitensor.workflows.impute import embed as run_embed
 
     with _writing(out, overwrite):
         path = run_embed(
@@ -640,7 +640,7 @@ def annotate(
 
     Example: epitensor annotate model --states 10 --out states.bed --celltype E116
     """
-    from epitensor.annotate import annotate as run_annotate
+    from epitensor.workflows.annotate import annotate as run_annotate
 
     if threads is not None:
         import torch
@@ -687,7 +687,7 @@ def extend(
 
     Example: epitensor extend model roadmap-pilot --celltype E065 --out model-e065
     """
-    from epitensor.transfer import extend as run_extend
+    from epitensor.workflows.extend import extend as run_extend
 
     if bool(celltype) == bool(assay):
         raise typer.BadParameter("give --celltype ... or --assay ... (one kind per call)")
@@ -743,7 +743,7 @@ def downstream(
     Example: epitensor downstream --features roadmap=X1.npy --features avocado=X2.npy
     --labels y.npy --threshold 0.5 --out results
     """
-    from epitensor.downstream import MODELS, run_downstream
+    from epitensor.evaluation.downstream import MODELS, run_downstream
 
     if model not in MODELS:
         raise typer.BadParameter(f"invalid --model: got {model!r}, expected one of {MODELS!r}")
@@ -814,7 +814,7 @@ def import_reference(
 
     Example: epitensor import-reference models/avocado --genome hg19 --out roadmap-model
     """
-    from epitensor.reference import import_reference_to_directory
+    from epitensor.workflows.reference import import_reference_to_directory
 
     with _writing(out, overwrite):
         model = import_reference_to_directory(
@@ -857,7 +857,7 @@ def evaluate(
 
     Example: epitensor evaluate model roadmap-pilot --tracks E003:H3K4me3 --out metrics.csv
     """
-    from epitensor.benchmark import evaluate_model
+    from epitensor.evaluation.benchmark import evaluate_model
 
     if model.is_dir() and _inside(out, model):
         raise typer.BadParameter(f"--out {out} lies inside the model directory {model}")
@@ -943,7 +943,7 @@ def benchmark(
         typer.Option(
             "--ensemble",
             help="CV: also score the ensemble of the model, the trees and average activity "
-            "(epitensor.ensemble; needs chromimpute_gbt among the methods).",
+            "(epitensor.estimators.ensemble; needs chromimpute_gbt among the methods).",
         ),
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
@@ -958,8 +958,8 @@ def benchmark(
 
     Example: epitensor benchmark roadmap-pilot --out cv --cv 5 --seed 1 --training-seeds 0,1,2
     """
-    from epitensor.benchmark import run_benchmark, run_cv
-    from epitensor.ensemble import EnsembleRule
+    from epitensor.evaluation.benchmark import run_benchmark, run_cv
+    from epitensor.estimators.ensemble import EnsembleRule
 
     presets = [p for p in (preset or ["cpu-small"]) if p != "none"]
     model_params = None if epochs is None else {"n_epochs": epochs}
@@ -1070,7 +1070,7 @@ def tune(
     Example: epitensor tune roadmap-pilot --trials 20 --budget 30 --out tune
     --holdout E003:H3K4me3 --holdout E116:H3K27me3
     """
-    from epitensor.tune import tune as run_tune
+    from epitensor.evaluation.tune import tune as run_tune
 
     result = run_tune(
         store,

@@ -9,7 +9,7 @@ Steps (each with progress on stderr):
 3. write the held-out imputations to bigWig;
 4. draw the figures (tracks at two loci, the training curve, UMAP maps of the
    latent factors, metrics by method);
-5. annotate the genome from the model's genome factors (:func:`epitensor.annotate.annotate`,
+5. annotate the genome from the model's genome factors (:func:`epitensor.workflows.annotate.annotate`,
    :data:`ANNOTATION_PARAMS`): the states as BED9, their enrichment for the bundled
    annotations (E116 ChromHMM included) and the states under the tracks at the
    promoter locus of step 4;
@@ -32,10 +32,10 @@ import numpy as np
 import pandas as pd
 
 from epitensor._utils import EpitensorError, EpitensorWarning, atomic_directory
-from epitensor.annotate import StateAnnotation, output_paths
-from epitensor.annotations import read_tss
-from epitensor.genome import Layout, read_bed
-from epitensor.store import Store
+from epitensor.workflows.annotate import StateAnnotation, output_paths
+from epitensor.genome.annotations import read_tss
+from epitensor.genome.coordinates import Layout, read_bed
+from epitensor.store.compendium import Store
 
 __all__ = [
     "ANNOTATION_PARAMS",
@@ -177,9 +177,9 @@ def factor_maps(
     dict of str to Path
         ``celltypes``, ``assays`` and ``genome`` figure paths.
     """
-    from epitensor.annotations import enhancer_intervals
-    from epitensor.export import region_factors
-    from epitensor.plots import plot_embedding_map, umap_2d
+    from epitensor.genome.annotations import enhancer_intervals
+    from epitensor.workflows.impute import region_factors
+    from epitensor.viz.plots import plot_embedding_map, umap_2d
 
     paths = {}
     for name, table, names in (
@@ -313,7 +313,7 @@ def _track_figures(
     Returns the figures with their captions, the promoter locus and the track it was
     picked on.
     """
-    from epitensor.plots import plot_tracks
+    from epitensor.viz.plots import plot_tracks
 
     axis = store.axes[0]
     holdout = result.holdout
@@ -373,7 +373,7 @@ def _annotate_demo(
     model, store: Store, locus: Locus, promoter_track, out: Path, directory: Path, verbose: bool
 ) -> _Annotation:
     """Cell type-independent states of the demo's model, their files and the locus figure."""
-    from epitensor.annotate import annotate, plot_locus_states
+    from epitensor.workflows.annotate import annotate, plot_locus_states
 
     _say(verbose, "demo: annotating the genome from the genome factors")
     folder = out / "annotation"
@@ -404,8 +404,8 @@ def _annotate_demo(
 
 
 def _report_annotation(report, annotation: _Annotation) -> None:
-    """The genome annotation from the latent space (epitensor.annotate) in the report."""
-    from epitensor.annotate import element_states, enrichment_summary
+    """The genome annotation from the latent space (epitensor.workflows.annotate) in the report."""
+    from epitensor.workflows.annotate import element_states, enrichment_summary
 
     result, params = annotation.result, annotation.result.params
     n_positions = sum(int((s >= 0).sum()) for s in result.states.values())
@@ -471,8 +471,8 @@ def _report_annotation(report, annotation: _Annotation) -> None:
 
 
 def _report_pairwise(report, pairwise) -> None:
-    """The pairwise relationships between marks (epitensor.relationships) in the report."""
-    from epitensor.relationships import pairwise_summary, pairwise_wide
+    """The pairwise relationships between marks (epitensor.evaluation.relationships) in the report."""
+    from epitensor.evaluation.relationships import pairwise_summary, pairwise_wide
 
     report.heading("Pairwise relationships between marks")
     report.table(
@@ -494,7 +494,7 @@ def _write_report(
     quick: bool,
     annotation: _Annotation | None = None,
 ) -> Path:
-    from epitensor.report import Report
+    from epitensor.viz.report import Report
 
     summary = result.summary
     lower = {m for m in summary.index if m.startswith("mse")}
@@ -521,7 +521,7 @@ def _write_report(
         )
     if "ensemble" in summary.columns:
         report.paragraph(
-            "The ensemble (epitensor.ensemble; epitensor impute --trees STORE) averages the "
+            "The ensemble (epitensor.estimators.ensemble; epitensor impute --trees STORE) averages the "
             "model with the ChromImpute-style trees and lifts the mean toward the assay's "
             "average activity where the average is at its peaks: under 5-fold "
             "cross-validation it beat average activity on every challenge metric and the trees "
@@ -596,11 +596,11 @@ def run_demo(
         ``annotation/`` (``states.bed`` and its tables, heatmaps and locus figure)
         and the PNG figures.
     """
-    from epitensor.benchmark import run_benchmark
-    from epitensor.datasets import pilot_annotations_dir, roadmap_pilot
-    from epitensor.ensemble import EnsembleRule
-    from epitensor.export import impute
-    from epitensor.plots import plot_training_curve
+    from epitensor.evaluation.benchmark import run_benchmark
+    from epitensor.store.datasets import pilot_annotations_dir, roadmap_pilot
+    from epitensor.estimators.ensemble import EnsembleRule
+    from epitensor.workflows.impute import impute
+    from epitensor.viz.plots import plot_training_curve
 
     started = time.perf_counter()
     out = Path(out)

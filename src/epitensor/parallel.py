@@ -30,10 +30,10 @@ Built on it:
 
 * :func:`fit_genome` / :func:`train_genome`: stage 2, one task per axis
   (chromosome), the frozen network and factors shared through the object store;
-* :func:`epitensor.export.impute`: one task per chromosome x track batch,
+* :func:`epitensor.workflows.impute.impute`: one task per chromosome x track batch,
   streamed in order through :func:`iter_tasks` to the files this process writes;
 * :class:`RayExecutor`: an executor whose ``submit`` starts Ray tasks, used by
-  :mod:`epitensor.ingest` to read tracks in tasks while this process writes
+  :mod:`epitensor.store.ingest` to read tracks in tasks while this process writes
   the store.
 """
 
@@ -408,7 +408,7 @@ def check_ray(ray_address: str | None, verbose: bool = True) -> None:
 
 def _fit_axis_task(job: tuple, module_kwargs, state, celltypes, assays, store, tracks):
     """One axis of stage 2 (in-process or a Ray task): ``(tables, history)`` of fit_genome_axis."""
-    from epitensor.training import fit_genome_axis
+    from epitensor.train.fitting import fit_genome_axis
 
     axis, config, init, checkpoint_dir, resume = job
     return fit_genome_axis(module_kwargs, state, celltypes, assays, store, axis, tracks, config,
@@ -430,7 +430,7 @@ def fit_genome(
     """Stage 2, one task per axis (chromosome): in this process by default, or on Ray.
 
     The one implementation of stage 2: :meth:`Avocado.fit_genome
-    <epitensor.avocado.Avocado.fit_genome>` and ``epitensor fit-genome`` call
+    <epitensor.estimators.avocado.Avocado.fit_genome>` and ``epitensor fit-genome`` call
     it. Each axis gets its own seed and starting factors and runs under the
     thread count of :func:`task_threads`, so in-process and Ray runs give the
     same factors bit for bit. On Ray the frozen network and the cell type and
@@ -479,8 +479,8 @@ def fit_genome(
         first; with ``out`` the axes before the first failure are saved there.
         Either way ``fit_genome(model, store, axes=[the rest])`` completes the run.
     """
-    from epitensor.store import open_store, store_reference
-    from epitensor.training import history_frame
+    from epitensor.store.compendium import open_store, store_reference
+    from epitensor.train.fitting import history_frame
 
     model.check_fitted()
     store = open_store(store)
@@ -547,13 +547,13 @@ def fit_genome(
 
 
 def impute(model, tracks: Sequence[tuple[str, str]], out, **kwargs) -> list:
-    """:func:`epitensor.export.impute` (kept here for callers of the Ray entry point).
+    """:func:`epitensor.workflows.impute.impute` (kept here for callers of the Ray entry point).
 
-    There is one imputation, :func:`epitensor.export.impute`; it runs in this
+    There is one imputation, :func:`epitensor.workflows.impute.impute`; it runs in this
     process or, given ``ray_address``, as one Ray task per chromosome x track
     batch. ``kwargs`` are its keyword arguments.
     """
-    from epitensor.export import impute as export_impute
+    from epitensor.workflows.impute import impute as export_impute
 
     return export_impute(model, tracks, out, **kwargs)
 
@@ -687,7 +687,7 @@ def train_genome(
         The model with the new genome factors (also saved at ``out``).
     """
     from epitensor._utils import atomic_directory
-    from epitensor.modeldir import load_model
+    from epitensor.nn.modeldir import load_model
 
     if Path(out).exists() and not overwrite:
         raise EpitensorError(f"{out} already exists; choose another --out or pass overwrite")

@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from epitensor.avocado import Avocado
-from epitensor.datasets import pilot_layout, roadmap_pilot_arrays
-from epitensor.genome import Layout, chrom_sizes
-from epitensor.store import Store
+from epitensor.estimators.avocado import Avocado
+from epitensor.store.datasets import pilot_layout, roadmap_pilot_arrays
+from epitensor.genome.coordinates import Layout, chrom_sizes
+from epitensor.store.compendium import Store
 
 HERE = Path(__file__).resolve().parent
 MODEL = HERE / "saved-model-v1"

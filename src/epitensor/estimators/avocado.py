@@ -15,15 +15,16 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from epitensor import __version__, modeldir
+from epitensor import __version__
+from epitensor.nn import modeldir
 from epitensor._utils import EpitensorError, warn
-from epitensor.average import axis_averages
-from epitensor.genome import Layout
-from epitensor.hyperparams import PRESETS, Hyperparameters, TrainConfig, read_preset
-from epitensor.inference import Predictor
-from epitensor.model import AvocadoModule, GenomeFactors
-from epitensor.store import RegionView, Store, open_store, store_reference
-from epitensor.training import (
+from epitensor.nn.average import axis_averages
+from epitensor.genome.coordinates import Layout
+from epitensor.nn.hyperparams import PRESETS, Hyperparameters, TrainConfig, read_preset
+from epitensor.nn.inference import Predictor
+from epitensor.nn.module import AvocadoModule, GenomeFactors
+from epitensor.store.compendium import RegionView, Store, open_store, store_reference
+from epitensor.train.fitting import (
     Checkpoint,
     TrackSet,
     config_fingerprint,
@@ -37,7 +38,7 @@ from epitensor.training import (
     stage1_store,
 )
 
-__all__ = ["Avocado", "PRESETS"]  # PRESETS: see epitensor.hyperparams
+__all__ = ["Avocado", "PRESETS"]  # PRESETS: see epitensor.nn.hyperparams
 
 _D = Hyperparameters()  # the defaults, declared once in hyperparams.py
 
@@ -75,7 +76,7 @@ class Avocado(BaseEstimator):
         Dropout after each hidden layer. Default 0.
     average : {"none", "blend", "residual"}
         How the model uses each assay's average activity over the training
-        cell types (:mod:`epitensor.average`): not at all (``"none"``, the
+        cell types (:mod:`epitensor.nn.average`): not at all (``"none"``, the
         paper's, default), ``w * network + (1 - w) * average`` (``"blend"``) or
         ``average + network``, the network learning the deviation from a
         leave-one-out average (``"residual"``).
@@ -139,13 +140,13 @@ class Avocado(BaseEstimator):
         Tracks held out and scored during stage 1.
     training_store_ : str, list of str or None
         The compendium holding every training track (``"roadmap-pilot"`` for
-        the bundled sample), where the ensemble of :mod:`epitensor.ensemble`
+        the bundled sample), where the ensemble of :mod:`epitensor.estimators.ensemble`
         fits its trees: the store stage 1 read (the whole store when it
         trained on regions of it), then the store of :meth:`fit_genome`,
         :meth:`fit_celltypes` or :meth:`fit_assays` when that one holds every
         training track. After a transfer from a store holding only the new
         tracks, the list of the stores before and that one (opened as one
-        :class:`~epitensor.store.TrackUnion`). None for a model saved before
+        :class:`~epitensor.store.compendium.TrackUnion`). None for a model saved before
         it was recorded.
     holdout_mse_ : float
         Holdout MSE of the parameters the model ended stage 1 with (the
@@ -156,7 +157,7 @@ class Avocado(BaseEstimator):
 
     Examples
     --------
-    >>> from epitensor.avocado import Avocado
+    >>> from epitensor.estimators.avocado import Avocado
     >>> model = Avocado.from_preset("cpu-small", n_epochs=2)
     >>> model.fit("roadmap-pilot", holdout=[("E003", "H3K4me3")])  # doctest: +SKIP
     >>> model.predict("E003", "H3K4me3", start=0, end=1000).shape  # doctest: +SKIP
@@ -242,20 +243,20 @@ class Avocado(BaseEstimator):
         Parameters
         ----------
         path_or_prefix : path or list of paths
-            Prefix, folder or files (see :func:`epitensor.reference.find_reference_files`).
+            Prefix, folder or files (see :func:`epitensor.workflows.reference.find_reference_files`).
         genome : str or path-like
             Build the model was trained on, or a chrom.sizes file. Default ``"hg19"``.
         **kwargs
             ``first_bin`` (models trained on a chromosome slice), ``chroms``,
             ``verbose`` and estimator hyperparameters; see
-            :func:`epitensor.reference.import_reference`.
+            :func:`epitensor.workflows.reference.import_reference`.
         """
-        from epitensor.reference import import_reference
+        from epitensor.workflows.reference import import_reference
 
         return import_reference(path_or_prefix, genome, **kwargs)
 
     def hyperparameters(self) -> Hyperparameters:
-        """The current parameters as a :class:`~epitensor.hyperparams.Hyperparameters`."""
+        """The current parameters as a :class:`~epitensor.nn.hyperparams.Hyperparameters`."""
         return Hyperparameters(**self.get_params())
 
     def _check_params(self) -> None:
@@ -415,7 +416,7 @@ class Avocado(BaseEstimator):
     ) -> Avocado:
         """Stage 2: learn the genome factors of each axis, everything else frozen.
 
-        One task per axis through :func:`epitensor.distributed.fit_genome`: in
+        One task per axis through :func:`epitensor.parallel.fit_genome`: in
         this process by default, or as Ray tasks with the same result.
 
         Parameters
@@ -446,7 +447,7 @@ class Avocado(BaseEstimator):
         Avocado
             ``self``.
         """
-        from epitensor.distributed import fit_genome
+        from epitensor.parallel import fit_genome
 
         return fit_genome(self, store, axes, warm_start=warm_start, out=out,
                           checkpoint_dir=checkpoint_dir, resume=resume,
@@ -458,7 +459,7 @@ class Avocado(BaseEstimator):
         Returns
         -------
         dict
-            ``module_kwargs`` (see :func:`~epitensor.training.module_kwargs_of`),
+            ``module_kwargs`` (see :func:`~epitensor.train.fitting.module_kwargs_of`),
             ``state`` (the module's tensors without genome factors),
             ``celltypes`` and ``assays`` (names in row order).
         """
@@ -752,7 +753,7 @@ class Avocado(BaseEstimator):
         return out
 
     def impute(self, tracks: Sequence, out: str | os.PathLike, **kwargs) -> list[Path]:
-        """Write imputed tracks as bigWig / bedGraph (see :func:`epitensor.export.impute`).
+        """Write imputed tracks as bigWig / bedGraph (see :func:`epitensor.workflows.impute.impute`).
 
         Parameters
         ----------
@@ -769,7 +770,7 @@ class Avocado(BaseEstimator):
         list of pathlib.Path
             The written files.
         """
-        from epitensor.export import impute
+        from epitensor.workflows.impute import impute
 
         self.check_fitted()
         return impute(self, [_parse_track(t) for t in tracks], out, **kwargs)
@@ -953,7 +954,7 @@ def _stores_holding(recorded, store: Store, tracks) -> str | list[str] | None:
     """The reference of the stores holding ``tracks`` after a transfer from ``store``.
 
     ``store`` alone when it holds them all, else the stores recorded before
-    followed by ``store`` (read as one :class:`~epitensor.store.TrackUnion`).
+    followed by ``store`` (read as one :class:`~epitensor.store.compendium.TrackUnion`).
     """
     if all(store.has_track(*t) for t in tracks):
         return store_reference(store)

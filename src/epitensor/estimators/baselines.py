@@ -14,7 +14,7 @@ assay, axis=None, start=0, end=None)`` returns one track on an axis, shape
 * :class:`TensorFactorization`: a linear PARAFAC model in the style of PREDICTD
   (Durham et al. 2018): the generalised dot product of cell type, assay and
   genome factors plus a bias for each, trained on the training tracks by the
-  model's own sampler, optimisers and loop (:mod:`epitensor.training`).
+  model's own sampler, optimisers and loop (:mod:`epitensor.train.fitting`).
 * :class:`ChromImputeGBT`: gradient-boosted trees per target track on the
   signal of the same assay in the other cell types and of the other assays in
   the target cell type, at the position and its neighbours, in the style of
@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from epitensor._utils import EpitensorError, resolve_device
-from epitensor.store import Store
+from epitensor.store.compendium import Store
 
 __all__ = [
     "BASELINES",
@@ -509,7 +509,7 @@ def _als_start(
 class TensorFactorization(Baseline):
     """PREDICTD-like linear PARAFAC baseline, trained like the model.
 
-    Trained by the model's loop (:mod:`epitensor.training`): each epoch visits
+    Trained by the model's loop (:mod:`epitensor.train.fitting`): each epoch visits
     every position of every axis once, paired with a training track drawn at
     random; Adam for the cell type and assay tables and sparse Adam for the
     genome tables. Under that sampler a genome row sees one value per epoch,
@@ -592,7 +592,7 @@ class TensorFactorization(Baseline):
 
     def fit(self, store: Store, train_tracks: Sequence[Track]) -> TensorFactorization:
         """Learn the factors from the training tracks; returns ``self``."""
-        from epitensor import training
+        from epitensor.train import fitting as training
 
         if not isinstance(self.n_factors, int) or self.n_factors <= 0:
             raise EpitensorError(f"must be a positive integer; got n_factors={self.n_factors!r}")

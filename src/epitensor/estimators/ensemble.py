@@ -1,7 +1,7 @@
 """The ensemble imputation: the model and ChromImpute-style trees, lifted toward the average.
 
 The trained model (network, with its average blend) and gradient-boosted trees
-on the other tracks of the compendium (:class:`~epitensor.baselines.ChromImputeGBT`)
+on the other tracks of the compendium (:class:`~epitensor.estimators.baselines.ChromImputeGBT`)
 err in different places: averaged, they beat each alone on every challenge
 metric but the one scored on the observed peaks (``mse1obs``), where both
 predict too little and the assay's average activity is closer. The rule
@@ -35,8 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from epitensor._utils import EpitensorError
-from epitensor.baselines import AverageActivity, ChromImputeGBT
-from epitensor.store import RegionView, Store, open_store
+from epitensor.estimators.baselines import AverageActivity, ChromImputeGBT
+from epitensor.store.compendium import RegionView, Store, open_store
 
 __all__ = ["Ensemble", "EnsembleRule", "training_compendium"]
 
@@ -109,7 +109,7 @@ def training_compendium(
     store : Store, str or list of them
         The compendium: the one the model trained on, or any holding its
         training tracks on the same axes; a list is read as one
-        :class:`~epitensor.store.TrackUnion` (a model extended from a second
+        :class:`~epitensor.store.compendium.TrackUnion` (a model extended from a second
         store).
     axes : sequence of str, optional
         The axes the ensemble will impute. Default None: every axis of the
@@ -122,7 +122,7 @@ def training_compendium(
         ``store``, or when it holds none of the model's axes but the chromosomes
         its regions lie on (a stage 1 trained on the pilot regions of a
         genome-wide store, before stage 2), the
-        :class:`~epitensor.store.RegionView` of those regions that stage 1
+        :class:`~epitensor.store.compendium.RegionView` of those regions that stage 1
         trained on. A model with stage-2 axes and stage-1 regions left takes the
         ensemble on the stage-2 axes only.
 

@@ -2,8 +2,8 @@
 
 A *predictor* is anything with ``predict(celltype, assay, axis=None, start=0,
 end=None) -> numpy.ndarray`` (float32, arcsinh, one value per axis position):
-the fitted :class:`epitensor.avocado.Avocado` model or any baseline of
-:mod:`epitensor.baselines`. :func:`evaluate` scores predictors on observed
+the fitted :class:`epitensor.estimators.avocado.Avocado` model or any baseline of
+:mod:`epitensor.estimators.baselines`. :func:`evaluate` scores predictors on observed
 tracks of a store; :func:`run_benchmark` trains the model and every baseline on
 the training tracks of a split, imputes the held-out tracks and writes the
 tables and figures; :func:`run_cv` holds every observed track out once over K
@@ -11,7 +11,7 @@ random folds, retraining every method per fold and training seed, and adds
 paired Wilcoxon tests across tracks and the spread over training seeds.
 
 Every metric masks the blacklist out; promoters, gene bodies and enhancers come
-from :class:`epitensor.annotations.Annotations` (default: the bundled hg19
+from :class:`epitensor.genome.annotations.Annotations` (default: the bundled hg19
 annotations of the pilot regions). A track spanning several axes (one per
 chromosome) is scored over all of them concatenated.
 """
@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from epitensor import metrics
+from epitensor.evaluation import metrics
 from epitensor._utils import EpitensorError, atomic_directory, progress, warn
-from epitensor.annotations import Annotations, peak_mask
-from epitensor.relationships import pairwise_table, write_pairwise
-from epitensor.store import Store, open_store
+from epitensor.genome.annotations import Annotations, peak_mask
+from epitensor.evaluation.relationships import pairwise_table, write_pairwise
+from epitensor.store.compendium import Store, open_store
 
 __all__ = [
     "STANDARD_SPLIT",
@@ -246,7 +246,7 @@ class Scorer:
         return self._variance[assay]
 
     def score(self, track: Track, imputed: np.ndarray, peaks=None) -> dict[str, float]:
-        """Every metric of :data:`epitensor.metrics.METRICS` for one imputed track."""
+        """Every metric of :data:`epitensor.evaluation.metrics.METRICS` for one imputed track."""
         return metrics.score(
             self.observed(track),
             imputed,
@@ -315,7 +315,7 @@ def evaluate(
     -------
     pandas.DataFrame
         Long format: ``celltype, assay, method, metric, value``, the metrics of
-        :data:`epitensor.metrics.METRICS` (``msevar`` NaN where the assay is
+        :data:`epitensor.evaluation.metrics.METRICS` (``msevar`` NaN where the assay is
         observed in fewer than two cell types).
     """
     store = open_store(store)
@@ -375,7 +375,7 @@ def evaluate_model(
         The table written.
     """
     from epitensor._utils import atomic_write_bytes
-    from epitensor.avocado import Avocado
+    from epitensor.estimators.avocado import Avocado
 
     if Path(out).exists() and not overwrite:
         raise EpitensorError(f"{out} already exists; choose another --out or pass --overwrite")
@@ -522,7 +522,7 @@ def plot_metrics(path: str | os.PathLike, table: pd.DataFrame, title: str) -> No
     title : str
         Figure title.
     """
-    from epitensor.plots import plt, save_figure
+    from epitensor.viz.plots import plt, save_figure
 
     summary = summarise(table)
     methods = list(summary.columns)
@@ -551,7 +551,7 @@ def plot_metrics(path: str | os.PathLike, table: pd.DataFrame, title: str) -> No
 
 def plot_stratified(path: str | os.PathLike, stratified: pd.DataFrame, title: str) -> None:
     """MSE, precision and recall by the number of cell types with a peak, one line per method."""
-    from epitensor.plots import plt, save_figure
+    from epitensor.viz.plots import plt, save_figure
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, name in zip(axes, ("mse", "precision", "recall")):
@@ -593,7 +593,7 @@ class BenchmarkResult:
     holdout, train : list of (str, str)
         The split.
     pairwise : pandas.DataFrame or None
-        From :func:`epitensor.relationships.pairwise_table`.
+        From :func:`epitensor.evaluation.relationships.pairwise_table`.
     seconds : dict
         Fit time of each method in seconds.
     models : dict
@@ -661,7 +661,7 @@ def _fit_model(store, holdout, preset, model_params, verbose, train=None, seed=N
     held-out track whose cell type (or assay) has no training track is left
     out of the model altogether instead of being refused.
     """
-    from epitensor.avocado import Avocado
+    from epitensor.estimators.avocado import Avocado
 
     params = {"verbose": verbose, **(model_params or {})}
     if seed is not None:
@@ -721,7 +721,7 @@ def run_benchmark(
     baselines : mapping, optional
         Baselines by name; one already fitted on exactly the split's training
         tracks is used as it is, any other is fitted. Default None:
-        :func:`epitensor.baselines.all_baselines`.
+        :func:`epitensor.estimators.baselines.all_baselines`.
     annotations : Annotations, optional
         Default None: the bundled pilot annotations.
     parafac_epochs : int
@@ -739,7 +739,7 @@ def run_benchmark(
         ``result.extra[name]`` and written as ``<name>.csv`` / ``.md``.
         Default None: none.
     ensemble : EnsembleRule, optional
-        Also score :class:`~epitensor.ensemble.Ensemble` (method ``ensemble``)
+        Also score :class:`~epitensor.estimators.ensemble.Ensemble` (method ``ensemble``)
         of the (first) model with the ``chromimpute_gbt`` and
         ``average_activity`` baselines. Default None.
 
@@ -747,7 +747,7 @@ def run_benchmark(
     -------
     BenchmarkResult
     """
-    from epitensor.baselines import all_baselines
+    from epitensor.estimators.baselines import all_baselines
 
     store = open_store(store)
     holdout, train = resolve_split(split, store)
@@ -836,8 +836,8 @@ def run_benchmark(
 
 
 def _ensemble_of(predictors: dict, models: dict, store: Store, rule, average=None):
-    """The :class:`~epitensor.ensemble.Ensemble` of the first model and the fitted baselines."""
-    from epitensor.ensemble import Ensemble
+    """The :class:`~epitensor.estimators.ensemble.Ensemble` of the first model and the fitted baselines."""
+    from epitensor.estimators.ensemble import Ensemble
 
     needed = [n for n in ("chromimpute_gbt", "average_activity") if n not in predictors]
     if average is not None and "average_activity" in needed:
@@ -862,7 +862,7 @@ def write_benchmark(
     best per metric), ``stratified.csv`` / ``.md``, ``metrics.png``,
     ``stratified.png``, ``parameters.json`` and the pairwise relationships
     (``pairwise.csv``, ``pairwise_summary.csv``, ``pairwise.md``; see
-    :func:`epitensor.relationships.write_pairwise`).
+    :func:`epitensor.evaluation.relationships.write_pairwise`).
 
     Returns
     -------
@@ -1010,7 +1010,7 @@ class CVResult:
     extra : dict
         Extra scorers' tables by name, each with ``fold`` and ``training_seed`` columns.
     pairwise : pandas.DataFrame or None
-        The pairwise mark relationships (:func:`epitensor.relationships.pairwise_table`)
+        The pairwise mark relationships (:func:`epitensor.evaluation.relationships.pairwise_table`)
         of every method's imputations pooled over the folds (each track imputed
         once, by the fold that held it out), for the first training seed.
     out_dir : pathlib.Path or None
@@ -1067,7 +1067,7 @@ class CVResult:
 
 def _method_factories(methods, parafac_epochs: int, verbose: bool) -> dict:
     """``{name: factory(seed) -> unfitted baseline}`` from names or a mapping of factories."""
-    from epitensor.baselines import BASELINES, all_baselines
+    from epitensor.estimators.baselines import BASELINES, all_baselines
 
     if isinstance(methods, Mapping):
         return dict(methods)
@@ -1189,7 +1189,7 @@ def run_cv(
     The observed tracks are dealt into ``k`` random folds (:func:`cv_folds`).
     For each fold and each training seed, every method is fitted on the other
     folds' tracks only and imputes the fold's tracks, each scored by every
-    metric of :data:`epitensor.metrics.METRICS`. A fold may leave a cell type
+    metric of :data:`epitensor.evaluation.metrics.METRICS`. A fold may leave a cell type
     (or an assay) without any training track; then
 
     * average activity imputes as usual from the other cell types (an assay
@@ -1224,7 +1224,7 @@ def run_cv(
     model_params : dict, optional
         Overrides of every preset (e.g. ``{"n_epochs": 2}``). Default None.
     methods : sequence of str or mapping, optional
-        Baselines by name (see :data:`epitensor.baselines.BASELINES`), or
+        Baselines by name (see :data:`epitensor.estimators.baselines.BASELINES`), or
         ``{name: factory}`` where ``factory(seed)`` returns an unfitted
         baseline. Default None: :data:`DEFAULT_CV_BASELINES`.
     annotations : Annotations, optional
@@ -1246,7 +1246,7 @@ def run_cv(
         ``[("avocado", "average_activity")]`` scores their mean as the method
         ``avocado+average_activity``. Default none.
     ensemble : EnsembleRule, optional
-        Also score :class:`~epitensor.ensemble.Ensemble` (method ``ensemble``)
+        Also score :class:`~epitensor.estimators.ensemble.Ensemble` (method ``ensemble``)
         of the first preset's model with this rule, built on the fold's
         ``chromimpute_gbt`` and average activity (so both must be run).
         Default None.
@@ -1255,7 +1255,7 @@ def run_cv(
     -------
     CVResult
     """
-    from epitensor.baselines import AverageActivity
+    from epitensor.estimators.baselines import AverageActivity
 
     store = open_store(store)
     tracks = store.track_names()

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from epitensor._utils import EpitensorError, EpitensorWarning, atomic_directory, progress, warn
-from epitensor.genome import Layout
+from epitensor.genome.coordinates import Layout
 
 __all__ = [
     "MODELS",
@@ -857,7 +857,7 @@ def locate_intervals(intervals: pd.DataFrame, layout: Layout) -> pd.DataFrame:
     intervals : pandas.DataFrame
         ``chrom, start, end`` (bp, 0-based half-open).
     layout : Layout
-        The layout (e.g. :func:`epitensor.datasets.pilot_layout`).
+        The layout (e.g. :func:`epitensor.store.datasets.pilot_layout`).
 
     Returns
     -------
@@ -940,11 +940,11 @@ def _located(located: pd.DataFrame, prefix: str = "") -> tuple:
 def genome_factor_features(model, intervals: pd.DataFrame, prefix: str = "") -> np.ndarray:
     """Mean genome factors of a fitted model over each interval.
 
-    A thin wrapper of :func:`epitensor.export.region_factors` (``embed --regions``).
+    A thin wrapper of :func:`epitensor.workflows.impute.region_factors` (``embed --regions``).
 
     Parameters
     ----------
-    model : epitensor.avocado.Avocado or path
+    model : epitensor.estimators.avocado.Avocado or path
         Fitted model or model directory.
     intervals : pandas.DataFrame
         ``chrom, start, end`` (bp, 0-based half-open); with ``prefix``,
@@ -960,7 +960,7 @@ def genome_factor_features(model, intervals: pd.DataFrame, prefix: str = "") -> 
         outside the model's layout give NaN rows (filter with
         :func:`locate_intervals` or :func:`pairs_in_layout` first).
     """
-    from epitensor.export import region_factors
+    from epitensor.workflows.impute import region_factors
 
     bed = intervals[[f"{prefix}{c}" for c in ("chrom", "start", "end")]]
     bed = bed.set_axis(["chrom", "start", "end"], axis=1).reset_index(drop=True)
@@ -978,15 +978,15 @@ def promoter_features(
     for the paper's sizes and ±2 kb). Windows follow the model's 250-bp grid
     (the window holding the TSS and ``flank // 250`` on either side, less
     one), listed 5' to 3' on either strand; see
-    :func:`epitensor.export.region_factors`.
+    :func:`epitensor.workflows.impute.region_factors`.
 
     Parameters
     ----------
-    model : epitensor.avocado.Avocado or path
+    model : epitensor.estimators.avocado.Avocado or path
         Fitted model or model directory.
     tss : pandas.DataFrame
         ``chrom, pos`` (0-based base) and optionally ``strand``, as returned by
-        :func:`epitensor.annotations.read_tss`.
+        :func:`epitensor.genome.annotations.read_tss`.
     flank : int
         bp on each side of the TSS. Default 2000.
     window : int
@@ -998,7 +998,7 @@ def promoter_features(
     kept : numpy.ndarray, shape=(n_kept,), int64
         Rows of ``tss`` whose windows lie inside the model's layout.
     """
-    from epitensor.export import region_factors
+    from epitensor.workflows.impute import region_factors
 
     if window != 250 or flank <= 0 or (2 * flank) % window:
         raise EpitensorError(
@@ -1022,7 +1022,7 @@ def promoter_features(
 
 
 def _factor_matrix(table: pd.DataFrame) -> np.ndarray:
-    """The feature columns of a :func:`epitensor.export.region_factors` table."""
+    """The feature columns of a :func:`epitensor.workflows.impute.region_factors` table."""
     meta = {"chrom", "start", "end", "name", "strand"}
     return table[[c for c in table.columns if c not in meta]].to_numpy(np.float32)
 
@@ -1034,7 +1034,7 @@ def track_features(
 
     Parameters
     ----------
-    store : epitensor.store.Store
+    store : epitensor.store.compendium.Store
         The compendium.
     tracks : sequence of (str, str)
         ``(celltype, assay)`` pairs, each observed in ``store``.

@@ -33,7 +33,7 @@ deleted blacklisted bins from the array, which shifted its annotation windows
 against the signal), an annotation window is the set of 25-bp bins that
 overlap the interval (the challenge took ``[start // 25, end // 25 + 1)``, one
 bin more when ``end`` is a multiple of 25), and promoters are the 2 kb
-upstream of each annotated TSS (:mod:`epitensor.annotations`) rather than of
+upstream of each annotated TSS (:mod:`epitensor.genome.annotations`) rather than of
 each gene's start.
 """
 
@@ -243,7 +243,7 @@ def msevar(
 
     The challenge builds ``variance`` per assay as the population variance
     (``numpy.std(...) ** 2``) at each bin of the observed tracks of that assay
-    in every cell type (its ``build_var_npy.py``); :func:`epitensor.benchmark.evaluate`
+    in every cell type (its ``build_var_npy.py``); :func:`epitensor.evaluation.benchmark.evaluate`
     does the same over the store's observed tracks.
 
     Parameters

@@ -47,8 +47,8 @@ import pandas as pd
 from scipy import stats
 
 from epitensor._utils import EpitensorError
-from epitensor.annotations import Annotations
-from epitensor.store import Store, open_store
+from epitensor.genome.annotations import Annotations
+from epitensor.store.compendium import Store, open_store
 
 __all__ = [
     "RELATIONSHIPS",
@@ -141,7 +141,7 @@ def gene_promoters(genes: pd.DataFrame, promoters: pd.DataFrame) -> pd.DataFrame
         Gene bodies, ``chrom, start, end`` (0-based, half-open).
     promoters : pandas.DataFrame
         Promoters, ``chrom, start, end``, as from
-        :func:`epitensor.annotations.promoters`.
+        :func:`epitensor.genome.annotations.promoters`.
 
     Returns
     -------
@@ -303,7 +303,7 @@ def pairwise_table(
     tracks_by_method : mapping
         ``{method: {(celltype, assay): imputed, shape=(n_positions,), arcsinh}}``
         over the store's axes concatenated (as in
-        :attr:`epitensor.benchmark.BenchmarkResult.predictions`). The name
+        :attr:`epitensor.evaluation.benchmark.BenchmarkResult.predictions`). The name
         ``observed`` is reserved.
     store : Store or str
         The store with the observed tracks and the layout.
@@ -455,7 +455,7 @@ def write_pairwise(table: pd.DataFrame, folder: str | Path) -> list[Path]:
     list of pathlib.Path
         The files written.
     """
-    from epitensor.benchmark import markdown_table
+    from epitensor.evaluation.benchmark import markdown_table
 
     folder = Path(folder)
     table.to_csv(folder / "pairwise.csv", index=False)

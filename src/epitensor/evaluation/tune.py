@@ -49,7 +49,7 @@ does the same on any store, with Optuna:
    with the random sampler reseeded by the number of trials already run so a
    resumed study draws new configurations rather than replaying old ones.
 7. Outputs in ``DIR``: ``best_preset.json`` (the base preset with the best
-   trial's seven values: a JSON object of :class:`~epitensor.avocado.Avocado`
+   trial's seven values: a JSON object of :class:`~epitensor.estimators.avocado.Avocado`
    constructor parameters that ``Avocado.from_preset`` and
    ``epitensor train --preset`` accept), ``trials.csv`` / ``trials.md``,
    ``importance.csv`` / ``importance.png`` (Optuna's
@@ -72,8 +72,8 @@ import numpy as np
 import pandas as pd
 
 from epitensor._utils import EpitensorError, atomic_write_bytes, warn
-from epitensor.hyperparams import STRUCTURAL
-from epitensor.store import Store, open_store
+from epitensor.nn.hyperparams import STRUCTURAL
+from epitensor.store.compendium import Store, open_store
 
 __all__ = [
     "PAPER_GRID",
@@ -492,7 +492,7 @@ class _AllowanceSampler:
 
 def _head(batch, n: int):
     """The first ``n`` samples of a batch."""
-    from epitensor.sampling import Batch
+    from epitensor.train.sampling import Batch
 
     base = None if batch.baseline is None else batch.baseline[:n]
     return Batch(
@@ -509,7 +509,7 @@ def _train_trial(model, store: Store, allowance: int, stop_at: float | None) -> 
     """Stage 1 of a model built by ``fit`` with ``n_epochs=0``, for ``allowance`` samples.
 
     The same loop, sampler, seeds and optimisers as
-    :func:`~epitensor.training.fit_stage1` (an allowance of whole epochs trains
+    :func:`~epitensor.train.fitting.fit_stage1` (an allowance of whole epochs trains
     exactly what ``Avocado(n_epochs=k).fit`` does), with the sampler ending at
     the allowance or at the time guard.
 
@@ -519,7 +519,7 @@ def _train_trial(model, store: Store, allowance: int, stop_at: float | None) -> 
         ``samples`` trained, ``epochs`` (those over one epoch's samples) and ``guard_stopped``.
     """
     from epitensor._utils import resolve_device
-    from epitensor.training import (
+    from epitensor.train.fitting import (
         AxisSource,
         EpochSampler,
         TrackSet,
@@ -567,7 +567,7 @@ def _scoring_seconds(model, view: Store, validation: Sequence[Track]) -> float:
     a time slice for a preempted thread), which only matters where the share is
     tight, and there the scoring is long enough to project well.
     """
-    from epitensor.training import torch_threads
+    from epitensor.train.fitting import torch_threads
 
     n = view.axis_length(view.axes[0])
     probe = min(PROBE_POSITIONS, n)
@@ -585,7 +585,7 @@ def _samples_per_epoch(model, store: Store) -> int:
 
 
 def _objective(setup: _Trials):
-    from epitensor.avocado import Avocado
+    from epitensor.estimators.avocado import Avocado
 
     def objective(trial) -> float:
         started = time.perf_counter()
@@ -711,9 +711,9 @@ def tune(
     -------
     TuneResult
     """
-    from epitensor.avocado import PRESETS, Avocado
-    from epitensor.benchmark import resolve_split
-    from epitensor.training import stage1_store
+    from epitensor.estimators.avocado import PRESETS, Avocado
+    from epitensor.evaluation.benchmark import resolve_split
+    from epitensor.train.fitting import stage1_store
 
     started = time.perf_counter()
     optuna = _optuna()
@@ -808,7 +808,7 @@ def _track(track) -> Track:
 def _check_tune_args(
     space, n_trials, budget_minutes, positions, n_epochs, preset, trial_budget
 ) -> None:
-    from epitensor.avocado import PRESETS, Avocado
+    from epitensor.estimators.avocado import PRESETS, Avocado
 
     if preset not in PRESETS:
         raise EpitensorError(f"invalid preset: got {preset!r}, expected one of {list(PRESETS)}")
@@ -858,7 +858,7 @@ def _stop_after(deadline: float):
 
 
 def _report(study, trial) -> None:
-    from epitensor.training import progress_write
+    from epitensor.train.fitting import progress_write
 
     values = ", ".join(f"{k}={v}" for k, v in trial.params.items())
     attrs = trial.user_attrs
@@ -917,7 +917,7 @@ def _importance(study, optuna) -> pd.Series | None:
 
 
 def _write(result: TuneResult, protocol: dict) -> None:
-    from epitensor.benchmark import markdown_table
+    from epitensor.evaluation.benchmark import markdown_table
 
     out = result.out_dir
     atomic_write_bytes(
@@ -952,7 +952,7 @@ def plot_importance(path: str | os.PathLike, importance: pd.Series) -> None:
     importance : pandas.Series
         Hyperparameter name to importance (from Optuna's ``get_param_importances``).
     """
-    from epitensor.plots import plt
+    from epitensor.viz.plots import plt
 
     ordered = importance.sort_values()
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(ordered) + 1.2))

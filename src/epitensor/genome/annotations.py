@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from epitensor._utils import EpitensorError
-from epitensor.genome import Layout, read_bed
+from epitensor.genome.coordinates import Layout, read_bed
 
 PROMOTER_UPSTREAM = 2_000
 ENHANCER_STATE_TAG = "Enh"
@@ -189,7 +189,7 @@ class Annotations:
         Annotations
         """
         if directory is None:
-            from epitensor.datasets import pilot_annotations_dir
+            from epitensor.store.datasets import pilot_annotations_dir
 
             directory = pilot_annotations_dir()
         directory = Path(directory)
@@ -251,7 +251,7 @@ class Annotations:
         return dict(self._cache[key][1])
 
     def regions(self, layout: Layout, axis: str) -> dict[str, np.ndarray | None]:
-        """The region masks for :func:`epitensor.metrics.score` (no blacklist).
+        """The region masks for :func:`epitensor.evaluation.metrics.score` (no blacklist).
 
         Returns
         -------

@@ -75,7 +75,7 @@ def _check_bigwig(path: Path, bases: int, last: tuple[str, int, int, float] | No
 class BigWigSink:
     """A bigWig file encoded on a thread, fed block by block through a small queue.
 
-    The thread runs :class:`~epitensor.bigwig.BigWigEncoder` (packing, zlib,
+    The thread runs :class:`~epitensor.io.bigwig.BigWigEncoder` (packing, zlib,
     which releases the GIL, and writing) while the caller computes the next
     block, with at most ``maxsize`` blocks waiting. The finished file is read
     back by another library (:func:`_check_bigwig`) before it is moved into place.
@@ -102,7 +102,7 @@ class BigWigSink:
         fingerprint: dict | None = None,
         resolution: int = 25,
     ):
-        from epitensor.bigwig import BigWigEncoder
+        from epitensor.io.bigwig import BigWigEncoder
 
         self.path, self.fingerprint = path, fingerprint
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=".bw", dir=path.parent)
@@ -245,7 +245,7 @@ def completed(path: Path, fingerprint: dict | None) -> bool | str:
     path : pathlib.Path
         An output file.
     fingerprint : dict, optional
-        What the job would write (see :func:`epitensor.export.impute`).
+        What the job would write (see :func:`epitensor.workflows.impute.impute`).
         Default None: nothing is ever finished.
 
     Returns

@@ -18,7 +18,7 @@ hyperparameter chooses how:
   prediction, so the network learns (and predicts) its whole signal.
 
 The averages of each axis, ``(n_assays, n_positions)`` float16 on the arcsinh
-scale, live on the axis's :class:`~epitensor.model.GenomeFactors` as the buffer
+scale, live on the axis's :class:`~epitensor.nn.module.GenomeFactors` as the buffer
 ``average`` (saved, loaded lazily and freed with the axis's genome factors);
 the number of training cell types per assay is the module's buffer
 ``average_count``.
@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from epitensor._utils import EpitensorError
-from epitensor.hyperparams import AVERAGE_MODES
-from epitensor.store import Store
+from epitensor.nn.hyperparams import AVERAGE_MODES
+from epitensor.store.compendium import Store
 
 __all__ = ["AVERAGE_MODES", "axis_averages", "combine", "leave_one_out", "track_sums"]
 

@@ -1,8 +1,8 @@
 """Hyperparameters, declared once per layer: the module's, a training loop's, the estimator's.
 
-* :class:`ModuleConfig`: the network and factor sizes (:class:`~epitensor.model.AvocadoModule`);
-* :class:`TrainConfig`: one training loop (:mod:`epitensor.training`);
-* :class:`Hyperparameters`: every parameter of the :class:`~epitensor.avocado.Avocado`
+* :class:`ModuleConfig`: the network and factor sizes (:class:`~epitensor.nn.module.AvocadoModule`);
+* :class:`TrainConfig`: one training loop (:mod:`epitensor.train.fitting`);
+* :class:`Hyperparameters`: every parameter of the :class:`~epitensor.estimators.avocado.Avocado`
   estimator (a :class:`ModuleConfig` plus the settings of its training stages), with the
   paper's values as defaults. :data:`PRESETS` are instances of it; the estimator's
   ``__init__`` signature, ``train_config`` and ``module_config`` are derived from its
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 LR_SCHEDULES = ["constant", "cosine"]
-AVERAGE_MODES = ("none", "blend", "residual")  # see epitensor.average
+AVERAGE_MODES = ("none", "blend", "residual")  # see epitensor.nn.average
 _NOT_SIZES = ("dropout", "average", "average_weight")
 
 
@@ -47,7 +47,7 @@ def _positive_int(name: str, value, minimum: int = 1) -> None:
 
 @dataclass(frozen=True)
 class ModuleConfig:
-    """Sizes of :class:`~epitensor.model.AvocadoModule` (the paper's by default).
+    """Sizes of :class:`~epitensor.nn.module.AvocadoModule` (the paper's by default).
 
     Parameters
     ----------
@@ -61,7 +61,7 @@ class ModuleConfig:
         Dropout after each hidden layer. Default 0.
     average : {"none", "blend", "residual"}
         How the model uses each assay's average activity over the training cell
-        types (:mod:`epitensor.average`). Default ``"none"``: not at all (the paper's).
+        types (:mod:`epitensor.nn.average`). Default ``"none"``: not at all (the paper's).
     average_weight : float
         The network's weight ``w`` in ``"blend"``: ``w * network + (1 - w) *
         average``. Default 0.5.
@@ -94,7 +94,7 @@ class ModuleConfig:
             raise EpitensorError(f"average_weight must lie in [0, 1]; got {weight!r}")
 
     def module_kwargs(self, n_celltypes: int, n_assays: int) -> dict:
-        """:class:`~epitensor.model.AvocadoModule` arguments (without ``axis_lengths``)."""
+        """:class:`~epitensor.nn.module.AvocadoModule` arguments (without ``axis_lengths``)."""
         sizes = {f.name: getattr(self, f.name) for f in fields(ModuleConfig)}
         sizes = {k: v if k in _NOT_SIZES else int(v) for k, v in sizes.items()}
         sizes["dropout"] = float(sizes["dropout"])
@@ -222,7 +222,7 @@ class Hyperparameters(ModuleConfig):
     """Every hyperparameter of the Avocado estimator; defaults are the paper's.
 
     The module sizes of :class:`ModuleConfig`, then the training stages'
-    settings (see :class:`~epitensor.avocado.Avocado` for each one's meaning).
+    settings (see :class:`~epitensor.estimators.avocado.Avocado` for each one's meaning).
     Behaves as a read-only mapping of name to value, so ``Avocado(**preset)``
     works.
     """

@@ -5,11 +5,11 @@ pre-activation splits into a per-track part (cell type, assay, bias), computed
 once per track, and a per-position genome part, computed once per block of
 positions and reused for every track. Each track then costs only the rest of
 the network. :meth:`Avocado.predict_tracks
-<epitensor.avocado.Avocado.predict_tracks>`, imputation
-(:func:`epitensor.export.impute`), the holdout scorer of training and the
+<epitensor.estimators.avocado.Avocado.predict_tracks>`, imputation
+(:func:`epitensor.workflows.impute.impute`), the holdout scorer of training and the
 benchmarks all predict through :class:`Predictor`.
 
-A model with ``average`` set (:mod:`epitensor.average`) adds or blends each
+A model with ``average`` set (:mod:`epitensor.nn.average`) adds or blends each
 assay's average activity here, after the network, so every caller gets it.
 
 A :class:`Predictor` borrows a module: inside :meth:`Predictor.session` the
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from epitensor._utils import EpitensorError, resolve_device
-from epitensor.model import AvocadoModule, GenomeFactors, onednn_forward, resolve_cpu_gemm
+from epitensor.nn.module import AvocadoModule, GenomeFactors, onednn_forward, resolve_cpu_gemm
 
 __all__ = ["PRECISIONS", "Predictor", "head_layers"]
 
@@ -64,7 +64,7 @@ def _head_inplace(layers: list, pre: torch.Tensor, gemm: str = "default") -> tor
         First-layer pre-activation, in the layers' dtype.
     gemm : {"default", "onednn"}
         Torch's product, or oneDNN's with the bias and the ReLU fused (fp32 on a
-        CPU; :func:`~epitensor.model.resolve_cpu_gemm`). Default "default".
+        CPU; :func:`~epitensor.nn.module.resolve_cpu_gemm`). Default "default".
 
     Returns
     -------
@@ -103,7 +103,7 @@ class Predictor:
         big layers where the hardware has bfloat16 matrix units (recent x86 CPUs,
         GPUs) at an error of about 1e-2 on the arcsinh scale. In fp32 on a CPU
         the layers after the first multiply as
-        :func:`~epitensor.model.resolve_cpu_gemm` says (oneDNN, bias and ReLU
+        :func:`~epitensor.nn.module.resolve_cpu_gemm` says (oneDNN, bias and ReLU
         fused, on x86 CPUs not made by Intel; ``EPITENSOR_CPU_GEMM``).
     genome : callable, optional
         ``genome(axis) -> GenomeFactors`` as a context manager (loads and later

@@ -14,8 +14,8 @@ damaged, truncated or foreign file is an error naming it, never a silently
 different model. Directories saved before checksums existed (no
 ``checksums`` key) are read with the tensor checks only.
 
-This module owns the format; :class:`~epitensor.avocado.Avocado` calls it in
-``save`` / ``load`` and :mod:`epitensor.reference` writes axis files through it.
+This module owns the format; :class:`~epitensor.estimators.avocado.Avocado` calls it in
+``save`` / ``load`` and :mod:`epitensor.workflows.reference` writes axis files through it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 
 from epitensor import __version__
 from epitensor._utils import EpitensorError, atomic_directory, warn
-from epitensor.hyperparams import STRUCTURAL
+from epitensor.nn.hyperparams import STRUCTURAL
 
 __all__ = [
     "CONFIG_FILE",
@@ -394,9 +394,9 @@ def recorded_checksum(directory: str | os.PathLike, axis: str | None = None) -> 
 
 
 def load_model(model):
-    """An :class:`~epitensor.avocado.Avocado` from a fitted object or a model directory."""
+    """An :class:`~epitensor.estimators.avocado.Avocado` from a fitted object or a model directory."""
     if isinstance(model, (str, os.PathLike)):
-        from epitensor.avocado import Avocado
+        from epitensor.estimators.avocado import Avocado
 
         return Avocado.load(model)
     for name in ("module_", "celltypes_", "assays_", "layout_", "chrom_sizes_"):
@@ -408,7 +408,7 @@ def load_model(model):
 
 
 def genome_table(model, axis: str):
-    """The :class:`~epitensor.model.GenomeFactors` of ``axis`` (loaded on demand)."""
+    """The :class:`~epitensor.nn.module.GenomeFactors` of ``axis`` (loaded on demand)."""
     if hasattr(model, "genome_module"):
         return model.genome_module(axis)
     return model.module_.genome[axis]

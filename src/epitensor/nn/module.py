@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from epitensor._utils import EpitensorError, cpu_vendor
-from epitensor.hyperparams import ModuleConfig
+from epitensor.nn.hyperparams import ModuleConfig
 
 __all__ = [
     "AvocadoModule",
@@ -223,7 +223,7 @@ class GenomeFactors(nn.Module):
         Default True.
     n_average_rows : int
         Rows of the buffer ``average`` (``(n_average_rows, n_positions)``,
-        float16: each assay's average activity, see :mod:`epitensor.average`),
+        float16: each assay's average activity, see :mod:`epitensor.nn.average`),
         saved with the factors. Default 0: no such buffer.
     """
 
@@ -300,7 +300,7 @@ class AvocadoModule(nn.Module):
     sparse : bool
         Sparse gradients for the genome tables. Default True.
     average : {"none", "blend", "residual"}
-        Use of each assay's average activity (:mod:`epitensor.average`).
+        Use of each assay's average activity (:mod:`epitensor.nn.average`).
         Default ``"none"``. Otherwise the module holds the buffer
         ``average_count`` (training cell types per assay) and every axis's
         genome factors the buffer ``average``.
@@ -385,7 +385,7 @@ class AvocadoModule(nn.Module):
     def average_term(
         self, table: GenomeFactors, assays: torch.Tensor, positions: torch.Tensor
     ) -> torch.Tensor:
-        """The average term :func:`epitensor.average.combine` adds to the network's output.
+        """The average term :func:`epitensor.nn.average.combine` adds to the network's output.
 
         Parameters
         ----------
@@ -418,7 +418,7 @@ class AvocadoModule(nn.Module):
         """
         if self.average == "none":
             return net
-        from epitensor.average import combine
+        from epitensor.nn.average import combine
 
         term = self.average_term(table, assays, positions)
         return combine(net.float(), term, self.average, self.average_weight)

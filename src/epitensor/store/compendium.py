@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from epitensor._utils import EpitensorError, is_local_path, local_path, output_lock, progress
-from epitensor.genome import Layout
+from epitensor.genome.coordinates import Layout
 
 FORMAT_VERSION = 1
 DEFAULT_POSITION_CHUNK = 1 << 14
@@ -1188,7 +1188,7 @@ def store_reference(store: Store) -> str | list[str]:
     A :class:`RegionView` gives the store it reads; a :class:`TrackUnion` the
     list of its stores' references.
     """
-    from epitensor.datasets import bundled_store_path
+    from epitensor.store.datasets import bundled_store_path
 
     if isinstance(store, RegionView):
         return store_reference(store.source)
@@ -1212,7 +1212,7 @@ def open_store(store, mode: str = "r") -> Store:
         stores = [open_store(one) for one in store]
         return stores[0] if len(stores) == 1 else TrackUnion(stores)
     if str(store) == "roadmap-pilot":
-        from epitensor.datasets import roadmap_pilot
+        from epitensor.store.datasets import roadmap_pilot
 
         return roadmap_pilot()
     return Store.open(store, mode=mode)

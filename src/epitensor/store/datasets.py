@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from epitensor._utils import EpitensorError, atomic_directory
-from epitensor.genome import Layout, chrom_sizes
-from epitensor.store import Store
+from epitensor.genome.coordinates import Layout, chrom_sizes
+from epitensor.store.compendium import Store
 
 ROADMAP_CELLTYPES = ["E003", "E017", "E065", "E116", "E117"]
 ROADMAP_ASSAYS = ["H3K4me3", "H3K27me3", "H3K36me3", "H3K9me3", "H3K4me1"]

@@ -15,7 +15,7 @@ arcsinh is applied (in float64). A finite value that the store cannot hold
 (beyond float32 in a text file, or beyond the store's float16 after the
 transform) is an error naming the line or bin, as are overlapping records
 of a bedGraph or wig file. Cell type and assay names follow
-:func:`epitensor.names.validate_name`.
+:func:`epitensor.store.names.validate_name`.
 
 Tracks are read in worker processes, one chromosome (axis) of one track per
 task for bigWig and array files, one whole file per task for the text formats
@@ -51,7 +51,7 @@ from epitensor._utils import (
     progress,
     warn,
 )
-from epitensor.fetch import (
+from epitensor.io.fetch import (
     DEFAULT_DOWNLOAD_TIMEOUT,
     DEFAULT_MAX_DOWNLOAD,
     RunScratch,
@@ -60,9 +60,9 @@ from epitensor.fetch import (
     terminate_cleanly,
     watch_parent,
 )
-from epitensor.genome import BUILDS, Layout, chrom_sizes, natural_sort
-from epitensor.names import validate_name
-from epitensor.store import DEFAULT_TRACK_CHUNK, Store
+from epitensor.genome.coordinates import BUILDS, Layout, chrom_sizes, natural_sort
+from epitensor.store.names import validate_name
+from epitensor.store.compendium import DEFAULT_TRACK_CHUNK, Store
 
 __all__ = [
     "FORMATS",
@@ -1078,7 +1078,7 @@ def resolve_layout(
     if isinstance(regions, Layout):
         layout = regions
     elif str(regions) == "roadmap-pilot":
-        from epitensor.datasets import pilot_layout
+        from epitensor.store.datasets import pilot_layout
 
         layout = pilot_layout()
     else:
@@ -1121,7 +1121,7 @@ class _Inline:
 
 def _executor(workers: int, ray_address: str | None = None):
     if ray_address is not None:
-        from epitensor.distributed import RayExecutor
+        from epitensor.parallel import RayExecutor
 
         return RayExecutor(ray_address)
     if workers <= 1:

@@ -14,7 +14,7 @@ from epitensor._utils import EpitensorError, atomic_directory
 __all__ = ["Checkpoint", "trained_tensors"]
 
 if TYPE_CHECKING:  # the plan's optimisers are saved; training imports this module
-    from epitensor.training import TrainingPlan
+    from epitensor.train.fitting import TrainingPlan
 
 
 def _flatten_optimizer_states(states: list[dict]) -> tuple[dict[str, torch.Tensor], list]:

@@ -1,9 +1,9 @@
 """Training loops: the plan (loss, step, optimisers), the runner, stage 1, stage 2, transfer.
 
-Three layers (STYLE.md): :mod:`epitensor.model` holds the torch module,
-this module the loops and optimisers, :mod:`epitensor.avocado` the user class.
-The data side (track sets, the epoch sampler) is :mod:`epitensor.sampling`,
-checkpoints are :mod:`epitensor.checkpoints`; both are re-exported here.
+Three layers (STYLE.md): :mod:`epitensor.nn.module` holds the torch module,
+this module the loops and optimisers, :mod:`epitensor.estimators.avocado` the user class.
+The data side (track sets, the epoch sampler) is :mod:`epitensor.train.sampling`,
+checkpoints are :mod:`epitensor.train.checkpoints`; both are re-exported here.
 
 """
 
@@ -30,13 +30,13 @@ from epitensor._utils import (
     resolve_device,
     resolve_precision,
 )
-from epitensor.checkpoints import Checkpoint, trained_tensors
-from epitensor.genome import Layout
-from epitensor.hyperparams import TrainConfig
-from epitensor.inference import Predictor
-from epitensor.model import AvocadoModule, GenomeFactors, resolve_cpu_gemm
-from epitensor.sampling import AxisSource, Batch, EpochSampler, TrackSet, validation_positions
-from epitensor.store import RegionView, Store, open_store
+from epitensor.train.checkpoints import Checkpoint, trained_tensors
+from epitensor.genome.coordinates import Layout
+from epitensor.nn.hyperparams import TrainConfig
+from epitensor.nn.inference import Predictor
+from epitensor.nn.module import AvocadoModule, GenomeFactors, resolve_cpu_gemm
+from epitensor.train.sampling import AxisSource, Batch, EpochSampler, TrackSet, validation_positions
+from epitensor.store.compendium import RegionView, Store, open_store
 
 __all__ = [
     "TrainConfig",
@@ -497,7 +497,7 @@ def stage1_store(store: Store, regions: str | os.PathLike | pd.DataFrame | None 
     Returns
     -------
     Store
-        ``store``, or a :class:`~epitensor.store.RegionView` of it with one axis.
+        ``store``, or a :class:`~epitensor.store.compendium.RegionView` of it with one axis.
     """
     if regions is None:
         regions = "all" if store.layout.n_positions <= ALL_POSITIONS_LIMIT else "pilot"
@@ -510,7 +510,7 @@ def stage1_store(store: Store, regions: str | os.PathLike | pd.DataFrame | None 
                 f"are on hg19; pass training regions on {store.genome} as a BED "
                 f"(regions=..., --regions) or regions='all'"
             )
-        from epitensor.datasets import pilot_regions_bed
+        from epitensor.store.datasets import pilot_regions_bed
 
         layout = Layout.from_bed(pilot_regions_bed(), store.resolution, "pilot")
     else:
@@ -795,7 +795,7 @@ def fill_averages(
         Also set ``module.average_count`` (stage 1). Default True; stage 2
         keeps stage 1's counts.
     """
-    from epitensor.average import axis_averages
+    from epitensor.nn.average import axis_averages
 
     n_assays = module.assay_embedding.num_embeddings
     average, count = axis_averages(store, axis, tracks.rows, tracks.assays, n_assays)

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from epitensor._utils import EpitensorError
-from epitensor.hyperparams import TrainConfig
-from epitensor.store import Store
+from epitensor.nn.hyperparams import TrainConfig
+from epitensor.store.compendium import Store
 
 __all__ = ["AxisSource", "Batch", "EpochSampler", "TrackSet", "validation_positions"]
 
@@ -157,7 +157,7 @@ class Batch:
     values : torch.Tensor, shape=(batch,), float32, arcsinh
     baseline : torch.Tensor, shape=(batch,), float32, optional
         The leave-one-out average of each sample's assay (``average="residual"``,
-        :mod:`epitensor.average`); None otherwise.
+        :mod:`epitensor.nn.average`); None otherwise.
     """
 
     axis: str
@@ -204,7 +204,7 @@ class EpochSampler:
         the paper's epoch.
     leave_one_out : bool
         Give each sample the average of its assay over the other training tracks
-        at its position (``Batch.baseline``, :func:`epitensor.average.leave_one_out`).
+        at its position (``Batch.baseline``, :func:`epitensor.nn.average.leave_one_out`).
         Default False.
     """
 
@@ -305,7 +305,7 @@ class EpochSampler:
         self, values: np.ndarray, assay: np.ndarray, order: np.ndarray, y: np.ndarray
     ) -> np.ndarray:
         """Leave-one-out average of each sample's assay, ``(n_samples,)`` float32."""
-        from epitensor.average import leave_one_out, track_sums
+        from epitensor.nn.average import leave_one_out, track_sums
 
         n_assays = int(self.tracks.assays.max()) + 1
         sums, counts = track_sums(values, self.tracks.assays, n_assays)

@@ -61,8 +61,8 @@ import numpy as np
 import pandas as pd
 
 from epitensor._utils import EpitensorError, atomic_write_bytes, progress
-from epitensor.annotations import promoters, read_tss
-from epitensor.genome import Layout, read_bed
+from epitensor.genome.annotations import promoters, read_tss
+from epitensor.genome.coordinates import Layout, read_bed
 
 if TYPE_CHECKING:
     from epitensor.demo import Locus
@@ -157,7 +157,7 @@ def annotation_intervals(directory: str | os.PathLike | None = None) -> dict[str
         order above.
     """
     if directory is None:
-        from epitensor.datasets import pilot_annotations_dir
+        from epitensor.store.datasets import pilot_annotations_dir
 
         directory = pilot_annotations_dir()
     directory = Path(directory)
@@ -666,9 +666,9 @@ def _check_arguments(model, n_states, celltype, axes, n_components, sample_size)
 
 
 def _as_model(model):
-    """A fitted :class:`~epitensor.avocado.Avocado` from itself or a model directory."""
+    """A fitted :class:`~epitensor.estimators.avocado.Avocado` from itself or a model directory."""
     if isinstance(model, (str, os.PathLike)):
-        from epitensor.avocado import Avocado
+        from epitensor.estimators.avocado import Avocado
 
         path = Path(model)
         if not (path / "config.json").is_file():

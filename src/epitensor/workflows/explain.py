@@ -1,7 +1,7 @@
 """Integrated-gradients attributions of imputed signal, split by model component.
 
 For one imputed value the model's input is the concatenation of five factor
-groups (:data:`epitensor.model.COMPONENTS`): the cell type, the assay and the
+groups (:data:`epitensor.nn.module.COMPONENTS`): the cell type, the assay and the
 25-bp, 250-bp and 5-kbp genome factors of the position. Integrated gradients
 (Sundararajan et al. 2017) attributes the prediction ``f(x)`` minus the
 prediction at a reference input ``f(r)`` to every input factor,
@@ -48,8 +48,8 @@ import pandas as pd
 import torch
 
 from epitensor._utils import EpitensorError, atomic_write_bytes, progress, resolve_device, warn
-from epitensor.genome import Layout, parse_region
-from epitensor.model import COMPONENTS, AvocadoModule, GenomeFactors
+from epitensor.genome.coordinates import Layout, parse_region
+from epitensor.nn.module import COMPONENTS, AvocadoModule, GenomeFactors
 
 __all__ = [
     "COMPONENT_LABELS",
@@ -117,7 +117,7 @@ def reference_features(
         ``"mean"``: each component's factors averaged over all rows of the
         model (cell types, assays, positions of every genome axis in
         ``genomes``). ``"zero"``: all zeros. An array: used as is
-        (concatenated in the order of :data:`~epitensor.model.COMPONENTS`).
+        (concatenated in the order of :data:`~epitensor.nn.module.COMPONENTS`).
         Default ``"mean"``.
     genomes : iterable of GenomeFactors, optional
         Genome axes averaged by ``"mean"``. Default None: every axis in
@@ -339,7 +339,7 @@ def integrated_gradients(
     -------
     pandas.DataFrame
         One row per position, with ``position``, one column per component
-        (:data:`~epitensor.model.COMPONENTS`, arcsinh units), ``prediction``
+        (:data:`~epitensor.nn.module.COMPONENTS`, arcsinh units), ``prediction``
         (``f(x)``, arcsinh), ``reference_prediction`` (``f(r)``) and ``gap``
         (sum of attributions minus ``f(x) - f(r)``).
     """
@@ -499,7 +499,7 @@ def explain(
 
     Parameters
     ----------
-    model : epitensor.avocado.Avocado
+    model : epitensor.estimators.avocado.Avocado
         A fitted model.
     celltypes : str or sequence of str
         One or more cell types (names) sharing the region; two are compared
@@ -535,7 +535,7 @@ def explain(
 
     Notes
     -----
-    For a model with ``average`` set (:mod:`epitensor.average`), the
+    For a model with ``average`` set (:mod:`epitensor.nn.average`), the
     attributions and ``prediction`` are those of the network's term; the
     imputation combines it with the assay's average activity over the training
     cell types (``w * network + (1 - w) * average`` or ``average + network``),
@@ -619,7 +619,7 @@ def peak_attributions(
 
     Parameters
     ----------
-    model : epitensor.avocado.Avocado
+    model : epitensor.estimators.avocado.Avocado
         A fitted model.
     store : Store or str
         The compendium holding the observed tracks (``"roadmap-pilot"`` for
@@ -656,7 +656,7 @@ def peak_attributions(
         this cell type), ``observed`` (arcsinh), the five components, the
         prediction, the reference prediction and the gap.
     """
-    from epitensor.store import open_store
+    from epitensor.store.compendium import open_store
 
     _check_fitted(model)
     store = open_store(store)
@@ -877,7 +877,7 @@ def write_explanation(
 
     Parameters
     ----------
-    model : epitensor.avocado.Avocado or str or path-like
+    model : epitensor.estimators.avocado.Avocado or str or path-like
         A fitted model, or the directory of a saved one.
     celltypes, assay, region, reference, n_steps, device, verbose
         As for :func:`explain`.
@@ -892,7 +892,7 @@ def write_explanation(
         The table of :func:`explain`.
     """
     if isinstance(model, str | os.PathLike):
-        from epitensor.avocado import Avocado
+        from epitensor.estimators.avocado import Avocado
 
         model = Avocado.load(model)
     table = explain(

@@ -25,7 +25,7 @@ def extend(
     """Learn factors for new cell types or assays of a saved model; save a new model.
 
     The saved network, genome factors and existing cell type and assay factors
-    are frozen (see :meth:`epitensor.avocado.Avocado.fit_celltypes`); only the
+    are frozen (see :meth:`epitensor.estimators.avocado.Avocado.fit_celltypes`); only the
     new rows are learned, from every track of the new names that ``store``
     holds (one track is enough). The directory ``model`` is only read.
 
@@ -54,7 +54,7 @@ def extend(
     Avocado
         The extended model (also saved to ``out``).
     """
-    from epitensor.avocado import Avocado
+    from epitensor.estimators.avocado import Avocado
 
     source, target = Path(model), Path(out)
     if target.resolve() == source.resolve():

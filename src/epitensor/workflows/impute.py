@@ -24,12 +24,12 @@ import pandas as pd
 import torch
 
 from epitensor._utils import EpitensorError, output_lock, resolve_device, warn
-from epitensor.distributed import DEFAULT_MAX_RETRIES, check_ray, iter_tasks, task_threads
-from epitensor.factors import embed, factor_names, region_factors
-from epitensor.genome import Layout, n_bins, parse_region
-from epitensor.inference import PRECISIONS, Predictor
-from epitensor.modeldir import axis_table, genome_table, load_model
-from epitensor.writers import (
+from epitensor.parallel import DEFAULT_MAX_RETRIES, check_ray, iter_tasks, task_threads
+from epitensor.workflows.factors import embed, factor_names, region_factors
+from epitensor.genome.coordinates import Layout, n_bins, parse_region
+from epitensor.nn.inference import PRECISIONS, Predictor
+from epitensor.nn.modeldir import axis_table, genome_table, load_model
+from epitensor.io.writers import (
     BedGraphSink,
     BigWigSink,
     bin_edges,
@@ -104,7 +104,7 @@ def missing_tracks(model, store) -> list[tuple[str, str]]:
     list of (str, str)
         Pairs in the model's cell type order, then assay order.
     """
-    from epitensor.store import open_store
+    from epitensor.store.compendium import open_store
 
     model = load_model(model)
     observed = set(open_store(store).track_names())
@@ -112,7 +112,7 @@ def missing_tracks(model, store) -> list[tuple[str, str]]:
 
 
 class FastPredictor(Predictor):
-    """The :class:`~epitensor.inference.Predictor` of named tracks of a fitted model.
+    """The :class:`~epitensor.nn.inference.Predictor` of named tracks of a fitted model.
 
     Parameters
     ----------
@@ -124,7 +124,7 @@ class FastPredictor(Predictor):
     device : str, optional
         torch device. Default None: the model's ``device`` (None: CUDA if available, else CPU).
     precision : {"fp32", "bf16"}
-        See :class:`~epitensor.inference.Predictor`. Default ``"fp32"``.
+        See :class:`~epitensor.nn.inference.Predictor`. Default ``"fp32"``.
     """
 
     def __init__(
@@ -364,7 +364,7 @@ def impute(
     and this process writes the files in file order. Within a task the genome
     part of the first layer is computed once per block of positions and reused
     for every track of the batch. Every task runs under one torch thread count
-    (see :func:`epitensor.distributed.task_threads`), so the files are the
+    (see :func:`epitensor.parallel.task_threads`), so the files are the
     same bytes wherever the tasks ran.
 
     Parameters
@@ -421,17 +421,17 @@ def impute(
         Torch threads of each task. Default None: the model's ``n_threads``,
         else this process's thread count.
     trees_store : Store, str, list of them, Ensemble, or "auto", optional
-        Write the ensemble of :mod:`epitensor.ensemble` instead of the model
+        Write the ensemble of :mod:`epitensor.estimators.ensemble` instead of the model
         alone: trees and average activity fitted on this store's copies of the
         model's training tracks (a list: the stores read as one
-        :class:`~epitensor.store.TrackUnion`; an
-        :class:`~epitensor.ensemble.Ensemble` of this model: used as it is,
+        :class:`~epitensor.store.compendium.TrackUnion`; an
+        :class:`~epitensor.estimators.ensemble.Ensemble` of this model: used as it is,
         its fitted trees kept). ``"auto"`` (the CLI's default): the store the
         model records (``training_store_``) when it still opens and holds those
         tracks, else the model alone, with a line saying why. Default None:
         the model alone. Not on Ray.
     rule : EnsembleRule, optional
-        The ensemble's rule. Default None: :class:`~epitensor.ensemble.EnsembleRule` ``()``.
+        The ensemble's rule. Default None: :class:`~epitensor.estimators.ensemble.EnsembleRule` ``()``.
 
     Returns
     -------
@@ -507,13 +507,13 @@ def impute(
 
 
 def _ensemble(model, trees_store, rule, ray_address, verbose: bool = False, axes=None):
-    """The :class:`~epitensor.ensemble.Ensemble` of an imputation, or None for the model alone.
+    """The :class:`~epitensor.estimators.ensemble.Ensemble` of an imputation, or None for the model alone.
 
     ``trees_store="auto"`` takes the model's ``training_store_`` when it still
     opens and holds the training tracks on the ``axes`` imputed, else (and on
     Ray) the model alone, saying why when ``verbose``.
     """
-    from epitensor.ensemble import Ensemble, training_compendium
+    from epitensor.estimators.ensemble import Ensemble, training_compendium
 
     if trees_store is None:
         if rule is not None:
@@ -543,8 +543,8 @@ def _ensemble(model, trees_store, rule, ray_address, verbose: bool = False, axes
 
 
 def _built_ensemble(model, ensemble, rule, ray_address, axes):
-    """An :class:`~epitensor.ensemble.Ensemble` given ready (its fitted trees reused), checked."""
-    from epitensor.ensemble import training_compendium
+    """An :class:`~epitensor.estimators.ensemble.Ensemble` given ready (its fitted trees reused), checked."""
+    from epitensor.estimators.ensemble import training_compendium
 
     if ray_address is not None:
         raise EpitensorError("the ensemble imputes in this process only; drop the Ray address")
@@ -618,7 +618,8 @@ def impute_fingerprints(
     """
     import hashlib
 
-    from epitensor import __version__, modeldir
+    from epitensor import __version__
+    from epitensor.nn import modeldir
 
     if source is None:
         return [None] * len(tracks)
@@ -711,14 +712,14 @@ def impute_blocks(
         Torch threads while computing.
     ensemble : Ensemble, optional
         Combine the model's values with its trees and average
-        (:meth:`~epitensor.ensemble.Ensemble.combine`). Default None: the model alone.
+        (:meth:`~epitensor.estimators.ensemble.Ensemble.combine`). Default None: the model alone.
 
     Yields
     ------
     numpy.ndarray, shape=(n_tracks, block length), float32
         One array per block of ``_iter_blocks(chromosome segments, block_size)``.
     """
-    from epitensor.training import torch_threads
+    from epitensor.train.fitting import torch_threads
 
     chrom, tracks = job
     model = load_model(model)

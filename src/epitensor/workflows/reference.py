@@ -5,12 +5,12 @@ The original package (``avocado-epigenome``) saves a model as ``avocado-chrN.jso
 per chromosome; the network and the cell type and assay factors are shared by
 all chromosomes, the genome factors are each chromosome's own. This module reads
 those files with h5py alone (no Keras, no TensorFlow) and maps them onto
-:class:`epitensor.model.AvocadoModule`:
+:class:`epitensor.nn.module.AvocadoModule`:
 
 * ``celltype_embedding`` / ``assay_embedding`` rows follow the JSON ``celltypes``
   / ``assays`` lists;
 * ``genome_25bp_embedding``, ``genome_250bp_embedding``, ``genome_5kbp_embedding``
-  become the chromosome's :class:`~epitensor.model.GenomeFactors` tables. Keras
+  become the chromosome's :class:`~epitensor.nn.module.GenomeFactors` tables. Keras
   sized the coarse tables ``n // 10 + 1`` and ``n // 200 + 1`` rows; ours have
   ``ceil(n / 10)`` and ``ceil(n / 200)``. Positions ``0 .. n - 1`` only ever index
   rows up to ``(n - 1) // 10`` and ``(n - 1) // 200``, so the one extra row the
@@ -22,7 +22,7 @@ those files with h5py alone (no Keras, no TensorFlow) and maps them onto
 
 Genome layout. Published models are genome-wide: each chromosome file covers
 the whole chromosome, position ``i`` = chromosome bin ``i`` (25-bp bins), and
-each chromosome becomes an axis of a whole-genome :class:`~epitensor.genome.Layout`
+each chromosome becomes an axis of a whole-genome :class:`~epitensor.genome.coordinates.Layout`
 named after it. A model trained on a slice of a chromosome (such as the test
 fixture, trained on the ENCODE pilot region ENr231) is placed with ``first_bin``:
 position ``i`` of chromosome ``chrN``'s file is then bin ``first_bin + i`` of
@@ -47,8 +47,8 @@ import torch
 from torch import nn
 
 from epitensor._utils import EpitensorError, atomic_write_bytes, progress, warn
-from epitensor.genome import DEFAULT_RESOLUTION, Layout, chrom_sizes, n_bins, natural_sort
-from epitensor.model import SCALE_5KBP, SCALE_250BP, AvocadoModule, GenomeFactors
+from epitensor.genome.coordinates import DEFAULT_RESOLUTION, Layout, chrom_sizes, n_bins, natural_sort
+from epitensor.nn.module import SCALE_5KBP, SCALE_250BP, AvocadoModule, GenomeFactors
 
 __all__ = [
     "ReferenceModel",
@@ -599,9 +599,9 @@ def _read(
 
 
 def _estimator(ref: ReferenceModel, lengths: dict[str, int], params: dict):
-    """A fitted :class:`~epitensor.avocado.Avocado` around ``ref``'s module."""
-    from epitensor.avocado import Avocado
-    from epitensor.training import history_frame
+    """A fitted :class:`~epitensor.estimators.avocado.Avocado` around ``ref``'s module."""
+    from epitensor.estimators.avocado import Avocado
+    from epitensor.train.fitting import history_frame
 
     model = Avocado(**{**ref.params, **params})
     model.module_ = ref.module.eval()
@@ -625,7 +625,7 @@ def import_reference(
     verbose: bool = True,
     **params,
 ):
-    """A fitted :class:`~epitensor.avocado.Avocado` from an original Avocado model.
+    """A fitted :class:`~epitensor.estimators.avocado.Avocado` from an original Avocado model.
 
     Every chromosome's genome factors are held in memory; to convert a
     genome-wide model chromosome by chromosome, use
@@ -692,7 +692,7 @@ def import_reference_to_directory(
     import shutil
     import tempfile
 
-    from epitensor.modeldir import write_axis_file
+    from epitensor.nn.modeldir import write_axis_file
 
     out = Path(out)
     if out.exists() and not overwrite:
