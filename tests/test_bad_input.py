@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from epitensor.store.compendium import ingest as ingest_module
+from epitensor.store import ingest as ingest_module
 from epitensor._utils import EpitensorError, EpitensorWarning
 from epitensor.cli import app
 from epitensor.store.ingest import TrackSpec, ingest

@@ -10,7 +10,7 @@ import pybigtools
 import pytest
 from typer.testing import CliRunner
 
-from epitensor.store.compendium import ingest as ingest_module
+from epitensor.store import ingest as ingest_module
 from epitensor._utils import EpitensorError, EpitensorWarning
 from epitensor.cli import app
 from epitensor.store.datasets import pilot_layout
