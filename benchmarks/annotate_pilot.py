@@ -35,6 +35,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from epitensor.demo import annotation_panels, pick_promoter
+from epitensor.estimators.avocado import Avocado
+from epitensor.genome.annotations import read_tss
+from epitensor.genome.coordinates import read_bed
+from epitensor.store.datasets import roadmap_pilot
 from epitensor.workflows.annotate import (
     DEFAULT_SAMPLE,
     annotate,
@@ -42,11 +47,6 @@ from epitensor.workflows.annotate import (
     enrichment_summary,
     plot_locus_states,
 )
-from epitensor.genome.annotations import read_tss
-from epitensor.estimators.avocado import Avocado
-from epitensor.store.datasets import roadmap_pilot
-from epitensor.demo import annotation_panels, pick_promoter
-from epitensor.genome.coordinates import read_bed
 
 ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "annotations" / "hg19"
 

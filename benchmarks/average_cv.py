@@ -28,12 +28,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from epitensor.evaluation import metrics
 from epitensor._utils import cpu_summary
-from epitensor.evaluation.benchmark import markdown_table, run_cv
-from epitensor.store.datasets import roadmap_pilot
 from epitensor.demo import region_subset
+from epitensor.evaluation import metrics
+from epitensor.evaluation.benchmark import run_cv
 from epitensor.nn.hyperparams import PRESETS, as_dict
+from epitensor.store.datasets import roadmap_pilot
+from epitensor.viz.tables import markdown_table
 
 BASELINES = ("average_activity", "chromimpute_gbt")
 

@@ -59,8 +59,8 @@ def track(chroms: list[str], fraction: float) -> tuple[dict[str, int], dict[str,
         bp, cut to ``fraction`` of each chromosome (at least one bin).
     values : dict of str to numpy.ndarray, shape=(n_bins,), float32, -log10 p
     """
-    from epitensor.store.datasets import roadmap_pilot_arrays
     from epitensor.genome.coordinates import chrom_sizes
+    from epitensor.store.datasets import roadmap_pilot_arrays
 
     pilot = np.sinh(np.concatenate(list(roadmap_pilot_arrays().values()))).astype(np.float32)
     hg19 = chrom_sizes("hg19")

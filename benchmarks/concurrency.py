@@ -43,9 +43,15 @@ def child(size: str, threads: int | None, seconds: float, start_at: float) -> di
 
     from epitensor._utils import default_threads
     from epitensor.estimators.avocado import PRESETS
-    from epitensor.store.datasets import roadmap_pilot
     from epitensor.nn.module import AvocadoModule
-    from epitensor.train.fitting import AxisSource, EpochSampler, TrackSet, TrainConfig, TrainingPlan
+    from epitensor.store.datasets import roadmap_pilot
+    from epitensor.train.fitting import (
+        AxisSource,
+        EpochSampler,
+        TrackSet,
+        TrainConfig,
+        TrainingPlan,
+    )
 
     torch.set_num_threads(default_threads(threads))
     preset = PRESETS[size]

@@ -24,7 +24,8 @@ import argparse
 import time
 
 from epitensor._utils import cpu_summary
-from epitensor.evaluation.benchmark import DEFAULT_CV_BASELINES, markdown_table, run_cv
+from epitensor.evaluation.benchmark import DEFAULT_CV_BASELINES, run_cv
+from epitensor.viz.tables import markdown_table
 
 
 def pearson_wins(result) -> str:

@@ -33,13 +33,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from epitensor.evaluation import metrics
 from epitensor._utils import cpu_summary
-from epitensor.genome.annotations import Annotations
-from epitensor.evaluation.benchmark import Scorer, markdown_table, plot_metrics, run_cv, summarise
 from epitensor.estimators.ensemble import EnsembleRule
+from epitensor.evaluation import metrics
+from epitensor.evaluation.benchmark import Scorer, plot_metrics, run_cv, summarise
+from epitensor.genome.annotations import Annotations
 from epitensor.nn.hyperparams import read_preset
-from epitensor.store.compendium import open_store
+from epitensor.store.registry import open_store
+from epitensor.viz.tables import markdown_table
 
 PRESET = "cpu-small"  # the model run_cv trains by default
 NETWORK_WEIGHT = read_preset(PRESET).average_weight  # its blend: w network + (1 - w) average

@@ -119,7 +119,8 @@ def _pair_sets(model, store, pairs, celltype: str) -> dict[str, np.ndarray]:
 
 
 def run_pairs(args) -> None:
-    from epitensor.store.datasets import pilot_layout, roadmap_pilot
+    from epitensor.genome.pilot import pilot_layout
+    from epitensor.store.datasets import roadmap_pilot
 
     store, layout = roadmap_pilot(), pilot_layout()
     model = _pilot_model(args)

@@ -20,14 +20,9 @@ import time
 import pandas as pd
 
 from epitensor.estimators.baselines import all_baselines
-from epitensor.evaluation.benchmark import (
-    best_methods,
-    markdown_table,
-    resolve_split,
-    run_benchmark,
-    summarise,
-)
-from epitensor.store.compendium import open_store
+from epitensor.evaluation.benchmark import best_methods, resolve_split, run_benchmark, summarise
+from epitensor.store.registry import open_store
+from epitensor.viz.tables import markdown_table
 
 
 def combine(paths: list[str]) -> str:

@@ -27,13 +27,11 @@ import pandas as pd
 import torch
 
 from epitensor.genome.annotations import read_tss
-from epitensor.store.datasets import (
-    cache_dir,
-    pilot_annotations_dir,
-    pilot_layout,
-    roadmap_pilot,
-    roadmap_pilot_arrays,
-)
+from epitensor.genome.coordinates import Layout, chrom_sizes
+from epitensor.genome.pilot import pilot_annotations_dir, pilot_layout
+from epitensor.nn.module import COMPONENTS, AvocadoModule
+from epitensor.store.compendium import Store
+from epitensor.store.datasets import cache_dir, roadmap_pilot, roadmap_pilot_arrays
 from epitensor.workflows.explain import (
     _quadrature,
     explain,
@@ -44,9 +42,6 @@ from epitensor.workflows.explain import (
     plot_peak_attributions,
     reference_features,
 )
-from epitensor.genome.coordinates import Layout, chrom_sizes
-from epitensor.nn.module import COMPONENTS, AvocadoModule
-from epitensor.store.compendium import Store
 
 HALF_WIDTH = 5_000  # bp each side of the TSS: a 10-kb region, 400 bins
 ASSAY = "H3K4me3"

@@ -31,14 +31,10 @@ NEW = "E065"
 
 def build_store(path: Path, observed: str):
     """A store of the 20 tracks of the other cell types plus E065's ``observed`` track."""
-    from epitensor.store.datasets import (
-        ROADMAP_ASSAYS,
-        ROADMAP_CELLTYPES,
-        pilot_layout,
-        roadmap_pilot_arrays,
-    )
     from epitensor.genome.coordinates import chrom_sizes
+    from epitensor.genome.pilot import pilot_layout
     from epitensor.store.compendium import Store
+    from epitensor.store.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, roadmap_pilot_arrays
 
     if path.exists():
         return Store.open(path)
@@ -73,8 +69,8 @@ def base_model(workdir: Path, epochs: int, seed: int, threads: int | None):
 def evaluate(
     model_path: Path, workdir: Path, observed: str, transfer_epochs: int, threads: int | None
 ) -> pd.DataFrame:
-    from epitensor.evaluation import metrics
     from epitensor.estimators.avocado import Avocado
+    from epitensor.evaluation import metrics
     from epitensor.store.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, roadmap_pilot_arrays
 
     store = build_store(workdir / f"with-{NEW}-{observed}.zarr", observed)

@@ -40,9 +40,9 @@ def main() -> None:
     import torch
 
     from epitensor._utils import cpu_summary
+    from epitensor.estimators.ensemble import Ensemble
     from epitensor.evaluation.benchmark import _fit_model, cv_folds
     from epitensor.store.datasets import roadmap_pilot
-    from epitensor.estimators.ensemble import Ensemble
 
     torch.set_num_threads(args.threads)
     store = roadmap_pilot()

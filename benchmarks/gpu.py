@@ -57,9 +57,15 @@ def train_rates(device, sizes: dict, precision: str, seconds: float) -> dict:
     """Samples/s of the training step, from the sampler and on a resident batch."""
     import torch
 
-    from epitensor.store.datasets import roadmap_pilot
     from epitensor.nn.module import AvocadoModule
-    from epitensor.train.fitting import AxisSource, EpochSampler, TrackSet, TrainConfig, TrainingPlan
+    from epitensor.store.datasets import roadmap_pilot
+    from epitensor.train.fitting import (
+        AxisSource,
+        EpochSampler,
+        TrackSet,
+        TrainConfig,
+        TrainingPlan,
+    )
 
     store = roadmap_pilot()
     tracks = TrackSet.build(store, store.track_names(), store.celltypes, store.assays)

@@ -72,11 +72,11 @@ def _rate(func, n_items: int, repeat: int = 2) -> float:
 def child(size: str, threads: int) -> dict:
     import torch
 
-    from epitensor.workflows import impute as export
     from epitensor.estimators.avocado import PRESETS
-    from epitensor.store.datasets import ROADMAP_PILOT_POSITIONS, pilot_layout
     from epitensor.genome.coordinates import chrom_sizes
+    from epitensor.genome.pilot import ROADMAP_PILOT_POSITIONS, pilot_layout
     from epitensor.nn.module import AvocadoModule, onednn_available
+    from epitensor.workflows import impute as export
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -197,11 +197,11 @@ def writing(size: str, threads: int, n: int, n_tracks: int = 8) -> dict:
     import pandas as pd
     import torch
 
-    from epitensor.workflows import impute as export
     from epitensor.estimators.avocado import PRESETS
     from epitensor.genome.coordinates import Layout, chrom_sizes
-    from epitensor.nn.module import AvocadoModule
     from epitensor.io.writers import BigWigSink, bin_edges
+    from epitensor.nn.module import AvocadoModule
+    from epitensor.workflows import impute as export
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

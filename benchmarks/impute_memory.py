@@ -76,8 +76,8 @@ def child(kind: str, model: str, n_tracks: int, threads: int) -> dict:
     """Peak RSS of one case, in this (fresh) process."""
     import torch
 
-    from epitensor.workflows import impute as export
     from epitensor.estimators.avocado import Avocado
+    from epitensor.workflows import impute as export
 
     torch.set_num_threads(threads)
     loaded = Avocado.load(model)

@@ -40,8 +40,9 @@ def write_bigwigs(folder: Path, n_tracks: int) -> Path:
     """Write the pilot tracks as bigWig files plus a manifest; reuse files already there."""
     import pybigtools
 
-    from epitensor.store.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, pilot_layout
     from epitensor.genome.coordinates import chrom_sizes
+    from epitensor.genome.pilot import pilot_layout
+    from epitensor.store.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES
 
     layout, sizes = pilot_layout(), chrom_sizes("hg19")
     regions = layout.regions.sort_values(["chrom", "first_bin"])
@@ -87,8 +88,8 @@ def _cpu_seconds() -> float:
 
 def child(mode: str, manifest: Path, workers: int, out: Path) -> dict:
     """One measured configuration (runs in its own process)."""
-    from epitensor.store.datasets import pilot_layout
     from epitensor.genome.coordinates import chrom_sizes
+    from epitensor.genome.pilot import pilot_layout
     from epitensor.store.ingest import ingest, read_manifest, read_track
 
     specs = read_manifest(manifest)

@@ -34,10 +34,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from epitensor.workflows.impute import impute
 from epitensor.genome.coordinates import Layout, chrom_sizes, n_bins
 from epitensor.nn.inference import Predictor
 from epitensor.nn.module import AvocadoModule
+from epitensor.workflows.impute import impute
 from epitensor.workflows.reference import ReferenceModel, _estimator, read_reference
 
 FIXTURE = (

@@ -21,8 +21,8 @@ import numpy as np
 from train_quality import split
 
 from epitensor.estimators.avocado import Avocado
-from epitensor.store.datasets import roadmap_pilot
 from epitensor.nn.module import AvocadoModule
+from epitensor.store.datasets import roadmap_pilot
 from epitensor.train.fitting import TrackSet, fit_stage1, validation_positions
 
 HOLDOUT = split("standard")

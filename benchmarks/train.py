@@ -75,8 +75,8 @@ def child(name, seconds, threads, force_bf16=False):
 
     from epitensor._utils import resolve_precision
     from epitensor.estimators.avocado import PRESETS
-    from epitensor.store.datasets import roadmap_pilot
     from epitensor.nn.module import AvocadoModule
+    from epitensor.store.datasets import roadmap_pilot
     from epitensor.train.fitting import AxisSource, TrackSet, TrainConfig
 
     torch.set_num_threads(threads)

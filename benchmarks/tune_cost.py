@@ -37,8 +37,6 @@ import torch
 
 from epitensor._utils import cpu_summary
 from epitensor.estimators.avocado import PRESETS, Avocado
-from epitensor.store.datasets import roadmap_pilot
-from epitensor.train.fitting import stage1_store
 from epitensor.evaluation.tune import (
     PAPER_GRID,
     SAMPLE_OVERHEAD,
@@ -52,6 +50,8 @@ from epitensor.evaluation.tune import (
     trial_budget_of,
     tuning_regions,
 )
+from epitensor.store.datasets import roadmap_pilot
+from epitensor.train.fitting import stage1_store
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tune_pilot import split  # noqa: E402

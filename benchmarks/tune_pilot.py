@@ -44,9 +44,9 @@ import torch
 
 from epitensor._utils import cpu_summary
 from epitensor.estimators.avocado import Avocado
-from epitensor.evaluation.benchmark import markdown_table
-from epitensor.store.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, roadmap_pilot
 from epitensor.evaluation.tune import PAPER_GRID, tune
+from epitensor.store.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, roadmap_pilot
+from epitensor.viz.tables import markdown_table
 
 
 def split(name: str) -> list[tuple[str, str]]:

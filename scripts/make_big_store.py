@@ -30,9 +30,9 @@ import time
 
 import numpy as np
 
-from epitensor.store.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, roadmap_pilot_arrays
 from epitensor.genome.coordinates import Layout, chrom_sizes
 from epitensor.store.compendium import Store
+from epitensor.store.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, roadmap_pilot_arrays
 
 SWITCH_RATE = 0.2
 

@@ -99,9 +99,10 @@ def small_pilot_store(tmp_path_factory):
     """The first 40,000 positions of the pilot sample (all 25 real tracks) as a store."""
     import pandas as pd
 
-    from epitensor.store.datasets import pilot_layout, roadmap_pilot_arrays
     from epitensor.genome.coordinates import Layout, chrom_sizes
+    from epitensor.genome.pilot import pilot_layout
     from epitensor.store.compendium import Store
+    from epitensor.store.datasets import roadmap_pilot_arrays
 
     n = 40_000
     first = pilot_layout().regions.iloc[0]
@@ -134,9 +135,10 @@ def by_chrom_store(tmp_path_factory):
     """
     import numpy as np
 
-    from epitensor.store.datasets import pilot_layout, roadmap_pilot_arrays
     from epitensor.genome.coordinates import Layout, chrom_sizes
+    from epitensor.genome.pilot import pilot_layout
     from epitensor.store.compendium import Store
+    from epitensor.store.datasets import roadmap_pilot_arrays
 
     pilot = pilot_layout().regions
     picked = pilot[pilot.chrom.isin(["chr1", "chr4", "chr8"])]

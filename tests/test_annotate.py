@@ -8,6 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from epitensor._utils import EpitensorError
+from epitensor.cli import app
+from epitensor.genome.coordinates import Layout, chrom_sizes, read_bed
 from epitensor.workflows.annotate import (
     CHROMHMM_FAMILIES,
     annotate,
@@ -21,8 +23,6 @@ from epitensor.workflows.annotate import (
     state_colours,
     states_to_bed,
 )
-from epitensor.cli import app
-from epitensor.genome.coordinates import Layout, chrom_sizes, read_bed
 
 FAST = {"sample_size": 20_000, "n_iter": 5, "verbose": False}
 
@@ -360,7 +360,7 @@ def test_layout_of_bundled_model_is_used(genome_states, trained_model):
 def test_plot_locus_states(genome_states, trained_model, pilot_store, annotations_dir, tmp_path):
     from PIL import Image
 
-    from epitensor.demo import Locus
+    from epitensor.genome.coordinates import Locus
 
     locus = Locus("pilot", 1000, 1400, "chr1", 6046322 + 1000, "test locus")
     out = tmp_path / "locus.png"

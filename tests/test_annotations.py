@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from epitensor.evaluation import metrics
 from epitensor._utils import EpitensorError
+from epitensor.evaluation import metrics
 from epitensor.genome.annotations import (
     Annotations,
     enhancer_intervals,

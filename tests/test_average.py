@@ -7,11 +7,11 @@ import pybigtools
 import pytest
 import torch
 
-from epitensor.workflows import impute as export
-from epitensor.nn.average import combine, leave_one_out, track_sums
 from epitensor.estimators.avocado import Avocado
 from epitensor.estimators.baselines import AverageActivity
+from epitensor.nn.average import combine, leave_one_out, track_sums
 from epitensor.train.sampling import AxisSource, EpochSampler, TrackSet
+from epitensor.workflows import impute as export
 
 TINY = dict(
     n_celltype_factors=8, n_assay_factors=16, n_25bp_factors=8, n_250bp_factors=8,
@@ -132,7 +132,7 @@ def test_residual_save_load_round_trip_and_impute(residual, tmp_path):
     np.testing.assert_allclose(plain, expected[100:5100], rtol=1e-5, atol=1e-5)
     seg = export.track_segments(loaded.layout_, loaded.chrom_sizes_).iloc[0]
     out = tmp_path / "held.bw"
-    loaded.impute([HELD], out, arcsinh=True, verbose=False)
+    export.impute(loaded, [HELD], out, arcsinh=True, verbose=False)
     n = int(seg.axis_end - seg.axis_start)
     with pybigtools.open(str(out)) as reader:
         start = int(seg.first_bin) * 25

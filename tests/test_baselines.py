@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 import torch
 
-from epitensor.evaluation import metrics
 from epitensor._utils import EpitensorError
 from epitensor.estimators.baselines import (
     BASELINES,
@@ -19,6 +18,7 @@ from epitensor.estimators.baselines import (
     TensorFactorization,
     all_baselines,
 )
+from epitensor.evaluation import metrics
 from epitensor.evaluation.benchmark import STANDARD_SPLIT, resolve_split
 from epitensor.genome.coordinates import Layout, chrom_sizes
 from epitensor.store.compendium import Store

@@ -7,9 +7,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from epitensor.evaluation import metrics
 from epitensor._utils import EpitensorError
-from epitensor.genome.annotations import Annotations
+from epitensor.cli import app
 from epitensor.estimators.baselines import (
     AssayMean,
     AverageActivity,
@@ -17,13 +16,13 @@ from epitensor.estimators.baselines import (
     GlobalMean,
     TensorFactorization,
 )
+from epitensor.evaluation import metrics
 from epitensor.evaluation.benchmark import (
     STANDARD_SPLIT,
     best_methods,
     cv_folds,
     evaluate,
     interval_counts,
-    markdown_table,
     read_split,
     resolve_split,
     run_benchmark,
@@ -31,7 +30,8 @@ from epitensor.evaluation.benchmark import (
     stratified_evaluation,
     summarise,
 )
-from epitensor.cli import app
+from epitensor.genome.annotations import Annotations
+from epitensor.viz.tables import markdown_table
 
 
 def test_read_split_with_and_without_header(tmp_path):

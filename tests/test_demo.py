@@ -7,10 +7,10 @@ import pybigtools
 from PIL import Image
 from typer.testing import CliRunner
 
-from epitensor.evaluation.benchmark import STANDARD_SPLIT
 from epitensor.cli import app
-from epitensor.store.datasets import roadmap_pilot
 from epitensor.demo import ANNOTATION_PARAMS, QUICK_REGIONS, annotation_panels, region_subset
+from epitensor.evaluation.benchmark import STANDARD_SPLIT
+from epitensor.store.datasets import roadmap_pilot
 
 
 def test_region_subset_keeps_the_first_regions(tmp_path, pilot_store):

@@ -12,8 +12,8 @@ import torch
 
 from epitensor._utils import EpitensorError
 from epitensor.estimators.avocado import Avocado
-from epitensor.parallel import TaskFailure, iter_tasks, run_tasks
 from epitensor.genome.coordinates import Layout, chrom_sizes
+from epitensor.parallel import TaskFailure, iter_tasks, run_tasks
 from epitensor.store.compendium import Store
 
 
@@ -169,7 +169,7 @@ def test_stage2_ray_equals_in_process(
 ):
     import copy
 
-    from epitensor.parallel import fit_genome
+    from epitensor.estimators.stage2 import fit_genome
 
     def fresh():
         return copy.deepcopy(trained_model).set_params(n_threads=one_thread)
@@ -216,12 +216,11 @@ IMPUTE_CHROMS = ["chr1", "chr4", "chr8", "chr9"]  # 20,002 pilot positions each
 def test_impute_ray_writes_the_files_of_export_impute(trained_model, ray_local, tmp_path):
     import pybigtools
 
-    from epitensor.parallel import impute
-    from epitensor.workflows.impute import impute as export_impute
+    from epitensor.workflows.impute import impute
 
     tracks = [("E003", "H3K4me3"), ("E116", "H3K27me3"), ("E065", "H3K4me1")]
     trained_model.save(tmp_path / "model")
-    local = export_impute(trained_model, tracks, tmp_path / "local", chroms=IMPUTE_CHROMS,
+    local = impute(trained_model, tracks, tmp_path / "local", chroms=IMPUTE_CHROMS,
                           verbose=False)  # fmt: skip
     remote = impute(tmp_path / "model", tracks, tmp_path / "ray", chroms=IMPUTE_CHROMS,
                     ray_address=ray_local, verbose=False)  # fmt: skip
@@ -234,14 +233,14 @@ def test_impute_ray_writes_the_files_of_export_impute(trained_model, ray_local, 
 
 
 def test_impute_ray_memory_store_is_refused(by_chrom_store, trained_model):
-    from epitensor.parallel import _remote_store
+    from epitensor.parallel import remote_store
 
-    assert _remote_store(by_chrom_store, None) is by_chrom_store
-    assert _remote_store(by_chrom_store, "local") == by_chrom_store.url
+    assert remote_store(by_chrom_store, None) is by_chrom_store
+    assert remote_store(by_chrom_store, "local") == by_chrom_store.url
     layout, sizes = _tiny_layout()
     memory = Store.create("memory://epitensor-test/refused.zarr", layout, sizes)
     with pytest.raises(EpitensorError, match="memory"):
-        _remote_store(memory, "local")
+        remote_store(memory, "local")
 
 
 def test_ingest_ray_builds_the_store_of_in_process_ingest(shared_data, ray_local, tmp_path):
@@ -376,8 +375,8 @@ def test_cli_commands_take_ray(command):
 def test_cli_fit_genome_saves_every_axis(trained_model, by_chrom_store, tmp_path):
     from typer.testing import CliRunner
 
-    from epitensor.estimators.avocado import Avocado
     from epitensor.cli import app
+    from epitensor.estimators.avocado import Avocado
 
     trained_model.save(tmp_path / "model")
     args = ["fit-genome", str(tmp_path / "model"), by_chrom_store.url, "--out",
@@ -395,8 +394,10 @@ def test_cli_fit_genome_saves_every_axis(trained_model, by_chrom_store, tmp_path
     assert list(fitted.layout_.locate("chr1", 151_158_100, 151_158_200).axis) == ["pilot"]
     import pybigtools
 
-    (written,) = fitted.impute([("E003", "H3K4me3")], tmp_path / "chr8.bw", chroms=["chr8"],
-                               arcsinh=True, verbose=False)  # fmt: skip
+    from epitensor.workflows.impute import impute
+
+    (written,) = impute(fitted, [("E003", "H3K4me3")], tmp_path / "chr8.bw", chroms=["chr8"],
+                        arcsinh=True, verbose=False)  # fmt: skip
     start = int(region.first_bin) * 25
     with pybigtools.open(str(written)) as bigwig:
         values = np.asarray(bigwig.values("chr8", start, start + 2_500, fillna=None))[::25]

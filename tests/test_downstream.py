@@ -285,14 +285,14 @@ def test_parse_interval_names():
 
 @pytest.fixture(scope="module")
 def imr90_pairs(shared_data):
-    from epitensor.store.datasets import pilot_layout
+    from epitensor.genome.pilot import pilot_layout
 
     pairs = read_targetfinder_pairs(shared_data / "downstream/targetfinder/IMR90.pairs.csv")
     return pairs, pairs_in_layout(pairs, pilot_layout())
 
 
 def test_targetfinder_pairs_map_into_the_pilot_regions(imr90_pairs):
-    from epitensor.store.datasets import pilot_layout
+    from epitensor.genome.pilot import pilot_layout
 
     pairs, inside = imr90_pairs
     layout = pilot_layout()
@@ -354,7 +354,7 @@ def test_genome_factor_and_promoter_features(imr90_pairs, trained_model):
     np.testing.assert_allclose(feats[0], direct.mean(axis=0), rtol=1e-4, atol=1e-6)
 
     from epitensor.genome.annotations import read_tss
-    from epitensor.store.datasets import pilot_annotations_dir
+    from epitensor.genome.pilot import pilot_annotations_dir
 
     tss = read_tss(pilot_annotations_dir() / "gencode.v19.TSS.notlow.gff.gz").head(200)
     x, kept = promoter_features(trained_model, tss)

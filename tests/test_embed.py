@@ -10,9 +10,9 @@ import pytest
 import zarr
 from typer.testing import CliRunner
 
-from epitensor.workflows import impute as export
 from epitensor._utils import EpitensorError, EpitensorWarning
 from epitensor.cli import app
+from epitensor.workflows import impute as export
 
 
 @pytest.fixture(scope="module")

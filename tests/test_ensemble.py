@@ -11,12 +11,12 @@ import pybigtools
 import pytest
 from typer.testing import CliRunner
 
-from epitensor.workflows import impute as export
 from epitensor._utils import EpitensorError
-from epitensor.estimators.baselines import AverageActivity, ChromImputeGBT
-from epitensor.evaluation.benchmark import run_cv
 from epitensor.cli import app
+from epitensor.estimators.baselines import AverageActivity, ChromImputeGBT
 from epitensor.estimators.ensemble import Ensemble, EnsembleRule
+from epitensor.evaluation.benchmark import run_cv
+from epitensor.workflows import impute as export
 
 TRACK = ("E065", "H3K4me1")
 TINY_AVOCADO = {"n_celltype_factors": 4, "n_assay_factors": 4, "n_25bp_factors": 4,
@@ -292,8 +292,8 @@ def test_paper_workflow_imputes_the_ensemble(by_chrom_store, tmp_path):
 
 def test_extended_model_imputes_the_ensemble_from_both_stores(trained_model, pilot_store, tmp_path):
     """A cell type added from a store of its own: the ensemble reads both stores as one."""
-    from epitensor.store.datasets import roadmap_pilot_arrays
     from epitensor.store.compendium import Store, TrackUnion
+    from epitensor.store.datasets import roadmap_pilot_arrays
     from epitensor.workflows.extend import extend
 
     new = Store.create(tmp_path / "new.zarr", pilot_store.layout, pilot_store.chrom_sizes,

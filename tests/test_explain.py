@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from epitensor._utils import EpitensorError, EpitensorWarning
-from epitensor.store.datasets import pilot_layout
+from epitensor.genome.pilot import pilot_layout
+from epitensor.nn.module import COMPONENTS, AvocadoModule
 from epitensor.workflows.explain import (
     PEAK_THRESHOLD,
     explain,
@@ -20,7 +21,6 @@ from epitensor.workflows.explain import (
     reference_features,
     region_positions,
 )
-from epitensor.nn.module import COMPONENTS, AvocadoModule
 
 # TRIM22 promoter (GENCODE TSS chr11:5,712,256, + strand): strong H3K4me3 in
 # GM12878 (E116), weak in HeLa-S3 (E117) in the bundled data.

@@ -10,9 +10,9 @@ import pybigtools
 import pytest
 from typer.testing import CliRunner
 
-from epitensor.workflows import impute as export
 from epitensor._utils import EpitensorError
 from epitensor.cli import app
+from epitensor.workflows import impute as export
 
 TRACKS = [("E065", "H3K4me1"), ("E003", "H3K27me3")]
 
@@ -178,13 +178,13 @@ def test_cli_impute(model, tmp_path):
 
 
 def test_saved_model_keeps_one_axis_in_memory(model, tmp_path):
-    """Avocado.impute on a saved model reads the genome factors lazily and drops them after."""
+    """Imputing from a saved model reads the genome factors lazily and drops them after."""
     from epitensor.estimators.avocado import Avocado
 
     model.save(tmp_path / "model")
     loaded = Avocado.load(tmp_path / "model")
     assert "pilot" not in loaded.module_.genome
-    loaded.impute(["E065:H3K4me1"], tmp_path / "a.bw", chroms=["chr21"], verbose=False)
+    export.impute(loaded, ["E065:H3K4me1"], tmp_path / "a.bw", chroms=["chr21"], verbose=False)
     assert "pilot" not in loaded.module_.genome
     with pybigtools.open(str(tmp_path / "a.bw")) as reader:
         assert list(reader.chroms()) == ["chr21"]

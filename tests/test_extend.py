@@ -9,11 +9,12 @@ import torch
 from typer.testing import CliRunner
 
 from epitensor._utils import EpitensorError, md5sum
-from epitensor.estimators.avocado import Avocado
 from epitensor.cli import app
-from epitensor.store.datasets import pilot_layout, roadmap_pilot_arrays
+from epitensor.estimators.avocado import Avocado
 from epitensor.genome.coordinates import Layout, chrom_sizes
+from epitensor.genome.pilot import pilot_layout
 from epitensor.store.compendium import Store
+from epitensor.store.datasets import roadmap_pilot_arrays
 from epitensor.workflows.extend import extend
 
 N = 40_000

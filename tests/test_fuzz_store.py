@@ -22,9 +22,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from epitensor._utils import EpitensorError
-from epitensor.store.datasets import pilot_layout, roadmap_pilot_arrays
 from epitensor.genome.coordinates import Layout, chrom_sizes
+from epitensor.genome.pilot import pilot_layout
 from epitensor.store.compendium import Store
+from epitensor.store.datasets import roadmap_pilot_arrays
 
 N_POSITIONS = 3_000
 FILES = ["zarr.json", "zarr.json", "signal/zarr.json", "signal/pilot/zarr.json"]

@@ -269,7 +269,7 @@ def _edge_intervals(layout, n, seed):
 
 
 def test_locate_many_matches_a_per_bin_lookup():
-    from epitensor.store.datasets import pilot_layout
+    from epitensor.genome.pilot import pilot_layout
 
     layout = pilot_layout()
     res = layout.resolution
@@ -305,7 +305,7 @@ def test_locate_many_matches_a_per_bin_lookup():
 
 
 def test_locate_many_on_a_layout_with_added_axes():
-    from epitensor.store.datasets import pilot_layout
+    from epitensor.genome.pilot import pilot_layout
 
     pilot = pilot_layout()
     merged = pilot.with_axes(Layout.from_chrom_sizes(pd.Series({"chr21": 48_129_895})), ["chr21"])

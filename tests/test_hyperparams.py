@@ -52,8 +52,8 @@ def test_preset_file_through_the_cli(small_pilot_store, tmp_path):
     """`train --preset FILE` takes a JSON object of parameters; a bad key is one line."""
     from typer.testing import CliRunner
 
-    from epitensor.estimators.avocado import Avocado as Loaded
     from epitensor.cli import app
+    from epitensor.estimators.avocado import Avocado as Loaded
 
     preset = tmp_path / "tuned.json"
     preset.write_text(json.dumps({"n_nodes": 16, "n_layers": 1, "n_celltype_factors": 4,

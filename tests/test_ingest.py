@@ -10,13 +10,13 @@ import pybigtools
 import pytest
 from typer.testing import CliRunner
 
-from epitensor.store import ingest as ingest_module
 from epitensor._utils import EpitensorError, EpitensorWarning
 from epitensor.cli import app
-from epitensor.store.datasets import pilot_layout
 from epitensor.genome.coordinates import Layout, chrom_sizes
-from epitensor.store.ingest import add_tracks, ingest, read_manifest, read_track
+from epitensor.genome.pilot import pilot_layout
+from epitensor.store import ingest as ingest_module
 from epitensor.store.compendium import Store
+from epitensor.store.ingest import add_tracks, ingest, read_manifest, read_track
 
 COOLBOX = "coolbox/bigwig_chr9_4000000_6000000_K562_{}.bigwig"
 DUKE = "genomedata/wgEncodeDukeDNaseSeqBaseOverlapSignalK562V2"

@@ -7,8 +7,8 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score, mean_squared_error, precision_score, recall_score
 
-from epitensor.evaluation import metrics
 from epitensor._utils import EpitensorError
+from epitensor.evaluation import metrics
 
 # 200 positions: n = int(0.01 * 200) = 2 for the top 1%, int(0.05 * 200) = 10 for the top 5%.
 N = 200

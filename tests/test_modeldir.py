@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from epitensor.nn import modeldir
 from epitensor._utils import EpitensorError
-from epitensor.estimators.avocado import Avocado
 from epitensor.cli import app
+from epitensor.estimators.avocado import Avocado
+from epitensor.nn import modeldir
 
 SAVED = Path(__file__).resolve().parent / "data" / "saved-model-v1"
 

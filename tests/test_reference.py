@@ -12,7 +12,12 @@ import pytest
 import torch
 
 from epitensor._utils import EpitensorError
-from epitensor.workflows.reference import chrom_of, find_reference_files, read_reference
+from epitensor.workflows.reference import (
+    chrom_of,
+    find_reference_files,
+    import_reference,
+    read_reference,
+)
 
 # Position 0 of the fixture is hg19 chr1 bin 6046322 (its README).
 FIXTURE_FIRST_BIN = 6046322
@@ -274,9 +279,9 @@ def test_error_file_names(fixture_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def imported(fixture_dir):
-    from epitensor.estimators.avocado import Avocado
+    from epitensor.workflows.reference import import_reference
 
-    return Avocado.from_reference(
+    return import_reference(
         fixture_dir / "avocado-chr1", genome="hg19", first_bin=FIXTURE_FIRST_BIN, verbose=False
     )
 
@@ -301,8 +306,8 @@ def test_estimator_predicts_the_original_tracks(imported, expected):
 def test_cli_writes_a_model_that_loads_and_predicts_identically(fixture_dir, tmp_path, expected):
     from typer.testing import CliRunner
 
-    from epitensor.estimators.avocado import Avocado
     from epitensor.cli import app
+    from epitensor.estimators.avocado import Avocado
 
     out = tmp_path / "model"
     args = ["import-reference", str(fixture_dir / "avocado-chr1"), "--genome", "hg19"]
@@ -366,7 +371,7 @@ def test_extend_the_imported_model_with_a_new_cell_type(fixture_dir, pilot_store
     from epitensor.store.compendium import Store
     from epitensor.workflows.extend import extend
 
-    model = Avocado.from_reference(
+    model = import_reference(
         fixture_dir / "avocado-chr1", first_bin=FIXTURE_FIRST_BIN, batch_size=2000, verbose=False
     )
     model.save(tmp_path / "model")

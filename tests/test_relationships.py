@@ -7,8 +7,6 @@ import pandas as pd
 import pytest
 
 from epitensor._utils import EpitensorError
-from epitensor.genome.annotations import Annotations
-from epitensor.genome.coordinates import Layout, chrom_sizes
 from epitensor.evaluation.relationships import (
     Relationship,
     gene_promoters,
@@ -17,6 +15,8 @@ from epitensor.evaluation.relationships import (
     pairwise_wide,
     write_pairwise,
 )
+from epitensor.genome.annotations import Annotations
+from epitensor.genome.coordinates import Layout, chrom_sizes
 from epitensor.store.compendium import Store
 
 N_BINS = 200

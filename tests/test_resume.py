@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from epitensor.workflows import impute as export
 from epitensor._utils import EpitensorError
 from epitensor.cli import app
 from epitensor.io.writers import completed, done_record, remove_stale_temporaries
+from epitensor.workflows import impute as export
 
 TRACKS = [("E065", "H3K4me1"), ("E003", "H3K27me3"), ("E116", "H3K36me3")]
 STEMS = [f"{c}.{a}.bigWig" for c, a in TRACKS]

@@ -3,9 +3,10 @@ import pandas as pd
 import pytest
 
 from epitensor._utils import EpitensorError
-from epitensor.store.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, roadmap_pilot_arrays
 from epitensor.genome.coordinates import Layout
-from epitensor.store.compendium import RegionView, Store, open_store, store_reference
+from epitensor.store.compendium import RegionView, Store
+from epitensor.store.datasets import ROADMAP_ASSAYS, ROADMAP_CELLTYPES, roadmap_pilot_arrays
+from epitensor.store.registry import open_store, store_reference
 
 SIZES = pd.Series({"chr1": 100_000, "chr2": 60_000})
 
@@ -205,8 +206,8 @@ def test_truncate_tracks_undoes_an_append_on_a_memory_store():
 
 def test_region_view_reads_the_pilot_regions_from_chromosome_axes(by_chrom_store):
     """The ENCODE pilot BED over a store of chromosome axes gives the bundled arrays back."""
-    from epitensor.store.datasets import pilot_layout, pilot_regions_bed
     from epitensor.genome.coordinates import Layout
+    from epitensor.genome.pilot import pilot_layout, pilot_regions_bed
     from epitensor.store.compendium import RegionView
 
     bed = Layout.from_bed(pilot_regions_bed(), name="pilot")

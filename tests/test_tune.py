@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from epitensor._utils import EpitensorError
-from epitensor.estimators.avocado import PRESETS, Avocado
 from epitensor.cli import app
+from epitensor.estimators.avocado import PRESETS, Avocado
 from epitensor.evaluation.tune import (
     PAPER_GRID,
     SAMPLE_OVERHEAD,
@@ -268,8 +268,8 @@ def test_cli_tune_error_is_one_line(tmp_path):
 
 
 def test_trial_store_holds_only_the_trial_tracks(small_pilot_store, tmp_path):
-    from epitensor.train.fitting import stage1_store
     from epitensor.evaluation.tune import _trial_store
+    from epitensor.train.fitting import stage1_store
 
     view = stage1_store(small_pilot_store, tuning_regions(small_pilot_store, 100_000))
     tracks = [t for t in small_pilot_store.track_names() if t not in HOLDOUT][:7]

@@ -4,7 +4,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from epitensor._utils import EpitensorError, EpitensorWarning
 from epitensor.genome.coordinates import Layout
-from epitensor.store.compendium import Store, open_store
+from epitensor.store.compendium import Store
+from epitensor.store.registry import open_store
 
 try:
     __version__ = version("epitensor")

@@ -224,7 +224,7 @@ def info(
 
     Example: epitensor info roadmap-pilot --check
     """
-    from epitensor.store.compendium import open_store
+    from epitensor.store.registry import open_store
 
     opened = open_store(store)
     typer.echo(opened.summary())
@@ -370,7 +370,7 @@ def train(
     Example: epitensor train roadmap-pilot --out model --preset cpu-small
     --holdout E003:H3K4me3 --holdout E116:H3K27me3
     """
-    from epitensor.estimators.avocado import train_model
+    from epitensor.workflows.training import train_model
 
     with _writing(out, overwrite):
         model = train_model(
@@ -535,7 +535,7 @@ def fit_genome(
     One task per chromosome, in this process or on Ray (--ray).
     Example: epitensor fit-genome model genome.zarr --out model-genome --ray auto
     """
-    from epitensor.parallel import train_genome
+    from epitensor.workflows.training import train_genome
 
     with _writing(out, overwrite):
         fitted = train_genome(
@@ -958,8 +958,8 @@ def benchmark(
 
     Example: epitensor benchmark roadmap-pilot --out cv --cv 5 --seed 1 --training-seeds 0,1,2
     """
-    from epitensor.evaluation.benchmark import run_benchmark, run_cv
     from epitensor.estimators.ensemble import EnsembleRule
+    from epitensor.evaluation.benchmark import run_benchmark, run_cv
 
     presets = [p for p in (preset or ["cpu-small"]) if p != "none"]
     model_params = None if epochs is None else {"n_epochs": epochs}

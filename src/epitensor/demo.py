@@ -32,17 +32,16 @@ import numpy as np
 import pandas as pd
 
 from epitensor._utils import EpitensorError, EpitensorWarning, atomic_directory
-from epitensor.workflows.annotate import StateAnnotation, output_paths
 from epitensor.genome.annotations import read_tss
-from epitensor.genome.coordinates import Layout, read_bed
+from epitensor.genome.coordinates import Layout, Locus, read_bed
 from epitensor.store.compendium import Store
+from epitensor.workflows.annotate import StateAnnotation, output_paths
 
 __all__ = [
     "ANNOTATION_PARAMS",
     "LOCUS_ASSAYS",
     "QUICK_PARAMS",
     "QUICK_REGIONS",
-    "Locus",
     "annotation_panels",
     "factor_maps",
     "pick_broad_domain",
@@ -50,28 +49,6 @@ __all__ = [
     "region_subset",
     "run_demo",
 ]
-
-
-@dataclass
-class Locus:
-    """A window of the layout to draw: axis positions ``[start, end)`` and their genomic place."""
-
-    axis: str
-    start: int
-    end: int
-    chrom: str
-    first_bin: int
-    label: str
-
-    def bp_starts(self, resolution: int = 25) -> np.ndarray:
-        """Genomic start (bp) of each bin, shape ``(end - start,)``."""
-        return (self.first_bin + np.arange(self.end - self.start)) * resolution
-
-    @property
-    def region(self) -> str:
-        """UCSC string of the window (0-based, half-open)."""
-        lo = self.first_bin * 25
-        return f"{self.chrom}:{lo}-{lo + (self.end - self.start) * 25}"
 
 
 def _locus_at(layout: Layout, axis: str, centre: int, width: int, label: str) -> Locus:
@@ -178,8 +155,8 @@ def factor_maps(
         ``celltypes``, ``assays`` and ``genome`` figure paths.
     """
     from epitensor.genome.annotations import enhancer_intervals
-    from epitensor.workflows.impute import region_factors
     from epitensor.viz.plots import plot_embedding_map, umap_2d
+    from epitensor.workflows.impute import region_factors
 
     paths = {}
     for name, table, names in (
@@ -596,11 +573,12 @@ def run_demo(
         ``annotation/`` (``states.bed`` and its tables, heatmaps and locus figure)
         and the PNG figures.
     """
-    from epitensor.evaluation.benchmark import run_benchmark
-    from epitensor.store.datasets import pilot_annotations_dir, roadmap_pilot
     from epitensor.estimators.ensemble import EnsembleRule
-    from epitensor.workflows.impute import impute
+    from epitensor.evaluation.benchmark import run_benchmark
+    from epitensor.genome.pilot import pilot_annotations_dir
+    from epitensor.store.datasets import roadmap_pilot
     from epitensor.viz.plots import plot_training_curve
+    from epitensor.workflows.impute import impute
 
     started = time.perf_counter()
     out = Path(out)

@@ -28,7 +28,7 @@ equal torch thread counts per task).
 
 Built on it:
 
-* :func:`fit_genome` / :func:`train_genome`: stage 2, one task per axis
+* :func:`epitensor.estimators.stage2.fit_genome`: stage 2, one task per axis
   (chromosome), the frozen network and factors shared through the object store;
 * :func:`epitensor.workflows.impute.impute`: one task per chromosome x track batch,
   streamed in order through :func:`iter_tasks` to the files this process writes;
@@ -44,7 +44,6 @@ import itertools
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,13 +56,13 @@ __all__ = [
     "DEFAULT_MAX_RETRIES",
     "RayExecutor",
     "TaskFailure",
-    "fit_genome",
-    "impute",
     "import_ray",
     "iter_tasks",
+    "remote_store",
+    "task_threads",
+    "check_ray",
     "ray_session",
     "run_tasks",
-    "train_genome",
 ]
 
 
@@ -359,10 +358,10 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
-# stage 2: one task per axis ----------------------------------------------------------------------
+# tasks' shared inputs and threads ----------------------------------------------------------------------
 
 
-def _remote_store(store, ray_address: str | None):
+def remote_store(store, ray_address: str | None):
     """What a task opens: the Store itself in-process, its URL on Ray (checked reachable)."""
     if ray_address is None:
         return store
@@ -404,158 +403,6 @@ def check_ray(ray_address: str | None, verbose: bool = True) -> None:
     """Connect to Ray now (when an address is given), so a job fails before writing anything."""
     if ray_address is not None:
         ray_session(ray_address, verbose=verbose)
-
-
-def _fit_axis_task(job: tuple, module_kwargs, state, celltypes, assays, store, tracks):
-    """One axis of stage 2 (in-process or a Ray task): ``(tables, history)`` of fit_genome_axis."""
-    from epitensor.train.fitting import fit_genome_axis
-
-    axis, config, init, checkpoint_dir, resume = job
-    return fit_genome_axis(module_kwargs, state, celltypes, assays, store, axis, tracks, config,
-                           init, checkpoint_dir=checkpoint_dir, resume=resume)  # fmt: skip
-
-
-def fit_genome(
-    model,
-    store,
-    axes: Sequence[str] | None = None,
-    warm_start: bool = False,
-    ray_address: str | None = None,
-    num_gpus: float | None = None,
-    max_retries: int = DEFAULT_MAX_RETRIES,
-    out=None,
-    checkpoint_dir=None,
-    resume: bool = False,
-):
-    """Stage 2, one task per axis (chromosome): in this process by default, or on Ray.
-
-    The one implementation of stage 2: :meth:`Avocado.fit_genome
-    <epitensor.estimators.avocado.Avocado.fit_genome>` and ``epitensor fit-genome`` call
-    it. Each axis gets its own seed and starting factors and runs under the
-    thread count of :func:`task_threads`, so in-process and Ray runs give the
-    same factors bit for bit. On Ray the frozen network and the cell type and
-    assay factors are put in Ray's object store once; each task reads its axis
-    of the store in blocks and returns that axis's genome factors, which are
-    gathered into ``model`` here.
-
-    Parameters
-    ----------
-    model : Avocado
-        A fitted model (stage 1 done).
-    store : Store, str or path-like
-        The compendium holding the axes, of the model's genome build. On Ray
-        every worker opens it by URL, so it must be a path on a shared
-        filesystem or a remote URL (``s3://``).
-    axes : sequence of str, optional
-        Axes to fit. Default None: every axis of the store.
-    warm_start : bool
-        Start from the axis's current factors when it has some. Default False.
-    ray_address : str, optional
-        Default None: in this process. ``"local"``, ``"auto"`` or a Ray address.
-    num_gpus : float, optional
-        GPUs per task. Default None: 1 when the cluster has GPUs, else 0.
-    max_retries : int
-        Retries of a failed axis. Default 2.
-    out : str or path-like, optional
-        A directory ``model`` was saved to: each axis's factors are written
-        there as soon as they come back, in axis order, and then freed, so the
-        driver holds at most a few axes at a time. Default None: all stay in
-        ``model``.
-    checkpoint_dir : str or path-like, optional
-        Per-epoch checkpoints of each axis go to ``checkpoint_dir/<axis>/``
-        (on Ray, a folder every worker can write). Default None.
-    resume : bool
-        Continue each axis from its checkpoint. Default False.
-
-    Returns
-    -------
-    Avocado
-        ``model``, with the new genome factors.
-
-    Raises
-    ------
-    TaskFailure
-        When some axes failed. Without ``out`` the others are kept in ``model``
-        first; with ``out`` the axes before the first failure are saved there.
-        Either way ``fit_genome(model, store, axes=[the rest])`` completes the run.
-    """
-    from epitensor.store.compendium import open_store, store_reference
-    from epitensor.train.fitting import history_frame
-
-    model.check_fitted()
-    store = open_store(store)
-    if store.genome != model.genome_:
-        raise EpitensorError(
-            f"store {store.url} is on genome {store.genome!r} but the model on "
-            f"{model.genome_!r}; use a store of the model's genome build"
-        )
-    axes = list(store.axes if axes is None else axes)
-    for axis in axes:
-        store.axis_length(axis)
-    tracks = [t for t in model.training_tracks_ if store.has_track(*t)]
-    if not tracks:
-        raise EpitensorError(f"store {store.url} holds none of the model's training tracks")
-    check_ray(ray_address, model.verbose)
-    if len(tracks) == len(model.training_tracks_):  # the ensemble's trees read the new axes here
-        model.training_store_ = store_reference(store)
-    threads = task_threads(model.n_threads)
-    jobs = []
-    for i, axis in enumerate(axes):
-        config = model.train_config(model.n_genome_epochs, seed_offset=1 + i)
-        config.n_threads = threads
-        if ray_address is not None:
-            config.verbose = False  # per-task bars would interleave on the driver
-        init = None
-        if warm_start and axis in model.genome_axes_:
-            init = model.genome_module(axis).state_dict()
-        axis_dir = None if checkpoint_dir is None else str(Path(checkpoint_dir) / axis)
-        jobs.append((axis, config, init, axis_dir, resume))
-    shared = {
-        **model.frozen_parts(),
-        "store": _remote_store(store, ray_address),
-        "tracks": tracks,
-    }
-    # a task reserves the CPUs its torch threads use (Ray's default gives it 1)
-    options = dict(names=axes, num_gpus=num_gpus, num_cpus=threads, max_retries=max_retries,
-                   desc="stage-2 axes", verbose=model.verbose)  # fmt: skip
-    if out is not None:
-        results = iter_tasks(_fit_axis_task, jobs, ray_address, shared, **options)
-        for axis, (tables, history) in zip(axes, results):
-            model.attach_genome_axis(axis, tables, store.layout)
-            model.history_ = history_frame(list(model.history_.to_dict("records")) + history)
-            model.release_genome_axis(out, axis)
-        return model
-    try:
-        results = run_tasks(_fit_axis_task, jobs, ray_address, shared, **options)
-        failure = None
-    except TaskFailure as exc:
-        results, failure = exc.results, exc
-    rows = list(model.history_.to_dict("records"))
-    for axis, result in zip(axes, results):
-        if result is None:
-            continue
-        tables, history = result
-        model.attach_genome_axis(axis, tables, store.layout)
-        rows += history
-    model.history_ = history_frame(rows)
-    if failure is not None:
-        raise failure
-    return model
-
-
-# imputation: one task per chromosome x track batch ---------------------------------------------
-
-
-def impute(model, tracks: Sequence[tuple[str, str]], out, **kwargs) -> list:
-    """:func:`epitensor.workflows.impute.impute` (kept here for callers of the Ray entry point).
-
-    There is one imputation, :func:`epitensor.workflows.impute.impute`; it runs in this
-    process or, given ``ray_address``, as one Ray task per chromosome x track
-    batch. ``kwargs`` are its keyword arguments.
-    """
-    from epitensor.workflows.impute import impute as export_impute
-
-    return export_impute(model, tracks, out, **kwargs)
 
 
 # a concurrent.futures-style executor on Ray (store ingestion) ------------------------------------
@@ -636,69 +483,3 @@ class RayExecutor:
                 with contextlib.suppress(Exception):
                     self._ray.cancel(ref)
         self._refs.clear()
-
-
-def train_genome(
-    model,
-    store,
-    out,
-    axes: Sequence[str] | None = None,
-    n_epochs: int | None = None,
-    ray_address: str | None = None,
-    num_gpus: float | None = None,
-    device: str | None = None,
-    verbose: bool = True,
-    overwrite: bool = False,
-):
-    """Stage 2 from a saved model, then save the result (``epitensor fit-genome``).
-
-    The model directory is built under a temporary name beside ``out`` (the
-    stage-1 model first, then each axis as it is fitted, so memory holds few
-    axes) and moved to ``out`` when every axis is done: a failed run (a store
-    of another genome build, no Ray cluster, a failed axis) leaves nothing at
-    ``out``.
-
-    Parameters
-    ----------
-    model : Avocado or path
-        A fitted model or a model directory (stage 1 done).
-    store : Store, str or path-like
-        The compendium holding the axes (chromosomes) to fit.
-    out : str or path-like
-        Model directory to write.
-    axes : sequence of str, optional
-        Axes to fit. Default None: every axis of the store.
-    n_epochs : int, optional
-        Stage-2 epochs per axis. Default None: the model's ``n_genome_epochs``.
-    ray_address : str, optional
-        Default None: in this process. ``"local"``, ``"auto"`` or a Ray address.
-    num_gpus : float, optional
-        GPUs per task. Default None: 1 when the cluster has GPUs, else 0.
-    device : str, optional
-        torch device of each task. Default None: best available there.
-    verbose : bool
-        Progress bars. Default True.
-    overwrite : bool
-        Replace an existing ``out``. Default False.
-
-    Returns
-    -------
-    Avocado
-        The model with the new genome factors (also saved at ``out``).
-    """
-    from epitensor._utils import atomic_directory
-    from epitensor.nn.modeldir import load_model
-
-    if Path(out).exists() and not overwrite:
-        raise EpitensorError(f"{out} already exists; choose another --out or pass overwrite")
-    model = load_model(model)
-    params = {"device": device, "verbose": verbose}
-    if n_epochs is not None:
-        params["n_genome_epochs"] = int(n_epochs)
-    model.set_params(**params)
-    check_ray(ray_address, verbose)
-    with atomic_directory(out, overwrite=overwrite) as staging:
-        model.save(staging, overwrite=True)
-        fit_genome(model, store, axes, ray_address=ray_address, num_gpus=num_gpus, out=staging)
-    model.saved_at(out)
-    return model

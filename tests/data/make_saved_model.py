@@ -26,9 +26,10 @@ import pandas as pd
 import torch
 
 from epitensor.estimators.avocado import Avocado
-from epitensor.store.datasets import pilot_layout, roadmap_pilot_arrays
 from epitensor.genome.coordinates import Layout, chrom_sizes
+from epitensor.genome.pilot import pilot_layout
 from epitensor.store.compendium import Store
+from epitensor.store.datasets import roadmap_pilot_arrays
 
 HERE = Path(__file__).resolve().parent
 MODEL = HERE / "saved-model-v1"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,15 +14,17 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from epitensor import __version__
-from epitensor.nn import modeldir
-from epitensor._utils import EpitensorError, warn
-from epitensor.nn.average import axis_averages
+from epitensor._utils import EpitensorError, __version__
+from epitensor.estimators.stage2 import fit_genome
 from epitensor.genome.coordinates import Layout
+from epitensor.nn import modeldir
+from epitensor.nn.average import axis_averages
 from epitensor.nn.hyperparams import PRESETS, Hyperparameters, TrainConfig, read_preset
 from epitensor.nn.inference import Predictor
 from epitensor.nn.module import AvocadoModule, GenomeFactors
-from epitensor.store.compendium import RegionView, Store, open_store, store_reference
+from epitensor.store.compendium import RegionView, Store
+from epitensor.store.names import parse_track
+from epitensor.store.registry import open_store, store_reference
 from epitensor.train.fitting import (
     Checkpoint,
     TrackSet,
@@ -38,22 +39,9 @@ from epitensor.train.fitting import (
     stage1_store,
 )
 
-__all__ = ["Avocado", "PRESETS"]  # PRESETS: see epitensor.nn.hyperparams
+__all__ = ["Avocado", "PRESETS", "axis_table", "genome_table", "load_model"]  # PRESETS: see epitensor.nn.hyperparams
 
 _D = Hyperparameters()  # the defaults, declared once in hyperparams.py
-
-
-def _parse_track(track) -> tuple[str, str]:
-    if isinstance(track, str):
-        if ":" not in track:
-            raise EpitensorError(f"invalid track {track!r}: expected CELLTYPE:ASSAY")
-        celltype, assay = track.split(":", 1)
-        return celltype, assay
-    try:
-        celltype, assay = track
-    except (TypeError, ValueError):
-        raise EpitensorError(f"invalid track {track!r}: expected (celltype, assay)") from None
-    return str(celltype), str(assay)
 
 
 class Avocado(BaseEstimator):
@@ -234,27 +222,6 @@ class Avocado(BaseEstimator):
         model = cls(**read_preset(name))
         return model.set_params(**overrides) if overrides else model
 
-    @classmethod
-    def from_reference(
-        cls, path_or_prefix, genome: str | os.PathLike = "hg19", **kwargs
-    ) -> Avocado:
-        """A fitted model from files of the original Avocado (``avocado-chrN.{json,h5}``).
-
-        Parameters
-        ----------
-        path_or_prefix : path or list of paths
-            Prefix, folder or files (see :func:`epitensor.workflows.reference.find_reference_files`).
-        genome : str or path-like
-            Build the model was trained on, or a chrom.sizes file. Default ``"hg19"``.
-        **kwargs
-            ``first_bin`` (models trained on a chromosome slice), ``chroms``,
-            ``verbose`` and estimator hyperparameters; see
-            :func:`epitensor.workflows.reference.import_reference`.
-        """
-        from epitensor.workflows.reference import import_reference
-
-        return import_reference(path_or_prefix, genome, **kwargs)
-
     def hyperparameters(self) -> Hyperparameters:
         """The current parameters as a :class:`~epitensor.nn.hyperparams.Hyperparameters`."""
         return Hyperparameters(**self.get_params())
@@ -340,7 +307,7 @@ class Avocado(BaseEstimator):
             store.axis_length(axis)
         if not axes:
             raise EpitensorError("no training axes given")
-        holdout = [_parse_track(t) for t in holdout]
+        holdout = [parse_track(t) for t in holdout]
         for celltype, assay in holdout:
             store.track_index(celltype, assay)
         names = [
@@ -416,7 +383,7 @@ class Avocado(BaseEstimator):
     ) -> Avocado:
         """Stage 2: learn the genome factors of each axis, everything else frozen.
 
-        One task per axis through :func:`epitensor.parallel.fit_genome`: in
+        One task per axis through :func:`epitensor.estimators.stage2.fit_genome`: in
         this process by default, or as Ray tasks with the same result.
 
         Parameters
@@ -447,8 +414,6 @@ class Avocado(BaseEstimator):
         Avocado
             ``self``.
         """
-        from epitensor.parallel import fit_genome
-
         return fit_genome(self, store, axes, warm_start=warm_start, out=out,
                           checkpoint_dir=checkpoint_dir, resume=resume,
                           ray_address=ray_address)  # fmt: skip
@@ -641,7 +606,7 @@ class Avocado(BaseEstimator):
     def _track_rows(self, tracks: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
         ct, assay = [], []
         for track in tracks:
-            celltype, name = _parse_track(track)
+            celltype, name = parse_track(track)
             if celltype not in self.celltypes_:
                 raise EpitensorError(
                     f"unknown cell type {celltype!r}; the model knows {self.celltypes_} "
@@ -751,29 +716,6 @@ class Avocado(BaseEstimator):
                 hi = min(lo + chunk, end)
                 out[:, lo - start : hi - start] = predictor.predict(axis, lo, hi)
         return out
-
-    def impute(self, tracks: Sequence, out: str | os.PathLike, **kwargs) -> list[Path]:
-        """Write imputed tracks as bigWig / bedGraph (see :func:`epitensor.workflows.impute.impute`).
-
-        Parameters
-        ----------
-        tracks : sequence of (str, str)
-            (cell type, assay) pairs.
-        out : str or path-like
-            A ``.bw`` / ``.bedGraph`` file for one track, else a folder.
-        **kwargs
-            ``chroms``, ``regions``, ``arcsinh`` (default False: -log10 p),
-            ``fmt``, ``block_size``, ``device``, ``overwrite``, ``verbose``.
-
-        Returns
-        -------
-        list of pathlib.Path
-            The written files.
-        """
-        from epitensor.workflows.impute import impute
-
-        self.check_fitted()
-        return impute(self, [_parse_track(t) for t in tracks], out, **kwargs)
 
     def genome_factors(
         self, axis: str | None = None, start: int = 0, end: int | None = None
@@ -927,8 +869,8 @@ class Avocado(BaseEstimator):
             model.genome_ = config["genome_"]
             model.chrom_sizes_ = pd.Series(config["chrom_sizes_"], name="length", dtype="int64")
             model.genome_axes_ = {str(k): int(v) for k, v in config["genome_axes_"].items()}
-            model.training_tracks_ = [_parse_track(t) for t in config["training_tracks_"]]
-            model.holdout_tracks_ = [_parse_track(t) for t in config.get("holdout_tracks_", [])]
+            model.training_tracks_ = [parse_track(t) for t in config["training_tracks_"]]
+            model.holdout_tracks_ = [parse_track(t) for t in config.get("holdout_tracks_", [])]
             model.training_store_ = config.get("training_store_")
             model.history_ = history_frame(config["history_"])
             module = AvocadoModule(axis_lengths={}, **config["module"])
@@ -974,70 +916,40 @@ def _json_float(value: float | None) -> float | None:
     return float(value)
 
 
-def train_model(
-    store: Store | str | os.PathLike,
-    out: str | os.PathLike,
-    preset: str | os.PathLike = "cpu-small",
-    holdout: Sequence = (),
-    n_epochs: int | None = None,
-    resume: bool = False,
-    regions: str | os.PathLike | None = None,
-    device: str | None = None,
-    n_threads: int | None = None,
-    verbose: bool = True,
-    overwrite: bool = False,
-) -> Avocado:
-    """Stage 1 on a store with per-epoch checkpoints, then save the model (``epitensor train``).
+# a fitted model and its axes ------------------------------------------------------------
 
-    Checkpoints and the epoch log go to ``<out>.checkpoint/`` while training;
-    the finished model directory gets the log as ``log.jsonl`` and the
-    checkpoint folder is removed.
 
-    Parameters
-    ----------
-    store : Store, str or path-like
-        The compendium (``"roadmap-pilot"`` is the bundled sample).
-    out : str or path-like
-        Model directory to write.
-    preset : str
-        ``"cpu-small"`` (default), ``"paper"`` or a preset JSON file
-        (:meth:`Avocado.from_preset`).
-    holdout : sequence of (str, str) or "CELL:ASSAY"
-        Tracks left out and scored each epoch. Default: none.
-    n_epochs : int, optional
-        Override the preset's stage-1 epochs. Default None.
-    resume : bool
-        Continue an interrupted run from its last checkpoint. Default False.
-    regions : str or path-like, optional
-        Where stage 1 trains (see :meth:`Avocado.fit`). Default None.
-    device : str, optional
-        torch device. Default None: best available.
-    n_threads : int, optional
-        CPU threads. Default None.
-    verbose : bool
-        Progress bars. Default True.
-    overwrite : bool
-        Replace an existing model directory. Default False.
-
-    Returns
-    -------
-    Avocado
-        The fitted model (also saved at ``out``).
-    """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise EpitensorError(f"{out} already exists; choose another --out or remove it")
-    overrides = {"device": device, "n_threads": n_threads, "verbose": verbose}
-    if n_epochs is not None:
-        overrides["n_epochs"] = n_epochs
-    model = Avocado.from_preset(preset, **overrides)
-    checkpoint_dir = out.with_name(out.name + ".checkpoint")
-    if resume and not (checkpoint_dir / "checkpoint").exists():
-        warn(f"no checkpoint in {checkpoint_dir}; training from the start")
-    model.fit(store, holdout=holdout, checkpoint_dir=checkpoint_dir, resume=resume, regions=regions)
-    model.save(out, overwrite=overwrite)
-    log = checkpoint_dir / "log.jsonl"
-    if log.is_file():
-        shutil.copyfile(log, out / "log.jsonl")
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+def load_model(model):
+    """An :class:`~epitensor.estimators.avocado.Avocado` from a fitted object or a model directory."""
+    if isinstance(model, (str, os.PathLike)):
+        return Avocado.load(model)
+    for name in ("module_", "celltypes_", "assays_", "layout_", "chrom_sizes_"):
+        if not hasattr(model, name):
+            raise EpitensorError(
+                f"the model has no {name}: fit it (or load a saved model) before imputing"
+            )
     return model
+
+
+def genome_table(model, axis: str):
+    """The :class:`~epitensor.nn.module.GenomeFactors` of ``axis`` (loaded on demand)."""
+    if hasattr(model, "genome_module"):
+        return model.genome_module(axis)
+    return model.module_.genome[axis]
+
+
+@contextlib.contextmanager
+def axis_table(model, axis: str):
+    """The genome factors of ``axis``; dropped afterwards when this call read them from disk.
+
+    A saved model loads its axes lazily; dropping them again keeps one axis in
+    memory at a time over a whole genome (a later call reads it back).
+    """
+    genome = model.module_.genome
+    loaded_before = axis in genome
+    table = genome_table(model, axis)
+    try:
+        yield table
+    finally:
+        if not loaded_before and axis in genome:
+            del genome[axis]

@@ -36,7 +36,8 @@ import numpy as np
 
 from epitensor._utils import EpitensorError
 from epitensor.estimators.baselines import AverageActivity, ChromImputeGBT
-from epitensor.store.compendium import RegionView, Store, open_store
+from epitensor.store.compendium import RegionView, Store
+from epitensor.store.registry import open_store
 
 __all__ = ["Ensemble", "EnsembleRule", "training_compendium"]
 

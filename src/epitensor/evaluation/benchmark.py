@@ -29,11 +29,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from epitensor.evaluation import metrics
 from epitensor._utils import EpitensorError, atomic_directory, progress, warn
-from epitensor.genome.annotations import Annotations, peak_mask
+from epitensor.evaluation import metrics
 from epitensor.evaluation.relationships import pairwise_table, write_pairwise
-from epitensor.store.compendium import Store, open_store
+from epitensor.genome.annotations import Annotations, peak_mask
+from epitensor.store.compendium import Store
+from epitensor.store.registry import open_store
+from epitensor.viz.tables import markdown_table
 
 __all__ = [
     "STANDARD_SPLIT",
@@ -42,7 +44,6 @@ __all__ = [
     "evaluate",
     "evaluate_model",
     "impute",
-    "markdown_table",
     "read_split",
     "resolve_split",
     "run_benchmark",
@@ -416,36 +417,6 @@ def best_methods(summary: pd.DataFrame) -> pd.Series:
     return pd.Series(best, name="best")
 
 
-def markdown_table(frame: pd.DataFrame, digits: int = 3, bold: Mapping | None = None) -> str:
-    """A GitHub Markdown table of a frame (index as the first column).
-
-    Parameters
-    ----------
-    frame : pandas.DataFrame
-    digits : int
-        Decimals of float cells. Default 3.
-    bold : mapping, optional
-        Row label to the column whose cell is set in bold. Default None.
-    """
-    bold = bold or {}
-
-    def cell(value) -> str:
-        if isinstance(value, float | np.floating):
-            return "–" if np.isnan(value) else f"{value:.{digits}f}"
-        return str(value)
-
-    names = [str(frame.index.name or "")] + [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    integer = [frame[c].dtype.kind in "iu" for c in frame.columns]
-    for label, row in frame.iterrows():
-        cells = [f"{int(v):,}" if is_int else cell(v) for v, is_int in zip(row, integer)]
-        for i, column in enumerate(frame.columns):
-            if bold.get(label) == column and cells[i] != "–":
-                cells[i] = f"**{cells[i]}**"
-        lines.append("| " + " | ".join([str(label), *cells]) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def stratified_evaluation(
     store: Store,
     predictions: Mapping[str, Mapping[Track, np.ndarray]],
@@ -522,15 +493,17 @@ def plot_metrics(path: str | os.PathLike, table: pd.DataFrame, title: str) -> No
     title : str
         Figure title.
     """
-    from epitensor.viz.plots import plt, save_figure
+    from matplotlib import colormaps
+
+    from epitensor.viz.plots import save_figure, subplots
 
     summary = summarise(table)
     methods = list(summary.columns)
     n = len(summary)
     n_cols = 5
     n_rows = -(-n // n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.0 * n_cols, 2.6 * n_rows), squeeze=False)
-    colours = [plt.cm.tab10(i % 10) for i in range(len(methods))]
+    fig, axes = subplots(n_rows, n_cols, figsize=(3.0 * n_cols, 2.6 * n_rows), squeeze=False)
+    colours = [colormaps["tab10"](i % 10) for i in range(len(methods))]
     x = np.arange(len(methods))
     for ax, name in zip(axes.ravel(), summary.index):
         ax.bar(x, summary.loc[name].to_numpy(dtype=float), color=colours)
@@ -551,9 +524,9 @@ def plot_metrics(path: str | os.PathLike, table: pd.DataFrame, title: str) -> No
 
 def plot_stratified(path: str | os.PathLike, stratified: pd.DataFrame, title: str) -> None:
     """MSE, precision and recall by the number of cell types with a peak, one line per method."""
-    from epitensor.viz.plots import plt, save_figure
+    from epitensor.viz.plots import save_figure, subplots
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = subplots(1, 3, figsize=(13, 3.8))
     for ax, name in zip(axes, ("mse", "precision", "recall")):
         for method, group in stratified.groupby("method", sort=False):
             ax.plot(group.n_celltypes_with_peak, group[name], "o-", label=method)

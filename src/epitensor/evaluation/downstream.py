@@ -760,17 +760,14 @@ def plot_comparison(result: Comparison, path: str | os.PathLike, title: str | No
     title : str, optional
         Title. Default None: the metric and fold count.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from epitensor.viz.plots import subplots
 
     table = result.summary()
     metric = result.metric
     label = {"ap": "average precision (mean over folds)", "pearson": "Pearson r (mean over folds)"}
     names = table.feature_set.tolist()
     colours = ["#bbbbbb" if n == result.baseline else "#1f77b4" for n in names]
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(names), 3.6))
+    fig, ax = subplots(figsize=(1.2 + 1.1 * len(names), 3.6))
     ax.bar(
         range(len(names)), table[f"mean_{metric}"], yerr=table[f"sem_{metric}"],
         color=colours, capsize=4,
@@ -781,7 +778,6 @@ def plot_comparison(result: Comparison, path: str | os.PathLike, title: str | No
     ax.set_title(title or f"{result.params['model']}, {n} test folds; bars: ±1 s.e.")
     ax.spines[["top", "right"]].set_visible(False)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
 
 
 # --------------------------------------------------------------------------------------
@@ -857,7 +853,7 @@ def locate_intervals(intervals: pd.DataFrame, layout: Layout) -> pd.DataFrame:
     intervals : pandas.DataFrame
         ``chrom, start, end`` (bp, 0-based half-open).
     layout : Layout
-        The layout (e.g. :func:`epitensor.store.datasets.pilot_layout`).
+        The layout (e.g. :func:`epitensor.genome.pilot.pilot_layout`).
 
     Returns
     -------

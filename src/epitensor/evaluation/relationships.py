@@ -48,7 +48,8 @@ from scipy import stats
 
 from epitensor._utils import EpitensorError
 from epitensor.genome.annotations import Annotations
-from epitensor.store.compendium import Store, open_store
+from epitensor.store.compendium import Store
+from epitensor.store.registry import open_store
 
 __all__ = [
     "RELATIONSHIPS",
@@ -455,7 +456,7 @@ def write_pairwise(table: pd.DataFrame, folder: str | Path) -> list[Path]:
     list of pathlib.Path
         The files written.
     """
-    from epitensor.evaluation.benchmark import markdown_table
+    from epitensor.viz.tables import markdown_table
 
     folder = Path(folder)
     table.to_csv(folder / "pairwise.csv", index=False)

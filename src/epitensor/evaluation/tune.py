@@ -73,7 +73,8 @@ import pandas as pd
 
 from epitensor._utils import EpitensorError, atomic_write_bytes, warn
 from epitensor.nn.hyperparams import STRUCTURAL
-from epitensor.store.compendium import Store, open_store
+from epitensor.store.compendium import Store
+from epitensor.store.registry import open_store
 
 __all__ = [
     "PAPER_GRID",
@@ -917,7 +918,7 @@ def _importance(study, optuna) -> pd.Series | None:
 
 
 def _write(result: TuneResult, protocol: dict) -> None:
-    from epitensor.evaluation.benchmark import markdown_table
+    from epitensor.viz.tables import markdown_table
 
     out = result.out_dir
     atomic_write_bytes(
@@ -952,10 +953,10 @@ def plot_importance(path: str | os.PathLike, importance: pd.Series) -> None:
     importance : pandas.Series
         Hyperparameter name to importance (from Optuna's ``get_param_importances``).
     """
-    from epitensor.viz.plots import plt
+    from epitensor.viz.plots import subplots
 
     ordered = importance.sort_values()
-    fig, ax = plt.subplots(figsize=(6, 0.4 * len(ordered) + 1.2))
+    fig, ax = subplots(figsize=(6, 0.4 * len(ordered) + 1.2))
     ax.barh(ordered.index, ordered.to_numpy(), color="tab:blue")
     ax.set_xlabel("importance for validation MSE (fANOVA)")
     ax.set_title("hyperparameter importance")
@@ -964,5 +965,4 @@ def plot_importance(path: str | os.PathLike, importance: pd.Series) -> None:
     path = Path(path)
     partial = path.with_name(f".{path.name}.partial.png")
     fig.savefig(partial, dpi=120)
-    plt.close(fig)
     os.replace(partial, path)

@@ -189,7 +189,7 @@ class Annotations:
         Annotations
         """
         if directory is None:
-            from epitensor.store.datasets import pilot_annotations_dir
+            from epitensor.genome.pilot import pilot_annotations_dir
 
             directory = pilot_annotations_dir()
         directory = Path(directory)

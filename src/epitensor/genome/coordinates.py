@@ -36,6 +36,7 @@ __all__ = [
     "BUILDS",
     "DEFAULT_RESOLUTION",
     "Layout",
+    "Locus",
     "chrom_sizes",
     "n_bins",
     "natural_sort",
@@ -656,3 +657,25 @@ class Layout:
         numpy.ndarray, shape=(n_positions,), bool
         """
         return self.count_intervals(intervals, axis) > 0
+
+
+@dataclass
+class Locus:
+    """A window of the layout to draw: axis positions ``[start, end)`` and their genomic place."""
+
+    axis: str
+    start: int
+    end: int
+    chrom: str
+    first_bin: int
+    label: str
+
+    def bp_starts(self, resolution: int = 25) -> np.ndarray:
+        """Genomic start (bp) of each bin, shape ``(end - start,)``."""
+        return (self.first_bin + np.arange(self.end - self.start)) * resolution
+
+    @property
+    def region(self) -> str:
+        """UCSC string of the window (0-based, half-open)."""
+        lo = self.first_bin * 25
+        return f"{self.chrom}:{lo}-{lo + (self.end - self.start) * 25}"

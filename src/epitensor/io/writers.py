@@ -395,8 +395,7 @@ def bin_edges(first_bin: int, n: int, resolution: int, chrom_length: int) -> tup
 
 def write_json(path: Path, data: dict) -> None:
     """Write ``data`` (with the epitensor version first) as indented JSON, atomically."""
-    from epitensor import __version__
-    from epitensor._utils import atomic_write_bytes
+    from epitensor._utils import __version__, atomic_write_bytes
 
     data = {"epitensor": __version__, **data}
     atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())

@@ -20,7 +20,6 @@ This module owns the format; :class:`~epitensor.estimators.avocado.Avocado` call
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -31,8 +30,7 @@ from pathlib import Path
 
 import torch
 
-from epitensor import __version__
-from epitensor._utils import EpitensorError, atomic_directory, warn
+from epitensor._utils import EpitensorError, __version__, atomic_directory, warn
 from epitensor.nn.hyperparams import STRUCTURAL
 
 __all__ = [
@@ -41,9 +39,6 @@ __all__ = [
     "HISTORY_FILE",
     "WEIGHTS_FILE",
     "axis_file",
-    "axis_table",
-    "genome_table",
-    "load_model",
     "checksum_of",
     "read_config",
     "recorded_checksum",
@@ -388,44 +383,3 @@ def recorded_checksum(directory: str | os.PathLike, axis: str | None = None) -> 
     except (OSError, ValueError):
         raise EpitensorError(f"{Path(directory) / CONFIG_FILE} is unreadable; {_DAMAGED}") from None
     return checksum_of(config if isinstance(config, dict) else {}, axis)
-
-
-# a fitted model and its axes ------------------------------------------------------------
-
-
-def load_model(model):
-    """An :class:`~epitensor.estimators.avocado.Avocado` from a fitted object or a model directory."""
-    if isinstance(model, (str, os.PathLike)):
-        from epitensor.estimators.avocado import Avocado
-
-        return Avocado.load(model)
-    for name in ("module_", "celltypes_", "assays_", "layout_", "chrom_sizes_"):
-        if not hasattr(model, name):
-            raise EpitensorError(
-                f"the model has no {name}: fit it (or load a saved model) before imputing"
-            )
-    return model
-
-
-def genome_table(model, axis: str):
-    """The :class:`~epitensor.nn.module.GenomeFactors` of ``axis`` (loaded on demand)."""
-    if hasattr(model, "genome_module"):
-        return model.genome_module(axis)
-    return model.module_.genome[axis]
-
-
-@contextlib.contextmanager
-def axis_table(model, axis: str):
-    """The genome factors of ``axis``; dropped afterwards when this call read them from disk.
-
-    A saved model loads its axes lazily; dropping them again keeps one axis in
-    memory at a time over a whole genome (a later call reads it back).
-    """
-    genome = model.module_.genome
-    loaded_before = axis in genome
-    table = genome_table(model, axis)
-    try:
-        yield table
-    finally:
-        if not loaded_before and axis in genome:
-            del genome[axis]

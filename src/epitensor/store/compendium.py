@@ -52,7 +52,7 @@ TRANSFORMS = ("arcsinh", "none")
 TRACK_COLUMNS = ["celltype", "assay", "source", "md5"]
 _REINGEST = "re-ingest it (`epitensor ingest MANIFEST --out STORE --overwrite`)"
 
-__all__ = ["RegionView", "Store", "StoreCheck", "TrackUnion", "open_store"]
+__all__ = ["RegionView", "Store", "StoreCheck", "TrackUnion"]
 
 
 def _zarr():
@@ -64,7 +64,7 @@ def _zarr():
 class Store:
     """A compendium of observed (cell type, assay) tracks on a genome layout.
 
-    Use :meth:`create` or :meth:`open` (or :func:`open_store`, which also
+    Use :meth:`create` or :meth:`open` (or :func:`epitensor.store.registry.open_store`, which also
     accepts the name ``"roadmap-pilot"``) rather than the constructor.
 
     Attributes
@@ -1180,39 +1180,3 @@ def _check_layout(attrs: dict, url: str) -> Layout:
         return Layout.from_dict(data)
     except EpitensorError as exc:
         _bad_metadata(url, "layout", f"invalid ({exc})")
-
-
-def store_reference(store: Store) -> str | list[str]:
-    """What reopens ``store`` with :func:`open_store`: ``"roadmap-pilot"`` for the bundled sample.
-
-    A :class:`RegionView` gives the store it reads; a :class:`TrackUnion` the
-    list of its stores' references.
-    """
-    from epitensor.store.datasets import bundled_store_path
-
-    if isinstance(store, RegionView):
-        return store_reference(store.source)
-    if isinstance(store, TrackUnion):
-        return [store_reference(source) for source in store.sources]
-    url = str(store.url)
-    if "://" not in url and Path(url).resolve() == bundled_store_path().resolve():
-        return "roadmap-pilot"
-    return url
-
-
-def open_store(store, mode: str = "r") -> Store:
-    """Open a store from a path or URL; the name ``"roadmap-pilot"`` is the bundled sample.
-
-    A list or tuple of stores (paths, URLs or open stores) opens as their
-    :class:`TrackUnion` (one alone as itself), read-only.
-    """
-    if isinstance(store, Store):
-        return store
-    if isinstance(store, list | tuple):
-        stores = [open_store(one) for one in store]
-        return stores[0] if len(stores) == 1 else TrackUnion(stores)
-    if str(store) == "roadmap-pilot":
-        from epitensor.store.datasets import roadmap_pilot
-
-        return roadmap_pilot()
-    return Store.open(store, mode=mode)

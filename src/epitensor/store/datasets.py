@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from epitensor._utils import EpitensorError, atomic_directory
-from epitensor.genome.coordinates import Layout, chrom_sizes
+from epitensor._utils import EpitensorError, atomic_directory, package_data
+from epitensor.genome.coordinates import chrom_sizes
+from epitensor.genome.pilot import pilot_layout
 from epitensor.store.compendium import Store
 
 ROADMAP_CELLTYPES = ["E003", "E017", "E065", "E116", "E117"]
 ROADMAP_ASSAYS = ["H3K4me3", "H3K27me3", "H3K36me3", "H3K9me3", "H3K4me1"]
-ROADMAP_PILOT_POSITIONS = 1_126_469
 
 __all__ = [
     "ROADMAP_ASSAYS",
     "ROADMAP_CELLTYPES",
     "cache_dir",
-    "pilot_annotations_dir",
-    "pilot_layout",
     "roadmap_pilot",
     "roadmap_pilot_arrays",
 ]
@@ -32,38 +29,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EPITENSOR_CACHE", Path.home() / ".cache" / "epitensor"))
 
 
-def _data_file(name: str) -> Path:
-    return Path(str(resources.files("epitensor") / "data" / name))
-
-
-def pilot_layout() -> Layout:
-    """The ENCODE pilot-region layout of the bundled sample (hg19, one axis ``"pilot"``).
-
-    The 42 autosomal pilot regions are concatenated in numeric chromosome
-    order; 1,126,469 positions, the last of which no region covers.
-    """
-    return Layout.from_avocado_table(
-        _data_file("roadmap_pilot_layout_hg19.tsv"), n_positions=ROADMAP_PILOT_POSITIONS
-    )
-
-
-def pilot_regions_bed() -> Path:
-    """Path of the 44 ENCODE pilot regions (hg19 BED) shipped with the package."""
-    return _data_file("encode_pilot_hg19.bed")
-
-
-def pilot_annotations_dir() -> Path:
-    """Folder of hg19 annotations cut to the pilot regions (same formats as their sources).
-
-    Holds ``gencode.v19.TSS.notlow.gff.gz`` (GENCODE v19 TSS),
-    ``RefSeqGene.hg19.bed.gz`` (RefSeq gene bodies), ``E116_chromhmm25.bed.gz``
-    (Roadmap 25-state ChromHMM of GM12878) and ``hg19-blacklist.v2.bed.gz``
-    (ENCODE blacklist v2), each restricted to the pilot regions +- 5 kb by
-    ``scripts/make_pilot_annotations.py``.
-    """
-    return _data_file("pilot_annotations_hg19")
-
-
 def roadmap_pilot_arrays() -> dict[tuple[str, str], np.ndarray]:
     """The 25 bundled tracks as arrays.
 
@@ -72,7 +37,7 @@ def roadmap_pilot_arrays() -> dict[tuple[str, str], np.ndarray]:
     dict of (str, str) to numpy.ndarray, shape=(1126469,), float32, arcsinh
         Keyed by ``(celltype, assay)``.
     """
-    with np.load(_data_file("roadmap_pilot.npz")) as bundle:
+    with np.load(package_data("roadmap_pilot.npz")) as bundle:
         return {
             (c, a): bundle[f"{c}.{a}"].astype(np.float32)
             for c in ROADMAP_CELLTYPES

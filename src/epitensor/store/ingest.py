@@ -51,6 +51,7 @@ from epitensor._utils import (
     progress,
     warn,
 )
+from epitensor.genome.coordinates import BUILDS, Layout, chrom_sizes, natural_sort
 from epitensor.io.fetch import (
     DEFAULT_DOWNLOAD_TIMEOUT,
     DEFAULT_MAX_DOWNLOAD,
@@ -60,9 +61,8 @@ from epitensor.io.fetch import (
     terminate_cleanly,
     watch_parent,
 )
-from epitensor.genome.coordinates import BUILDS, Layout, chrom_sizes, natural_sort
-from epitensor.store.names import validate_name
 from epitensor.store.compendium import DEFAULT_TRACK_CHUNK, Store
+from epitensor.store.names import validate_name
 
 __all__ = [
     "FORMATS",
@@ -1078,7 +1078,7 @@ def resolve_layout(
     if isinstance(regions, Layout):
         layout = regions
     elif str(regions) == "roadmap-pilot":
-        from epitensor.store.datasets import pilot_layout
+        from epitensor.genome.pilot import pilot_layout
 
         layout = pilot_layout()
     else:

@@ -12,7 +12,7 @@ import re
 
 from epitensor._utils import EpitensorError
 
-__all__ = ["NAME_RULE", "is_valid_name", "validate_name"]
+__all__ = ["NAME_RULE", "is_valid_name", "parse_track", "validate_name"]
 
 NAME_RULE = "1-100 characters: letters, digits and _ . + -, starting with a letter or digit"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+\-]{0,99}")
@@ -52,3 +52,17 @@ def validate_name(name: object, kind: str, where: str = "") -> str:
     prefix = f"{where}: " if where else ""
     shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
     raise EpitensorError(f"{prefix}invalid {kind} name {shown}: a name must be {NAME_RULE}")
+
+
+def parse_track(track) -> tuple[str, str]:
+    """A track as ``(celltype, assay)`` from a pair or a ``"CELLTYPE:ASSAY"`` string."""
+    if isinstance(track, str):
+        if ":" not in track:
+            raise EpitensorError(f"invalid track {track!r}: expected CELLTYPE:ASSAY")
+        celltype, assay = track.split(":", 1)
+        return celltype, assay
+    try:
+        celltype, assay = track
+    except (TypeError, ValueError):
+        raise EpitensorError(f"invalid track {track!r}: expected (celltype, assay)") from None
+    return str(celltype), str(assay)

@@ -30,13 +30,14 @@ from epitensor._utils import (
     resolve_device,
     resolve_precision,
 )
-from epitensor.train.checkpoints import Checkpoint, trained_tensors
 from epitensor.genome.coordinates import Layout
 from epitensor.nn.hyperparams import TrainConfig
 from epitensor.nn.inference import Predictor
 from epitensor.nn.module import AvocadoModule, GenomeFactors, resolve_cpu_gemm
+from epitensor.store.compendium import RegionView, Store
+from epitensor.store.registry import open_store
+from epitensor.train.checkpoints import Checkpoint, trained_tensors
 from epitensor.train.sampling import AxisSource, Batch, EpochSampler, TrackSet, validation_positions
-from epitensor.store.compendium import RegionView, Store, open_store
 
 __all__ = [
     "TrainConfig",
@@ -510,7 +511,7 @@ def stage1_store(store: Store, regions: str | os.PathLike | pd.DataFrame | None 
                 f"are on hg19; pass training regions on {store.genome} as a BED "
                 f"(regions=..., --regions) or regions='all'"
             )
-        from epitensor.store.datasets import pilot_regions_bed
+        from epitensor.genome.pilot import pilot_regions_bed
 
         layout = Layout.from_bed(pilot_regions_bed(), store.resolution, "pilot")
     else:

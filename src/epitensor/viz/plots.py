@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only: the demo runs on machines without a screen
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-__all__ = ["plot_embedding_map", "plot_tracks", "plot_training_curve", "umap_2d"]
+__all__ = [
+    "plot_embedding_map",
+    "plot_tracks",
+    "plot_training_curve",
+    "save_figure",
+    "subplots",
+    "umap_2d",
+]
 
 SIGNAL_LABEL = "arcsinh(-log10 p)"
 METHOD_COLOURS = {
@@ -23,13 +27,20 @@ METHOD_COLOURS = {
 }
 
 
-def save_figure(fig, path: str | os.PathLike) -> None:
-    """Write a figure (120 dpi, tight box) and close it."""
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, **kwargs) -> tuple[Figure, object]:
+    """A new :class:`~matplotlib.figure.Figure` and its axes, as ``pyplot.subplots`` gives them.
+
+    Drawn without pyplot, so no backend is chosen or changed and nothing needs
+    closing: a user's notebook keeps its own backend. ``kwargs`` go to
+    :meth:`Figure.subplots` (``squeeze``, ``sharex``, ``sharey``, ``gridspec_kw``...).
+    """
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> None:
+    """Write a figure as PNG or PDF, by the path's suffix (120 dpi, tight box)."""
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
-_save = save_figure  # the name other modules used before save_figure was public
 
 
 def plot_tracks(
@@ -65,7 +76,7 @@ def plot_tracks(
         Bin width in bp. Default 25.
     """
     n = len(tracks)
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         n + 1,
         1,
         figsize=(10, 1.5 * n + 1.2),
@@ -126,7 +137,7 @@ def plot_training_curve(
         Held-out MSE of the parameters training ended with, when they are not
         the last epoch's (weight averaging, early stopping): a dashed line.
     """
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     ax.plot(history.epoch, history.train_mse, "o-", label="training tracks")
     if "holdout_mse" in history and history.holdout_mse.notna().any():
         ax.plot(history.epoch, history.holdout_mse, "s-", label="held-out tracks")
@@ -187,7 +198,7 @@ def plot_embedding_map(
     annotate : bool
         Write each label next to its point instead of a legend. Default False.
     """
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    fig, ax = subplots(figsize=(5, 4.5))
     labels = np.asarray(labels)
     for i, group in enumerate(dict.fromkeys(labels)):
         chosen = labels == group
@@ -196,7 +207,7 @@ def plot_embedding_map(
             coords[chosen, 1],
             s=60 if annotate else 6,
             alpha=1.0 if annotate else 0.5,
-            color=plt.cm.tab10(i % 10),
+            color=colormaps["tab10"](i % 10),
             label=None if annotate else group,
         )
         if annotate:

@@ -65,7 +65,7 @@ from epitensor.genome.annotations import promoters, read_tss
 from epitensor.genome.coordinates import Layout, read_bed
 
 if TYPE_CHECKING:
-    from epitensor.demo import Locus
+    from epitensor.genome.coordinates import Locus
 
 __all__ = [
     "CHROMHMM_FAMILIES",
@@ -157,7 +157,7 @@ def annotation_intervals(directory: str | os.PathLike | None = None) -> dict[str
         order above.
     """
     if directory is None:
-        from epitensor.store.datasets import pilot_annotations_dir
+        from epitensor.genome.pilot import pilot_annotations_dir
 
         directory = pilot_annotations_dir()
     directory = Path(directory)
@@ -931,10 +931,7 @@ def plot_enrichment(
     title : str
         What the states were computed from. Default ``""``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from epitensor.viz.plots import subplots
 
     values = enrichment.to_numpy(dtype=float)
     finite = np.isfinite(values)  # a column is all NaN where its annotation covers no bin
@@ -942,7 +939,7 @@ def plot_enrichment(
     hi = np.where(finite, values, -np.inf).max(axis=0)
     scaled = (values - lo) / np.where(hi > lo, hi - lo, 1.0)
     n_rows, n_cols = values.shape
-    fig, ax = plt.subplots(figsize=(0.45 * n_cols + 2.2, 0.38 * n_rows + 2.4))
+    fig, ax = subplots(figsize=(0.45 * n_cols + 2.2, 0.38 * n_rows + 2.4))
     ax.imshow(np.nan_to_num(scaled), cmap="Blues", aspect="auto", vmin=0, vmax=1.15)
     for i in range(n_rows):
         for j in range(n_cols):
@@ -954,7 +951,6 @@ def plot_enrichment(
         f"Fold enrichment of the states ({title})" if title else "Fold enrichment", fontsize=10
     )
     fig.savefig(path, dpi=120, bbox_inches="tight", format="png")
-    plt.close(fig)
 
 
 def plot_signal(
@@ -973,14 +969,11 @@ def plot_signal(
     title : str
         What the states were computed from. Default ``""``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from epitensor.viz.plots import subplots
 
     values = signal.to_numpy(dtype=float)
     n_rows, n_cols = values.shape
-    fig, ax = plt.subplots(figsize=(0.42 * n_cols + 2.4, 0.38 * n_rows + 2.4))
+    fig, ax = subplots(figsize=(0.42 * n_cols + 2.4, 0.38 * n_rows + 2.4))
     image = ax.imshow(values, cmap="Reds", aspect="auto", vmin=0)
     for i in range(n_rows):
         for j in range(n_cols):
@@ -991,7 +984,6 @@ def plot_signal(
     fig.colorbar(image, ax=ax, shrink=0.6, label="mean imputed arcsinh(-log10 p)")
     ax.set_title(f"Mean imputed signal per state ({title})" if title else "", fontsize=10)
     fig.savefig(path, dpi=120, bbox_inches="tight", format="png")
-    plt.close(fig)
 
 
 def plot_states_locus(
@@ -1028,14 +1020,12 @@ def plot_states_locus(
     resolution : int
         Bin width in bp. Default 25.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
+    from epitensor.viz.plots import subplots
+
     n_tracks, n_bands = len(tracks), len(bands) + (genes is not None)
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         n_tracks + n_bands,
         1,
         figsize=(11, 0.9 * n_tracks + 0.45 * n_bands + 1.2),
@@ -1078,7 +1068,6 @@ def plot_states_locus(
     axes[-1].set_xlabel(f"{chrom} (Mb)")
     axes[0].set_title(title, fontsize=10)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
 
 
 CHROMHMM_FAMILIES = (

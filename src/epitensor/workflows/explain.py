@@ -50,6 +50,7 @@ import torch
 from epitensor._utils import EpitensorError, atomic_write_bytes, progress, resolve_device, warn
 from epitensor.genome.coordinates import Layout, parse_region
 from epitensor.nn.module import COMPONENTS, AvocadoModule, GenomeFactors
+from epitensor.viz.plots import subplots
 
 __all__ = [
     "COMPONENT_LABELS",
@@ -656,7 +657,7 @@ def peak_attributions(
         this cell type), ``observed`` (arcsinh), the five components, the
         prediction, the reference prediction and the gap.
     """
-    from epitensor.store.compendium import open_store
+    from epitensor.store.registry import open_store
 
     _check_fitted(model)
     store = open_store(store)
@@ -733,19 +734,9 @@ def peak_attribution_summary(table: pd.DataFrame) -> pd.DataFrame:
 # figures ----------------------------------------------------------------------------
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: runs on machines without a screen
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig, path: str | os.PathLike) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    _plt().close(fig)
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -777,12 +768,11 @@ def plot_explanation(
     title : str, optional
         Figure title. Default None: the assay and region.
     """
-    plt = _plt()
     celltypes = list(dict.fromkeys(table.track_celltype))
     chrom = str(table.chrom.iloc[0])
     assay = str(table.track_assay.iloc[0])
     n_rows = 1 + len(COMPONENTS)
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         n_rows,
         len(celltypes),
         figsize=(6.0 * len(celltypes) + 1.5, 1.25 * n_rows + 1.2),
@@ -837,8 +827,7 @@ def plot_peak_attributions(
     title : str, optional
         Figure title. Default None: a generic one.
     """
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(COMPONENTS), figsize=(3.0 * len(COMPONENTS), 3.2), sharey=True)
+    fig, axes = subplots(1, len(COMPONENTS), figsize=(3.0 * len(COMPONENTS), 3.2), sharey=True)
     for ax, component in zip(axes, COMPONENTS):
         for peak, style in (
             (True, dict(color="#d62728", marker="o")),

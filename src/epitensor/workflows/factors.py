@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 
 from epitensor._utils import EpitensorError, atomic_directory, progress, warn
+from epitensor.estimators.avocado import axis_table, load_model
 from epitensor.genome.coordinates import Layout, read_bed
-from epitensor.nn.modeldir import axis_table, load_model
 from epitensor.io.writers import write_json
 
 __all__ = ["embed", "factor_names", "region_factors"]

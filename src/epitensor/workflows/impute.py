@@ -24,11 +24,8 @@ import pandas as pd
 import torch
 
 from epitensor._utils import EpitensorError, output_lock, resolve_device, warn
-from epitensor.parallel import DEFAULT_MAX_RETRIES, check_ray, iter_tasks, task_threads
-from epitensor.workflows.factors import embed, factor_names, region_factors
+from epitensor.estimators.avocado import axis_table, genome_table, load_model
 from epitensor.genome.coordinates import Layout, n_bins, parse_region
-from epitensor.nn.inference import PRECISIONS, Predictor
-from epitensor.nn.modeldir import axis_table, genome_table, load_model
 from epitensor.io.writers import (
     BedGraphSink,
     BigWigSink,
@@ -39,6 +36,10 @@ from epitensor.io.writers import (
     track_file_stems,
     write_json,
 )
+from epitensor.nn.inference import PRECISIONS, Predictor
+from epitensor.parallel import DEFAULT_MAX_RETRIES, check_ray, iter_tasks, task_threads
+from epitensor.store.names import parse_track
+from epitensor.workflows.factors import embed, factor_names, region_factors
 
 __all__ = [
     "FastPredictor",
@@ -76,7 +77,7 @@ def _index(names: Sequence[str], name: str, kind: str) -> int:
 
 
 def _check_tracks(model, tracks: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    tracks = [(str(c), str(a)) for c, a in tracks]
+    tracks = [parse_track(t) for t in tracks]
     if not tracks:
         raise EpitensorError("no tracks to impute: give at least one (cell type, assay) pair")
     seen = set()
@@ -104,7 +105,7 @@ def missing_tracks(model, store) -> list[tuple[str, str]]:
     list of (str, str)
         Pairs in the model's cell type order, then assay order.
     """
-    from epitensor.store.compendium import open_store
+    from epitensor.store.registry import open_store
 
     model = load_model(model)
     observed = set(open_store(store).track_names())
@@ -618,7 +619,7 @@ def impute_fingerprints(
     """
     import hashlib
 
-    from epitensor import __version__
+    from epitensor._utils import __version__
     from epitensor.nn import modeldir
 
     if source is None:

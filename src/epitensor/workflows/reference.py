@@ -47,7 +47,13 @@ import torch
 from torch import nn
 
 from epitensor._utils import EpitensorError, atomic_write_bytes, progress, warn
-from epitensor.genome.coordinates import DEFAULT_RESOLUTION, Layout, chrom_sizes, n_bins, natural_sort
+from epitensor.genome.coordinates import (
+    DEFAULT_RESOLUTION,
+    Layout,
+    chrom_sizes,
+    n_bins,
+    natural_sort,
+)
 from epitensor.nn.module import SCALE_5KBP, SCALE_250BP, AvocadoModule, GenomeFactors
 
 __all__ = [

@@ -1,0 +1,330 @@
+"""Files: checksums, local paths, output locks, atomic writes, bundled package data."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import math
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+from epitensor._utils.errors import EpitensorError, warn
+
+
+def md5sum(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex MD5 digest of a file, read in chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_local_path(url: str | os.PathLike) -> bool:
+    """True for a plain path or a ``file://`` URL."""
+    text = str(url)
+    return "://" not in text or text.startswith("file://")
+
+
+def local_path(url: str | os.PathLike) -> Path:
+    """Path of a plain path or ``file://`` URL."""
+    text = str(url)
+    return Path(text[len("file://") :] if text.startswith("file://") else text)
+
+
+LOCK_TIMEOUT_ENV = "EPITENSOR_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 3600.0
+_LOCK_POLL = 0.1  # seconds between tries while another process holds a lock
+_held: dict[str, list] = {}  # lock file -> [handle, depth]: locks this process holds
+_held_guard = threading.Lock()
+
+
+def lock_file(path: str | os.PathLike) -> Path:
+    """The lock file of an output (a store or a directory): ``.NAME.lock`` beside it.
+
+    Beside, not inside, so that replacing the directory (``--overwrite``) and
+    adding to it (``--append``) take the same lock.
+    """
+    final = Path(os.path.abspath(path))
+    return final.parent / f".{final.name}.lock"
+
+
+def lock_timeout() -> float:
+    """Seconds a writer waits for another's lock: ``$EPITENSOR_LOCK_TIMEOUT`` or 3600."""
+    text = os.environ.get(LOCK_TIMEOUT_ENV)
+    if text is None:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0:
+        raise EpitensorError(
+            f"invalid {LOCK_TIMEOUT_ENV}: got {text!r}, expected a number of seconds >= 0"
+        )
+    return value
+
+
+@contextlib.contextmanager
+def output_lock(
+    path: str | os.PathLike, wait: bool = True, timeout: float | None = None
+) -> Iterator[Path]:
+    """Hold the inter-process write lock of an output while the block runs.
+
+    The lock is an exclusive ``flock`` on :func:`lock_file` (``fcntl``; on
+    Windows, through the ``filelock`` package). The operating system drops it
+    when its process dies, so a killed writer never leaves a stale lock; the
+    file itself is deleted on release. Reentrant within one process (a
+    command that locks its output may call functions that lock it again).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The output: a store or output directory (it need not exist yet; its
+        parent folder is created).
+    wait : bool
+        When another process holds the lock, wait for it (with a message on
+        stderr). Default True. False: fail at once.
+    timeout : float, optional
+        Longest wait in seconds. Default None: :func:`lock_timeout`.
+
+    Yields
+    ------
+    pathlib.Path
+        The lock file.
+    """
+    target = lock_file(path)
+    key = str(target)
+    with _held_guard:
+        if key in _held:
+            _held[key][1] += 1
+            reentered = True
+        else:
+            reentered = False
+    if reentered:
+        try:
+            yield target
+        finally:
+            with _held_guard:
+                _held[key][1] -= 1
+        return
+    handle = _acquire(target, path, wait, lock_timeout() if timeout is None else timeout)
+    with _held_guard:
+        _held[key] = [handle, 1]
+    try:
+        yield target
+    finally:
+        with _held_guard:
+            depth = _held[key][1] - 1
+            if depth == 0:
+                del _held[key]
+            else:  # pragma: no cover - a nested holder outlived its parent block
+                _held[key][1] = depth
+        if depth == 0:
+            _release(handle, target)
+
+
+def check_parent_folder(out: str | os.PathLike, what: str = "") -> None:
+    """Refuse an output whose nearest existing ancestor is a file, not a folder.
+
+    ``mkdir`` would say only "File exists"; this names the file in the way.
+
+    Parameters
+    ----------
+    out : str or path-like
+        The output path (it need not exist).
+    what : str
+        What the output is, for the message (``"the store"``). Default: nothing.
+    """
+    for parent in Path(out).absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                name = f"{what} {out}" if what else str(out)
+                raise EpitensorError(
+                    f"cannot write {name}: {parent} is a file, not a folder; choose another output"
+                )
+            return
+
+
+def _acquire(target: Path, path, wait: bool, timeout: float):
+    """Take the lock of ``target`` (waiting up to ``timeout`` s when ``wait``); its handle."""
+    check_parent_folder(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle = _try_lock(target)
+        if handle is not None:
+            return handle
+        holder = _lock_holder(target)
+        if not wait:
+            raise EpitensorError(
+                f"{path} is being written by another epitensor process{holder} (lock "
+                f"{target}); wait for it to finish or choose another output"
+            )
+        sys.stderr.write(
+            f"waiting up to {timeout:g} s for another epitensor process{holder} writing "
+            f"{path} to finish (set {LOCK_TIMEOUT_ENV} to change the wait)\n"
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(_LOCK_POLL)
+            handle = _try_lock(target)
+            if handle is not None:
+                return handle
+    except OSError as exc:
+        raise EpitensorError(
+            f"cannot lock {path}: {exc.strerror or exc} on {target}; make {target.parent} writable"
+        ) from None
+    raise EpitensorError(
+        f"timed out after {timeout:g} s waiting for another epitensor process"
+        f"{_lock_holder(target)} writing {path} (lock {target}); retry when it is done "
+        f"or set {LOCK_TIMEOUT_ENV} to wait longer"
+    )
+
+
+def _lock_holder(target: Path) -> str:
+    """`` (pid N)`` of the process holding ``target``, as it wrote it there; else empty."""
+    try:
+        pid = int(target.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return ""
+    return f" (pid {pid})"
+
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: filelock's msvcrt locks instead
+    fcntl = None
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}  # file systems without flock
+
+
+def _try_lock(target: Path):
+    """One attempt at the lock; its handle, or None while another process holds it."""
+    if fcntl is None:  # pragma: no cover - Windows
+        import filelock
+
+        lock = filelock.FileLock(str(target), thread_local=False)
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            return None
+        return lock
+    while True:
+        try:
+            fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except PermissionError:  # another user's lock file: flock works on a read-only one
+            fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except OSError as exc:
+            if exc.errno not in _NO_LOCKS:
+                os.close(fd)
+                raise
+            warn(f"the file system of {target.parent} has no file locks; writing unlocked", 5)
+        except BaseException:
+            os.close(fd)
+            raise
+        # The holder deletes the file on release: a lock won on a file no longer at
+        # ``target`` guards nothing (a newcomer would lock a new file), so retry.
+        try:
+            fresh = os.path.samestat(os.fstat(fd), os.stat(target))
+        except FileNotFoundError:
+            fresh = False
+        if fresh:
+            with contextlib.suppress(OSError):  # the pid is for messages only
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)
+
+
+def _release(handle, target: Path) -> None:
+    """Delete the lock file (while still holding it) and unlock."""
+    if fcntl is None:  # pragma: no cover - Windows
+        handle.release()
+        return
+    with contextlib.suppress(OSError):  # gone, or a folder this user may not change
+        os.unlink(target)
+    os.close(handle)  # closing the last descriptor drops the flock
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Build a directory under a temporary name and rename it into place on success.
+
+    On an exception the temporary directory is removed and any existing
+    ``path`` is left untouched.
+
+    The build holds :func:`output_lock` on ``path``, so two processes never
+    build the same directory at once: without ``overwrite`` the second fails at
+    once, with it the second waits and then replaces the first's result.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Final directory.
+    overwrite : bool
+        Replace an existing ``path``. Default False: refuse it.
+    """
+    final = Path(path)
+    if final.exists() and not overwrite:
+        raise EpitensorError(f"{final} already exists; choose another path or pass overwrite")
+    # Without overwrite, waiting for another writer of ``final`` could only end in
+    # "already exists", so fail at once; with it, wait and replace its result.
+    with output_lock(final, wait=overwrite):
+        if final.exists() and not overwrite:  # made while this process waited
+            raise EpitensorError(f"{final} already exists; choose another path or pass overwrite")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the user's usual mode
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the user's usual mode
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def package_data(name: str) -> Path:
+    """Path of a file or folder bundled in the package's ``data/`` folder."""
+    return Path(str(resources.files("epitensor") / "data" / name))

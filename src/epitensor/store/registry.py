@@ -1,0 +1,65 @@
+"""Stores by name: open a compendium from a path, a URL, a list of them or a bundled dataset's name.
+
+The bundled datasets are listed once, in :data:`DATASETS`: each name maps to
+the function that builds (on first use) and opens it, and to where it is
+built, so a model that trained on one records its name, not a cache path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from epitensor.store.compendium import RegionView, Store, TrackUnion
+from epitensor.store.datasets import bundled_store_path, roadmap_pilot
+
+__all__ = ["DATASETS", "BundledDataset", "open_store", "store_reference"]
+
+
+@dataclass(frozen=True)
+class BundledDataset:
+    """A dataset shipped with the package: how to open it and where it is built."""
+
+    open: Callable[[], Store]
+    path: Callable[[], Path]
+
+
+#: The bundled datasets by the name a user types wherever a store goes.
+DATASETS: dict[str, BundledDataset] = {
+    "roadmap-pilot": BundledDataset(open=roadmap_pilot, path=bundled_store_path),
+}
+
+
+def store_reference(store: Store) -> str | list[str]:
+    """What reopens ``store`` with :func:`open_store`: ``"roadmap-pilot"`` for the bundled sample.
+
+    A :class:`RegionView` gives the store it reads; a :class:`TrackUnion` the
+    list of its stores' references.
+    """
+    if isinstance(store, RegionView):
+        return store_reference(store.source)
+    if isinstance(store, TrackUnion):
+        return [store_reference(source) for source in store.sources]
+    url = str(store.url)
+    if "://" not in url:
+        for name, dataset in DATASETS.items():
+            if Path(url).resolve() == dataset.path().resolve():
+                return name
+    return url
+
+
+def open_store(store, mode: str = "r") -> Store:
+    """Open a store from a path or URL; the name ``"roadmap-pilot"`` is the bundled sample.
+
+    A list or tuple of stores (paths, URLs or open stores) opens as their
+    :class:`TrackUnion` (one alone as itself), read-only.
+    """
+    if isinstance(store, Store):
+        return store
+    if isinstance(store, list | tuple):
+        stores = [open_store(one) for one in store]
+        return stores[0] if len(stores) == 1 else TrackUnion(stores)
+    if str(store) in DATASETS:
+        return DATASETS[str(store)].open()
+    return Store.open(store, mode=mode)
