@@ -90,7 +90,9 @@ def child(mode: str, manifest: Path, workers: int, out: Path) -> dict:
     """One measured configuration (runs in its own process)."""
     from epitensor.genome.coordinates import chrom_sizes
     from epitensor.genome.pilot import pilot_layout
-    from epitensor.store.ingest import ingest, read_manifest, read_track
+    from epitensor.io.manifest import read_manifest
+    from epitensor.io.readers import read_track
+    from epitensor.store.ingest import ingest
 
     specs = read_manifest(manifest)
     if mode == "genome":  # whole chromosomes: the streaming path, one axis of one track

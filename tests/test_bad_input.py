@@ -22,10 +22,11 @@ from typer.testing import CliRunner
 
 from epitensor._utils import EpitensorError, EpitensorWarning
 from epitensor.cli import app
+from epitensor.io.manifest import TrackSpec
+from epitensor.io.names import is_valid_name, validate_name
 from epitensor.store import ingest as ingest_module
 from epitensor.store.compendium import Store
-from epitensor.store.ingest import TrackSpec, ingest
-from epitensor.store.names import is_valid_name, validate_name
+from epitensor.store.ingest import ingest
 
 COOLBOX = "coolbox/bigwig_chr9_4000000_6000000_K562_{}.bigwig"
 FLOAT16 = {"rtol": 1e-3, "atol": 1e-3}

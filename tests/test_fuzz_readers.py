@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from epitensor._utils import EpitensorError
 from epitensor.genome.coordinates import Layout
-from epitensor.store.ingest import read_manifest, read_track
-from epitensor.store.names import is_valid_name
+from epitensor.io.manifest import read_manifest
+from epitensor.io.names import is_valid_name
+from epitensor.io.readers import read_track
 
 FUZZ = settings(
     max_examples=150,

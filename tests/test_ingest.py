@@ -14,9 +14,11 @@ from epitensor._utils import EpitensorError, EpitensorWarning
 from epitensor.cli import app
 from epitensor.genome.coordinates import Layout, chrom_sizes
 from epitensor.genome.pilot import pilot_layout
+from epitensor.io.manifest import read_manifest
+from epitensor.io.readers import read_track
 from epitensor.store import ingest as ingest_module
 from epitensor.store.compendium import Store
-from epitensor.store.ingest import add_tracks, ingest, read_manifest, read_track
+from epitensor.store.ingest import add_tracks, ingest
 
 COOLBOX = "coolbox/bigwig_chr9_4000000_6000000_K562_{}.bigwig"
 DUKE = "genomedata/wgEncodeDukeDNaseSeqBaseOverlapSignalK562V2"

@@ -1,15 +1,109 @@
-"""epitensor: multi-scale deep tensor factorization of the epigenome (the Avocado method)."""
+"""epitensor: multi-scale deep tensor factorization of the epigenome (the Avocado method).
 
-from importlib.metadata import PackageNotFoundError, version
+The public API is what this module exports, and only that::
 
-from epitensor._utils import EpitensorError, EpitensorWarning
-from epitensor.genome.coordinates import Layout
-from epitensor.store.compendium import Store
-from epitensor.store.registry import open_store
+    import epitensor as et
 
-try:
-    __version__ = version("epitensor")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0"
+    store = et.open_store("roadmap-pilot")           # the bundled real sample
+    model = et.Avocado.from_preset("cpu-small").fit(store)
+    et.impute(model, [("E116", "H3K27me3")], "E116.H3K27me3.bw", chroms=["chr21"])
 
-__all__ = ["EpitensorError", "EpitensorWarning", "Layout", "Store", "__version__", "open_store"]
+Everything else is reached through its subpackage. The subpackages are layers,
+each importing only from those before it (``tests/test_architecture.py``
+checks it, imports inside functions included):
+
+``_utils`` (errors, progress, the machine, files) -> ``parallel`` (the task
+runner, Ray) -> ``viz`` (figures, tables, the HTML report) -> ``genome``
+(coordinates, layouts, annotations) -> ``io`` (track readers, the bigWig
+encoder, writers, downloads) -> ``store`` (the Zarr compendium, ingest, names,
+the bundled datasets) -> ``nn`` (hyperparameters, the torch module, inference,
+the model directory format) -> ``train`` (sampling, the training loop,
+checkpoints) -> ``estimators`` (``Avocado``, stage 2, baselines, the ensemble)
+-> ``workflows`` (training and imputation jobs, latent factors, new cell types,
+the original's models, explain, annotate) -> ``evaluation`` (metrics,
+benchmark, cross-validation, relationships, downstream, tune) -> ``demo`` ->
+``cli``.
+
+Names load on first use, so ``import epitensor`` is quick and imports neither
+torch nor zarr until a name that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from epitensor._utils import EpitensorError, EpitensorWarning, __version__
+
+#: Public name -> the module that defines it.
+_API = {
+    "Avocado": "epitensor.estimators.avocado",
+    "AverageActivity": "epitensor.estimators.baselines",
+    "ChromImputeGBT": "epitensor.estimators.baselines",
+    "Ensemble": "epitensor.estimators.ensemble",
+    "EnsembleRule": "epitensor.estimators.ensemble",
+    "Layout": "epitensor.genome.coordinates",
+    "Store": "epitensor.store.compendium",
+    "add_tracks": "epitensor.store.ingest",
+    "annotate": "epitensor.workflows.annotate",
+    "chrom_sizes": "epitensor.genome.coordinates",
+    "cross_validate": "epitensor.evaluation.benchmark",
+    "downstream": "epitensor.evaluation.downstream",
+    "embed": "epitensor.workflows.factors",
+    "evaluate": "epitensor.evaluation.benchmark",
+    "explain": "epitensor.workflows.explain",
+    "extend": "epitensor.workflows.extend",
+    "fit_genome": "epitensor.workflows.training",
+    "import_reference": "epitensor.workflows.reference",
+    "impute": "epitensor.workflows.impute",
+    "ingest": "epitensor.store.ingest",
+    "open_store": "epitensor.store.registry",
+    "roadmap_pilot": "epitensor.store.datasets",
+    "run_benchmark": "epitensor.evaluation.benchmark",
+    "train_model": "epitensor.workflows.training",
+    "tune": "epitensor.evaluation.tune",
+}
+
+#: Where a public name is defined under another name.
+_RENAMED = {
+    "cross_validate": "run_cv",
+    "downstream": "run_downstream",
+    "fit_genome": "train_genome",
+}
+
+__all__ = ["EpitensorError", "EpitensorWarning", "__version__", *sorted(_API)]
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'epitensor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_API[name]), _RENAMED.get(name, name))
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # what static tools and IDEs see; nothing of it runs
+    from epitensor.estimators.avocado import Avocado
+    from epitensor.estimators.baselines import AverageActivity, ChromImputeGBT
+    from epitensor.estimators.ensemble import Ensemble, EnsembleRule
+    from epitensor.evaluation.benchmark import evaluate, run_benchmark
+    from epitensor.evaluation.benchmark import run_cv as cross_validate
+    from epitensor.evaluation.downstream import run_downstream as downstream
+    from epitensor.evaluation.tune import tune
+    from epitensor.genome.coordinates import Layout, chrom_sizes
+    from epitensor.store.compendium import Store
+    from epitensor.store.datasets import roadmap_pilot
+    from epitensor.store.ingest import add_tracks, ingest
+    from epitensor.store.registry import open_store
+    from epitensor.workflows.annotate import annotate
+    from epitensor.workflows.explain import explain
+    from epitensor.workflows.extend import extend
+    from epitensor.workflows.factors import embed
+    from epitensor.workflows.impute import impute
+    from epitensor.workflows.reference import import_reference
+    from epitensor.workflows.training import train_genome as fit_genome
+    from epitensor.workflows.training import train_model

@@ -17,13 +17,13 @@ from sklearn.utils.validation import check_is_fitted
 from epitensor._utils import EpitensorError, __version__
 from epitensor.estimators.stage2 import fit_genome
 from epitensor.genome.coordinates import Layout
+from epitensor.io.names import parse_track
 from epitensor.nn import modeldir
 from epitensor.nn.average import axis_averages
 from epitensor.nn.hyperparams import PRESETS, Hyperparameters, TrainConfig, read_preset
 from epitensor.nn.inference import Predictor
 from epitensor.nn.module import AvocadoModule, GenomeFactors
 from epitensor.store.compendium import RegionView, Store
-from epitensor.store.names import parse_track
 from epitensor.store.registry import open_store, store_reference
 from epitensor.train.fitting import (
     Checkpoint,
@@ -145,8 +145,8 @@ class Avocado(BaseEstimator):
 
     Examples
     --------
-    >>> from epitensor.estimators.avocado import Avocado
-    >>> model = Avocado.from_preset("cpu-small", n_epochs=2)
+    >>> import epitensor as et
+    >>> model = et.Avocado.from_preset("cpu-small", n_epochs=2)
     >>> model.fit("roadmap-pilot", holdout=[("E003", "H3K4me3")])  # doctest: +SKIP
     >>> model.predict("E003", "H3K4me3", start=0, end=1000).shape  # doctest: +SKIP
     (1000,)

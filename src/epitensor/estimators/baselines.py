@@ -249,6 +249,15 @@ class AverageActivity(Baseline):
         Per assay, the training cell types averaged.
     mean_ : float
         Mean of all training values (the fallback), arcsinh.
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> store = et.open_store("roadmap-pilot")
+    >>> train = [t for t in store.track_names() if t != ("E116", "H3K27me3")]
+    >>> average = et.AverageActivity().fit(store, train)
+    >>> average.predict("E116", "H3K27me3").shape
+    (1126469,)
     """
 
     name = "average_activity"
@@ -736,6 +745,15 @@ class ChromImputeGBT(Baseline):
     models_ : dict of (str, str) to tuple or None
         Per target trained so far: ``(booster, donor cell types, feature
         assays)``, or None where the fallback is used.
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> store = et.open_store("roadmap-pilot")
+    >>> train = [t for t in store.track_names() if t != ("E116", "H3K27me3")]
+    >>> trees = et.ChromImputeGBT(n_train_positions=20_000).fit(store, train)
+    >>> trees.predict("E116", "H3K27me3").shape
+    (1126469,)
     """
 
     name = "chromimpute_gbt"

@@ -60,6 +60,13 @@ class EnsembleRule:
         quantile over the axis; 0 lifts everywhere. Default 0 (the gates
         cross-validation tried, 0.9 to 0.98, gave up ``mse1obs`` against the
         average for small gains elsewhere).
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> rule = et.EnsembleRule()  # the default: 0.6 trees, lift 0.7, no gate
+    >>> rule.trees_weight, rule.lift
+    (0.6, 0.7)
     """
 
     trees_weight: float = 0.6
@@ -199,6 +206,15 @@ class Ensemble:
     ----------
     name : str
         ``"ensemble"`` (its name in benchmark tables).
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> store = et.open_store("roadmap-pilot")
+    >>> model = et.Avocado.from_preset("cpu-small").fit(store, holdout=["E116:H3K27me3"])
+    >>> ensemble = et.Ensemble(model, store)
+    >>> ensemble.predict("E116", "H3K27me3").shape
+    (1126469,)
     """
 
     name = "ensemble"

@@ -715,6 +715,12 @@ def run_downstream(
     Returns
     -------
     Comparison
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> result = et.downstream({"latent": "factors.npz", "tracks": "tracks.npz"},
+    ...                        "labels.tsv", "downstream-out/")
     """
     out = Path(out)
     if out.exists() and not overwrite:

@@ -711,6 +711,12 @@ def tune(
     Returns
     -------
     TuneResult
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> result = et.tune("roadmap-pilot", "tune-out/", n_trials=20, budget_minutes=30)
+    >>> result.best_params
     """
     from epitensor.estimators.avocado import PRESETS, Avocado
     from epitensor.evaluation.benchmark import resolve_split

@@ -106,6 +106,12 @@ def chrom_sizes(genome: str | os.PathLike) -> pd.Series:
     -------
     pandas.Series
         Chromosome lengths in bp, indexed by name, in natural order.
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> int(et.chrom_sizes("hg19")["chr21"])
+    48129895
     """
     if str(genome) in BUILDS:
         import bioframe
@@ -279,6 +285,13 @@ class Layout:
         Bin width in bp. Default 25.
     name : str
         Name of the layout (``"genome"`` for whole chromosomes).
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> layout = et.Layout.from_chrom_sizes(et.chrom_sizes("hg19")[["chr21", "chr22"]])
+    >>> layout.axes
+    ['chr21', 'chr22']
     """
 
     regions: pd.DataFrame

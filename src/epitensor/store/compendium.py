@@ -81,6 +81,13 @@ class Store:
         Transform applied to the signal (``"arcsinh"``).
     tracks : pandas.DataFrame
         Columns ``celltype, assay, source, md5``; row ``k`` is array row ``k``.
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> store = et.open_store("roadmap-pilot")
+    >>> store.genome, store.n_tracks, store.axes
+    ('hg19', 25, ['pilot'])
     """
 
     def __init__(self, group, url: str, mode: str = "r") -> None:

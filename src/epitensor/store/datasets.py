@@ -80,6 +80,12 @@ def roadmap_pilot(path: str | os.PathLike | None = None, overwrite: bool = False
     -------
     Store
         Opened read-only.
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> store = et.roadmap_pilot()
+    >>> store.celltypes, store.assays
     """
     path = Path(path) if path is not None else bundled_store_path()
     if overwrite or not _sound(path):

@@ -54,6 +54,13 @@ def open_store(store, mode: str = "r") -> Store:
 
     A list or tuple of stores (paths, URLs or open stores) opens as their
     :class:`TrackUnion` (one alone as itself), read-only.
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> store = et.open_store("roadmap-pilot")  # the bundled sample, built on first use
+    >>> store = et.open_store("my.zarr")  # a store written by et.ingest
+    >>> store = et.open_store("s3://bucket/my.zarr")  # any filesystem fsspec reaches
     """
     if isinstance(store, Store):
         return store

@@ -759,6 +759,11 @@ def annotate(
     Returns
     -------
     StateAnnotation
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> states = et.annotate("model/", n_states=10, out="states/")
     """
     if out is not None and not overwrite:
         _refuse_existing(output_paths(out))

@@ -541,6 +541,12 @@ def explain(
     imputation combines it with the assay's average activity over the training
     cell types (``w * network + (1 - w) * average`` or ``average + network``),
     a per-bin constant that no input factor moves, so it is not attributed.
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> table = et.explain("model/", ["E116", "E117"], "H3K4me3", "chr1:1,000,000-1,010,000")
+    >>> table.columns[:4]
     """
     _check_fitted(model)
     if getattr(model.module_, "average", "none") != "none":

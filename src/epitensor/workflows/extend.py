@@ -53,6 +53,12 @@ def extend(
     -------
     Avocado
         The extended model (also saved to ``out``).
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> et.ingest("my_celltype.tsv", "mine.zarr", regions="roadmap-pilot")  # your bigWigs, same layout
+    >>> model = et.extend("model/", "mine.zarr", "extended/", celltypes=["MyCells"])
     """
     from epitensor.estimators.avocado import Avocado
 

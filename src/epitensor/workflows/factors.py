@@ -90,6 +90,12 @@ def embed(
     -------
     pathlib.Path
         The folder.
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> path = et.embed("model/", "factors.zarr")  # genome factors of every position
+    >>> path = et.embed("model/", "promoters.npz", regions="promoters.bed", fmt="npz")
     """
     model = load_model(model)
     if fmt not in ("zarr", "npz"):

@@ -656,7 +656,8 @@ def import_reference(
 
     Examples
     --------
-    >>> model = import_reference("avocado-chr1", "hg19", first_bin=6046322)  # doctest: +SKIP
+    >>> import epitensor as et
+    >>> model = et.import_reference("avocado-chr1", "hg19", first_bin=6046322)  # doctest: +SKIP
     >>> model.predict("E065", "H3K4me3").shape  # doctest: +SKIP
     (20002,)
     """

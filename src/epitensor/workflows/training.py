@@ -65,6 +65,13 @@ def train_model(
     -------
     Avocado
         The fitted model (also saved at ``out``).
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> model = et.train_model("roadmap-pilot", "model/", preset="cpu-small",
+    ...                        holdout=["E116:H3K27me3"])
+    >>> model.celltypes_
     """
     out = Path(out)
     if out.exists() and not overwrite:
@@ -132,6 +139,11 @@ def train_genome(
     -------
     Avocado
         The model with the new genome factors (also saved at ``out``).
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> model = et.fit_genome("stage1-model/", "genome.zarr", "genome-model/", axes=["chr21"])
     """
     if Path(out).exists() and not overwrite:
         raise EpitensorError(f"{out} already exists; choose another --out or pass overwrite")
