@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -919,27 +919,48 @@ def _json_float(value: float | None) -> float | None:
 # a fitted model and its axes ------------------------------------------------------------
 
 
-def load_model(model):
-    """An :class:`~epitensor.estimators.avocado.Avocado` from a fitted object or a model directory."""
-    if isinstance(model, (str, os.PathLike)):
-        return Avocado.load(model)
-    for name in ("module_", "celltypes_", "assays_", "layout_", "chrom_sizes_"):
-        if not hasattr(model, name):
+def load_model(model: Avocado | str | os.PathLike) -> Avocado:
+    """A fitted :class:`Avocado` from itself or from a model directory written by :meth:`Avocado.save`.
+
+    Parameters
+    ----------
+    model : Avocado, str or path-like
+        A fitted model, or the directory it was saved to.
+
+    Returns
+    -------
+    Avocado
+        The model (loaded with its genome factors read lazily, one axis at a time).
+
+    Raises
+    ------
+    EpitensorError
+        When the folder holds no saved model, the object is no :class:`Avocado`,
+        or the model is not fitted.
+    """
+    if isinstance(model, str | os.PathLike):
+        path = Path(model)
+        if not (path / modeldir.CONFIG_FILE).is_file():
             raise EpitensorError(
-                f"the model has no {name}: fit it (or load a saved model) before imputing"
+                f"{path} is not a model directory (no {modeldir.CONFIG_FILE}); "
+                f"train one with `epitensor train` or save one with Avocado.save"
             )
+        return Avocado.load(path)
+    if not isinstance(model, Avocado):
+        raise EpitensorError(
+            f"expected an Avocado model or a model directory; got {type(model).__name__}"
+        )
+    model.check_fitted()
     return model
 
 
-def genome_table(model, axis: str):
+def genome_table(model: Avocado, axis: str) -> GenomeFactors:
     """The :class:`~epitensor.nn.module.GenomeFactors` of ``axis`` (loaded on demand)."""
-    if hasattr(model, "genome_module"):
-        return model.genome_module(axis)
-    return model.module_.genome[axis]
+    return model.genome_module(axis)
 
 
 @contextlib.contextmanager
-def axis_table(model, axis: str):
+def axis_table(model: Avocado, axis: str) -> Iterator[GenomeFactors]:
     """The genome factors of ``axis``; dropped afterwards when this call read them from disk.
 
     A saved model loads its axes lazily; dropping them again keeps one axis in

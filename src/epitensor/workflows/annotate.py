@@ -61,6 +61,7 @@ import numpy as np
 import pandas as pd
 
 from epitensor._utils import EpitensorError, atomic_write_bytes, progress
+from epitensor.estimators.avocado import load_model
 from epitensor.genome.annotations import promoters, read_tss
 from epitensor.genome.coordinates import Layout, read_bed
 
@@ -665,20 +666,6 @@ def _check_arguments(model, n_states, celltype, axes, n_components, sample_size)
     return [a for a in axes if a not in empty]
 
 
-def _as_model(model):
-    """A fitted :class:`~epitensor.estimators.avocado.Avocado` from itself or a model directory."""
-    if isinstance(model, (str, os.PathLike)):
-        from epitensor.estimators.avocado import Avocado
-
-        path = Path(model)
-        if not (path / "config.json").is_file():
-            raise EpitensorError(
-                f"{path} is not a model directory (no config.json); train one first"
-            )
-        return Avocado.load(path)
-    return model
-
-
 def _fit_hmm(features: np.ndarray, lengths: list[int], n_states: int, n_iter: int, seed: int):
     from hmmlearn.hmm import GaussianHMM
     from sklearn.cluster import KMeans
@@ -767,7 +754,7 @@ def annotate(
     """
     if out is not None and not overwrite:
         _refuse_existing(output_paths(out))
-    model = _as_model(model)
+    model = load_model(model)
     axes = _check_arguments(model, n_states, celltype, axes, n_components, sample_size)
     previous_device = model.device
     if device is not None:
@@ -839,7 +826,7 @@ def _annotate(
         "em_iterations": int(len(hmm.monitor_.history)),
         "converged": _converged(hmm.monitor_),
         "seed": int(seed),
-        "genome": getattr(model, "genome_", None),
+        "genome": model.genome_,
         "resolution": int(model.layout_.resolution),
     }
     return StateAnnotation(
@@ -1165,7 +1152,7 @@ def plot_locus_states(
     """
     kinds = ("observed", "imputed")
     window = slice(locus.start, locus.end)
-    held = {tuple(t) for t in getattr(model, "holdout_tracks_", [])}
+    held = {tuple(t) for t in model.holdout_tracks_}
     tracks = {}
     for kind, celltype, assay in panels:
         if kind not in kinds:

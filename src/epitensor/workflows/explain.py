@@ -48,6 +48,7 @@ import pandas as pd
 import torch
 
 from epitensor._utils import EpitensorError, atomic_write_bytes, progress, resolve_device, warn
+from epitensor.estimators.avocado import load_model
 from epitensor.genome.coordinates import Layout, parse_region
 from epitensor.nn.module import COMPONENTS, AvocadoModule, GenomeFactors
 from epitensor.viz.plots import subplots
@@ -411,14 +412,6 @@ def _check_completeness(table: pd.DataFrame, rtol: float, atol: float, n_steps: 
 # the estimator-level view -----------------------------------------------------------
 
 
-def _check_fitted(model) -> None:
-    missing = [a for a in ("module_", "layout_", "celltypes_", "assays_") if not hasattr(model, a)]
-    if missing:
-        raise EpitensorError(
-            f"the model is not fitted (no {', '.join(missing)}); call fit(store) or Avocado.load(path)"
-        )
-
-
 def _name_index(name: str, names: Sequence[str], what: str) -> int:
     if name not in names:
         raise EpitensorError(f"unknown {what} {name!r}; the model knows {list(names)}")
@@ -548,8 +541,8 @@ def explain(
     >>> table = et.explain("model/", ["E116", "E117"], "H3K4me3", "chr1:1,000,000-1,010,000")
     >>> table.columns[:4]
     """
-    _check_fitted(model)
-    if getattr(model.module_, "average", "none") != "none":
+    model = load_model(model)
+    if model.module_.average != "none":
         warn(
             f"the model imputes with average={model.module_.average!r}: the attributions "
             f"explain the network's term, not the average activity it is combined with"
@@ -559,7 +552,7 @@ def explain(
         raise EpitensorError("give at least one cell type to explain")
     assay_idx = _name_index(assay, model.assays_, "assay")
     celltype_idx = [_name_index(c, model.celltypes_, "cell type") for c in celltypes]
-    bins = region_positions(model.layout_, region, getattr(model, "chrom_sizes_", None))
+    bins = region_positions(model.layout_, region, model.chrom_sizes_)
     tables = []
     for celltype, c_idx in zip(celltypes, celltype_idx):
         for axis, group in bins.groupby("axis", sort=False):
@@ -665,7 +658,7 @@ def peak_attributions(
     """
     from epitensor.store.registry import open_store
 
-    _check_fitted(model)
+    model = load_model(model)
     store = open_store(store)
     if axis is None:
         if len(store.axes) != 1:
@@ -886,10 +879,6 @@ def write_explanation(
     pandas.DataFrame
         The table of :func:`explain`.
     """
-    if isinstance(model, str | os.PathLike):
-        from epitensor.estimators.avocado import Avocado
-
-        model = Avocado.load(model)
     table = explain(
         model,
         celltypes,

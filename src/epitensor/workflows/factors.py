@@ -103,7 +103,7 @@ def embed(
     if window is not None and regions is None:
         raise EpitensorError("window needs regions: give a BED of points (e.g. TSSs)")
     layout = model.layout_
-    fitted = list(getattr(model, "genome_axes_", layout.axis_lengths))
+    fitted = list(model.genome_axes_)
     axes = fitted if axes is None else list(axes)
     unknown = [a for a in axes if a not in fitted]
     if unknown:
@@ -138,7 +138,7 @@ def embed(
                 else str(regions),
                 "window": window,
                 "format": fmt if regions is None else "tsv",
-                "genome": getattr(model, "genome_", None),
+                "genome": model.genome_,
                 "resolution": int(layout.resolution),
                 "layout": layout.to_dict(),
             },
