@@ -30,6 +30,7 @@ from epitensor.evaluation.benchmark import (
     stratified_evaluation,
     summarise,
 )
+from epitensor.evaluation.options import BenchmarkOptions, CVOptions
 from epitensor.genome.annotations import Annotations
 from epitensor.viz.tables import markdown_table
 
@@ -507,6 +508,18 @@ def test_run_cv_presets_side_by_side_and_bad_input(small_pilot_store):
         run_cv(small_pilot_store, presets=(), folds=[tracks[:10], tracks[9:]], verbose=False)
     with pytest.raises(EpitensorError, match="each track once"):
         run_cv(small_pilot_store, presets=(), folds=[tracks[:10], tracks[11:]], verbose=False)
+    # the settings are CVOptions: an unknown keyword is named; options and keywords combine
+    with pytest.raises(EpitensorError, match="got 'n_folds', expected one of"):
+        run_cv(small_pilot_store, presets=(), n_folds=3, verbose=False)
+    with pytest.raises(EpitensorError, match="got BenchmarkOptions, expected CVOptions"):
+        run_cv(small_pilot_store, options=BenchmarkOptions())
+    with pytest.raises(EpitensorError, match="got 'k', expected one of"):
+        run_benchmark(small_pilot_store, preset=None, k=3, verbose=False)
+    options = CVOptions(presets=(), methods=["knn"], verbose=False)
+    with pytest.raises(EpitensorError, match="invalid method"):
+        run_cv(small_pilot_store, options=options)
+    with pytest.raises(EpitensorError, match="no method"):
+        run_cv(small_pilot_store, options=options, methods=[])
 
 
 def test_cli_benchmark_cv(small_pilot_store, tmp_path):

@@ -279,13 +279,13 @@ def test_paper_workflow_imputes_the_ensemble(by_chrom_store, tmp_path):
     assert params["ensemble"] is None and axis == "pilot"  # the model alone, as the note says
 
     # every chromosome fitted: a gated ensemble over three axes, from its parts as a benchmark does
-    from epitensor.evaluation.benchmark import impute as impute_all
+    from epitensor.evaluation.benchmark import predict_track
 
     full = copy.deepcopy(model).fit_genome(by_chrom_store)
     gated = Ensemble(full, by_chrom_store, EnsembleRule(gate=0.9))
-    parts = [impute_all(p, by_chrom_store, *TRACK) for p in (full, gated.trees, gated.average)]
+    parts = [predict_track(p, by_chrom_store, *TRACK) for p in (full, gated.trees, gated.average)]
     combined = gated.combine_imputations(TRACK, *parts)
-    np.testing.assert_allclose(combined, impute_all(gated, by_chrom_store, *TRACK), rtol=1e-5,
+    np.testing.assert_allclose(combined, predict_track(gated, by_chrom_store, *TRACK), rtol=1e-5,
                                atol=1e-5)  # fmt: skip
     assert combined.shape == (by_chrom_store.layout.n_positions,)
 

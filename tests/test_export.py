@@ -149,6 +149,35 @@ def test_impute_raises_on_user_mistakes(model, tmp_path):
     with pytest.raises(EpitensorError, match="already exists"):
         export.impute(model, TRACKS[:1], existing, verbose=False)
     assert existing.read_bytes() == b"keep"
+    # the options: an unknown keyword is named, before any work; so is a wrong options object
+    with pytest.raises(EpitensorError, match="got 'blocksize', expected one of"):
+        export.impute(model, TRACKS, tmp_path, blocksize=1024, verbose=False)
+    with pytest.raises(EpitensorError, match="got dict, expected ImputeOptions"):
+        export.impute(model, TRACKS, tmp_path, options={"arcsinh": True})
+
+
+def test_impute_options_are_one_set_of_defaults(model, tmp_path):
+    """``options=`` and keyword overrides are the same call; the CLI shows the same defaults."""
+    import typer.main
+
+    from epitensor.workflows.options import ImputeOptions
+
+    seg = export.track_segments(model.layout_, model.chrom_sizes_, ["chr11"]).iloc[0]
+    region = f"chr11:{int(seg.first_bin) * 25}-{int(seg.first_bin) * 25 + 2500}"
+    options = ImputeOptions(arcsinh=True, fmt="bedgraph", verbose=False)
+    (by_options,) = export.impute(model, TRACKS[:1], tmp_path / "a", regions=[region],
+                                  options=options)  # fmt: skip
+    (by_keywords,) = export.impute(model, TRACKS[:1], tmp_path / "b", regions=[region],
+                                   arcsinh=True, fmt="bedgraph", verbose=False)  # fmt: skip
+    (overridden,) = export.impute(model, TRACKS[:1], tmp_path / "c", regions=[region],
+                                  options=options, arcsinh=False)  # fmt: skip
+    assert by_options.read_bytes() == by_keywords.read_bytes() != overridden.read_bytes()
+    assert options.arcsinh  # left as it was
+    command = typer.main.get_command(app).commands["impute"]
+    defaults = {p.name: p.default for p in command.params}
+    default = ImputeOptions()
+    for name in ("arcsinh", "precision", "overwrite", "track_batch"):
+        assert defaults[name] == getattr(default, name), name
 
 
 def test_cli_impute(model, tmp_path):

@@ -14,8 +14,16 @@ import typer
 
 from epitensor import __version__
 from epitensor._utils import EpitensorError, passive_openmp_wait
+from epitensor.evaluation.options import DEFAULT_CV_BASELINES, BenchmarkOptions, CVOptions
+from epitensor.workflows.options import AUTO_ENSEMBLE, ImputeOptions
 
 passive_openmp_wait()  # before any command imports torch
+
+# The defaults of the jobs' options, declared once in their options classes (light modules:
+# no numpy, no torch, so --help stays quick).
+_IMPUTE = ImputeOptions()
+_BENCHMARK = BenchmarkOptions()
+_CV = CVOptions()
 
 app = typer.Typer(
     name="epitensor",
@@ -423,14 +431,14 @@ def impute(
     ] = None,
     arcsinh: Annotated[
         bool, typer.Option("--arcsinh", help="Write arcsinh values (default: -log10 p).")
-    ] = False,
+    ] = _IMPUTE.arcsinh,
     bedgraph: Annotated[
         bool, typer.Option("--bedgraph", help="Write bedGraph, not bigWig.")
     ] = False,
     precision: Annotated[
         str,
         typer.Option("--precision", help="fp32, or bf16 (faster on bf16 hardware, ~1e-2 error)."),
-    ] = "fp32",
+    ] = _IMPUTE.precision,
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -438,11 +446,11 @@ def impute(
             help="Replace existing files (default: keep those an earlier run of the same "
             "imputation finished, write the rest).",
         ),
-    ] = False,
+    ] = _IMPUTE.overwrite,
     track_batch: Annotated[
         int,
         typer.Option("--track-batch", min=1, help="Tracks computed (and files written) together."),
-    ] = 16,
+    ] = _IMPUTE.track_batch,
     trees: Annotated[
         list[str] | None,
         typer.Option(
@@ -473,7 +481,6 @@ def impute(
 
     Example: epitensor impute model --celltype E065 --assay H3K4me1 --out E065.H3K4me1.bw
     """
-    from epitensor.workflows.impute import AUTO_ENSEMBLE
     from epitensor.workflows.impute import impute as run_impute
 
     celltype, assay = celltype or [], assay or []
@@ -485,6 +492,19 @@ def impute(
         raise typer.BadParameter("--model-only writes no ensemble; drop --trees or --model-only")
     if not celltype and all_missing is None:
         raise typer.BadParameter("give --celltype C --assay A (repeatable) or --all-missing STORE")
+    options = ImputeOptions(
+        arcsinh=arcsinh,
+        fmt="bedgraph" if bedgraph else _IMPUTE.fmt,
+        precision=precision,
+        overwrite=overwrite,
+        verbose=not quiet,
+        track_batch=track_batch,
+        device=device,
+        n_threads=threads,
+        ray_address=ray,
+        # the command writes the ensemble when it can; --model-only (or the API's default) not
+        trees_store=None if model_only else (trees or AUTO_ENSEMBLE),
+    )
     with _writing(out, overwrite, new=False):
         paths = run_impute(
             model,
@@ -492,17 +512,8 @@ def impute(
             _writable_dir(out),
             chroms=chrom,
             regions=region,
-            arcsinh=arcsinh,
-            fmt="bedgraph" if bedgraph else None,
-            device=device,
-            precision=precision,
-            overwrite=overwrite,
             missing_in=all_missing,
-            verbose=not quiet,
-            ray_address=ray,
-            n_threads=threads,
-            track_batch=track_batch,
-            trees_store=None if model_only else (trees or AUTO_ENSEMBLE),
+            options=options,
         )
     typer.echo("\n".join(f"wrote {p}" for p in paths))
 
@@ -889,7 +900,7 @@ def _seeds_option(values: list[str] | None) -> list[int]:
                 raise typer.BadParameter(
                     f"invalid training seed: got {part!r}, expected integers such as 0,1,2"
                 ) from None
-    return seeds or [0]
+    return seeds or list(_CV.training_seeds)
 
 
 @app.command()
@@ -899,13 +910,13 @@ def benchmark(
     out: Annotated[Path, typer.Option("--out", help="Folder for the tables and figures.")],
     split: Annotated[
         str, typer.Option("--split", help="'standard' or a TSV of held-out celltype, assay.")
-    ] = "standard",
+    ] = _BENCHMARK.split,
     preset: Annotated[
         list[str] | None,
         typer.Option(
             "--preset",
             help="Model hyperparameters: cpu-small, paper or none; repeat to run several "
-            "side by side (methods avocado-<preset>). Default: cpu-small.",
+            f"side by side (methods avocado-<preset>). Default: {_BENCHMARK.preset}.",
         ),
     ] = None,
     epochs: Annotated[
@@ -913,7 +924,7 @@ def benchmark(
     ] = None,
     parafac_epochs: Annotated[
         int, typer.Option("--parafac-epochs", min=0, help="Epochs of the PARAFAC baseline.")
-    ] = 1,
+    ] = _BENCHMARK.parafac_epochs,
     cv: Annotated[
         int | None,
         typer.Option(
@@ -922,7 +933,7 @@ def benchmark(
             help="K-fold cross-validation over every observed track instead of the split.",
         ),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the CV fold assignment.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the CV fold assignment.")] = _CV.seed,
     training_seeds: Annotated[
         list[str] | None,
         typer.Option(
@@ -934,8 +945,8 @@ def benchmark(
         list[str] | None,
         typer.Option(
             "--method",
-            help="CV: baselines to run beside the model (repeat); default average_activity, "
-            "parafac, chromimpute_gbt.",
+            help="CV: baselines to run beside the model (repeat); default "
+            f"{', '.join(DEFAULT_CV_BASELINES)}.",
         ),
     ] = None,
     ensemble: Annotated[
@@ -946,7 +957,9 @@ def benchmark(
             "(epitensor.estimators.ensemble; needs chromimpute_gbt among the methods).",
         ),
     ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUT.")
+    ] = _BENCHMARK.overwrite,
     quiet: QuietOpt = False,
 ) -> None:
     """Train the model and every baseline on a split, score the held-out tracks side by side.
@@ -961,39 +974,37 @@ def benchmark(
     from epitensor.estimators.ensemble import EnsembleRule
     from epitensor.evaluation.benchmark import run_benchmark, run_cv
 
-    presets = [p for p in (preset or ["cpu-small"]) if p != "none"]
+    chosen = None if not preset else [p for p in preset if p != "none"]  # None: the default
     model_params = None if epochs is None else {"n_epochs": epochs}
     if cv is None and (training_seeds or methods or ensemble):
         raise typer.BadParameter("--training-seeds, --method and --ensemble go with --cv")
-    if cv is not None and split != "standard":
+    if cv is not None and split != _BENCHMARK.split:
         raise typer.BadParameter("--split and --cv exclude each other: CV holds out every track")
     with _writing(out, overwrite):
         if cv is None:
-            result = run_benchmark(
-                store,
-                _writable_dir(out),
+            options = BenchmarkOptions(
                 split=split,
-                preset=presets or None,
+                preset=_BENCHMARK.preset if chosen is None else (chosen or None),
                 model_params=model_params,
                 parafac_epochs=parafac_epochs,
                 overwrite=overwrite,
                 verbose=not quiet,
             )
+            result = run_benchmark(store, _writable_dir(out), options=options)
         else:
-            result = run_cv(
-                store,
-                _writable_dir(out),
+            options = CVOptions(
                 k=cv,
                 seed=seed,
                 training_seeds=_seeds_option(training_seeds),
-                presets=presets,
+                presets=_CV.presets if chosen is None else chosen,
                 model_params=model_params,
-                methods=methods or None,
+                methods=methods or _CV.methods,
                 parafac_epochs=parafac_epochs,
+                ensemble=EnsembleRule() if ensemble else _CV.ensemble,
                 overwrite=overwrite,
                 verbose=not quiet,
-                ensemble=EnsembleRule() if ensemble else None,
             )
+            result = run_cv(store, _writable_dir(out), options=options)
     typer.echo(result.summary_markdown())
     typer.echo(f"wrote {out}")
 

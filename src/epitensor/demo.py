@@ -575,10 +575,12 @@ def run_demo(
     """
     from epitensor.estimators.ensemble import EnsembleRule
     from epitensor.evaluation.benchmark import run_benchmark
+    from epitensor.evaluation.options import BenchmarkOptions
     from epitensor.genome.pilot import pilot_annotations_dir
     from epitensor.store.datasets import roadmap_pilot
     from epitensor.viz.plots import plot_training_curve
     from epitensor.workflows.impute import impute
+    from epitensor.workflows.options import ImputeOptions
 
     started = time.perf_counter()
     out = Path(out)
@@ -587,22 +589,22 @@ def run_demo(
     if quick:
         store = region_subset(store, QUICK_REGIONS, out / "quick-store.zarr")
     _say(verbose, f"demo: benchmark on {store.layout.n_positions:,} positions (standard split)")
-    result = run_benchmark(
-        store,
-        out / "benchmark",
+    benchmark = BenchmarkOptions(
         split="standard",
         preset="cpu-small",
         model_params={**(QUICK_PARAMS if quick else {}), "verbose": verbose},
         parafac_epochs=1 if quick else 10,
+        ensemble=EnsembleRule(),
         overwrite=True,
         verbose=verbose,
-        ensemble=EnsembleRule(),
     )
+    result = run_benchmark(store, out / "benchmark", options=benchmark)
     model = result.model
     model.save(out / "model", overwrite=True)
     _say(verbose, "demo: writing the held-out imputations (the ensemble) to bigWig")
-    impute(out / "model", result.holdout, out / "imputed", overwrite=True, verbose=verbose,
-           trees_store=result.ensemble)  # fmt: skip  # the benchmark's, its trees fitted
+    # the benchmark's ensemble, its trees already fitted
+    imputation = ImputeOptions(trees_store=result.ensemble, overwrite=True, verbose=verbose)
+    impute(out / "model", result.holdout, out / "imputed", options=imputation)
     directory = pilot_annotations_dir()
     figures, promoter, promoter_track = _track_figures(result, store, out, directory)
     plot_training_curve(

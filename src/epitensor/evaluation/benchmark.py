@@ -31,6 +31,7 @@ import pandas as pd
 
 from epitensor._utils import EpitensorError, atomic_directory, progress, warn
 from epitensor.evaluation import metrics
+from epitensor.evaluation.options import DEFAULT_CV_BASELINES, BenchmarkOptions, CVOptions
 from epitensor.evaluation.relationships import pairwise_table, write_pairwise
 from epitensor.genome.annotations import Annotations, peak_mask
 from epitensor.store.compendium import Store
@@ -39,11 +40,13 @@ from epitensor.viz.tables import markdown_table
 
 __all__ = [
     "STANDARD_SPLIT",
+    "BenchmarkOptions",
     "BenchmarkResult",
+    "CVOptions",
     "best_methods",
     "evaluate",
     "evaluate_model",
-    "impute",
+    "predict_track",
     "read_split",
     "resolve_split",
     "run_benchmark",
@@ -149,8 +152,21 @@ def method_name(predictor) -> str:
     return "avocado" if cls == "Avocado" else cls.lower()
 
 
-def impute(predictor, store: Store, celltype: str, assay: str) -> np.ndarray:
+def predict_track(predictor, store: Store, celltype: str, assay: str) -> np.ndarray:
     """A predictor's imputation of one track over every axis of the store, concatenated.
+
+    What the scores compare with the observed track; files of an imputation
+    are :func:`epitensor.workflows.impute.impute`'s job.
+
+    Parameters
+    ----------
+    predictor : object
+        Has ``predict(celltype, assay, axis=...)``: the model, a baseline or
+        an :class:`~epitensor.estimators.ensemble.Ensemble`.
+    store : Store
+        The store whose axes are predicted, in order.
+    celltype, assay : str
+        The track.
 
     Returns
     -------
@@ -318,6 +334,12 @@ def evaluate(
         Long format: ``celltype, assay, method, metric, value``, the metrics of
         :data:`epitensor.evaluation.metrics.METRICS` (``msevar`` NaN where the assay is
         observed in fewer than two cell types).
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> model = et.Avocado.load("model")  # doctest: +SKIP
+    >>> table = et.evaluate(model, "roadmap-pilot", [("E003", "H3K4me3")])  # doctest: +SKIP
     """
     store = open_store(store)
     tracks = [(str(c), str(a)) for c, a in tracks]
@@ -335,7 +357,7 @@ def evaluate(
         if track not in predictions:
             if predictor is None:
                 raise EpitensorError(f"no prediction of {track} given and no predictor")
-            predictions[track] = impute(predictor, store, *track)
+            predictions[track] = predict_track(predictor, store, *track)
         scores = scorer.score(track, predictions[track], _peaks(peaks, store, track))
         rows += [(*track, method, name, value) for name, value in scores.items()]
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -657,90 +679,87 @@ def _extra_tables(scorers, store, predictions, holdout, train) -> dict[str, pd.D
 
 def run_benchmark(
     store: Store | str,
-    out_dir: str | os.PathLike | None,
-    split: str | os.PathLike | Sequence[Track] = "standard",
-    preset: str | Sequence[str] | None = "cpu-small",
+    out_dir: str | os.PathLike | None = None,
+    *,
     model=None,
-    model_params: dict | None = None,
     baselines: Mapping | None = None,
     annotations: Annotations | None = None,
-    parafac_epochs: int = 1,
-    overwrite: bool = False,
-    seed: int = 0,
-    verbose: bool = True,
     scorers: Mapping | None = None,
-    ensemble=None,
+    options: BenchmarkOptions | None = None,
+    **overrides,
 ) -> BenchmarkResult:
     """Train the model and every baseline on a split's training tracks; score the held-out ones.
+
+    The settings (split, presets, model overrides, PARAFAC epochs, seed, the
+    ensemble, overwriting, progress) are a
+    :class:`~epitensor.evaluation.options.BenchmarkOptions`, given whole as
+    ``options`` or field by field as keywords (``split=...``), or both (the
+    keywords win); ``epitensor benchmark`` builds the same object.
 
     Parameters
     ----------
     store : Store or str
         The store (``"roadmap-pilot"`` for the sample).
-    out_dir : str or path-like or None
-        Folder for the tables and figures (written atomically). None: write nothing.
-    split : str, path-like or sequence of (str, str)
-        ``"standard"``, a split TSV, or the held-out tracks. Default ``"standard"``.
-    preset : str, sequence of str, or None
-        Preset(s) of :meth:`Avocado.from_preset` for the model: one gives the
-        method ``avocado``, several give ``avocado-<preset>`` each (e.g.
-        ``("cpu-small", "paper")``). Default ``"cpu-small"``. None: no model,
-        baselines only.
+    out_dir : str or path-like, optional
+        Folder for the tables and figures (written atomically). Default None:
+        write nothing.
     model : Avocado, optional
         An already fitted model to score instead of training one (it must not
         have seen the held-out tracks). Default None.
-    model_params : dict, optional
-        Overrides of the preset (e.g. ``{"n_epochs": 2}``). Default None.
     baselines : mapping, optional
         Baselines by name; one already fitted on exactly the split's training
         tracks is used as it is, any other is fitted. Default None:
         :func:`epitensor.estimators.baselines.all_baselines`.
     annotations : Annotations, optional
         Default None: the bundled pilot annotations.
-    parafac_epochs : int
-        Epochs of the tensor-factorization baseline after its least-squares start. Default 1.
-    overwrite : bool
-        Replace an existing ``out_dir``. Default False.
-    seed : int
-        Seed of the baselines. Default 0.
-    verbose : bool
-        Progress bars and messages. Default True.
     scorers : mapping, optional
         Extra per-method tables, ``{name: func}``, each called as
         ``func(store, predictions, holdout, train)`` with ``predictions`` as
         in :class:`BenchmarkResult`, returning a DataFrame kept in
         ``result.extra[name]`` and written as ``<name>.csv`` / ``.md``.
         Default None: none.
-    ensemble : EnsembleRule, optional
-        Also score :class:`~epitensor.estimators.ensemble.Ensemble` (method ``ensemble``)
-        of the (first) model with the ``chromimpute_gbt`` and
-        ``average_activity`` baselines. Default None.
+    options : BenchmarkOptions, optional
+        The settings. Default None: ``BenchmarkOptions()``.
+    **overrides
+        Fields of :class:`~epitensor.evaluation.options.BenchmarkOptions`
+        replacing those of ``options`` (``split``, ``preset``,
+        ``model_params``, ``parafac_epochs``, ``seed``, ``ensemble``,
+        ``overwrite``, ``verbose``); any other name is refused.
 
     Returns
     -------
     BenchmarkResult
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> result = et.run_benchmark("roadmap-pilot", "benchmark")  # doctest: +SKIP
+    >>> result = et.run_benchmark("roadmap-pilot", preset=None, seed=1)  # doctest: +SKIP
     """
     from epitensor.estimators.baselines import all_baselines
 
+    opts = BenchmarkOptions.resolve(options, **overrides)
     store = open_store(store)
-    holdout, train = resolve_split(split, store)
-    if out_dir is not None and Path(out_dir).exists() and not overwrite:
+    holdout, train = resolve_split(opts.split, store)
+    if out_dir is not None and Path(out_dir).exists() and not opts.overwrite:
         raise EpitensorError(f"{out_dir} already exists; choose another folder or pass overwrite")
     annotations = Annotations.from_directory() if annotations is None else annotations
     if baselines is None:
-        baselines = all_baselines(parafac_epochs=parafac_epochs, seed=seed, verbose=verbose)
+        baselines = all_baselines(
+            parafac_epochs=opts.parafac_epochs, seed=opts.seed, verbose=opts.verbose
+        )
     seconds: dict[str, float] = {}
     predictors: dict[str, object] = {}
     models: dict[str, object] = {}
     if model is None:
-        for name, name_preset in _model_names(_presets(preset)).items():
+        for name, name_preset in _model_names(_presets(opts.preset)).items():
             started = time.perf_counter()
-            models[name] = _fit_model(store, holdout, name_preset, model_params, verbose)
+            models[name] = _fit_model(store, holdout, name_preset, opts.model_params, opts.verbose)
             seconds[name] = time.perf_counter() - started
     else:
         models[method_name(model)] = model
     for name, fitted in models.items():
-        leaked = set(holdout) & set(map(tuple, getattr(fitted, "training_tracks_", [])))
+        leaked = set(holdout) & set(map(tuple, fitted.training_tracks_))
         if leaked:
             raise EpitensorError(f"the model was trained on held-out tracks {sorted(leaked)}")
         predictors[name] = fitted
@@ -751,8 +770,8 @@ def run_benchmark(
         started = time.perf_counter()
         predictors[name] = baseline.fit(store, train)
         seconds[name] = time.perf_counter() - started
-    if ensemble is not None:
-        predictors["ensemble"] = _ensemble_of(predictors, models, store, ensemble)
+    if opts.ensemble is not None:
+        predictors["ensemble"] = _ensemble_of(predictors, models, store, opts.ensemble)
     scorer = Scorer(store, annotations)
     predictions: dict[str, dict] = {}
     tables = []
@@ -770,7 +789,7 @@ def run_benchmark(
                 holdout,
                 method=name,
                 predictions=predictions[name],
-                verbose=verbose,
+                verbose=opts.verbose,
                 scorer=scorer,
             )
         )
@@ -796,15 +815,15 @@ def run_benchmark(
         parameters = {
             "store": store.url,
             "split": holdout,
-            "preset": preset,
-            "model_params": model_params or {},
-            "parafac_epochs": parafac_epochs,
-            "seed": seed,
+            "preset": opts.preset,
+            "model_params": opts.model_params or {},
+            "parafac_epochs": opts.parafac_epochs,
+            "seed": opts.seed,
             "annotations": annotations.source,
             "seconds": seconds,
-            "ensemble": None if ensemble is None else asdict(ensemble),
+            "ensemble": None if opts.ensemble is None else asdict(opts.ensemble),
         }
-        write_benchmark(result, out_dir, parameters, overwrite=overwrite)
+        write_benchmark(result, out_dir, parameters, overwrite=opts.overwrite)
     return result
 
 
@@ -892,9 +911,6 @@ def warn_if_baseline_wins(result: BenchmarkResult, model_name: str = "avocado") 
 
 DETERMINISTIC = frozenset({"global_mean", "assay_mean", "average_activity"})
 """Baselines whose fit does not depend on the seed: fitted once per fold, not per seed."""
-
-DEFAULT_CV_BASELINES = ("average_activity", "parafac", "chromimpute_gbt")
-"""Baselines :func:`run_cv` runs beside the model by default."""
 
 FALLBACK = "average_activity"
 
@@ -1068,16 +1084,16 @@ def _ensemble_imputation(ensemble, predictors: dict, known: dict, store, track) 
         for part in (ensemble.model, ensemble.trees, ensemble.average)
     ]
     if any(part is None for part in parts):
-        return impute(ensemble, store, *track)
+        return predict_track(ensemble, store, *track)
     return ensemble.combine_imputations(track, *parts)
 
 
 def _predict_or_fallback(predictor, fallback, store, track):
     """A method's imputation of a track, or the fallback's with the reason it was needed."""
     try:
-        return impute(predictor, store, *track), None
+        return predict_track(predictor, store, *track), None
     except EpitensorError as exc:
-        return impute(fallback, store, *track), str(exc)
+        return predict_track(fallback, store, *track), str(exc)
 
 
 def _paired(per_track: pd.DataFrame, reference: str) -> pd.DataFrame:
@@ -1142,20 +1158,12 @@ def _kept_counts(folds: list[list[Track]], tracks: list[Track]) -> pd.DataFrame:
 def run_cv(
     store: Store | str,
     out_dir: str | os.PathLike | None = None,
-    k: int = 5,
-    seed: int = 0,
-    training_seeds: Sequence[int] = (0,),
-    presets: Sequence[str] = ("cpu-small",),
-    model_params: dict | None = None,
-    methods: Sequence[str] | Mapping | None = None,
-    annotations: Annotations | None = None,
-    parafac_epochs: int = 1,
-    overwrite: bool = False,
-    verbose: bool = True,
-    scorers: Mapping | None = None,
+    *,
     folds: Sequence[Sequence[Track]] | None = None,
-    blends: Sequence[Sequence[str]] = (),
-    ensemble=None,
+    annotations: Annotations | None = None,
+    scorers: Mapping | None = None,
+    options: CVOptions | None = None,
+    **overrides,
 ) -> CVResult:
     """K-fold cross-validation over every observed track; every method retrained per fold.
 
@@ -1176,6 +1184,12 @@ def run_cv(
       cannot impute is scored on the fold's average activity instead, and
       listed in ``fallbacks``.
 
+    The settings (folds and seeds, presets, model overrides, baselines,
+    blends, the ensemble, overwriting, progress) are a
+    :class:`~epitensor.evaluation.options.CVOptions`, given whole as
+    ``options`` or field by field as keywords (``k=3``), or both (the keywords
+    win); ``epitensor benchmark --cv K`` builds the same object.
+
     Parameters
     ----------
     store : Store or str
@@ -1183,75 +1197,63 @@ def run_cv(
     out_dir : str or path-like, optional
         Folder for the tables and the figure (written atomically). Default
         None: write nothing.
-    k : int
-        Folds. Default 5.
-    seed : int
-        Seed of the fold assignment. Default 0.
-    training_seeds : sequence of int
-        Seeds of every stochastic method's training; each fold is trained once
-        per seed (deterministic baselines once per fold). Default (0,).
-    presets : sequence of str
-        Avocado presets, each its own method (``avocado`` for one,
-        ``avocado-<preset>`` for several); empty for baselines only. Default
-        ``("cpu-small",)``.
-    model_params : dict, optional
-        Overrides of every preset (e.g. ``{"n_epochs": 2}``). Default None.
-    methods : sequence of str or mapping, optional
-        Baselines by name (see :data:`epitensor.estimators.baselines.BASELINES`), or
-        ``{name: factory}`` where ``factory(seed)`` returns an unfitted
-        baseline. Default None: :data:`DEFAULT_CV_BASELINES`.
+    folds : sequence of sequences of (str, str), optional
+        The folds themselves (e.g. one per cell type), instead of ``k`` random
+        ones: every observed track in exactly one. Default None: :func:`cv_folds`
+        with the options' ``k`` and ``seed``.
     annotations : Annotations, optional
         Default None: the bundled pilot annotations.
-    parafac_epochs : int
-        Epochs of the PARAFAC baseline after its least-squares start. Default 1.
-    overwrite : bool
-        Replace an existing ``out_dir``. Default False.
-    verbose : bool
-        Progress messages. Default True.
     scorers : mapping, optional
         Extra per-method tables as in :func:`run_benchmark`, called once per
         fold and seed. Default None.
-    folds : sequence of sequences of (str, str), optional
-        The folds themselves (e.g. one per cell type), instead of ``k`` random
-        ones: every observed track in exactly one. Default None: :func:`cv_folds`.
-    blends : sequence of sequences of str
-        Extra methods that average the imputations of other methods, e.g.
-        ``[("avocado", "average_activity")]`` scores their mean as the method
-        ``avocado+average_activity``. Default none.
-    ensemble : EnsembleRule, optional
-        Also score :class:`~epitensor.estimators.ensemble.Ensemble` (method ``ensemble``)
-        of the first preset's model with this rule, built on the fold's
-        ``chromimpute_gbt`` and average activity (so both must be run).
-        Default None.
+    options : CVOptions, optional
+        The settings. Default None: ``CVOptions()``.
+    **overrides
+        Fields of :class:`~epitensor.evaluation.options.CVOptions` replacing
+        those of ``options`` (``k``, ``seed``, ``training_seeds``, ``presets``,
+        ``model_params``, ``methods``, ``parafac_epochs``, ``blends``,
+        ``ensemble``, ``overwrite``, ``verbose``); any other name is refused.
 
     Returns
     -------
     CVResult
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> from epitensor.evaluation.options import CVOptions
+    >>> options = CVOptions(k=5, training_seeds=(0, 1, 2))
+    >>> result = et.cross_validate("roadmap-pilot", "cv", options=options)  # doctest: +SKIP
+    >>> result = et.cross_validate("roadmap-pilot", k=3, presets=())  # doctest: +SKIP
     """
     from epitensor.estimators.baselines import AverageActivity
 
+    opts = CVOptions.resolve(options, **overrides)
     store = open_store(store)
     tracks = store.track_names()
+    k = opts.k
     if folds is None:
-        folds = cv_folds(tracks, k, seed)
+        folds = cv_folds(tracks, k, opts.seed)
     else:
         folds = _check_folds(folds, tracks, store)
         k = len(folds)
-    training_seeds = [int(s) for s in training_seeds] or [0]
-    if out_dir is not None and Path(out_dir).exists() and not overwrite:
+    training_seeds = [int(s) for s in opts.training_seeds] or [0]
+    if out_dir is not None and Path(out_dir).exists() and not opts.overwrite:
         raise EpitensorError(f"{out_dir} already exists; choose another folder or pass overwrite")
     factories = _method_factories(
-        DEFAULT_CV_BASELINES if methods is None else methods, parafac_epochs, verbose
+        DEFAULT_CV_BASELINES if opts.methods is None else opts.methods,
+        opts.parafac_epochs,
+        opts.verbose,
     )
-    model_names = _model_names(list(presets)) if presets else {}
+    model_names = _model_names(list(opts.presets)) if opts.presets else {}
     clash = set(model_names) & set(factories)
     if clash:
         raise EpitensorError(f"method names used twice: {sorted(clash)}")
     if not model_names and not factories:
         raise EpitensorError("no method to cross-validate; give a preset or a baseline")
-    if ensemble is not None and (not model_names or "chromimpute_gbt" not in factories):
+    if opts.ensemble is not None and (not model_names or "chromimpute_gbt" not in factories):
         raise EpitensorError("the ensemble needs a preset and the chromimpute_gbt baseline")
-    blends = [tuple(str(m) for m in blend) for blend in blends]
+    blends = [tuple(str(m) for m in blend) for blend in opts.blends]
     for blend in blends:
         unknown = [m for m in blend if m not in model_names and m not in factories]
         if len(blend) < 2 or unknown:
@@ -1269,13 +1271,19 @@ def run_cv(
         deterministic_scores: dict[str, list] = {}
         deterministic_predictions: dict[str, dict] = {}
         for training_seed in training_seeds:
-            _say(verbose, f"cv: fold {fold_index + 1}/{k}, training seed {training_seed}")
+            _say(opts.verbose, f"cv: fold {fold_index + 1}/{k}, training seed {training_seed}")
             predictions: dict[str, dict] = {}
             fitted: dict[str, object] = {}
             for name, preset in model_names.items():
                 started = time.perf_counter()
                 fitted[name] = _fit_model(
-                    store, fold, preset, model_params, verbose, train=train, seed=training_seed
+                    store,
+                    fold,
+                    preset,
+                    opts.model_params,
+                    opts.verbose,
+                    train=train,
+                    seed=training_seed,
                 )
                 seconds.append((fold_index, training_seed, name, time.perf_counter() - started))
             for name, factory in factories.items():
@@ -1284,9 +1292,9 @@ def run_cv(
                 started = time.perf_counter()
                 fitted[name] = factory(training_seed).fit(store, train)
                 seconds.append((fold_index, training_seed, name, time.perf_counter() - started))
-            if ensemble is not None:
+            if opts.ensemble is not None:
                 models = {name: fitted[name] for name in model_names}
-                fitted["ensemble"] = _ensemble_of(fitted, models, store, ensemble, fallback)
+                fitted["ensemble"] = _ensemble_of(fitted, models, store, opts.ensemble, fallback)
             for name, predictor in fitted.items():
                 predictions[name] = {}
                 scored = []
@@ -1358,18 +1366,18 @@ def run_cv(
         parameters = {
             "store": store.url,
             "k": k,
-            "seed": seed,
+            "seed": opts.seed,
             "training_seeds": training_seeds,
-            "presets": list(presets),
-            "model_params": model_params or {},
+            "presets": list(opts.presets),
+            "model_params": opts.model_params or {},
             "methods": list(factories),
             "blends": ["+".join(b) for b in blends],
-            "ensemble": None if ensemble is None else asdict(ensemble),
-            "parafac_epochs": parafac_epochs,
+            "ensemble": None if opts.ensemble is None else asdict(opts.ensemble),
+            "parafac_epochs": opts.parafac_epochs,
             "annotations": annotations.source,
             "folds": [[list(t) for t in fold] for fold in folds],
         }
-        write_cv(result, out_dir, parameters, overwrite=overwrite)
+        write_cv(result, out_dir, parameters, overwrite=opts.overwrite)
     return result
 
 

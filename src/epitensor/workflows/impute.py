@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch
 from epitensor._utils import EpitensorError, output_lock, resolve_device, warn
 from epitensor.estimators.avocado import axis_table, genome_table, load_model
 from epitensor.genome.coordinates import Layout, n_bins, parse_region
+from epitensor.io.names import parse_track
 from epitensor.io.writers import (
     BedGraphSink,
     BigWigSink,
@@ -37,12 +39,20 @@ from epitensor.io.writers import (
     write_json,
 )
 from epitensor.nn.inference import PRECISIONS, Predictor
-from epitensor.parallel import DEFAULT_MAX_RETRIES, check_ray, iter_tasks, task_threads
-from epitensor.store.names import parse_track
+from epitensor.parallel import check_ray, iter_tasks, task_threads
 from epitensor.workflows.factors import embed, factor_names, region_factors
+from epitensor.workflows.options import (
+    AUTO_ENSEMBLE,
+    DEFAULT_BLOCK_SIZE,
+    MAX_OPEN_WRITERS,
+    ImputeOptions,
+)
 
 __all__ = [
+    "AUTO_ENSEMBLE",
+    "DEFAULT_BLOCK_SIZE",
     "FastPredictor",
+    "ImputeOptions",
     "load_model",
     "embed",
     "factor_names",
@@ -55,10 +65,6 @@ __all__ = [
     "track_file_stems",
     "track_segments",
 ]
-
-DEFAULT_BLOCK_SIZE = 16_384
-MAX_OPEN_WRITERS = 16
-
 
 # --------------------------------------------------------------------------------------
 # the model: names, devices, fast inference
@@ -143,7 +149,7 @@ class FastPredictor(Predictor):
             model.module_,
             celltypes,
             assays,
-            device=device if device is not None else getattr(model, "device", None),
+            device=device if device is not None else model.device,
             precision=precision,
             genome=lambda axis: axis_table(model, axis),
         )
@@ -267,7 +273,7 @@ def track_segments(
 def _model_segments(model, chroms, regions) -> pd.DataFrame:
     """:func:`track_segments` restricted to the axes the model has genome factors for."""
     segments = track_segments(model.layout_, model.chrom_sizes_, chroms, regions)
-    axes = set(getattr(model, "genome_axes_", model.layout_.axis_lengths))
+    axes = set(model.genome_axes_)
     fitted = segments.axis.isin(axes)
     if not fitted.any():
         raise EpitensorError(
@@ -328,32 +334,16 @@ def _iter_blocks(segments: pd.DataFrame, block_size: int):
 # --------------------------------------------------------------------------------------
 
 
-AUTO_ENSEMBLE = "auto"
-"""``trees_store`` value that takes the model's own training compendium if it can."""
-
-
 def impute(
     model,
     tracks: Sequence[tuple[str, str]],
     out: str | os.PathLike,
+    *,
     chroms: Sequence[str] | None = None,
     regions: Sequence[str] | None = None,
-    arcsinh: bool = False,
-    fmt: str | None = None,
-    block_size: int | None = DEFAULT_BLOCK_SIZE,
-    device: str | None = None,
-    precision: str = "fp32",
-    overwrite: bool = False,
     missing_in=None,
-    verbose: bool = True,
-    ray_address: str | None = None,
-    track_batch: int | None = None,
-    num_gpus: float | None = None,
-    max_retries: int = DEFAULT_MAX_RETRIES,
-    window: int = 4,
-    n_threads: int | None = None,
-    trees_store=None,
-    rule=None,
+    options: ImputeOptions | None = None,
+    **overrides,
 ) -> list[Path]:
     """Impute tracks over the model's genome and write them as bigWig or bedGraph.
 
@@ -367,6 +357,13 @@ def impute(
     for every track of the batch. Every task runs under one torch thread count
     (see :func:`epitensor.parallel.task_threads`), so the files are the
     same bytes wherever the tasks ran.
+
+    The arguments say what to impute; how (scale, format, precision, blocks,
+    device, threads, Ray, the ensemble, overwriting, progress) is an
+    :class:`~epitensor.workflows.options.ImputeOptions`, given whole as
+    ``options`` or field by field as keywords (``arcsinh=True``), or both (the
+    keywords win). ``epitensor impute`` builds the same object, so both share
+    its defaults.
 
     Parameters
     ----------
@@ -385,54 +382,18 @@ def impute(
     regions : sequence of str, optional
         Only the bins overlapping these ``chr:start-end`` regions (0-based,
         half-open). Default None.
-    arcsinh : bool
-        Write the model's arcsinh scale. Default False: the -log10 p scale
-        (``sinh`` of the model output).
-    fmt : {"bigwig", "bedgraph"}, optional
-        Default None: from the file name (bigWig for a folder).
-    block_size : int, optional
-        Positions per block. Default 16384 (about 3 x 128 MiB of activations at
-        paper size); None means the default too.
-    device : str, optional
-        torch device. Default None: the model's ``device`` setting (None: best available).
-    precision : {"fp32", "bf16"}
-        Arithmetic after the first layer (see :class:`FastPredictor`). Default
-        ``"fp32"``.
-    overwrite : bool
-        Replace existing files. Default False: keep the files a previous run
-        of the same imputation finished (see :func:`impute_fingerprints`),
-        write the others, and refuse any other existing file.
     missing_in : Store or str, optional
         Also impute every pair the model knows that this store does not hold
         (see :func:`missing_tracks`). Default None.
-    verbose : bool
-        Show a progress bar. Default True.
-    ray_address : str, optional
-        Default None: in this process. ``"local"``, ``"auto"`` or a Ray address:
-        one Ray task per chromosome x track batch.
-    track_batch : int, optional
-        Tracks per task (and files open at once). Default None: 16.
-    num_gpus : float, optional
-        GPUs per Ray task. Default None: 1 when the cluster has GPUs, else 0.
-    max_retries : int
-        Retries of a failed Ray task. Default 2.
-    window : int
-        Chromosome results computed on Ray ahead of the one being written. Default 4.
-    n_threads : int, optional
-        Torch threads of each task. Default None: the model's ``n_threads``,
-        else this process's thread count.
-    trees_store : Store, str, list of them, Ensemble, or "auto", optional
-        Write the ensemble of :mod:`epitensor.estimators.ensemble` instead of the model
-        alone: trees and average activity fitted on this store's copies of the
-        model's training tracks (a list: the stores read as one
-        :class:`~epitensor.store.compendium.TrackUnion`; an
-        :class:`~epitensor.estimators.ensemble.Ensemble` of this model: used as it is,
-        its fitted trees kept). ``"auto"`` (the CLI's default): the store the
-        model records (``training_store_``) when it still opens and holds those
-        tracks, else the model alone, with a line saying why. Default None:
-        the model alone. Not on Ray.
-    rule : EnsembleRule, optional
-        The ensemble's rule. Default None: :class:`~epitensor.estimators.ensemble.EnsembleRule` ``()``.
+    options : ImputeOptions, optional
+        How to impute. Default None: ``ImputeOptions()``.
+    **overrides
+        Fields of :class:`~epitensor.workflows.options.ImputeOptions` replacing
+        those of ``options`` (``arcsinh``, ``fmt``, ``precision``,
+        ``overwrite``, ``verbose``, ``block_size``, ``track_batch``,
+        ``device``, ``n_threads``, ``ray_address``, ``num_gpus``,
+        ``max_retries``, ``window``, ``trees_store``, ``rule``); any other name
+        is refused.
 
     Returns
     -------
@@ -441,48 +402,79 @@ def impute(
 
     Raises
     ------
+    EpitensorError
+        On an unknown option, a bad option value, a track or region the model
+        does not know, or an existing file this imputation may not keep.
     TaskFailure
         When a chromosome failed on Ray after its retries; no partial file is left.
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> from epitensor.workflows.options import ImputeOptions
+    >>> track = ("E003", "H3K4me3")
+    >>> et.impute("model", [track], "E003.H3K4me3.bw", chroms=["chr21"])  # doctest: +SKIP
+    >>> et.impute("model", [track], "out", arcsinh=True, fmt="bedgraph")  # doctest: +SKIP
+    >>> options = ImputeOptions(precision="bf16", track_batch=32)
+    >>> et.impute("model", [track], "out", options=options, verbose=False)  # doctest: +SKIP
     """
+    opts = ImputeOptions.resolve(options, **overrides)
     source = str(model) if isinstance(model, str | os.PathLike) else None
     model = load_model(model)
     tracks = list(tracks) + ([] if missing_in is None else missing_tracks(model, missing_in))
     tracks = _check_tracks(model, tracks)
-    track_batch = MAX_OPEN_WRITERS if track_batch is None else track_batch
-    block_size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
+    track_batch = MAX_OPEN_WRITERS if opts.track_batch is None else opts.track_batch
+    block_size = DEFAULT_BLOCK_SIZE if opts.block_size is None else opts.block_size
     for name, value in (("block_size", block_size), ("track_batch", track_batch)):
         if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
             raise EpitensorError(f"{name} must be a positive integer; got {name}={value!r}")
-    if precision not in PRECISIONS:
+    if opts.precision not in PRECISIONS:
         raise EpitensorError(
-            f"invalid precision: got {precision!r}, expected one of {list(PRECISIONS)}"
+            f"invalid precision: got {opts.precision!r}, expected one of {list(PRECISIONS)}"
         )
-    threads = task_threads(getattr(model, "n_threads", None) if n_threads is None else n_threads)
+    threads = task_threads(model.n_threads if opts.n_threads is None else opts.n_threads)
     segments = _model_segments(model, chroms, regions)
     axes = list(dict.fromkeys(segments.axis))
-    ensemble = _ensemble(model, trees_store, rule, ray_address, verbose, axes)
-    if ray_address is None:  # on Ray the workers' devices count, not this machine's
-        resolve_device(device if device is not None else getattr(model, "device", None))
+    ensemble = _ensemble(model, opts.trees_store, opts.rule, opts.ray_address, opts.verbose, axes)
+    if opts.ray_address is None:  # on Ray the workers' devices count, not this machine's
+        resolve_device(opts.device if opts.device is not None else model.device)
     out = Path(out)
-    paths, fmt, params_path = output_paths(tracks, out, fmt)
-    check_ray(ray_address, verbose)
+    paths, fmt, params_path = output_paths(tracks, out, opts.fmt)
+    check_ray(opts.ray_address, opts.verbose)
+    # what every task computes with, resolved here so that every worker uses the same values;
+    # the ensemble travels on its own (trees_store may be a store or an Ensemble)
+    task_options = replace(
+        opts,
+        fmt=fmt,
+        block_size=int(block_size),
+        track_batch=int(track_batch),
+        n_threads=threads,
+        trees_store=None,
+        rule=None,
+    )
+    executor = {
+        "ray_address": opts.ray_address,
+        "num_gpus": opts.num_gpus,
+        "num_cpus": threads,
+        "verbose": opts.verbose,
+    }
+    for name in ("max_retries", "window"):  # None: iter_tasks' own default
+        if getattr(opts, name) is not None:
+            executor[name] = getattr(opts, name)
     job = _ImputeJob(
-        model=model, segments=segments, arcsinh=bool(arcsinh), block_size=int(block_size),
-        fmt=fmt, chrom_sizes={c: int(model.chrom_sizes_[c]) for c in sorted(model.chrom_sizes_.index)},
-        shared={"model": source if ray_address is not None and source else model,
-                "segments": segments, "arcsinh": bool(arcsinh), "block_size": int(block_size),
-                "device": device, "precision": precision, "n_threads": threads,
-                "ensemble": ensemble},
-        executor={"ray_address": ray_address, "num_gpus": num_gpus, "num_cpus": threads,
-                  "max_retries": max_retries, "window": window, "verbose": verbose},
+        model=model, segments=segments, options=task_options,
+        chrom_sizes={c: int(model.chrom_sizes_[c]) for c in sorted(model.chrom_sizes_.index)},
+        shared={"model": source if opts.ray_address is not None and source else model,
+                "segments": segments, "options": task_options, "ensemble": ensemble},
+        executor=executor,
     )  # fmt: skip
-    prints = impute_fingerprints(source, model, tracks, segments, arcsinh, precision, fmt)
+    prints = impute_fingerprints(source, model, tracks, segments, opts.arcsinh, opts.precision, fmt)
     if ensemble is not None:  # a file of the model alone is not one of the ensemble
         prints = [p if p is None else {**p, "ensemble": ensemble.fingerprint()} for p in prints]
     with output_lock(out):  # reentrant under the CLI's lock; no other writer of these files
         paths[0].parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(paths)
-        todo = _tracks_to_write(paths, prints, overwrite, verbose)
+        todo = _tracks_to_write(paths, prints, opts.overwrite, opts.verbose)
         for lo in range(0, len(todo), int(track_batch)):
             group = todo[lo : lo + int(track_batch)]
             job.write_batch(
@@ -493,12 +485,12 @@ def impute(
             {
                 "tracks": [list(t) for t in tracks],
                 "files": [str(p) for p in paths],
-                "scale": "arcsinh" if arcsinh else "-log10 p",
-                "precision": precision,
+                "scale": "arcsinh" if opts.arcsinh else "-log10 p",
+                "precision": opts.precision,
                 "format": fmt,
                 "chroms": list(chroms) if chroms else None,
                 "regions": list(regions) if regions else None,
-                "genome": getattr(model, "genome_", None),
+                "genome": model.genome_,
                 "resolution": int(model.layout_.resolution),
                 "n_bins": int((segments.axis_end - segments.axis_start).sum()),
                 "ensemble": None if ensemble is None else ensemble.fingerprint(),
@@ -566,7 +558,7 @@ def _no_auto_ensemble(model, ray_address) -> str | None:
     """Why ``trees_store="auto"`` cannot build the ensemble, or None when it can try."""
     if ray_address is not None:
         return "the ensemble imputes in this process only (not on Ray)"
-    if getattr(model, "training_store_", None) is None:
+    if model.training_store_ is None:
         return (
             "the model does not record the compendium it was trained on; "
             "give it with --trees STORE (trees_store=STORE)"
@@ -684,11 +676,7 @@ def impute_blocks(
     job: tuple[str, list[tuple[str, str]]],
     model,
     segments: pd.DataFrame,
-    arcsinh: bool,
-    block_size: int,
-    device: str | None,
-    precision: str,
-    n_threads: int,
+    options: ImputeOptions,
     ensemble=None,
 ) -> Iterator[np.ndarray]:
     """The values of one task of :func:`impute`: one chromosome for a batch of tracks.
@@ -701,16 +689,13 @@ def impute_blocks(
         A fitted model, or a model directory (read here, its axes lazily).
     segments : pandas.DataFrame
         From :func:`track_segments`; only the chromosome's rows are used.
-    arcsinh : bool
-        Keep the arcsinh scale; else ``sinh`` (the -log10 p scale).
-    block_size : int
-        Positions per block.
-    device : str, optional
-        torch device (None: the model's, else the best available).
-    precision : {"fp32", "bf16"}
-        See :class:`FastPredictor`.
-    n_threads : int
-        Torch threads while computing.
+    options : ImputeOptions
+        The imputation's options, as :func:`impute` resolved them: this task
+        reads ``arcsinh`` (keep the arcsinh scale, else ``sinh``: -log10 p),
+        ``block_size`` (positions per block, an int), ``device`` (None: the
+        model's, else the best available), ``precision`` (see
+        :class:`FastPredictor`) and ``n_threads`` (torch threads while
+        computing; None: the model's, else this process's count).
     ensemble : Ensemble, optional
         Combine the model's values with its trees and average
         (:meth:`~epitensor.estimators.ensemble.Ensemble.combine`). Default None: the model alone.
@@ -724,13 +709,15 @@ def impute_blocks(
 
     chrom, tracks = job
     model = load_model(model)
-    predictor = FastPredictor(model, tracks, device=device, precision=precision)
-    with torch_threads(n_threads), predictor.session():
+    threads = task_threads(model.n_threads if options.n_threads is None else options.n_threads)
+    block_size = DEFAULT_BLOCK_SIZE if options.block_size is None else int(options.block_size)
+    predictor = FastPredictor(model, tracks, device=options.device, precision=options.precision)
+    with torch_threads(threads), predictor.session():
         for _, _, axis, lo, hi in _iter_blocks(segments[segments.chrom == chrom], block_size):
             values = predictor.predict(axis, lo, hi)
             if ensemble is not None:
                 values = ensemble.combine(values, tracks, axis, lo, hi)
-            yield values if arcsinh else np.sinh(values)
+            yield values if options.arcsinh else np.sinh(values)
 
 
 def _impute_chrom(job: tuple, **shared) -> list[np.ndarray]:
@@ -756,9 +743,9 @@ def _axes_held(model, segments: pd.DataFrame):
 class _ImputeJob:
     """One imputation: fans each track batch out over the chromosomes and writes its files."""
 
-    def __init__(self, model, segments, arcsinh, block_size, fmt, chrom_sizes, shared, executor):
-        self.model, self.segments, self.fmt = model, segments, fmt
-        self.block_size, self.chrom_sizes = block_size, chrom_sizes
+    def __init__(self, model, segments, options: ImputeOptions, chrom_sizes, shared, executor):
+        self.model, self.segments, self.fmt = model, segments, options.fmt
+        self.block_size, self.chrom_sizes = options.block_size, chrom_sizes
         self.shared, self.executor = shared, dict(executor)
         self.chroms = list(dict.fromkeys(segments.chrom))
 

@@ -1,0 +1,176 @@
+"""Options objects of the jobs: one frozen dataclass per job, its defaults declared once.
+
+The command line, the Python API and the Ray tasks read the same defaults from
+these classes. The module imports neither numpy nor torch, so the command line
+can read them when it starts (``epitensor --help`` stays quick); the values are
+checked by the job that takes them, not here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from epitensor._utils import EpitensorError
+
+if TYPE_CHECKING:
+    from epitensor.estimators.ensemble import Ensemble, EnsembleRule
+    from epitensor.store.compendium import Store
+
+__all__ = [
+    "AUTO_ENSEMBLE",
+    "DEFAULT_BLOCK_SIZE",
+    "MAX_OPEN_WRITERS",
+    "ImputeOptions",
+    "JobOptions",
+]
+
+DEFAULT_BLOCK_SIZE = 16_384
+"""Positions per block of an imputation (about 3 x 128 MiB of activations at paper size)."""
+
+MAX_OPEN_WRITERS = 16
+"""Tracks of an imputation computed together, and so files open at once."""
+
+AUTO_ENSEMBLE = "auto"
+"""``trees_store`` value that takes the model's own training compendium if it can."""
+
+OptionsT = TypeVar("OptionsT", bound="JobOptions")
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Base of the options objects: merges keyword overrides, refusing unknown names.
+
+    Examples
+    --------
+    >>> from epitensor.workflows.options import ImputeOptions
+    >>> ImputeOptions.resolve(None, arcsinh=True).arcsinh
+    True
+    """
+
+    @classmethod
+    def resolve(
+        cls: type[OptionsT], options: OptionsT | None = None, /, **overrides: Any
+    ) -> OptionsT:
+        """``options`` (default: the defaults of ``cls``) with ``overrides`` replacing its fields.
+
+        Parameters
+        ----------
+        options : JobOptions, optional
+            An instance of ``cls``. Default None: ``cls()``.
+        **overrides
+            Field values that replace those of ``options``.
+
+        Returns
+        -------
+        JobOptions
+            A new instance of ``cls``; ``options`` is left as it was.
+
+        Raises
+        ------
+        EpitensorError
+            When ``options`` is not an instance of ``cls``, or an override names no field of it.
+        """
+        if options is None:
+            options = cls()
+        elif not isinstance(options, cls):
+            raise EpitensorError(
+                f"invalid options: got {type(options).__name__}, expected {cls.__name__}"
+            )
+        names = [f.name for f in fields(cls)]
+        for name in overrides:
+            if name not in names:
+                raise EpitensorError(
+                    f"invalid option of {cls.__name__}: got {name!r}, expected one of {names}"
+                )
+        return replace(options, **overrides) if overrides else options
+
+
+@dataclass(frozen=True)
+class ImputeOptions(JobOptions):
+    """How :func:`epitensor.workflows.impute.impute` computes and writes its files.
+
+    What is imputed (the model, the tracks, the output, the chromosomes or
+    regions) are arguments of the function; everything else is here, with its
+    default. ``epitensor impute`` builds one from its options.
+
+    Parameters
+    ----------
+    arcsinh : bool
+        Write the model's arcsinh scale. Default False: the -log10 p scale
+        (``sinh`` of the model output).
+    fmt : {"bigwig", "bedgraph"}, optional
+        Default None: from the file name (bigWig for a folder).
+    precision : {"fp32", "bf16"}
+        Arithmetic after the first layer (see
+        :class:`~epitensor.workflows.impute.FastPredictor`). Default ``"fp32"``.
+    overwrite : bool
+        Replace existing files. Default False: keep the files a previous run
+        of the same imputation finished (see
+        :func:`~epitensor.workflows.impute.impute_fingerprints`), write the
+        others, and refuse any other existing file.
+    verbose : bool
+        Show a progress bar (and why the ensemble was left out). Default True.
+    block_size : int, optional
+        Positions per block. Default :data:`DEFAULT_BLOCK_SIZE` (16384, about
+        3 x 128 MiB of activations at paper size); None means the default too.
+    track_batch : int, optional
+        Tracks per task (and files open at once). Default
+        :data:`MAX_OPEN_WRITERS` (16); None means the default too.
+    device : str, optional
+        torch device. Default None: the model's ``device`` setting (None: the
+        best available).
+    n_threads : int, optional
+        Torch threads of each task. Default None: the model's ``n_threads``,
+        else this process's thread count.
+    ray_address : str, optional
+        Default None: in this process. ``"local"``, ``"auto"`` or a Ray
+        address: one Ray task per chromosome x track batch.
+    num_gpus : float, optional
+        GPUs per Ray task. Default None: 1 when the cluster has GPUs, else 0.
+    max_retries : int, optional
+        Retries of a failed Ray task. Default None: the default of
+        :func:`epitensor.parallel.iter_tasks` (2).
+    window : int, optional
+        Chromosome results computed on Ray ahead of the one being written.
+        Default None: the default of :func:`epitensor.parallel.iter_tasks` (4).
+    trees_store : Store, str, list of them, Ensemble, or "auto", optional
+        Write the ensemble of :mod:`epitensor.estimators.ensemble` instead of
+        the model alone: trees and average activity fitted on this store's
+        copies of the model's training tracks (a list: the stores read as one
+        :class:`~epitensor.store.compendium.TrackUnion`; an
+        :class:`~epitensor.estimators.ensemble.Ensemble` of this model: used as
+        it is, its fitted trees kept). :data:`AUTO_ENSEMBLE` (``"auto"``, what
+        ``epitensor impute`` passes unless ``--model-only``): the store the
+        model records (``training_store_``) when it still opens and holds those
+        tracks, else the model alone, with a line saying why. Default None:
+        the model alone. Not on Ray.
+    rule : EnsembleRule, optional
+        The ensemble's rule. Default None:
+        :class:`~epitensor.estimators.ensemble.EnsembleRule` ``()``.
+
+    Examples
+    --------
+    >>> from epitensor.workflows.options import ImputeOptions
+    >>> options = ImputeOptions(arcsinh=True, fmt="bedgraph")
+    >>> options.block_size, options.track_batch
+    (16384, 16)
+    """
+
+    arcsinh: bool = False
+    fmt: str | None = None
+    precision: str = "fp32"
+    overwrite: bool = False
+    verbose: bool = True
+    block_size: int | None = DEFAULT_BLOCK_SIZE
+    track_batch: int | None = MAX_OPEN_WRITERS
+    device: str | None = None
+    n_threads: int | None = None
+    ray_address: str | None = None
+    num_gpus: float | None = None
+    max_retries: int | None = None
+    window: int | None = None
+    trees_store: Store | str | os.PathLike | Sequence | Ensemble | None = None
+    rule: EnsembleRule | None = None
