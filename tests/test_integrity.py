@@ -5,6 +5,8 @@ file deleted or one byte flipped, as a failing disk or a half-finished copy
 leaves it. Concurrency tests run real ``epitensor`` processes.
 """
 
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from epitensor._utils import EpitensorError, lock_file, output_lock
+from epitensor._utils import EpitensorError, EpitensorWarning, lock_file, output_lock
 from epitensor.cli import app
 from epitensor.store.compendium import Store
 
@@ -363,6 +365,51 @@ def test_output_lock_is_reentrant_and_cleans_up(tmp_path):
             env=_env(EPITENSOR_LOCK_TIMEOUT="0.3"),
         )
     assert other.returncode == 1 and "timed out after 0.3 s" in other.stderr
+
+
+def test_a_killed_holders_longer_pid_is_replaced_whole(tmp_path):
+    target = tmp_path / "out"
+    lock_file(target).write_text("4194304999\n")  # left behind by a killed holder
+    with output_lock(target) as path:
+        assert path.read_text() == f"{os.getpid()}\n"
+    assert not path.exists()
+
+
+def test_a_lock_file_this_user_may_only_read_still_locks(tmp_path, monkeypatch):
+    """Another user's lock file (mode 0644) opens read-only, and flock works on that descriptor."""
+    target = tmp_path / "out"
+    path = lock_file(target)
+    path.write_text("999999\n")
+    real_open = os.open
+
+    def open_as_another_user(file, flags, *args, **kwargs):
+        if Path(file) == path and flags & os.O_RDWR:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_as_another_user)
+    code = f"from epitensor._utils import output_lock\nwith output_lock({str(target)!r}): pass"
+    with output_lock(target, wait=False):
+        monkeypatch.undo()
+        other = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env=_env(EPITENSOR_LOCK_TIMEOUT="0.3"),
+        )
+    assert other.returncode == 1 and "timed out after 0.3 s" in other.stderr
+    assert not path.exists()
+
+
+def test_a_file_system_without_locks_warns_and_writes_unlocked(tmp_path, monkeypatch):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(EpitensorWarning, match="has no file locks; writing unlocked"):
+        with output_lock(tmp_path / "out") as path:
+            assert int(path.read_text()) == os.getpid()
+    assert not path.exists()
 
 
 @pytest.mark.parametrize("value", ["soon", "-1"])

@@ -17,6 +17,8 @@ from epitensor.estimators.avocado import PRESETS, Avocado
 from epitensor.evaluation.tune import (
     PAPER_GRID,
     SAMPLE_OVERHEAD,
+    STUDY_FILE,
+    STUDY_NAME,
     choose_validation,
     network_multiply_adds,
     sample_cost,
@@ -222,6 +224,18 @@ def test_tune_resumes_and_writes_a_preset_train_accepts(small_pilot_store, tmp_p
     )
     assert result.exit_code == 0, result.output
     assert Avocado.load(model_dir).n_nodes == again.best_params["n_nodes"]
+
+
+def test_a_trial_left_running_by_an_interrupted_run_is_marked_failed(small_pilot_store, tmp_path):
+    import optuna
+
+    out = tmp_path / "tune"
+    kwargs = dict(holdout=HOLDOUT, space=TINY_SPACE, positions=20_000, n_epochs=1, verbose=False)
+    tune(small_pilot_store, out, n_trials=1, **kwargs)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{out / STUDY_FILE}")
+    study.ask()  # what a run killed mid-trial leaves: trial 1, RUNNING for ever
+    again = tune(small_pilot_store, out, n_trials=1, **kwargs)
+    assert again.trials.set_index("number").state.to_dict() == {0: "COMPLETE", 1: "FAIL"}
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,12 @@ def cgroup_cpu_quota(
     limit) in the process's own cgroup and every parent up to ``root``, and in
     ``root`` itself (a container sees its own cgroup there); the tightest wins.
 
+    ``joblib.cpu_count`` (loky) also reads a quota, but only the one file at
+    the mount root (``/sys/fs/cgroup/cpu.max``, or v1 ``cpu/cpu.cfs_quota_us``):
+    a quota on the process's own cgroup below the root, as systemd units and
+    batch jobs set on a host without a cgroup namespace, goes unseen, and
+    ``cgroup_file`` / ``root`` cannot be pointed elsewhere to test it.
+
     Parameters
     ----------
     cgroup_file : str or path-like
@@ -99,17 +105,25 @@ def available_cpus() -> int:
     scheduler or a container quota allows far fewer; more torch threads than
     that oversubscribe the CPUs and slow every step down. A fractional quota
     is rounded down (at least 1): a thread team that outruns the quota is
-    throttled mid-step.
+    throttled mid-step. The affinity count is ``os.process_cpu_count()`` on
+    Python 3.13+ (which also honours ``PYTHON_CPU_COUNT``), else
+    ``os.sched_getaffinity``. Not ``joblib.cpu_count()``: it rounds a
+    fractional quota up and misses quotas below the cgroup root (see
+    :func:`cgroup_cpu_quota`).
 
     Returns
     -------
     int
         At least 1.
     """
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        cpus = os.cpu_count() or 1
+    process_cpu_count = getattr(os, "process_cpu_count", None)  # Python 3.13+
+    if process_cpu_count is not None:
+        cpus = process_cpu_count() or 1
+    else:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not on Linux
+            cpus = os.cpu_count() or 1
     quota = cgroup_cpu_quota()
     if quota is not None:
         cpus = min(cpus, int(quota))
@@ -264,5 +278,3 @@ def resolve_precision(precision: str, device) -> str:
 def cpu_vendor() -> str:
     """The CPU's ``vendor_id`` from ``/proc/cpuinfo`` (``"AuthenticAMD"``, ``"GenuineIntel"``), or ``""``."""
     return _cpuinfo().get("vendor_id", "")
-
-

@@ -69,7 +69,12 @@ def average_precision(y_true: np.ndarray, score: np.ndarray) -> float:
     """Average precision: sum over thresholds of (R_n - R_{n-1}) P_n.
 
     One threshold per distinct score (tied scores enter together), as in the
-    paper's Methods and scikit-learn's ``average_precision_score``.
+    paper's Methods: scikit-learn's ``average_precision_score``, with NaN
+    rather than a warning and 0 when there is no positive. The hand-written
+    version it replaced gave the same values (to 1e-16) and was faster, 0.1
+    against 1.2 ms on a 300-sample fold (``benchmarks/libraries.py``), a
+    millisecond beside the fold's model fit (1.8 s for the logistic model on
+    300 samples).
 
     Parameters
     ----------
@@ -83,20 +88,15 @@ def average_precision(y_true: np.ndarray, score: np.ndarray) -> float:
     float
         AP in [0, 1]; NaN when there is no positive.
     """
+    from sklearn.metrics import average_precision_score
+
     y = np.asarray(y_true).astype(bool).ravel()
     s = np.asarray(score, dtype=np.float64).ravel()
     if y.size != s.size:
         raise EpitensorError(f"y_true has {y.size} values but score has {s.size}")
-    n_pos = int(y.sum())
-    if n_pos == 0:
+    if not y.any():
         return float("nan")
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    last = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1]  # last index of each tie group
-    tp = np.cumsum(y)[last]
-    precision = tp / (last + 1)
-    recall = tp / n_pos
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(average_precision_score(y, s))
 
 
 def _pearson(y: np.ndarray, pred: np.ndarray) -> float:

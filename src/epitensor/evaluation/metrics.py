@@ -416,6 +416,9 @@ def _auc(labels: np.ndarray, scores: np.ndarray, ranks: np.ndarray | None = None
     """ROC AUC of ``scores`` for boolean ``labels`` (Mann-Whitney U, ties count one half).
 
     ``ranks``, the average ranks of ``scores``, may be given to save ranking again.
+    Kept rather than ``sklearn.metrics.roc_auc_score`` (equal to 1e-16): reusing
+    the ranks :func:`score` takes for ``gwspear``, the ranks and both AUCs
+    of a million positions took 3.3x less time (``benchmarks/libraries.py``).
     """
     n_pos = int(labels.sum())
     n_neg = labels.size - n_pos

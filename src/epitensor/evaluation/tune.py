@@ -645,8 +645,11 @@ def _open_study(optuna, out_dir: Path, holdout, validation, protocol: dict, n_se
                 f"{given!r}; rerun with the same settings to continue it, or use another --out"
             )
     # a trial left RUNNING by an interrupted run would never finish: mark it failed
+    # (its storage id from the public storage API: a FrozenTrial keeps it private)
+    study_id = storage.get_study_id_from_name(STUDY_NAME)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
     study.sampler = optuna.samplers.RandomSampler(seed=n_seed + len(study.trials))
     return study
 

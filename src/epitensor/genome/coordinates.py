@@ -150,6 +150,13 @@ def parse_region(region: str, sizes: pd.Series | None = None) -> tuple[str, int,
     Commas and ``k`` / ``M`` suffixes are accepted (``chr1:1.5M-2M``). A bare
     chromosome name means the whole chromosome (needs ``sizes``).
 
+    Not ``bioframe.parse_region`` (0.8), measured in ``benchmarks/libraries.py``:
+    it truncates scaled positions (``1.005k`` gives 1004, ``1.001k`` 1000; this
+    rounds), silently drops text after the end (``chr1:1-2:3`` and
+    ``chr1:1-2-3`` give ``(chr1, 1, 2)``), accepts empty regions
+    (``chr1:5-5``), and its errors do not say what form was expected; the
+    checks here would all stay on top of it, and it was 1.3x slower.
+
     Parameters
     ----------
     region : str
@@ -189,6 +196,12 @@ def parse_region(region: str, sizes: pd.Series | None = None) -> tuple[str, int,
 
 def read_bed(path: str | os.PathLike) -> pd.DataFrame:
     """Read the first columns of a BED file (plain or gzip).
+
+    Read with ``pandas.read_csv`` rather than ``bioframe.read_table(schema="bed")``,
+    which is that same call with six fixed column names: a 3-column file then
+    gets NaN ``name`` and ``strand`` columns, so how many columns the file has
+    (which decides ``name`` and ``strand`` here) is lost, and ``track`` /
+    ``browser`` / ``#`` lines are still read as intervals.
 
     Parameters
     ----------

@@ -676,7 +676,7 @@ class Store:
             check.n_chunks += n_row_chunks * n_pos_chunks
         with progress(total=check.n_chunks, desc="check", verbose=verbose, unit="chunk") as bar:
             for axis, array, n_row_chunks, n_pos_chunks in plans:
-                present = _chunk_keys(array)
+                present = _chunk_keys(self.url, array)
                 for i in range(n_row_chunks):
                     chunk_rows = rows[i * array.chunks[0] : (i + 1) * array.chunks[0]]
                     for j0 in range(0, n_pos_chunks, span):
@@ -1036,15 +1036,26 @@ def _codec_names(array) -> set[str]:
     return {codec.to_dict()["name"] for codec in array.metadata.codecs}
 
 
-def _chunk_keys(array) -> set[str]:
-    """Keys (``"c/0/3"``) of the chunks of ``array`` that exist, from one listing."""
-    from zarr.core.sync import sync
+def _chunk_keys(url: str, array) -> set[str]:
+    """Keys (``"c/0/3"``) of the chunks of ``array`` that exist, from one listing.
 
-    async def keys() -> set[str]:
-        prefix = f"{array.store_path.path}/" if array.store_path.path else ""
-        return {k[len(prefix) :] async for k in array.store_path.store.list_prefix(prefix)}
+    Listed with fsspec, which is synchronous, rather than the store's async
+    ``list_prefix``: awaiting that from synchronous code takes zarr's private
+    event-loop helper (``zarr.core.sync``), and ``asyncio.run`` fails where a
+    loop already runs, as in Jupyter.
 
-    return sync(keys())
+    Parameters
+    ----------
+    url : str
+        The store (path or fsspec URL).
+    array : zarr.Array
+        One of its arrays.
+    """
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(_zarr_target(url))
+    folder = f"{root.rstrip('/')}/{array.path}"
+    return {key[len(folder) + 1 :] for key in fs.find(folder)}
 
 
 def _chunk_name(array, axis: str, i: int, j: int) -> str:
