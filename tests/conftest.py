@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data in ../shared/data, the bundled store, devices."""
+"""Shared fixtures: the real test data in tests/data, the bundled store, devices."""
 
 from __future__ import annotations
 
@@ -8,15 +8,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("EPITENSOR_SHARED_DATA", REPO.parent / "shared" / "data"))
+TEST_DATA = REPO / "tests" / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """Root of the real data shared beside the repository (../shared/data)."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"real data not found at {SHARED_DATA}; set EPITENSOR_SHARED_DATA")
-    return SHARED_DATA
+def test_data() -> Path:
+    """The real third-party files the tests read (tests/data; sources in its README.md)."""
+    return TEST_DATA
 
 
 @pytest.fixture(scope="session")

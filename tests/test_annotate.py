@@ -28,8 +28,8 @@ FAST = {"sample_size": 20_000, "n_iter": 5, "verbose": False}
 
 
 @pytest.fixture(scope="module")
-def annotations_dir(shared_data):
-    return shared_data / "annotations" / "hg19"
+def annotations_dir(test_data):
+    return test_data / "annotations" / "hg19-pilot"
 
 
 @pytest.fixture(scope="module")

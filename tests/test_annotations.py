@@ -141,14 +141,14 @@ def test_from_directory_errors(tmp_path):
         Annotations.from_directory(tmp_path)
 
 
-def test_observed_e017_h3k4me3_against_imr90_macs2_peaks(pilot_store, shared_data):
+def test_observed_e017_h3k4me3_against_imr90_macs2_peaks(pilot_store, test_data):
     """Sanity check of the peak metrics and of the coordinates.
 
     The observed E017 H3K4me3 track, thresholded at -log10 p = 2, against
     Roadmap's own MACS2 narrow peaks of IMR-90 (E017) mapped onto the pilot
     layout: precision 0.934 and recall 0.937 outside the blacklist.
     """
-    path = shared_data / "annotations" / "hg19" / "E017-H3K4me3.narrowPeak.gz"
+    path = test_data / "annotations" / "E017-H3K4me3.narrowPeak.gz"
     assert len(read_narrowpeak(path)) == 42458
     layout = pilot_store.layout
     peaks = peak_mask(path, layout, "pilot")

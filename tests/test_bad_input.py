@@ -137,8 +137,8 @@ def test_a_large_finite_value_does_not_blur_the_bins_after_it(tmp_path):
 # (3) ragged manifest rows ---------------------------------------------------------------
 
 
-def test_manifest_row_with_an_extra_field_names_the_line(shared_data, tmp_path):
-    bigwig = shared_data / "fixtures" / COOLBOX.format("RNA")
+def test_manifest_row_with_an_extra_field_names_the_line(test_data, tmp_path):
+    bigwig = test_data / COOLBOX.format("RNA")
     manifest = tmp_path / "m.tsv"
     manifest.write_text(f"celltype\tassay\tpath\nK562\tH3K4me3\t{bigwig}\textra\n")
     result = _ingest(manifest, tmp_path / "s", "--regions", str(_bed(tmp_path, WIDE)))
@@ -148,8 +148,8 @@ def test_manifest_row_with_an_extra_field_names_the_line(shared_data, tmp_path):
     assert not (tmp_path / "s").exists()
 
 
-def test_manifest_trailing_tabs_and_blank_lines_are_tolerated(shared_data, tmp_path):
-    bigwig = shared_data / "fixtures" / COOLBOX.format("RNA")
+def test_manifest_trailing_tabs_and_blank_lines_are_tolerated(test_data, tmp_path):
+    bigwig = test_data / COOLBOX.format("RNA")
     manifest = tmp_path / "m.tsv"
     manifest.write_text(f"celltype\tassay\tpath\t\r\n\nK562\tRNA\t{bigwig}\t\r\n\n")
     result = _ingest(manifest, tmp_path / "s", "--regions", str(_bed(tmp_path, WIDE)))
@@ -183,8 +183,8 @@ def test_overlapping_records_are_refused_naming_both_lines(tmp_path, content, fm
 
 
 @pytest.mark.parametrize("name", ['K5"62', "E003:x", "K5/62", "a b", "-x", "é", "x" * 101])
-def test_names_outside_the_rule_are_refused_at_ingest(shared_data, tmp_path, name):
-    bigwig = shared_data / "fixtures" / COOLBOX.format("RNA")
+def test_names_outside_the_rule_are_refused_at_ingest(test_data, tmp_path, name):
+    bigwig = test_data / COOLBOX.format("RNA")
     result = _ingest(_manifest(tmp_path, [(name, "RNA", bigwig)]), tmp_path / "s")
     _fails(result, "line 2", "invalid cell type name", "letters, digits")
     result = _ingest(_manifest(tmp_path, [("K562", name, bigwig)]), tmp_path / "s")
@@ -284,7 +284,7 @@ def _dead_pid():
     return child.pid
 
 
-def test_next_run_removes_the_scratch_of_a_dead_run(shared_data, tmp_path):
+def test_next_run_removes_the_scratch_of_a_dead_run(test_data, tmp_path):
     import socket
 
     host = "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname())
@@ -297,7 +297,7 @@ def test_next_run_removes_the_scratch_of_a_dead_run(shared_data, tmp_path):
     alive.mkdir()
     earlier_boot = tmp_path / f".s.ingest-{host}-{os.getpid()}.3"  # our PID, not in use
     (earlier_boot / "downloads").mkdir(parents=True)
-    bigwig = shared_data / "fixtures" / COOLBOX.format("RNA")
+    bigwig = test_data / COOLBOX.format("RNA")
     result = _ingest(
         _manifest(tmp_path, [("K562", "RNA", bigwig)]),
         tmp_path / "s",
@@ -401,17 +401,17 @@ def test_manifest_or_track_path_that_is_a_folder(tmp_path):
     _fails(result, folder, "is a folder")
 
 
-def test_output_under_a_regular_file(shared_data, tmp_path):
+def test_output_under_a_regular_file(test_data, tmp_path):
     (tmp_path / "file").write_text("not a folder")
-    bigwig = shared_data / "fixtures" / COOLBOX.format("RNA")
+    bigwig = test_data / COOLBOX.format("RNA")
     result = _ingest(_manifest(tmp_path, [("K562", "RNA", bigwig)]), tmp_path / "file" / "s")
     _fails(result, "cannot write", "is a file, not a folder")
     assert (tmp_path / "file").read_text() == "not a folder"
 
 
-def _store_for_append(shared_data, tmp_path):
+def _store_for_append(test_data, tmp_path):
     regions = _bed(tmp_path, [("chr9", 4_000_000, 4_400_000)])
-    bigwig = shared_data / "fixtures" / COOLBOX.format("H3K27ac")
+    bigwig = test_data / COOLBOX.format("H3K27ac")
     result = _ingest(
         _manifest(tmp_path, [("K562", "H3K27ac", bigwig)]),
         tmp_path / "s",
@@ -422,11 +422,11 @@ def _store_for_append(shared_data, tmp_path):
     return tmp_path / "s"
 
 
-def test_disk_full_during_ingest_and_append(shared_data, tmp_path):
+def test_disk_full_during_ingest_and_append(test_data, tmp_path):
     """RLIMIT_FSIZE makes every write past 4 KiB fail with EFBIG, as a full disk does."""
-    store = _store_for_append(shared_data, tmp_path)
+    store = _store_for_append(test_data, tmp_path)
     before = _files(store)
-    rows = [("K562", a, shared_data / "fixtures" / COOLBOX.format(a)) for a in ("RNA", "H3K27me3")]
+    rows = [("K562", a, test_data / COOLBOX.format(a)) for a in ("RNA", "H3K27me3")]
     manifest = _manifest(tmp_path, rows, name="more.tsv")
     for extra in (["--append"], []):
         out = store if extra else tmp_path / "new"
@@ -454,14 +454,14 @@ def test_disk_full_during_ingest_and_append(shared_data, tmp_path):
     assert not (tmp_path / "new").exists() and _leftovers(tmp_path) == []
 
 
-def test_failed_append_leaves_the_store_byte_identical(shared_data, tmp_path, monkeypatch):
+def test_failed_append_leaves_the_store_byte_identical(test_data, tmp_path, monkeypatch):
     """The second track fails while the first is already written (tracks streamed one by one)."""
-    store = _store_for_append(shared_data, tmp_path)
+    store = _store_for_append(test_data, tmp_path)
     before = _files(store)
     monkeypatch.setattr(ingest_module, "BLOCK_BYTES", 0)
     outside = _text(tmp_path, "chr9\t100\t200\t3\n")  # no signal inside the layout
     rows = [
-        ("K562", "RNA", shared_data / "fixtures" / COOLBOX.format("RNA")),
+        ("K562", "RNA", test_data / COOLBOX.format("RNA")),
         ("K562", "Y", outside),
     ]
     result = _ingest(_manifest(tmp_path, rows, name="more.tsv"), store, "--append")
@@ -471,9 +471,9 @@ def test_failed_append_leaves_the_store_byte_identical(shared_data, tmp_path, mo
     assert Store.open(store).track_names() == [("K562", "H3K27ac")]
 
 
-def test_an_append_killed_outright_is_undone_by_the_next_run(shared_data, tmp_path):
+def test_an_append_killed_outright_is_undone_by_the_next_run(test_data, tmp_path):
     """A process snapshots the store, writes a track, and dies without cleaning up."""
-    store = _store_for_append(shared_data, tmp_path)
+    store = _store_for_append(test_data, tmp_path)
     original = Store.open(store).read_track("K562", "H3K27ac")
     script = (
         "import os, sys, numpy as np\n"
@@ -489,7 +489,7 @@ def test_an_append_killed_outright_is_undone_by_the_next_run(shared_data, tmp_pa
     dead = subprocess.run([sys.executable, "-c", script, str(store)], env=env, timeout=120)
     assert dead.returncode == 9
     assert Store.open(store).track_names() == [("K562", "H3K27ac"), ("K562", "half")]
-    rna = [("K562", "RNA", shared_data / "fixtures" / COOLBOX.format("RNA"))]
+    rna = [("K562", "RNA", test_data / COOLBOX.format("RNA"))]
     with pytest.warns(EpitensorWarning, match="restored .* interrupted in process"):
         result = _ingest(_manifest(tmp_path, rna, name="more.tsv"), store, "--append")
     assert result.exit_code == 0, result.output

@@ -40,7 +40,7 @@ def test_global_and_assay_means_by_hand(pilot_store, pilot_split):
     prediction = glob.predict("E003", "H3K4me3")
     assert prediction.shape == (pilot_store.axis_length("pilot"),)
     assert prediction.dtype == np.float32
-    # the reference point of ../shared/data/README.md: held-out MSE 0.215
+    # the reference point in tests/data/README.md: held-out MSE 0.215
     mses = [metrics.mse(data[t], glob.predict(*t)) for t in holdout]
     assert np.mean(mses) == pytest.approx(0.215, abs=0.002)
     per_assay = AssayMean().fit(pilot_store, train)
@@ -59,7 +59,7 @@ def test_average_activity_is_the_mean_over_the_other_celltypes(pilot_store, pilo
         model.predict("E003", "H3K4me3"), np.mean(others, axis=0), rtol=1e-5, atol=1e-6
     )
     assert model.celltypes_["H3K4me3"] == ["E017", "E065", "E116", "E117"]
-    # the reference point of ../shared/data/README.md: MSE 0.167, Pearson 0.458
+    # the reference point in tests/data/README.md: MSE 0.167, Pearson 0.458
     mses = [metrics.mse(data[t], model.predict(*t)) for t in holdout]
     pearsons = [metrics.pearson(data[t], model.predict(*t)) for t in holdout]
     assert np.mean(mses) == pytest.approx(0.167, abs=0.002)

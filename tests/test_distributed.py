@@ -243,11 +243,11 @@ def test_impute_ray_memory_store_is_refused(by_chrom_store, trained_model):
         remote_store(memory, "local")
 
 
-def test_ingest_ray_builds_the_store_of_in_process_ingest(shared_data, ray_local, tmp_path):
+def test_ingest_ray_builds_the_store_of_in_process_ingest(test_data, ray_local, tmp_path):
     """Real K562 bigWigs (chr9:4-6 Mb): tracks read in Ray tasks, written here, same store."""
     from epitensor.store.ingest import ingest
 
-    coolbox = shared_data / "fixtures" / "coolbox"
+    coolbox = test_data / "coolbox"
     rows = [
         ("K562", assay, coolbox / f"bigwig_chr9_4000000_6000000_K562_{assay}.bigwig")
         for assay in ("H3K27ac", "H3K27me3", "RNA")
@@ -265,11 +265,11 @@ def test_ingest_ray_builds_the_store_of_in_process_ingest(shared_data, ray_local
     assert remote.read_block("regions").std() > 0
 
 
-def test_ingest_ray_names_the_broken_file(shared_data, ray_local, tmp_path):
+def test_ingest_ray_names_the_broken_file(test_data, ray_local, tmp_path):
     from epitensor.store.ingest import ingest
 
     broken = tmp_path / "broken.bigwig"
-    good = shared_data / "fixtures" / "coolbox" / "bigwig_chr9_4000000_6000000_K562_RNA.bigwig"
+    good = test_data / "coolbox" / "bigwig_chr9_4000000_6000000_K562_RNA.bigwig"
     broken.write_bytes(good.read_bytes()[:4000])  # header kept, data cut off
     manifest = tmp_path / "manifest.tsv"
     manifest.write_text(f"celltype\tassay\tpath\nK562\tRNA\t{broken}\n")

@@ -288,10 +288,10 @@ def test_parse_interval_names():
 
 
 @pytest.fixture(scope="module")
-def imr90_pairs(shared_data):
+def imr90_pairs(test_data):
     from epitensor.genome.pilot import pilot_layout
 
-    pairs = read_targetfinder_pairs(shared_data / "downstream/targetfinder/IMR90.pairs.csv")
+    pairs = read_targetfinder_pairs(test_data / "targetfinder/IMR90.pairs.csv.gz")
     return pairs, pairs_in_layout(pairs, pilot_layout())
 
 

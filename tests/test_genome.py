@@ -74,8 +74,8 @@ def test_parse_region_forms_and_errors():
         parse_region("chr1")
 
 
-def test_read_bed_real_pilot_regions(shared_data):
-    bed = read_bed(shared_data / "roadmap-pilot" / "encode_pilot_hg19.bed")
+def test_read_bed_real_pilot_regions(test_data):
+    bed = read_bed(test_data / "roadmap-pilot" / "encode_pilot_hg19.bed")
     assert len(bed) == 44
     assert bed.iloc[0].to_dict() == {
         "chrom": "chr1",
@@ -121,10 +121,10 @@ def test_region_layout_concatenates_in_natural_order():
     assert list(regions.chrom.to_numpy()[chrom_index]) == ["chr2"] * 5 + ["chr10"] * 2
 
 
-def test_pilot_layout_matches_table(shared_data):
-    table = pd.read_csv(shared_data / "roadmap-pilot" / "avocado_pilot_layout_hg19.tsv", sep="\t")
+def test_pilot_layout_matches_table(test_data):
+    table = pd.read_csv(test_data / "roadmap-pilot" / "avocado_pilot_layout_hg19.tsv", sep="\t")
     layout = Layout.from_avocado_table(
-        shared_data / "roadmap-pilot" / "avocado_pilot_layout_hg19.tsv", n_positions=1_126_469
+        test_data / "roadmap-pilot" / "avocado_pilot_layout_hg19.tsv", n_positions=1_126_469
     )
     assert layout.axis_lengths == {"pilot": 1_126_469}
     assert len(layout.regions) == 42
@@ -167,9 +167,9 @@ def test_layout_validation_reports_overlap_and_overflow():
         Layout(regions.iloc[[0]], {"b": 10})
 
 
-def test_mask_from_intervals_on_pilot_layout(shared_data):
+def test_mask_from_intervals_on_pilot_layout(test_data):
     layout = Layout.from_avocado_table(
-        shared_data / "roadmap-pilot" / "avocado_pilot_layout_hg19.tsv", n_positions=1_126_469
+        test_data / "roadmap-pilot" / "avocado_pilot_layout_hg19.tsv", n_positions=1_126_469
     )
     # 60 bp starting mid-bin inside ENr231 touches 3 bins; a chr3 interval misses every region
     start = 6046322 * 25 + 10

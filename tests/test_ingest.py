@@ -56,11 +56,11 @@ def _bin_by_hand(intervals, n_bins, first_bin=0):
 # real fixtures -------------------------------------------------------------------------
 
 
-def test_coolbox_bigwigs_match_per_base_values(shared_data, tmp_path):
+def test_coolbox_bigwigs_match_per_base_values(test_data, tmp_path):
     """Bin means equal the mean of pybigtools' per-base values over each 25-bp bin."""
     region = ("chr9", 4_000_000, 6_000_000)
     assays = ["H3K27ac", "H3K27me3", "RNA"]
-    rows = [("K562", a, shared_data / "fixtures" / COOLBOX.format(a)) for a in assays]
+    rows = [("K562", a, test_data / COOLBOX.format(a)) for a in assays]
     store = ingest(
         _manifest(tmp_path, rows),
         tmp_path / "s.zarr",
@@ -80,9 +80,9 @@ def test_coolbox_bigwigs_match_per_base_values(shared_data, tmp_path):
         assert expected.max() > 1.0  # real signal, not a zero track
 
 
-def test_encode_bigwig_whole_chromosome_with_partial_last_bin(shared_data):
+def test_encode_bigwig_whole_chromosome_with_partial_last_bin(test_data):
     """read_track on a whole chromosome agrees with a hand loop over the file's records."""
-    path = shared_data / "fixtures" / "genomedata" / "ENCFF324BPE.bigWig"
+    path = test_data / "genomedata" / "ENCFF324BPE.bigWig"
     sizes = chrom_sizes("hg19")
     layout = Layout.from_chrom_sizes(sizes, chroms=["chr21"])
     n = layout.axis_lengths["chr21"]
@@ -119,17 +119,17 @@ def _text_intervals(path):
     return out
 
 
-def test_text_formats_match_hand_parsing(shared_data, tmp_path):
+def test_text_formats_match_hand_parsing(test_data, tmp_path):
     """bedGraph (plain, gzip, CRLF), wig fixedStep and variableStep (plain, CRLF) on a custom genome."""
-    folder = shared_data / "fixtures" / "genomedata"
+    folder = test_data / "genomedata"
     gz = tmp_path / "duke.bedGraph.gz"
     gz.write_bytes(gzip.compress((folder / f"{DUKE.split('/')[1]}.bedGraph").read_bytes()))
     files = {
-        "bedGraph": shared_data / "fixtures" / f"{DUKE}.bedGraph",
+        "bedGraph": test_data / f"{DUKE}.bedGraph",
         "bedGraphGz": gz,
-        "bedGraphDos": shared_data / "fixtures" / f"{DUKE}.dos.bedGraph",
-        "wigVar": shared_data / "fixtures" / f"{DUKE}.wigVar",
-        "wigVarDos": shared_data / "fixtures" / f"{DUKE}.dos.wigVar",
+        "bedGraphDos": test_data / f"{DUKE}.dos.bedGraph",
+        "wigVar": test_data / f"{DUKE}.wigVar",
+        "wigVarDos": test_data / f"{DUKE}.dos.wigVar",
         "wigFixed": folder / "chr1.wgEncodeDukeDNaseSeqBaseOverlapSignalK562V2.wig",
     }
     sizes = tmp_path / "chrom.sizes"
@@ -174,7 +174,7 @@ def _write_bigwig(path, layout, values, sizes):
     pybigtools.open(str(path), "w").write({c: int(sizes[c]) for c in chroms}, iter(records))
 
 
-def test_pilot_round_trip_through_bigwig(shared_data, pilot_store, tmp_path):
+def test_pilot_round_trip_through_bigwig(test_data, pilot_store, tmp_path):
     """Pilot arrays -> sinh (-log10 p) -> bigWig -> ingest equals the bundled store (float16)."""
     sizes = chrom_sizes("hg19")
     layout = _pilot_sublayout(2)
@@ -182,11 +182,11 @@ def test_pilot_round_trip_through_bigwig(shared_data, pilot_store, tmp_path):
     tracks = [("E003", "H3K4me3"), ("E116", "H3K27me3"), ("E017", "H3K36me3")]
     rows = []
     for celltype, assay in tracks:
-        full = np.load(shared_data / "roadmap-pilot" / f"{celltype}.{assay}.pilot.arcsinh.npz")[
-            "arr_0"
-        ]
+        # the first two pilot regions of the original track (tests/data/README.md)
+        head = np.load(test_data / "roadmap-pilot" / f"{celltype}.{assay}.pilot-head.arcsinh.npz")
+        head = head["arr_0"]
         values = np.concatenate(
-            [full[r.offset : r.offset + r.n_bins] for r in original.itertuples()]
+            [head[r.offset : r.offset + r.n_bins] for r in original.itertuples()]
         )
         path = tmp_path / f"{celltype}.{assay}.bw"
         _write_bigwig(path, layout, np.sinh(values.astype(np.float64)), sizes)
@@ -206,30 +206,30 @@ def test_pilot_round_trip_through_bigwig(shared_data, pilot_store, tmp_path):
         np.testing.assert_allclose(store.read_track(celltype, assay), expected, **FLOAT16)
 
 
-def test_pilot_npz_on_pilot_layout(shared_data, pilot_store, tmp_path):
+def test_pilot_npz_on_pilot_layout(test_data, pilot_store, tmp_path):
     """An npz holding a whole layout axis (already arcsinh: scale column) matches by layout."""
-    npz = shared_data / "roadmap-pilot" / "E065.H3K4me1.pilot.arcsinh.npz"
-    np.save(tmp_path / "E065.H3K4me1.npy", np.load(npz)["arr_0"])
+    npz = test_data / "roadmap-pilot" / "E116.H3K4me3.pilot.arcsinh.npz"
+    np.save(tmp_path / "E116.H3K4me3.npy", np.load(npz)["arr_0"])
     rows = [
-        ("E065", "H3K4me1", npz, "arcsinh"),
-        ("E065", "npy", tmp_path / "E065.H3K4me1.npy", "arcsinh"),
+        ("E116", "H3K4me3", npz, "arcsinh"),
+        ("E116", "npy", tmp_path / "E116.H3K4me3.npy", "arcsinh"),
     ]
     manifest = _manifest(tmp_path, rows, ("celltype", "assay", "path", "scale"))
     store = ingest(manifest, tmp_path / "s.zarr", regions="roadmap-pilot", verbose=False)
     np.testing.assert_array_equal(
-        store.read_track("E065", "H3K4me1"), pilot_store.read_track("E065", "H3K4me1")
+        store.read_track("E116", "H3K4me3"), pilot_store.read_track("E116", "H3K4me3")
     )
     np.testing.assert_array_equal(
-        store.read_track("E065", "npy"), pilot_store.read_track("E065", "H3K4me1")
+        store.read_track("E116", "npy"), pilot_store.read_track("E116", "H3K4me3")
     )
 
 
 # bad input -----------------------------------------------------------------------------
 
 
-def _bad_case(name, shared_data, tmp_path):
+def _bad_case(name, test_data, tmp_path):
     """Manifest rows, ingest keyword arguments and the expected message for each bad input."""
-    fixtures = shared_data / "fixtures"
+    fixtures = test_data
     good = fixtures / COOLBOX.format("H3K27ac")
     region = {"regions": _bed(tmp_path, [("chr9", 4_000_000, 4_100_000)])}
     text = tmp_path / "t.bedGraph"
@@ -253,9 +253,9 @@ def _bad_case(name, shared_data, tmp_path):
     if name == "duplicate":
         return [("K562", "X", good), ("K562", "X", good)], region, "duplicate track"
     if name == "npz_length":
-        npz = shared_data / "roadmap-pilot" / "E003.H3K4me3.pilot.arcsinh.npz"
-        bed = {"regions": shared_data / "roadmap-pilot" / "encode_pilot_hg19.bed"}
-        return [("E003", "H3K4me3", npz)], bed, "has shape"
+        npz = test_data / "roadmap-pilot" / "E116.H3K4me3.pilot.arcsinh.npz"
+        bed = {"regions": test_data / "roadmap-pilot" / "encode_pilot_hg19.bed"}
+        return [("E116", "H3K4me3", npz)], bed, "has shape"
     if name == "md5":
         return [("K562", "X", good, "0" * 32)], region, "md5 mismatch"
     if name == "empty_file":
@@ -283,8 +283,8 @@ BAD = [
 
 
 @pytest.mark.parametrize("name", BAD)
-def test_bad_input_fails_cleanly(name, shared_data, tmp_path):
-    rows, kwargs, message = _bad_case(name, shared_data, tmp_path)
+def test_bad_input_fails_cleanly(name, test_data, tmp_path):
+    rows, kwargs, message = _bad_case(name, test_data, tmp_path)
     columns = ("celltype", "assay", "path", "md5")[: len(rows[0])]
     manifest = _manifest(tmp_path, rows, columns)
     with pytest.raises(EpitensorError, match=message) as info:
@@ -296,9 +296,9 @@ def test_bad_input_fails_cleanly(name, shared_data, tmp_path):
     assert _leftovers(tmp_path) == []
 
 
-def test_failed_append_leaves_store_untouched(shared_data, tmp_path, monkeypatch):
+def test_failed_append_leaves_store_untouched(test_data, tmp_path, monkeypatch):
     monkeypatch.setattr(ingest_module, "BLOCK_BYTES", 0)  # stream track by track
-    fixtures = shared_data / "fixtures"
+    fixtures = test_data
     regions = _bed(tmp_path, [("chr9", 4_000_000, 4_200_000)])
     good = [("K562", "H3K27ac", fixtures / COOLBOX.format("H3K27ac"))]
     store = ingest(_manifest(tmp_path, good), tmp_path / "s.zarr", regions=regions, verbose=False)
@@ -352,8 +352,8 @@ def test_non_finite_values_become_zero_with_a_count(tmp_path):
     np.testing.assert_allclose(values, [1.0, 0, 0, 0])
 
 
-def test_manifest_md5_and_relative_paths(shared_data, tmp_path):
-    src = shared_data / "fixtures" / COOLBOX.format("RNA")
+def test_manifest_md5_and_relative_paths(test_data, tmp_path):
+    src = test_data / COOLBOX.format("RNA")
     shutil.copy(src, tmp_path / "rna.bw")
     digest = hashlib.md5(src.read_bytes()).hexdigest()
     manifest = _manifest(
@@ -369,9 +369,9 @@ def test_manifest_md5_and_relative_paths(shared_data, tmp_path):
 # command line --------------------------------------------------------------------------
 
 
-def test_cli_ingest_in_worker_processes(shared_data, tmp_path, monkeypatch):
+def test_cli_ingest_in_worker_processes(test_data, tmp_path, monkeypatch):
     """Worker processes + block writes give the same store as one process streaming tracks."""
-    rows = [("K562", a, shared_data / "fixtures" / COOLBOX.format(a)) for a in ("H3K27ac", "RNA")]
+    rows = [("K562", a, test_data / COOLBOX.format(a)) for a in ("H3K27ac", "RNA")]
     manifest = _manifest(tmp_path, rows)
     regions = _bed(tmp_path, [("chr9", 4_500_000, 5_000_000), ("chr9", 5_500_000, 5_600_000)])
     out = tmp_path / "s.zarr"
@@ -402,13 +402,13 @@ def test_cli_ingest_in_worker_processes(shared_data, tmp_path, monkeypatch):
     assert listed.source.tolist() == [str(path) for _, _, path in rows]
 
 
-def test_tracks_from_an_http_url(shared_data, tmp_path):
+def test_tracks_from_an_http_url(test_data, tmp_path):
     """A manifest URL is downloaded (fsspec) and checked like a local file."""
     import functools
     import http.server
     import threading
 
-    shutil.copy(shared_data / "fixtures" / COOLBOX.format("RNA"), tmp_path / "rna.bw")
+    shutil.copy(test_data / COOLBOX.format("RNA"), tmp_path / "rna.bw")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
     handler.log_message = lambda *args: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

@@ -270,21 +270,21 @@ def _manifest(folder: Path, rows, name="manifest.tsv") -> Path:
     return path
 
 
-def _coolbox(shared_data, assay: str) -> Path:
-    return shared_data / "fixtures" / COOLBOX.format(assay)
+def _coolbox(test_data, assay: str) -> Path:
+    return test_data / COOLBOX.format(assay)
 
 
-def test_a_writer_waits_for_the_lock_or_fails_clearly(shared_data, tmp_path, holder):
+def test_a_writer_waits_for_the_lock_or_fails_clearly(test_data, tmp_path, holder):
     regions = tmp_path / "regions.bed"
     regions.write_text("chr9\t4000000\t4200000\n")
-    first = _manifest(tmp_path, [("K562", "H3K27ac", _coolbox(shared_data, "H3K27ac"))])
+    first = _manifest(tmp_path, [("K562", "H3K27ac", _coolbox(test_data, "H3K27ac"))])
     store = tmp_path / "s.zarr"
     result = _invoke("ingest", first, "--out", store, "--regions", regions, "--quiet")
     assert result.exit_code == 0, result.output
     before = {p: p.read_bytes() for p in store.rglob("*") if p.is_file()}
 
     process = holder(store)
-    more = _manifest(tmp_path, [("K562", "RNA", _coolbox(shared_data, "RNA"))], "more.tsv")
+    more = _manifest(tmp_path, [("K562", "RNA", _coolbox(test_data, "RNA"))], "more.tsv")
     waited = _cli("ingest", more, "--out", store, "--append", "-q", EPITENSOR_LOCK_TIMEOUT="1")
     _, err = waited.communicate(timeout=120)
     assert waited.returncode == 1, err
@@ -308,15 +308,15 @@ def test_a_writer_waits_for_the_lock_or_fails_clearly(shared_data, tmp_path, hol
     assert not lock_file(store).exists()
 
 
-def test_two_appends_at_once_both_land(shared_data, tmp_path):
+def test_two_appends_at_once_both_land(test_data, tmp_path):
     """On main both exited 0 and one track disappeared."""
     regions = tmp_path / "regions.bed"
     regions.write_text("chr9\t4000000\t6000000\n")
-    base = _manifest(tmp_path, [("K562", "H3K27ac", _coolbox(shared_data, "H3K27ac"))])
+    base = _manifest(tmp_path, [("K562", "H3K27ac", _coolbox(test_data, "H3K27ac"))])
     store = tmp_path / "s.zarr"
     assert _invoke("ingest", base, "--out", store, "--regions", regions, "-q").exit_code == 0
     manifests = [
-        _manifest(tmp_path, [("K562", assay, _coolbox(shared_data, assay))], f"{assay}.tsv")
+        _manifest(tmp_path, [("K562", assay, _coolbox(test_data, assay))], f"{assay}.tsv")
         for assay in ("RNA", "H3K27me3")
     ]
     runs = [
@@ -331,12 +331,12 @@ def test_two_appends_at_once_both_land(shared_data, tmp_path):
     assert result.exit_code == 0, result.output
 
 
-def test_two_ingests_to_one_new_out_never_replace_each_other(shared_data, tmp_path):
+def test_two_ingests_to_one_new_out_never_replace_each_other(test_data, tmp_path):
     regions = tmp_path / "regions.bed"
     regions.write_text("chr9\t4000000\t6000000\n")
     store = tmp_path / "s.zarr"
     manifests = [
-        _manifest(tmp_path, [("K562", assay, _coolbox(shared_data, assay))], f"{assay}.tsv")
+        _manifest(tmp_path, [("K562", assay, _coolbox(test_data, assay))], f"{assay}.tsv")
         for assay in ("RNA", "H3K27me3")
     ]
     runs = [_cli("ingest", m, "--out", store, "--regions", regions, "-q") for m in manifests]

@@ -25,8 +25,8 @@ N_POSITIONS = 20002
 
 
 @pytest.fixture(scope="module")
-def fixture_dir(shared_data) -> Path:
-    return shared_data / "fixtures" / "avocado-reference"
+def fixture_dir(test_data) -> Path:
+    return test_data / "avocado-reference"
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from epitensor.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURE = REPO.parent / "shared" / "data" / "fixtures" / "avocado-reference" / "avocado-chr1.h5"
+FIXTURE = REPO / "tests" / "data" / "avocado-reference" / "avocado-chr1.h5"
 TINY = {
     "n_celltype_factors": 4,
     "n_assay_factors": 6,
