@@ -4,7 +4,9 @@ Annotates the bundled Roadmap pilot sample with a trained model twice: cell
 type-independent states from the genome factors, and GM12878 (E116) states from
 the model's imputed E116 tracks (E116 H3K27me3 is held out in the standard
 split, so one of the five tracks was never seen). Both are scored against the
-annotations in ../shared/data/annotations/hg19, including Roadmap's 25-state
+hg19 annotations cut to the pilot regions (tests/data/annotations/hg19-pilot: the
+lines of the whole-genome files that touch the pilot, so the scores on the pilot
+sample are those of the whole files), including Roadmap's 25-state
 ChromHMM segmentation of E116, and drawn under the tracks at the demo's
 promoter locus (the GENCODE TSS with the strongest observed E003 H3K4me3, as
 ``epitensor demo`` picks it).
@@ -48,7 +50,7 @@ from epitensor.workflows.annotate import (
     plot_locus_states,
 )
 
-ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "annotations" / "hg19"
+ANNOTATIONS = Path(__file__).resolve().parents[1] / "tests" / "data" / "annotations" / "hg19-pilot"
 
 
 def cpu_flags() -> str:

@@ -41,7 +41,14 @@ from epitensor.evaluation.downstream import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "downstream"
+# the paper's downstream features (23 MB) and TargetFinder pairs (9 MB) are not in the
+# repository: benchmarks/data/README.md says where to download them (with checksums)
+DATA = REPO / "benchmarks" / "data" / "downstream"
+SOURCES = {
+    "rnaseq": "https://github.com/jmschrei/avocado/tree/master/data (RNAseq.E017.*.npy)",
+    "fire": "https://github.com/jmschrei/avocado/tree/master/data (FIREs.E116.*.npy)",
+    "pairs": "https://github.com/shwhalen/targetfinder (paper/targetfinder/<cell>/)",
+}
 METHODS = ["Roadmap", "ChromImpute", "PREDICTD", "AvocadoImp"]
 PAIR_CELLS = {"E017": "IMR90", "E116": "GM12878", "E117": "HeLa-S3"}
 
@@ -154,6 +161,7 @@ TASKS = {"rnaseq": run_rnaseq, "fire": run_fire, "pairs": run_pairs}
 
 
 def main(argv=None) -> None:
+    global DATA
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "output" / "downstream")
@@ -167,9 +175,22 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--epochs", type=int, default=None, help="Stage-1 epochs of the cpu-small model (pairs)."
     )
+    parser.add_argument("--data", type=Path, default=DATA, help="the downloaded originals")
     args = parser.parse_args(argv)
+    DATA = args.data
     for task in args.tasks:
         print(f"# {task}", file=sys.stderr)
+        needed = {
+            "rnaseq": DATA / "RNAseq.E017.y.npy",
+            "fire": DATA / "FIREs.E116.y.npy",
+            "pairs": DATA / "targetfinder" / "IMR90.pairs.csv",
+        }[task]
+        if not needed.is_file():
+            print(
+                f"skipped {task}: {needed} not found; download from {SOURCES[task]} "
+                "(file list and sha256: benchmarks/data/README.md)"
+            )
+            continue
         TASKS[task](args)
 
 

@@ -1,6 +1,6 @@
 """Benchmark ingestion of bigWig tracks: bins/second, peak memory, store size.
 
-The 25 Roadmap pilot tracks (../shared/data/roadmap-pilot, arcsinh) are turned
+The 25 Roadmap pilot tracks (the originals, arcsinh; benchmarks/data/README.md) are turned
 back into -log10 p (sinh) and written as bigWig files on the pilot layout (hg19,
 one 25-bp record per bin), then ingested with the pilot layout, each
 configuration in a fresh Python process so that peak RSS is its own:
@@ -33,7 +33,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-PILOT = REPO.parent / "shared" / "data" / "roadmap-pilot"
+# the 25 original pilot tracks (52 MB, not in the repository): benchmarks/data/README.md
+PILOT = REPO / "benchmarks" / "data" / "roadmap-pilot"
+PILOT_SOURCE = "https://github.com/jmschrei/avocado/tree/master/data"
 
 
 def write_bigwigs(folder: Path, n_tracks: int) -> Path:
@@ -148,6 +150,7 @@ def run(mode: str, manifest: Path, workers: int, out: Path) -> dict:
 
 
 def main() -> None:
+    global PILOT
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, default=25)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -157,7 +160,15 @@ def main() -> None:
         action="store_true",
         help="also ingest ENCFF324BPE (hg19, 24 chromosomes) onto whole chromosomes",
     )
+    parser.add_argument("--pilot-dir", type=Path, default=PILOT, help="the original pilot tracks")
     args = parser.parse_args()
+    PILOT = args.pilot_dir
+    if not PILOT.is_dir():
+        print(
+            f"skipped: the 25 Roadmap pilot tracks *.pilot.arcsinh.npz are not in {PILOT}; "
+            f"download them from {PILOT_SOURCE} (sha256 of each: benchmarks/data/README.md)"
+        )
+        return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="epitensor-bench-ingest-"))
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -167,7 +178,7 @@ def main() -> None:
     for workers in args.workers:
         results.append(run("ingest", manifest, workers, workdir / f"store-w{workers}.zarr"))
     if args.whole_genome:
-        encode = REPO.parent / "shared" / "data" / "fixtures" / "genomedata" / "ENCFF324BPE.bigWig"
+        encode = REPO / "tests" / "data" / "genomedata" / "ENCFF324BPE.bigWig"
         genome_manifest = workdir / "genome.tsv"
         genome_manifest.write_text(f"celltype\tassay\tpath\nK562\tENCFF324BPE\t{encode}\n")
         results.append(run("genome", genome_manifest, 1, workdir / "store-genome.zarr"))

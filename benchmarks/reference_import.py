@@ -40,15 +40,7 @@ from epitensor.nn.module import AvocadoModule
 from epitensor.workflows.impute import impute
 from epitensor.workflows.reference import ReferenceModel, _estimator, read_reference
 
-FIXTURE = (
-    Path(
-        os.environ.get(
-            "EPITENSOR_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
-        )
-    )
-    / "fixtures"
-    / "avocado-reference"
-)
+FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "data" / "avocado-reference"
 FIRST_BIN = 6046322
 
 

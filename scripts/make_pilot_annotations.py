@@ -1,4 +1,4 @@
-"""Cut the hg19 annotations in ../shared/data/annotations down to the ENCODE pilot regions.
+"""Cut the whole-genome hg19 annotations down to the ENCODE pilot regions.
 
 Each output keeps its source's format, restricted to the lines overlapping a pilot
 region (extended by 5 kb so windows at region edges stay complete):
@@ -9,7 +9,10 @@ region (extended by 5 kb so windows at region edges stay complete):
       E116_chromhmm25.bed.gz          Roadmap 25-state ChromHMM of GM12878 (E116)
       hg19-blacklist.v2.bed.gz        ENCODE blacklist v2 (Boyle lab)
 
-    python scripts/make_pilot_annotations.py [SHARED_DATA_DIR]
+    python scripts/make_pilot_annotations.py SOURCE_DIR
+
+SOURCE_DIR holds ``annotations/hg19/`` (the four whole-genome files; sources and
+sha256 in tests/data/README.md) and ``roadmap-pilot/encode_pilot_hg19.bed``.
 """
 
 import gzip
@@ -29,7 +32,9 @@ MARGIN = 5_000
 
 def main() -> None:
     root = Path(__file__).resolve().parents[1]
-    shared = Path(sys.argv[1]) if len(sys.argv) > 1 else root.parent / "shared/data"
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    shared = Path(sys.argv[1])
     regions = pd.read_csv(shared / "roadmap-pilot/encode_pilot_hg19.bed", sep="\t", header=None)
     by_chrom: dict[str, list[tuple[int, int]]] = {}
     for chrom, start, end in regions[[0, 1, 2]].itertuples(index=False):

@@ -2,7 +2,7 @@
 
 The original package saves a model as one ``avocado-chrN.json`` + ``avocado-chrN.h5``
 pair per chromosome (Keras 2 legacy HDF5; the layout is described in
-../shared/data/fixtures/avocado-reference/README.md). Published Roadmap models
+tests/data/avocado-reference/README.md). Published Roadmap models
 are genome-wide at paper size: whole-chromosome genome factor tables, about 14 GB
 of float32 for hg19. This script writes a model of that shape, with values drawn
 deterministically from a seed, so that importing, imputing and writing at real

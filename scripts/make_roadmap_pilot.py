@@ -1,9 +1,14 @@
-"""Derive the bundled Roadmap pilot sample from ../shared/data/roadmap-pilot.
+"""Derive the bundled Roadmap pilot sample from the original Roadmap pilot tracks.
 
 Writes src/epitensor/data/roadmap_pilot.npz (the 25 arcsinh tracks as float16,
 keyed "CELLTYPE.ASSAY", compressed) and a copy of the pilot layout table.
 
-    python scripts/make_roadmap_pilot.py [SHARED_DATA_DIR]
+    python scripts/make_roadmap_pilot.py SOURCE_DIR
+
+SOURCE_DIR holds the 25 ``{CELL}.{ASSAY}.pilot.arcsinh.npz`` of the Avocado
+repository (https://github.com/jmschrei/avocado/tree/master/data; sha256 of each in
+benchmarks/data/README.md), ``encode_pilot_hg19.bed`` and
+``avocado_pilot_layout_hg19.tsv`` (copies: tests/data/roadmap-pilot).
 """
 
 import shutil
@@ -18,7 +23,9 @@ ASSAYS = ["H3K4me3", "H3K27me3", "H3K36me3", "H3K9me3", "H3K4me1"]
 
 def main() -> None:
     root = Path(__file__).resolve().parents[1]
-    source = Path(sys.argv[1]) if len(sys.argv) > 1 else root.parent / "shared/data/roadmap-pilot"
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    source = Path(sys.argv[1])
     out = root / "src/epitensor/data"
     arrays = {}
     for celltype in CELLTYPES:
