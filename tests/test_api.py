@@ -17,7 +17,16 @@ import epitensor as et
 INIT = Path(et.__file__)
 
 #: Public names whose examples run as written (the others need files of the user's).
-RUNNABLE_EXAMPLES = ["AverageActivity", "EnsembleRule", "Layout", "Store", "chrom_sizes"]
+RUNNABLE_EXAMPLES = [
+    "AverageActivity",
+    "BenchmarkOptions",
+    "CVOptions",
+    "EnsembleRule",
+    "ImputeOptions",
+    "Layout",
+    "Store",
+    "chrom_sizes",
+]
 
 
 def _run(code: str, **env: str) -> str:

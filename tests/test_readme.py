@@ -13,7 +13,7 @@ import pytest
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 #: Examples that take longer than the default suite allows (run them with ``-m slow``).
-SLOW = ("et.cross_validate(",)
+SLOW = ("et.run_cv(",)
 
 #: Examples that need files a user brings; the reason is shown when they are skipped.
 NEEDS_FILES = {

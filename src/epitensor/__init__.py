@@ -47,28 +47,24 @@ _API = {
     "add_tracks": "epitensor.store.ingest",
     "annotate": "epitensor.workflows.annotate",
     "chrom_sizes": "epitensor.genome.coordinates",
-    "cross_validate": "epitensor.evaluation.benchmark",
-    "downstream": "epitensor.evaluation.downstream",
+    "BenchmarkOptions": "epitensor.evaluation.options",
+    "CVOptions": "epitensor.evaluation.options",
+    "ImputeOptions": "epitensor.workflows.options",
     "embed": "epitensor.workflows.factors",
     "evaluate": "epitensor.evaluation.benchmark",
     "explain": "epitensor.workflows.explain",
     "extend": "epitensor.workflows.extend",
-    "fit_genome": "epitensor.workflows.training",
     "import_reference": "epitensor.workflows.reference",
     "impute": "epitensor.workflows.impute",
     "ingest": "epitensor.store.ingest",
     "open_store": "epitensor.store.registry",
     "roadmap_pilot": "epitensor.store.datasets",
     "run_benchmark": "epitensor.evaluation.benchmark",
+    "run_cv": "epitensor.evaluation.benchmark",
+    "run_downstream": "epitensor.evaluation.downstream",
+    "train_genome": "epitensor.workflows.training",
     "train_model": "epitensor.workflows.training",
     "tune": "epitensor.evaluation.tune",
-}
-
-#: Where a public name is defined under another name.
-_RENAMED = {
-    "cross_validate": "run_cv",
-    "downstream": "run_downstream",
-    "fit_genome": "train_genome",
 }
 
 __all__ = ["EpitensorError", "EpitensorWarning", "__version__", *sorted(_API)]
@@ -77,7 +73,7 @@ __all__ = ["EpitensorError", "EpitensorWarning", "__version__", *sorted(_API)]
 def __getattr__(name: str):
     if name not in _API:
         raise AttributeError(f"module 'epitensor' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_API[name]), _RENAMED.get(name, name))
+    value = getattr(importlib.import_module(_API[name]), name)
     globals()[name] = value  # later look-ups skip this function
     return value
 
@@ -90,9 +86,9 @@ if TYPE_CHECKING:  # what static tools and IDEs see; nothing of it runs
     from epitensor.estimators.avocado import Avocado
     from epitensor.estimators.baselines import AverageActivity, ChromImputeGBT
     from epitensor.estimators.ensemble import Ensemble, EnsembleRule
-    from epitensor.evaluation.benchmark import evaluate, run_benchmark
-    from epitensor.evaluation.benchmark import run_cv as cross_validate
-    from epitensor.evaluation.downstream import run_downstream as downstream
+    from epitensor.evaluation.benchmark import evaluate, run_benchmark, run_cv
+    from epitensor.evaluation.downstream import run_downstream
+    from epitensor.evaluation.options import BenchmarkOptions, CVOptions
     from epitensor.evaluation.tune import tune
     from epitensor.genome.coordinates import Layout, chrom_sizes
     from epitensor.store.compendium import Store
@@ -104,6 +100,6 @@ if TYPE_CHECKING:  # what static tools and IDEs see; nothing of it runs
     from epitensor.workflows.extend import extend
     from epitensor.workflows.factors import embed
     from epitensor.workflows.impute import impute
+    from epitensor.workflows.options import ImputeOptions
     from epitensor.workflows.reference import import_reference
-    from epitensor.workflows.training import train_genome as fit_genome
-    from epitensor.workflows.training import train_model
+    from epitensor.workflows.training import train_genome, train_model

@@ -1223,8 +1223,8 @@ def run_cv(
     >>> import epitensor as et
     >>> from epitensor.evaluation.options import CVOptions
     >>> options = CVOptions(k=5, training_seeds=(0, 1, 2))
-    >>> result = et.cross_validate("roadmap-pilot", "cv", options=options)  # doctest: +SKIP
-    >>> result = et.cross_validate("roadmap-pilot", k=3, presets=())  # doctest: +SKIP
+    >>> result = et.run_cv("roadmap-pilot", "cv", options=options)  # doctest: +SKIP
+    >>> result = et.run_cv("roadmap-pilot", k=3, presets=())  # doctest: +SKIP
     """
     from epitensor.estimators.baselines import AverageActivity
 

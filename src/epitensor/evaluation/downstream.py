@@ -719,7 +719,7 @@ def run_downstream(
     Examples
     --------
     >>> import epitensor as et
-    >>> result = et.downstream({"latent": "factors.npz", "tracks": "tracks.npz"},
+    >>> result = et.run_downstream({"latent": "factors.npz", "tracks": "tracks.npz"},
     ...                        "labels.tsv", "downstream-out/")
     """
     out = Path(out)

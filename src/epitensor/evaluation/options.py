@@ -64,8 +64,8 @@ class BenchmarkOptions(JobOptions):
 
     Examples
     --------
-    >>> from epitensor.evaluation.options import BenchmarkOptions
-    >>> BenchmarkOptions(model_params={"n_epochs": 2}).preset
+    >>> import epitensor as et
+    >>> et.BenchmarkOptions(model_params={"n_epochs": 2}).preset
     'cpu-small'
     """
 
@@ -125,8 +125,8 @@ class CVOptions(JobOptions):
 
     Examples
     --------
-    >>> from epitensor.evaluation.options import CVOptions
-    >>> CVOptions(k=3, training_seeds=(0, 1)).presets
+    >>> import epitensor as et
+    >>> et.CVOptions(k=3, training_seeds=(0, 1)).presets
     ('cpu-small',)
     """
 

@@ -7,6 +7,7 @@ built, so a model that trained on one records its name, not a cache path.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,11 +50,23 @@ def store_reference(store: Store) -> str | list[str]:
     return url
 
 
-def open_store(store, mode: str = "r") -> Store:
+def open_store(store: Store | str | os.PathLike | list | tuple, mode: str = "r") -> Store:
     """Open a store from a path or URL; the name ``"roadmap-pilot"`` is the bundled sample.
 
     A list or tuple of stores (paths, URLs or open stores) opens as their
     :class:`TrackUnion` (one alone as itself), read-only.
+
+    Parameters
+    ----------
+    store : Store, str, path-like, or a list of them
+        An open store (returned as it is), a path or fsspec URL of a Zarr
+        compendium, the name of a bundled dataset (:data:`DATASETS`), or a list.
+    mode : str
+        ``"r"`` (default) or ``"r+"`` to append tracks.
+
+    Returns
+    -------
+    Store
 
     Examples
     --------

@@ -153,8 +153,8 @@ class ImputeOptions(JobOptions):
 
     Examples
     --------
-    >>> from epitensor.workflows.options import ImputeOptions
-    >>> options = ImputeOptions(arcsinh=True, fmt="bedgraph")
+    >>> import epitensor as et
+    >>> options = et.ImputeOptions(arcsinh=True, fmt="bedgraph")
     >>> options.block_size, options.track_batch
     (16384, 16)
     """

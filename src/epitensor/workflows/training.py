@@ -143,7 +143,7 @@ def train_genome(
     Examples
     --------
     >>> import epitensor as et
-    >>> model = et.fit_genome("stage1-model/", "genome.zarr", "genome-model/", axes=["chr21"])
+    >>> model = et.train_genome("stage1-model/", "genome.zarr", "genome-model/", axes=["chr21"])
     """
     if Path(out).exists() and not overwrite:
         raise EpitensorError(f"{out} already exists; choose another --out or pass overwrite")
