@@ -9,8 +9,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 # a folder beside the repository, or the variable that used to point at one
 OUTSIDE = re.compile(rb"\.\./shared|shared/data|EPITENSOR_SHARED_DATA")
@@ -19,10 +17,6 @@ SKIPPED_DIRS = {"__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache"}
 # Docstrings in src/ that still name the old folder; the package's own modules are
 # being moved and edited elsewhere (issue 30). Empty this set once they change: the
 # strict xfail below fails as soon as they no longer name it.
-PENDING = {
-    "src/epitensor/genome/annotations.py",
-    "src/epitensor/workflows/annotate.py",
-}
 
 
 def _files(top: str):
@@ -51,13 +45,8 @@ def _naming_outside() -> dict[str, list[int]]:
 
 
 def test_no_file_names_data_outside_the_repository():
-    found = {name: hits for name, hits in _naming_outside().items() if name not in PENDING}
+    found = {name: hits for name, hits in _naming_outside().items()}
     assert found == {}, f"files naming data outside the repository (lines): {found}"
-
-
-@pytest.mark.xfail(strict=True, reason="src/ docstrings still name it (see PENDING)")
-def test_pending_src_docstrings_are_fixed():
-    assert not set(_naming_outside()) & PENDING
 
 
 def test_the_test_data_are_documented():

@@ -172,7 +172,7 @@ class Annotations:
 
     @classmethod
     def from_directory(cls, directory: str | os.PathLike | None = None) -> Annotations:
-        """Load annotations from a folder laid out like ``../shared/data/annotations/hg19``.
+        """Load annotations from a folder of hg19 annotation files (named as their sources publish them).
 
         Looks for ``gencode.v19.TSS.notlow.gff.gz`` (else ``RefSeqTSS.hg19.bed.gz``)
         for promoters, ``RefSeqGene.hg19.bed.gz`` for gene bodies,

@@ -136,7 +136,7 @@ def _chromhmm_sets(path: Path) -> dict[str, pd.DataFrame]:
 def annotation_intervals(directory: str | os.PathLike | None = None) -> dict[str, pd.DataFrame]:
     """The interval sets the states are scored against, from an annotation folder.
 
-    Reads what the folder holds among (names as in ``../shared/data/annotations/hg19``):
+    Reads what the folder holds among (files named as their sources publish them):
     ``gencode.v19.TSS.notlow.gff.gz`` (``TSS``: the bin holding each TSS, and
     ``promoter``: the 2 kb upstream, strand-aware), ``RefSeqTSS.hg19.bed.gz``
     (``RefSeq TSS``), ``RefSeqGene.hg19.bed.gz`` (``gene body``),
