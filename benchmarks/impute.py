@@ -49,7 +49,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 from epitensor._utils import cpu_summary
@@ -72,7 +71,7 @@ def _rate(func, n_items: int, repeat: int = 2) -> float:
 def child(size: str, threads: int) -> dict:
     import torch
 
-    from epitensor.estimators.avocado import PRESETS
+    from epitensor.estimators.avocado import PRESETS, Avocado
     from epitensor.genome.coordinates import chrom_sizes
     from epitensor.genome.pilot import ROADMAP_PILOT_POSITIONS, pilot_layout
     from epitensor.nn.module import AvocadoModule, onednn_available
@@ -83,15 +82,10 @@ def child(size: str, threads: int) -> dict:
     kwargs = {k: PRESETS[size][k] for k in STRUCTURAL}
     module = AvocadoModule(25, 25, {"pilot": ROADMAP_PILOT_POSITIONS}, **kwargs).eval()
     names = [f"T{i}" for i in range(25)]
-    model = types.SimpleNamespace(
-        module_=module,
-        celltypes_=names,
-        assays_=names,
-        layout_=pilot_layout(),
-        chrom_sizes_=chrom_sizes("hg19"),
-        genome_="hg19",
-        device="cpu",
-    )
+    model = Avocado.from_module(
+        module, celltypes=names, assays=names, layout=pilot_layout(),
+        chrom_sizes=chrom_sizes("hg19"), genome="hg19", device="cpu", verbose=False, **kwargs,
+    )  # fmt: skip
     n = POSITIONS[size]
     start = 100_000
     one = [("T1", "T2")]
@@ -197,7 +191,7 @@ def writing(size: str, threads: int, n: int, n_tracks: int = 8) -> dict:
     import pandas as pd
     import torch
 
-    from epitensor.estimators.avocado import PRESETS
+    from epitensor.estimators.avocado import PRESETS, Avocado
     from epitensor.genome.coordinates import Layout, chrom_sizes
     from epitensor.io.writers import BigWigSink, bin_edges
     from epitensor.nn.module import AvocadoModule
@@ -219,10 +213,10 @@ def writing(size: str, threads: int, n: int, n_tracks: int = 8) -> dict:
                                 "offset": np.arange(n_regions) * length, "first_bin": first,
                                 "n_bins": length})  # fmt: skip
         axes = {"chr1": n_regions * length}
-        model = types.SimpleNamespace(
-            module_=AvocadoModule(25, 25, axes, **kwargs).eval(), celltypes_=names,
-            assays_=names, layout_=Layout(regions, axes, 25, label), chrom_sizes_=sizes,
-            genome_="hg19", device="cpu",
+        model = Avocado.from_module(
+            AvocadoModule(25, 25, axes, **kwargs), celltypes=names, assays=names,
+            layout=Layout(regions, axes, 25, label), chrom_sizes=sizes, genome="hg19",
+            device="cpu", verbose=False, **kwargs,
         )  # fmt: skip
         segments = export.track_segments(model.layout_, model.chrom_sizes_)
         blocks = list(export._iter_blocks(segments, export.DEFAULT_BLOCK_SIZE))

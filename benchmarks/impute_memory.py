@@ -41,7 +41,6 @@ def make_model(path: Path, size: str, n_chroms: int, positions: int) -> None:
     from epitensor.estimators.avocado import PRESETS, Avocado
     from epitensor.genome.coordinates import Layout, chrom_sizes
     from epitensor.nn.module import AvocadoModule
-    from epitensor.train.fitting import history_frame
 
     torch.manual_seed(0)
     sizes = chrom_sizes("hg19")
@@ -61,14 +60,11 @@ def make_model(path: Path, size: str, n_chroms: int, positions: int) -> None:
     axes = {c: positions for c in chroms}
     kwargs = {k: PRESETS[size][k] for k in STRUCTURAL}
     names = [f"T{i}" for i in range(25)]
-    model = Avocado(**kwargs)
-    model.module_ = AvocadoModule(len(names), len(names), axes, **kwargs).eval()
-    model.celltypes_, model.assays_ = names, names
-    model.layout_ = Layout(regions, axes, 25, f"first-{positions}-bins")
-    model.genome_, model.chrom_sizes_ = "hg19", sizes
-    model.genome_axes_ = axes
-    model.training_tracks_, model.holdout_tracks_ = [], []
-    model.history_ = history_frame([])
+    model = Avocado.from_module(
+        AvocadoModule(len(names), len(names), axes, **kwargs), celltypes=names, assays=names,
+        layout=Layout(regions, axes, 25, f"first-{positions}-bins"), chrom_sizes=sizes,
+        genome="hg19", **kwargs,
+    )  # fmt: skip
     model.save(path)
 
 

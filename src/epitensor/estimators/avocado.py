@@ -207,6 +207,79 @@ class Avocado(BaseEstimator):
     # construction -----------------------------------------------------------------------------
 
     @classmethod
+    def from_module(
+        cls,
+        module: AvocadoModule,
+        *,
+        celltypes: Sequence[str],
+        assays: Sequence[str],
+        layout: Layout,
+        chrom_sizes: pd.Series,
+        genome: str,
+        training_tracks: Sequence = (),
+        genome_axes: dict[str, int] | None = None,
+        **params,
+    ) -> Avocado:
+        """A fitted model around a trained torch module (an imported model, a benchmark's).
+
+        Parameters
+        ----------
+        module : AvocadoModule
+            The trained module; its genome tables are the layout's axes.
+        celltypes, assays : sequence of str
+            Names of the module's cell type and assay rows, in order.
+        layout : Layout
+            Where each genome axis lies on the genome.
+        chrom_sizes : pandas.Series
+            Chromosome lengths of ``genome``.
+        genome : str
+            The genome build's name (``"hg19"``).
+        training_tracks : sequence of (str, str) or "CELL:ASSAY"
+            The tracks the module was trained on. Default: none known.
+        genome_axes : dict of str to int, optional
+            Length of each fitted genome axis. Default None: the module's genome
+            tables (give it when the tables are on disk, not in the module).
+        **params
+            Estimator hyperparameters (``device``, ``batch_size``, ...); the
+            architecture is the module's.
+
+        Returns
+        -------
+        Avocado
+            Fitted: :meth:`predict`, :meth:`save` and the imputation take it.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> import epitensor as et
+        >>> from epitensor.nn.module import AvocadoModule
+        >>> sizes = pd.Series({"chrA": 50_000})
+        >>> layout = et.Layout.from_chrom_sizes(sizes)
+        >>> module = AvocadoModule(2, 3, layout.axis_lengths, n_nodes=16)
+        >>> model = et.Avocado.from_module(
+        ...     module, celltypes=["A", "B"], assays=["X", "Y", "Z"], layout=layout,
+        ...     chrom_sizes=sizes, genome="custom", n_nodes=16, verbose=False)
+        >>> model.predict("A", "X", start=0, end=5).shape
+        (5,)
+        """
+        model = cls(**params)
+        model.module_ = module.eval()
+        model.celltypes_ = list(celltypes)
+        model.assays_ = list(assays)
+        model.layout_ = layout
+        model.genome_ = genome
+        model.chrom_sizes_ = chrom_sizes
+        model.genome_axes_ = (
+            {axis: int(table.n_positions) for axis, table in module.genome.items()}
+            if genome_axes is None
+            else {axis: int(n) for axis, n in genome_axes.items()}
+        )
+        model.training_tracks_ = [parse_track(t) for t in training_tracks]
+        model.holdout_tracks_ = []
+        model.history_ = history_frame([])
+        return model
+
+    @classmethod
     def from_preset(cls, name: str | os.PathLike, **overrides) -> Avocado:
         """An estimator with a preset's hyperparameters.
 

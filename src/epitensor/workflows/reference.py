@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from epitensor._utils import EpitensorError, atomic_write_bytes, progress, warn
+from epitensor.estimators.avocado import Avocado
 from epitensor.genome.coordinates import (
     DEFAULT_RESOLUTION,
     Layout,
@@ -606,21 +607,17 @@ def _read(
 
 def _estimator(ref: ReferenceModel, lengths: dict[str, int], params: dict):
     """A fitted :class:`~epitensor.estimators.avocado.Avocado` around ``ref``'s module."""
-    from epitensor.estimators.avocado import Avocado
-    from epitensor.train.fitting import history_frame
-
-    model = Avocado(**{**ref.params, **params})
-    model.module_ = ref.module.eval()
-    model.celltypes_ = list(ref.celltypes)
-    model.assays_ = list(ref.assays)
-    model.layout_ = ref.layout
-    model.genome_ = ref.genome
-    model.chrom_sizes_ = ref.chrom_sizes
-    model.genome_axes_ = dict(lengths)
-    model.training_tracks_ = list(ref.training_tracks)
-    model.holdout_tracks_ = []
-    model.history_ = history_frame([])
-    return model
+    return Avocado.from_module(
+        ref.module,
+        celltypes=ref.celltypes,
+        assays=ref.assays,
+        layout=ref.layout,
+        chrom_sizes=ref.chrom_sizes,
+        genome=ref.genome,
+        training_tracks=ref.training_tracks,
+        genome_axes=lengths,
+        **{**ref.params, **params},
+    )
 
 
 def import_reference(
