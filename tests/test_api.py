@@ -98,3 +98,12 @@ def test_runnable_examples_give_what_they_show(name):
     assert test.examples
     result = runner.run(test)
     assert result.failed == 0
+
+
+def test_an_estimator_around_a_trained_module_predicts():
+    """``Avocado.from_module``'s example: the estimator builds itself around a module."""
+    finder = doctest.DocTestFinder(recurse=False)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    (test,) = finder.find(et.Avocado.from_module, "from_module", globs={})
+    assert runner.run(test).failed == 0
+    assert any("predict" in example.source for example in test.examples)
