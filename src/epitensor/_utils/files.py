@@ -8,6 +8,7 @@ import hashlib
 import math
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -231,11 +232,25 @@ def _try_lock(target: Path):
         except filelock.Timeout:
             return None
         return lock
+    # O_NOFOLLOW: a symbolic link planted at the lock path by anyone who can write
+    # the output's folder would otherwise make this process truncate and overwrite
+    # the link's target with its pid (trial E1).
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
     while True:
         try:
-            fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except PermissionError:  # another user's lock file: flock works on a read-only one
-            fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | nofollow, 0o666)
+            except PermissionError:  # another user's lock file: flock works on a read-only one
+                fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC | nofollow)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP or os.path.islink(target):
+                raise _not_a_lock_file(target, "a symbolic link") from None
+            raise
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+            os.close(fd)  # a hard link would let the pid overwrite another file too
+            what = "not a regular file" if not stat.S_ISREG(info.st_mode) else "a hard link"
+            raise _not_a_lock_file(target, what)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -260,6 +275,14 @@ def _try_lock(target: Path):
                 _write_pid(fd)
             return fd
         os.close(fd)
+
+
+def _not_a_lock_file(target: Path, what: str) -> EpitensorError:
+    """The error for a lock path that epitensor will not write through."""
+    return EpitensorError(
+        f"the lock file {target} is {what}; epitensor never writes through one (it "
+        f"would overwrite another file); remove {target} and run again"
+    )
 
 
 def _write_pid(fd: int) -> None:
