@@ -88,3 +88,40 @@ def test_E1_lock_file_hard_link_is_refused(tmp_path):
         with atomic_directory(tmp_path / "m"):
             pass
     assert victim.read_text() == "IMPORTANT USER DATA\n"
+
+
+# A. wrong results: ingest regions ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "regions, needles",
+    [
+        ([("chr9", -10, 100)], ["line 1", "chr9 -10 100", "start below 0"]),
+        (  # chr9 is 141,213,431 bp in hg19
+            [("chr9", 4_000_000, 4_001_000), ("chr9", 141_213_000, 141_300_000)],
+            ["line 2", "chr9 141213000 141300000", "past their chromosome's length"],
+        ),
+        (
+            [("chr9", 4_001_000, 4_005_000), ("chr9", 4_003_000, 4_008_000)],
+            ["line 1", "line 2", "overlap"],
+        ),
+        (
+            [("chr9", 4_001_000, 4_005_000), ("chr9", 4_001_000, 4_005_000)],
+            ["line 1", "line 2", "overlap"],
+        ),
+        (  # disjoint bases, one shared 25-bp bin (4,200,000-4,200,025)
+            [("chr9", 4_000_000, 4_200_010), ("chr9", 4_200_015, 4_400_000)],
+            ["line 1", "line 2", "share a 25-bp bin"],
+        ),
+    ],
+    ids=["negative", "beyond", "overlap", "duplicate", "shared-bin"],
+)
+def test_W12_ingest_regions_outside_or_overlapping_are_refused(
+    test_data, tmp_path, regions, needles
+):
+    """Each bad BED is one line naming the file and the bad lines; no store is written."""
+    bed = _bed(tmp_path, regions)
+    manifest = _manifest(tmp_path, [("K562", "H3K27ac", test_data / COOLBOX.format("H3K27ac"))])
+    result = _ingest(manifest, tmp_path / "s.zarr", "--regions", bed)
+    _fails(result, str(bed), *needles)
+    assert not (tmp_path / "s.zarr").exists()

@@ -17,6 +17,7 @@ the model:
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
 import re
@@ -37,6 +38,7 @@ __all__ = [
     "DEFAULT_RESOLUTION",
     "Layout",
     "Locus",
+    "check_bed_regions",
     "chrom_sizes",
     "n_bins",
     "natural_sort",
@@ -247,6 +249,104 @@ def read_bed(path: str | os.PathLike) -> pd.DataFrame:
     if bad:
         raise EpitensorError(f"{path}: starts are not below ends for {bad} intervals")
     return bed
+
+
+def _bed_line_numbers(path: str | os.PathLike) -> list[int]:
+    """1-based line numbers of the intervals :func:`read_bed` reads from ``path``."""
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gzipped else open
+    numbers = []
+    with opener(path, "rt", errors="replace") as handle:
+        for n, line in enumerate(handle, 1):
+            text = line.split("#", 1)[0]
+            if text.strip() and not text.startswith(("track", "browser")):
+                numbers.append(n)
+    return numbers
+
+
+def check_bed_regions(
+    bed: pd.DataFrame,
+    sizes: pd.Series,
+    source: str | os.PathLike,
+    resolution: int = DEFAULT_RESOLUTION,
+) -> None:
+    """Refuse regions that cannot make a layout, naming the file and its bad lines.
+
+    A region layout is a bioframe "view": regions inside their chromosomes that
+    do not overlap. Refused: a negative start, an end past the chromosome's
+    length in ``sizes``, and two regions sharing a base or a ``resolution``-bp
+    bin (their bins would be stored, trained on and exported twice).
+
+    Parameters
+    ----------
+    bed : pandas.DataFrame
+        Regions as :func:`read_bed` returns them (0-based half-open ``[start, end)``),
+        in file order.
+    sizes : pandas.Series
+        Chromosome lengths; regions on chromosomes not in it are left to the caller.
+    source : str or path-like
+        The BED file, for messages (and its line numbers, when it can be read).
+    resolution : int
+        Bin width in bp. Default 25.
+    """
+    try:
+        lines = _bed_line_numbers(source)
+    except (OSError, EOFError, ValueError):
+        lines = []
+    if len(lines) != len(bed):  # a layout that read_bed did not read line by line
+        lines = [None] * len(bed)
+
+    def at(i: int) -> str:
+        row = bed.iloc[i]
+        where = f"line {lines[i]}: " if lines[i] is not None else ""
+        return f"{where}{row.chrom} {int(row.start)} {int(row.end)}"
+
+    def refuse(what: str, rows, fix: str) -> None:
+        rows = list(rows)
+        shown = "; ".join(at(int(i)) for i in rows[:3])
+        more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
+        raise EpitensorError(f"regions {source}: {what} ({shown}{more}); {fix}")
+
+    starts, ends = bed.start.to_numpy(), bed.end.to_numpy()
+    negative = np.flatnonzero(starts < 0)
+    if len(negative):
+        refuse(
+            f"{len(negative)} region(s) start below 0",
+            negative,
+            "BED starts are 0-based, use 0 or more",
+        )
+    known = bed.chrom.isin(sizes.index).to_numpy()
+    limits = np.where(
+        known, bed.chrom.map(sizes).fillna(0).to_numpy(np.int64), np.iinfo(np.int64).max
+    )
+    past = np.flatnonzero(ends > limits)
+    if len(past):
+        refuse(
+            f"{len(past)} region(s) end past their chromosome's length",
+            past,
+            "clip them to the chromosome sizes of --genome, or pass the regions' build",
+        )
+    first, last = starts // resolution, -(-ends // resolution)
+    clashes: list[tuple[int, int]] = []
+    overlapping = False
+    for rows in bed.groupby("chrom", sort=False).indices.values():
+        rows = rows[np.argsort(starts[rows], kind="stable")]
+        reach = rows[0]  # the region reaching furthest so far on this chromosome
+        for row in rows[1:]:
+            if first[row] < last[reach]:
+                clashes.append((int(reach), int(row)))
+                overlapping = overlapping or starts[row] < ends[reach]
+            if last[row] > last[reach]:
+                reach = row
+    if clashes:
+        what = "overlap another" if overlapping else f"share a {resolution}-bp bin with another"
+        refuse(
+            f"{len(clashes)} region(s) {what}",
+            dict.fromkeys(i for pair in clashes for i in pair),
+            f"a layout needs disjoint regions: merge them (bedtools merge -d {resolution}) "
+            "or remove the duplicates",
+        )
 
 
 _LAYOUT_COLUMNS = ["axis", "chrom", "start", "end", "name", "offset", "first_bin", "n_bins"]

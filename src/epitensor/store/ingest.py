@@ -48,7 +48,14 @@ from epitensor._utils import (
     progress,
     warn,
 )
-from epitensor.genome.coordinates import BUILDS, Layout, chrom_sizes, natural_sort
+from epitensor.genome.coordinates import (
+    BUILDS,
+    Layout,
+    check_bed_regions,
+    chrom_sizes,
+    natural_sort,
+    read_bed,
+)
 from epitensor.io.fetch import (
     DEFAULT_DOWNLOAD_TIMEOUT,
     DEFAULT_MAX_DOWNLOAD,
@@ -127,7 +134,9 @@ def resolve_layout(
         if "array_offset" in first:
             layout = Layout.from_avocado_table(regions)
         else:
-            layout = Layout.from_bed(regions)
+            bed = read_bed(regions)
+            check_bed_regions(bed, sizes, regions)  # W12: negative, past the end, overlapping
+            layout = Layout.from_bed(bed)
     unknown = sorted(set(layout.regions.chrom) - set(sizes.index))
     if unknown:
         raise EpitensorError(
@@ -242,7 +251,9 @@ def _inspect_all(pool, specs, paths, sizes, genome) -> list[TrackSource]:
     return sources
 
 
-def _write_tracks(store: Store, sources: list[TrackSource], pool, workers: int, verbose: bool) -> None:
+def _write_tracks(
+    store: Store, sources: list[TrackSource], pool, workers: int, verbose: bool
+) -> None:
     """Read every track in the pool and write it into the store, in manifest order.
 
     When a whole chunk of tracks (``DEFAULT_TRACK_CHUNK`` rows) of the whole
