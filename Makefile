@@ -1,6 +1,8 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   runs the demo on the bundled real Roadmap data
 #   make test   runs the test suite
+#   make docs   builds the documentation site into docs/_build/html (offline,
+#               warnings are errors)
 # Both create .venv if absent and install everything into it. torch==2.13.0 (a
 # CPU build) is installed only when the environment has no torch at all, so an
 # existing GPU build is kept.
@@ -10,13 +12,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.epitensor-installed
 
-.PHONY: demo test lint benchmark install
+.PHONY: demo test lint benchmark install docs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev,ray,tune]"
+	$(PY) -m pip install --quiet -e ".[dev,ray,tune,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,6 +28,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs: open docs/_build/html/index.html"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
