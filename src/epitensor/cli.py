@@ -39,6 +39,15 @@ StoreArg = Annotated[
     str, typer.Argument(help="Store path or fsspec URL; 'roadmap-pilot' is the bundled sample.")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+AllowChangedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-changed-store",
+        help="Use a store whose copies of the model's tracks hold other values than the data "
+        "the model was made from, with a warning (default: refuse it; a store on other "
+        "coordinates is refused either way).",
+    ),
+]
 DeviceOpt = Annotated[
     str | None,
     typer.Option("--device", help="torch device (cpu, cuda, mps); default: best available."),
@@ -468,6 +477,7 @@ def impute(
             "--model-only", help="Write the model alone, not the ensemble with trees and average."
         ),
     ] = False,
+    allow_changed_store: AllowChangedOpt = False,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     ray: RayOpt = None,
@@ -504,6 +514,7 @@ def impute(
         ray_address=ray,
         # the command writes the ensemble when it can; --model-only (or the API's default) not
         trees_store=None if model_only else (trees or AUTO_ENSEMBLE),
+        allow_changed_store=allow_changed_store,
     )
     with _writing(out, overwrite, new=False):
         paths = run_impute(
@@ -538,6 +549,7 @@ def fit_genome(
         typer.Option("--gpus-per-task", help="With --ray; default: 1 if the cluster has GPUs."),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
+    allow_changed_store: AllowChangedOpt = False,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -560,6 +572,7 @@ def fit_genome(
             device=device,
             verbose=not quiet,
             overwrite=overwrite,
+            allow_changed=allow_changed_store,
         )
     typer.echo(f"wrote {out}: genome factors of {len(fitted.genome_axes_)} axes")
 
@@ -691,6 +704,7 @@ def extend(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
+    allow_changed_store: AllowChangedOpt = False,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -713,6 +727,7 @@ def extend(
             device=device,
             overwrite=overwrite,
             verbose=not quiet,
+            allow_changed=allow_changed_store,
         )
     last = extended.history_.iloc[-1]
     typer.echo(f"wrote {out}: transfer train MSE {last.train_mse:.4f}")
@@ -862,6 +877,7 @@ def evaluate(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing OUT.")
     ] = False,
+    allow_changed_store: AllowChangedOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Score a trained model's imputation of observed tracks (every metric, blacklist masked).
@@ -881,6 +897,7 @@ def evaluate(
             annotations=annotations,
             verbose=not quiet,
             overwrite=overwrite,
+            allow_changed=allow_changed_store,
         )
     wide = table.pivot_table(
         index="metric", columns=["celltype", "assay"], values="value", sort=False

@@ -24,6 +24,7 @@ from epitensor.nn.hyperparams import PRESETS, Hyperparameters, TrainConfig, read
 from epitensor.nn.inference import Predictor
 from epitensor.nn.module import AvocadoModule, GenomeFactors
 from epitensor.store.compendium import RegionView, Store
+from epitensor.store.identity import check_coordinates, check_data, data_record, merge_records
 from epitensor.store.registry import open_store, store_reference
 from epitensor.train.fitting import (
     Checkpoint,
@@ -135,7 +136,14 @@ class Avocado(BaseEstimator):
         training track. After a transfer from a store holding only the new
         tracks, the list of the stores before and that one (opened as one
         :class:`~epitensor.store.compendium.TrackUnion`). None for a model saved before
-        it was recorded.
+        it was recorded. A location only: what the model was made from is
+        ``training_data_``.
+    training_data_ : dict or None
+        The identity by content of the data the model was made from (see
+        :func:`epitensor.store.identity.data_record`): each axis's coordinates
+        and each training and held-out track's digests. Consumers given a
+        store check it (:func:`epitensor.store.identity.check_data`). None for
+        a model saved before it was recorded (nothing is then checked).
     holdout_mse_ : float
         Holdout MSE of the parameters the model ended stage 1 with (the
         averaged or best ones when ``swa_start`` or ``early_stopping`` is set;
@@ -407,8 +415,10 @@ class Avocado(BaseEstimator):
         self.training_tracks_ = names
         self.holdout_tracks_ = holdout
         self.training_store_ = store_reference(store)  # a RegionView's: the store it reads
+        self.training_data_ = data_record(store, names + holdout)
         self.genome_axes_ = {axis: store.axis_length(axis) for axis in axes}
         self._genome_path = None
+        self._checksums = None
         kwargs = self.module_config(len(self.celltypes_), len(self.assays_))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.seed))
@@ -428,6 +438,8 @@ class Avocado(BaseEstimator):
                 "axes": axes,
                 "axis_lengths": self.genome_axes_,
                 "config": config_fingerprint(config),
+                # the data by content: a checkpoint made on another store is not resumed
+                "data": {k: self.training_data_[k] for k in ("coordinates", "tracks")},
             }
             fingerprint["params"].pop("verbose")
             fingerprint["params"].pop("device")
@@ -453,6 +465,7 @@ class Avocado(BaseEstimator):
         resume: bool = False,
         out: str | os.PathLike | None = None,
         ray_address: str | None = None,
+        allow_changed: bool = False,
     ) -> Avocado:
         """Stage 2: learn the genome factors of each axis, everything else frozen.
 
@@ -481,6 +494,10 @@ class Avocado(BaseEstimator):
         ray_address : str, optional
             Default None: in this process. ``"local"``, ``"auto"`` or a Ray
             address: one Ray task per axis.
+        allow_changed : bool
+            Use a store whose copies of the training tracks hold other values
+            than the data stage 1 was made from, with a warning kept in
+            ``training_data_``. Default False: refuse it.
 
         Returns
         -------
@@ -489,7 +506,7 @@ class Avocado(BaseEstimator):
         """
         return fit_genome(self, store, axes, warm_start=warm_start, out=out,
                           checkpoint_dir=checkpoint_dir, resume=resume,
-                          ray_address=ray_address)  # fmt: skip
+                          ray_address=ray_address, allow_changed=allow_changed)  # fmt: skip
 
     def frozen_parts(self) -> dict:
         """What stage 2 needs of the fitted model, as plain objects (shipped to Ray tasks).
@@ -530,7 +547,12 @@ class Avocado(BaseEstimator):
 
     # transfer ---------------------------------------------------------------------------------
 
-    def fit_celltypes(self, store: Store | str | os.PathLike, celltypes: Sequence[str]) -> Avocado:
+    def fit_celltypes(
+        self,
+        store: Store | str | os.PathLike,
+        celltypes: Sequence[str],
+        allow_changed: bool = False,
+    ) -> Avocado:
         """Add new cell types to the fitted model: only their embeddings learn.
 
         Parameters
@@ -540,15 +562,21 @@ class Avocado(BaseEstimator):
             on axes the model has genome factors for.
         celltypes : sequence of str
             New cell type names.
+        allow_changed : bool
+            Use a store whose tracks of the model's data hold other values than
+            when the model was made, with a warning kept in ``training_data_``.
+            Default False: refuse it (:func:`~epitensor.store.identity.check_data`).
 
         Returns
         -------
         Avocado
             ``self``.
         """
-        return self._transfer(store, list(celltypes), "celltype")
+        return self._transfer(store, list(celltypes), "celltype", allow_changed)
 
-    def fit_assays(self, store: Store | str | os.PathLike, assays: Sequence[str]) -> Avocado:
+    def fit_assays(
+        self, store: Store | str | os.PathLike, assays: Sequence[str], allow_changed: bool = False
+    ) -> Avocado:
         """Add new assays to the fitted model: only their embeddings learn.
 
         Parameters
@@ -557,15 +585,17 @@ class Avocado(BaseEstimator):
             Holds observed tracks of the new assays (in cell types the model knows).
         assays : sequence of str
             New assay names.
+        allow_changed : bool
+            As for :meth:`fit_celltypes`. Default False.
 
         Returns
         -------
         Avocado
             ``self``.
         """
-        return self._transfer(store, list(assays), "assay")
+        return self._transfer(store, list(assays), "assay", allow_changed)
 
-    def _transfer(self, store, names: list[str], part: str) -> Avocado:
+    def _transfer(self, store, names: list[str], part: str, allow_changed: bool = False) -> Avocado:
         self.check_fitted()
         store = open_store(store)
         if not names:
@@ -588,6 +618,10 @@ class Avocado(BaseEstimator):
             raise EpitensorError(
                 f"store {store.url} shares no axis with the model's genome factors"
             )
+        check_coordinates(self.layout_, store, "the model", axes)
+        known = [t for t in store.track_names() if t[0] in self.celltypes_ and t[1] in self.assays_]
+        record = getattr(self, "training_data_", None)  # None: an earlier version's model
+        note = check_data(record, store, "the model", axes, known, allow_changed)
         # new assays need every axis in memory: each axis's averages get their rows
         loaded = axes if self.module_.average == "none" or part == "celltype" else self.genome_axes_
         for axis in loaded:
@@ -618,6 +652,7 @@ class Avocado(BaseEstimator):
         self.module_.cpu()
         self.training_tracks_ = self.training_tracks_ + tracks
         self.training_store_ = _stores_holding(self.training_store_, store, self.training_tracks_)
+        self.training_data_ = merge_records(record, data_record(store, tracks), note)
         self.history_ = history_frame(self.history_.to_dict("records") + result.history)
         return self
 
@@ -718,9 +753,10 @@ class Avocado(BaseEstimator):
                 specs = modeldir.tensor_specs(
                     self.module_.new_genome_factors(self.genome_axes_[axis])
                 )
-            tables = modeldir.read_tensors(
-                modeldir.axis_file(path, axis), specs, modeldir.recorded_checksum(path, axis)
-            )
+            # the checksum pinned when the model was read, not the config on disk now:
+            # a directory replaced meanwhile (train --overwrite) is an error, not a hybrid (W1)
+            tables = modeldir.read_tensors(modeldir.axis_file(path, axis), specs,
+                                           self.weights_checksum(axis))  # fmt: skip
             self.module_.genome[axis] = new_genome_module(self.module_, tables)
         return self.module_.genome[axis]
 
@@ -859,9 +895,31 @@ class Avocado(BaseEstimator):
             for axis in self.genome_axes_
             if axis not in self.module_.genome
         }
-        modeldir.write_model(path, self._config_dict(), weights, in_memory, copied,
-                             self.history_.to_csv(index=False), overwrite=overwrite)  # fmt: skip
+        pinned = {axis: self.weights_checksum(axis) for axis in copied}
+        self._checksums = modeldir.write_model(
+            path, self._config_dict(), weights, in_memory, copied,
+            self.history_.to_csv(index=False), overwrite=overwrite, copied_checksums=pinned,
+        )  # fmt: skip
         self._genome_path = str(path)
+
+    def weights_checksum(self, axis: str | None = None) -> str | None:
+        """The sha256 of a weight file of the saved model, as pinned when it was read or saved.
+
+        Parameters
+        ----------
+        axis : str, optional
+            An axis (its genome factors file). Default None: ``weights.safetensors``.
+
+        Returns
+        -------
+        str or None
+            None for a model not saved, or saved before checksums existed.
+        """
+        pinned = getattr(self, "_checksums", None)
+        if pinned is None:
+            path = getattr(self, "_genome_path", None)
+            return None if path is None else modeldir.recorded_checksum(path, axis)
+        return modeldir.checksum_of({"checksums": pinned}, axis)
 
     def saved_at(self, path: str | os.PathLike) -> None:
         """Read genome axes not in memory from the saved copy at ``path`` from now on.
@@ -875,6 +933,7 @@ class Avocado(BaseEstimator):
             A model directory holding this model.
         """
         self._genome_path = str(path)
+        self._checksums = modeldir.read_config(path, type(self).__name__).get("checksums")
 
     def release_genome_axis(self, path: str | os.PathLike, axis: str) -> None:
         """Write one axis's genome factors into the saved model at ``path``, then free them.
@@ -891,8 +950,10 @@ class Avocado(BaseEstimator):
         axis : str
             An axis whose factors are in memory.
         """
-        modeldir.write_axis(path, axis, self.module_.genome[axis].state_dict(),
-                            self._config_dict(), self.history_.to_csv(index=False))  # fmt: skip
+        self._checksums = modeldir.write_axis(
+            path, axis, self.module_.genome[axis].state_dict(), self._config_dict(),
+            self.history_.to_csv(index=False),
+        )  # fmt: skip
         self._genome_path = str(path)
         del self.module_.genome[axis]
 
@@ -912,6 +973,7 @@ class Avocado(BaseEstimator):
             "training_tracks_": [list(t) for t in self.training_tracks_],
             "holdout_tracks_": [list(t) for t in self.holdout_tracks_],
             "training_store_": getattr(self, "training_store_", None),
+            "training_data_": getattr(self, "training_data_", None),
             "history_": history.to_dict("records"),
             "holdout_mse_": _json_float(getattr(self, "holdout_mse_", None)),
         }
@@ -945,6 +1007,7 @@ class Avocado(BaseEstimator):
             model.training_tracks_ = [parse_track(t) for t in config["training_tracks_"]]
             model.holdout_tracks_ = [parse_track(t) for t in config.get("holdout_tracks_", [])]
             model.training_store_ = config.get("training_store_")
+            model.training_data_ = config.get("training_data_")
             model.history_ = history_frame(config["history_"])
             module = AvocadoModule(axis_lengths={}, **config["module"])
         except (TypeError, ValueError, KeyError, EpitensorError) as exc:
@@ -962,6 +1025,7 @@ class Avocado(BaseEstimator):
         module.eval()
         model.module_ = module
         model._genome_path = str(path)
+        model._checksums = config.get("checksums")  # one snapshot: later reads check these
         return model
 
 

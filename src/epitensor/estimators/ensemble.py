@@ -37,6 +37,7 @@ import numpy as np
 from epitensor._utils import EpitensorError
 from epitensor.estimators.baselines import AverageActivity, ChromImputeGBT
 from epitensor.store.compendium import RegionView, Store
+from epitensor.store.identity import check_coordinates, check_data, data_record
 from epitensor.store.registry import open_store
 
 __all__ = ["Ensemble", "EnsembleRule", "training_compendium"]
@@ -106,7 +107,10 @@ class EnsembleRule:
 
 
 def training_compendium(
-    model, store: Store | str | list, axes: Sequence[str] | None = None
+    model,
+    store: Store | str | list,
+    axes: Sequence[str] | None = None,
+    allow_changed: bool = False,
 ) -> Store:
     """Open ``store`` and check that it holds ``model``'s training tracks on the ``axes`` imputed.
 
@@ -123,6 +127,10 @@ def training_compendium(
         The axes the ensemble will impute. Default None: every axis of the
         model's layout that has genome factors and genomic regions (stage 2
         leaves the stage-1 axis without regions where it fitted them all).
+    allow_changed : bool
+        Accept a store whose copies of the model's tracks hold other values
+        than the data the model was made from (``training_data_``), with a
+        warning. Default False: refuse it.
 
     Returns
     -------
@@ -140,6 +148,10 @@ def training_compendium(
         When the store does not open, lacks one of ``axes`` (or has it at
         another length), or lacks a training track; nothing has been read of
         its tracks yet.
+    StoreMismatch
+        (an EpitensorError) when it is not the data the model was made from:
+        other coordinates on an axis imputed, or (without ``allow_changed``)
+        training tracks holding other values.
     """
     store = open_store(store)
     expected = dict(model.layout_.axis_lengths)
@@ -168,6 +180,9 @@ def training_compendium(
             f"(first {missing[0][0]}:{missing[0][1]}); give the compendium the model was "
             "trained on"
         )
+    check_coordinates(model.layout_, store, "the model", axes)
+    record = getattr(model, "training_data_", None)
+    check_data(record, store, "the model", axes, model.training_tracks_, allow_changed)
     return store
 
 
@@ -201,6 +216,8 @@ class Ensemble:
     axes : sequence of str, optional
         The axes it will impute (checked in ``store``). Default None: see
         :func:`training_compendium`.
+    allow_changed : bool
+        See :func:`training_compendium`. Default False.
 
     Attributes
     ----------
@@ -228,10 +245,13 @@ class Ensemble:
         trees: ChromImputeGBT | None = None,
         average: AverageActivity | None = None,
         axes: Sequence[str] | None = None,
+        allow_changed: bool = False,
     ) -> None:
         model.check_fitted()
         self.model = model
-        self.store = training_compendium(model, store, axes)
+        self.store = training_compendium(model, store, axes, allow_changed)
+        # what the trees and average are fitted on, by content (in the resume fingerprint)
+        self.data = data_record(self.store, model.training_tracks_)
         self.rule = EnsembleRule() if rule is None else rule
         tracks = list(model.training_tracks_)
         self.trees = (
@@ -347,7 +367,8 @@ class Ensemble:
         from dataclasses import asdict
 
         return {"store": str(self.store.url), "rule": asdict(self.rule), "trees": repr(self.trees),
-                "tracks": [list(t) for t in self.model.training_tracks_]}  # fmt: skip
+                "tracks": [list(t) for t in self.model.training_tracks_],
+                "data": {k: self.data[k] for k in ("coordinates", "tracks")}}  # fmt: skip
 
     def __repr__(self) -> str:
         return f"Ensemble({self.rule}, trees={self.trees!r})"

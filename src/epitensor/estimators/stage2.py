@@ -21,6 +21,7 @@ from epitensor.parallel import (
     run_tasks,
     task_threads,
 )
+from epitensor.store.identity import check_coordinates, check_data, data_record, merge_records
 from epitensor.store.registry import open_store, store_reference
 from epitensor.train.fitting import fit_genome_axis, history_frame
 
@@ -45,6 +46,7 @@ def fit_genome(
     out=None,
     checkpoint_dir=None,
     resume: bool = False,
+    allow_changed: bool = False,
 ):
     """Stage 2, one task per axis (chromosome): in this process by default, or on Ray.
 
@@ -85,6 +87,11 @@ def fit_genome(
         (on Ray, a folder every worker can write). Default None.
     resume : bool
         Continue each axis from its checkpoint. Default False.
+    allow_changed : bool
+        Use a store whose copies of the training tracks hold other values than
+        those the model was made from (``training_data_``), with a warning
+        kept in the record. Default False: refuse it. An axis the model
+        already has on other coordinates is refused either way.
 
     Returns
     -------
@@ -111,9 +118,13 @@ def fit_genome(
     tracks = [t for t in model.training_tracks_ if store.has_track(*t)]
     if not tracks:
         raise EpitensorError(f"store {store.url} holds none of the model's training tracks")
+    check_coordinates(model.layout_, store, "the model", axes)
+    record = getattr(model, "training_data_", None)
+    note = check_data(record, store, "the model", axes, tracks, allow_changed)
     check_ray(ray_address, model.verbose)
     if len(tracks) == len(model.training_tracks_):  # the ensemble's trees read the new axes here
         model.training_store_ = store_reference(store)
+    model.training_data_ = merge_records(record, data_record(store, tracks), note)
     threads = task_threads(model.n_threads)
     jobs = []
     for i, axis in enumerate(axes):

@@ -35,6 +35,7 @@ from epitensor.evaluation.options import DEFAULT_CV_BASELINES, BenchmarkOptions,
 from epitensor.evaluation.relationships import pairwise_table, write_pairwise
 from epitensor.genome.annotations import Annotations, peak_mask
 from epitensor.store.compendium import Store
+from epitensor.store.identity import check_coordinates, check_data
 from epitensor.store.registry import open_store
 from epitensor.viz.tables import markdown_table
 
@@ -347,6 +348,9 @@ def evaluate(
         raise EpitensorError("no track to evaluate; give at least one CELL:ASSAY")
     for celltype, assay in tracks:
         store.track_index(celltype, assay)
+    layout = getattr(predictor, "layout_", None)  # a model: its axes must lie where the store's do
+    if layout is not None:
+        check_coordinates(layout, store, f"the model ({method_name(predictor)})")
     if scorer is None:
         annotations = Annotations.from_directory() if annotations is None else annotations
         scorer = Scorer(store, annotations, exclude)
@@ -371,6 +375,7 @@ def evaluate_model(
     annotations: str | os.PathLike | None = None,
     verbose: bool = True,
     overwrite: bool = False,
+    allow_changed: bool = False,
 ) -> pd.DataFrame:
     """Load a saved model, score it on observed tracks and write the long CSV.
 
@@ -391,6 +396,11 @@ def evaluate_model(
         Progress bars. Default True.
     overwrite : bool
         Replace an existing ``out``. Default False: refuse it (before any work).
+    allow_changed : bool
+        Score on a store whose copies of the model's tracks hold other values
+        than the data the model was made from, with a warning. Default False:
+        refuse it (:func:`epitensor.store.identity.check_data`); a store on
+        other coordinates is refused either way.
 
     Returns
     -------
@@ -403,6 +413,10 @@ def evaluate_model(
     if Path(out).exists() and not overwrite:
         raise EpitensorError(f"{out} already exists; choose another --out or pass --overwrite")
     fitted = Avocado.load(model)
+    store = open_store(store)
+    check_coordinates(fitted.layout_, store, f"model {model}")
+    check_data(fitted.training_data_, store, f"model {model}", tracks=tracks,
+               allow_changed=allow_changed)  # fmt: skip
     table = evaluate(
         fitted,
         store,

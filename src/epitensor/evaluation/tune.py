@@ -58,6 +58,7 @@ does the same on any store, with Optuna:
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -74,7 +75,8 @@ import pandas as pd
 from epitensor._utils import EpitensorError, atomic_write_bytes, warn
 from epitensor.nn.hyperparams import STRUCTURAL
 from epitensor.store.compendium import Store
-from epitensor.store.registry import open_store
+from epitensor.store.identity import data_record
+from epitensor.store.registry import open_store, store_reference
 
 __all__ = [
     "PAPER_GRID",
@@ -638,7 +640,17 @@ def _open_study(optuna, out_dir: Path, holdout, validation, protocol: dict, n_se
             study.set_user_attr(key, value)
         stored = study.user_attrs
     for key in ("holdout", *protocol):
+        if key == "store":
+            continue  # where the store was: a hint; the data is compared by content ("data")
+        if key == "data" and key not in stored:
+            continue  # a study of an earlier version: its data was not recorded
         given = [list(t) for t in holdout] if key == "holdout" else protocol[key]
+        if key == "data" and json.dumps(stored[key]) != json.dumps(given):
+            raise EpitensorError(
+                f"{out_dir / STUDY_FILE} holds a study made on other data ({stored.get('store')}) "
+                f"than store {protocol['store']} (other coordinates or track values); rerun on "
+                "the store it was made on to continue it, or use another --out"
+            )
         if json.dumps(stored.get(key)) != json.dumps(given):
             raise EpitensorError(
                 f"{out_dir / STUDY_FILE} holds a study with {key}={stored.get(key)!r}, not "
@@ -747,8 +759,12 @@ def tune(
         per_epoch = min(PRESETS[preset].tracks_per_position, n_trial_tracks)
         per_epoch *= view.axis_length(view.axes[0])
         trial_budget = trial_budget_of(space, PRESETS[preset], per_epoch, n_epochs)
+    record = data_record(store, train)
     protocol = {
-        "store": str(store.url),
+        "store": store_reference(store),  # a hint only (absolute); the data is "data"
+        "data": hashlib.sha256(
+            json.dumps({k: record[k] for k in ("coordinates", "tracks")}, sort_keys=True).encode()
+        ).hexdigest(),
         "preset": preset,
         "positions": positions,
         "n_epochs": n_epochs,

@@ -8,11 +8,21 @@ A model directory holds::
     history.csv                  the training history, for people
 
 ``config.json`` records the sha256 of every weight file (``checksums``, by
-path relative to the directory); each file is checked against it when read,
+path relative to the directory), and of its own contents (``checksums
+["config.json"]``: the sha256 of the rest of the config as canonical JSON, so a
+hand-edited config, such as two cell type names swapped, is refused); each
+file is checked against it when read,
 and every tensor's name, shape and dtype against what the model expects, so a
 damaged, truncated or foreign file is an error naming it, never a silently
 different model. Directories saved before checksums existed (no
-``checksums`` key) are read with the tensor checks only.
+``checksums`` key) are read with the tensor checks only, and those saved
+before the config's own checksum without it.
+
+A model is read as one snapshot: the estimator keeps the checksums of the
+``config.json`` it loaded and checks every file read later (genome axes are
+read lazily) against those, never against the config on disk then, so a
+directory replaced meanwhile (``train --overwrite``) is an error naming the
+file, not a mix of two models.
 
 This module owns the format; :class:`~epitensor.estimators.avocado.Avocado` calls it in
 ``save`` / ``load`` and :mod:`epitensor.workflows.reference` writes axis files through it.
@@ -30,7 +40,13 @@ from pathlib import Path
 
 import torch
 
-from epitensor._utils import EpitensorError, __version__, atomic_directory, warn
+from epitensor._utils import (
+    EpitensorError,
+    __version__,
+    atomic_directory,
+    usual_file_mode,
+    warn,
+)
 from epitensor.nn.hyperparams import STRUCTURAL
 
 __all__ = [
@@ -40,6 +56,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "axis_file",
     "checksum_of",
+    "config_digest",
     "read_config",
     "recorded_checksum",
     "read_tensors",
@@ -77,6 +94,7 @@ _OPTIONAL = {
     "holdout_tracks_": (list,),
     "holdout_mse_": (int, float, type(None)),
     "checksums": (dict,),
+    "training_data_": (dict, type(None)),
 }
 _MODULE_INTS = ("n_celltypes", "n_assays", *STRUCTURAL)
 
@@ -126,6 +144,7 @@ def write_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor]) 
     from safetensors.torch import save_file
 
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+    usual_file_mode(path)  # safetensors leaves 0600: unreadable to a shared model's users (C6)
     return sha256_of(path)
 
 
@@ -246,6 +265,12 @@ def read_config(directory: str | os.PathLike, class_name: str) -> dict:
             raise EpitensorError(
                 f"{path}: module.{key} must be a positive integer, got {value!r}; {_DAMAGED}"
             )
+    sealed = (config.get("checksums") or {}).get(CONFIG_FILE)
+    if sealed is not None and sealed != config_digest(config):
+        raise EpitensorError(
+            f"{path} does not match the checksum it records (edited after the model was "
+            f"saved: names, layout or parameters changed by hand?); {_DAMAGED}"
+        )
     if config["epitensor_version"] != __version__:
         warn(
             f"{directory} was saved by epitensor {config['epitensor_version']}; this is {__version__}"
@@ -258,7 +283,34 @@ def _json_name(kind: type) -> str:
             type(None): "null"}[kind]  # fmt: skip
 
 
+_UNSEALED = ("checksums", "epitensor_version", "training_store_")
+
+
+def config_digest(config: dict) -> str:
+    """sha256 of a config as canonical JSON, its own checksum left out (see the module notes).
+
+    Left out too: the version that saved it (it changes no prediction, and a
+    version change is warned about on its own) and ``training_store_``, where
+    the training store was: a hint a user may correct after moving the store
+    (what the model was made from is ``training_data_``, which is covered).
+    """
+    checksums = {k: v for k, v in (config.get("checksums") or {}).items() if k != CONFIG_FILE}
+    body = {k: v for k, v in config.items() if k not in _UNSEALED}
+    body["checksums"] = checksums
+    # through JSON once, so the digest of a dict written equals that of it read back
+    text = json.dumps(json.loads(json.dumps(body)), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _sealed(config: dict) -> dict:
+    """``config`` with its own checksum in ``checksums`` (only when it records checksums)."""
+    if config.get("checksums") is None:
+        return config
+    return {**config, "checksums": {**config["checksums"], CONFIG_FILE: config_digest(config)}}
+
+
 def _write_config(directory: Path, config: dict) -> None:
+    config = _sealed(config)
     partial = directory / (CONFIG_FILE + ".partial")
     partial.write_text(json.dumps(config, indent=1))
     os.replace(partial, directory / CONFIG_FILE)
@@ -275,7 +327,8 @@ def write_model(
     copied_axes: Mapping[str, str | os.PathLike],
     history_csv: str,
     overwrite: bool = False,
-) -> None:
+    copied_checksums: Mapping[str, str | None] | None = None,
+) -> dict[str, str]:
     """Write a whole model directory atomically (built under a temporary name).
 
     Parameters
@@ -295,6 +348,14 @@ def write_model(
         ``history.csv``'s text.
     overwrite : bool
         Replace an existing directory. Default False: refuse it.
+    copied_checksums : mapping of str to str, optional
+        The sha256 each copied axis file must have (the checksums its model was
+        loaded with). Default None: those its directory's ``config.json`` records now.
+
+    Returns
+    -------
+    dict of str to str
+        The checksums written (file -> sha256), for the estimator to pin.
     """
     with atomic_directory(path, overwrite=overwrite) as tmp:
         checksums = {WEIGHTS_FILE: write_tensors(tmp / WEIGHTS_FILE, weights)}
@@ -304,7 +365,11 @@ def write_model(
         for axis, source in copied_axes.items():
             shutil.copyfile(source, axis_file(tmp, axis))
             checksum = sha256_of(axis_file(tmp, axis))
-            recorded = recorded_checksum(Path(source).parent.parent, axis)
+            recorded = (
+                copied_checksums[axis]
+                if copied_checksums is not None and axis in copied_checksums
+                else recorded_checksum(Path(source).parent.parent, axis)
+            )
             if recorded is not None and checksum != recorded:  # never re-bless a damaged file
                 raise EpitensorError(
                     f"{source} does not match the checksum in its {CONFIG_FILE} (damaged or "
@@ -313,12 +378,13 @@ def write_model(
             checksums[_relative(axis)] = checksum
         _write_config(tmp, {**config, "checksums": checksums})
         (tmp / HISTORY_FILE).write_text(history_csv)
+    return checksums
 
 
 def write_axis(
     path: str | os.PathLike, axis: str, tables: Mapping[str, torch.Tensor], config: dict,
     history_csv: str,
-) -> None:  # fmt: skip
+) -> dict[str, str] | None:  # fmt: skip
     """Add or replace one axis of a saved model, then its ``config.json``.
 
     The axis file is replaced first, then the config (with the new checksum):
@@ -337,6 +403,11 @@ def write_axis(
         directory's current config, this axis's updated).
     history_csv : str
         ``history.csv``'s text.
+
+    Returns
+    -------
+    dict of str to str or None
+        The checksums now recorded (None for a directory without them).
     """
     path = Path(path)
     old = read_config(path, config["class"])
@@ -351,6 +422,7 @@ def write_axis(
         config = {**config, "checksums": checksums}
     _write_config(path, config)
     (path / HISTORY_FILE).write_text(history_csv)
+    return config.get("checksums")
 
 
 def write_axis_file(

@@ -26,11 +26,25 @@ naming the store, axis and chunk instead of returning other numbers. Stores
 written before (no checksum, fill value 0) still open; ``epitensor info
 --check`` says they cannot be verified. Writers hold :func:`output_lock` on
 the store, so concurrent appends wait for each other.
+
+Identity by content: a chunk's CRC-32C covers its bytes, not where it lies,
+so the metadata also keeps a table of every chunk's CRC by its key
+(``chunk_crc32c``: per axis, per row of chunks, 8 hex digits per chunk). A
+chunk file moved to another key decodes but its CRC is not the one recorded
+there: reads and ``info --check`` refuse it. Each track also gets a sha256
+of its stored values per axis (``track_digests``, parallel to ``tracks``),
+computed when it is written, and each axis a digest of its coordinates (the
+regions' chromosome, start, end and offset). :meth:`Store.identity` combines
+them: what a model, a checkpoint, a study or an imputation records of the
+data it was made from (see :mod:`epitensor.store.identity`). Stores written
+before have neither table: they open, and their tracks cannot be verified.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import os
 import warnings
@@ -52,7 +66,7 @@ TRANSFORMS = ("arcsinh", "none")
 TRACK_COLUMNS = ["celltype", "assay", "source", "md5"]
 _REINGEST = "re-ingest it (`epitensor ingest MANIFEST --out STORE --overwrite`)"
 
-__all__ = ["RegionView", "Store", "StoreCheck", "TrackUnion"]
+__all__ = ["RegionView", "Store", "StoreCheck", "TrackUnion", "coordinates_digest", "location_hint"]
 
 
 def _zarr():
@@ -117,8 +131,10 @@ class Store:
         self.transform = _check_choice(attrs, "transform", TRANSFORMS, self.url)
         _check_choice(attrs, "dtype", DTYPES, self.url)
         self.tracks = _check_tracks(attrs, self.url)
+        _check_digests(attrs, self.url, len(self.tracks))
         self._group = group
         self._attrs = attrs
+        self._bound: set[tuple[str, int, int]] = set()  # chunks whose position was checked
         for axis in self.axes:
             self._check_array(axis)
 
@@ -216,6 +232,8 @@ class Store:
                 "dtype": dtype,
                 "layout": layout.to_dict(),
                 "tracks": [],
+                "track_digests": [],
+                "chunk_crc32c": {axis: [] for axis in layout.axes},
             }
         )
         return cls(group, url, mode="r+")
@@ -342,6 +360,55 @@ class Store:
             raise EpitensorError(f"unknown axis {axis!r} in store {self.url}; it has {self.axes}")
         return self.layout.axis_lengths[axis]
 
+    # identity ---------------------------------------------------------------------
+
+    def coordinate_digests(self) -> dict[str, str]:
+        """Per axis, the sha256 of its coordinates (length, resolution, regions).
+
+        Each region counts by chromosome, start, end (0-based, half-open) and
+        offset, so two layouts with the same axis names and lengths but other
+        regions differ.
+        """
+        return {axis: coordinates_digest(self.layout, axis) for axis in self.axes}
+
+    def track_digests(self) -> dict[tuple[str, str], dict[str, str] | None]:
+        """Per ``(celltype, assay)``, the sha256 of its stored values by axis.
+
+        None for tracks written before digests existed (they cannot be verified).
+        """
+        digests = self._attrs.get("track_digests") or [None] * self.n_tracks
+        return dict(zip(self.track_names(), digests))
+
+    def identity(self) -> dict:
+        """The store's content identity, recomputed from its metadata (so current after appends).
+
+        Returns
+        -------
+        dict
+            ``digest`` (sha256 of the genome, chromosome sizes, transform,
+            dtype, coordinates, track list with each track's digests and the
+            chunk CRC table), ``coordinates`` (:meth:`coordinate_digests`),
+            ``tracks`` (``"CELL:ASSAY"`` -> digests by axis, or None) and
+            ``url`` (where it was found: a hint, never the identity).
+        """
+        coordinates = self.coordinate_digests()
+        tracks = {f"{c}:{a}": d for (c, a), d in self.track_digests().items()}
+        whole = {
+            "genome": self.genome,
+            "chrom_sizes": {str(k): int(v) for k, v in self.chrom_sizes.items()},
+            "transform": self.transform,
+            "dtype": self.dtype,
+            "coordinates": coordinates,
+            "tracks": [[c, a, tracks[f"{c}:{a}"]] for c, a in self.track_names()],
+            "chunks": self._attrs.get("chunk_crc32c"),
+        }
+        return {
+            "digest": _json_digest(whole),
+            "coordinates": coordinates,
+            "tracks": tracks,
+            "url": location_hint(self.url),
+        }
+
     # reading ----------------------------------------------------------------------
 
     def _array(self, axis: str):
@@ -372,7 +439,42 @@ class Store:
         # One reduction instead of an isfinite pass: any NaN or inf makes the sum non-finite.
         if block.size and not np.isfinite(block.sum()):
             raise self._damage(axis, rows, start, end, None)
+        self._check_positions(axis, array, rows, start, end)
         return block
+
+    def _check_positions(self, axis, array, rows, start: int, end: int) -> None:
+        """Every chunk read lies where it was written: its CRC is the one recorded at its key.
+
+        Each chunk is checked once per opened store (one 4-byte read of its
+        file); a store without a chunk table (written before) is not checked.
+        """
+        table = (self._attrs.get("chunk_crc32c") or {}).get(axis)
+        if not table or end <= start:
+            return
+        track_chunk, position_chunk = array.chunks
+        listed = np.arange(self.n_tracks) if rows is None else np.asarray(rows)
+        todo = [
+            (int(i), j)
+            for i in np.unique(listed // track_chunk)
+            for j in range(start // position_chunk, -(-end // position_chunk))
+            if (axis, int(i), j) not in self._bound
+        ]
+        if not todo:
+            return
+        tails = _chunk_tails(self.url, array, todo)
+        for (i, j), tail in zip(todo, tails):
+            recorded = _table_entry(table, i, j)
+            if recorded is not None and tail is not None and tail != recorded:
+                # another process may have appended tracks since this store was opened
+                fresh = (_fresh_attrs(self).get("chunk_crc32c") or {}).get(axis)
+                if _table_entry(fresh or [], i, j) != tail:
+                    key = array.metadata.encode_chunk_key((i, j))
+                    raise EpitensorError(
+                        f"store {self.url}: {_chunk_name(array, axis, i, j)} is not the chunk "
+                        f"written at {key} (its CRC-32C {tail} is not the {recorded} recorded "
+                        f"there: a chunk file was moved or replaced); {_REINGEST}"
+                    )
+            self._bound.add((axis, i, j))
 
     def _damage(
         self, axis: str, rows: np.ndarray | None, start: int, end: int, exc: Exception | None
@@ -499,27 +601,33 @@ class Store:
                 )
             row = self.n_tracks
             self._reserve_rows(row + 1)
-            items = values.items() if isinstance(values, Mapping) else values
-            written = set()
-            for axis, array in items:
-                array = np.asarray(array)
-                expected = self.axis_length(axis)
-                if array.shape != (expected,):
-                    raise EpitensorError(
-                        f"track ({celltype}, {assay}) from {source or 'memory'}: axis {axis!r} "
-                        f"has {array.shape[0] if array.ndim == 1 else array.shape} values, "
-                        f"expected {expected}"
-                    )
-                where = f"track ({celltype}, {assay}) from {source or 'memory'}"
-                self._write(axis, slice(row, row + 1), array[None], where)
-                written.add(axis)
-            missing = set(self.axes) - written
-            if missing:
-                raise EpitensorError(
-                    f"track ({celltype}, {assay}): no values for axes {sorted(missing)}"
-                )
-            self._list_tracks([[celltype, assay, str(source), str(md5)]])
+            with self._unlisted_rows(row):
+                self._add_track(row, celltype, assay, values, source, md5)
         return row
+
+    def _add_track(self, row, celltype, assay, values, source, md5) -> None:
+        """Write one track's axes at ``row``, then list it (under the lock)."""
+        items = values.items() if isinstance(values, Mapping) else values
+        written = set()
+        digests: dict[str, str] = {}
+        for axis, array in items:
+            array = np.asarray(array)
+            expected = self.axis_length(axis)
+            if array.shape != (expected,):
+                raise EpitensorError(
+                    f"track ({celltype}, {assay}) from {source or 'memory'}: axis {axis!r} "
+                    f"has {array.shape[0] if array.ndim == 1 else array.shape} values, "
+                    f"expected {expected}"
+                )
+            where = f"track ({celltype}, {assay}) from {source or 'memory'}"
+            digests[axis] = self._write(axis, slice(row, row + 1), array[None], where)[0]
+            written.add(axis)
+        missing = set(self.axes) - written
+        if missing:
+            raise EpitensorError(
+                f"track ({celltype}, {assay}): no values for axes {sorted(missing)}"
+            )
+        self._list_tracks([[celltype, assay, str(source), str(md5)]], [digests])
 
     def add_tracks(
         self,
@@ -575,20 +683,31 @@ class Store:
                 )
             first = self.n_tracks
             self._reserve_rows(first + len(names))
-            for axis, block in values.items():
-                where = f"tracks {names[0]}..{names[-1]}" if len(names) > 1 else f"track {names[0]}"
-                self._write(axis, slice(first, first + len(names)), block, where)
-            self._list_tracks(
-                [[c, a, str(s), str(m)] for (c, a), s, m in zip(names, sources, md5s)]
-            )
+            digests: list[dict[str, str]] = [{} for _ in names]
+            with self._unlisted_rows(first):
+                for axis, block in values.items():
+                    where = (
+                        f"tracks {names[0]}..{names[-1]}" if len(names) > 1 else f"track {names[0]}"
+                    )
+                    rows = slice(first, first + len(names))
+                    for digest, hexed in zip(digests, self._write(axis, rows, block, where)):
+                        digest[axis] = hexed
+                self._list_tracks(
+                    [[c, a, str(s), str(m)] for (c, a), s, m in zip(names, sources, md5s)], digests
+                )
         return list(range(first, first + len(names)))
 
-    def _write(self, axis: str, rows: slice, block: np.ndarray, where: str) -> None:
+    def _write(self, axis: str, rows: slice, block: np.ndarray, where: str) -> list[str]:
         """Write rows of ``axis`` in the store's dtype, refusing values that are not finite.
 
         Parameters
         ----------
         block : numpy.ndarray, shape=(n_rows, n_positions), arcsinh
+
+        Returns
+        -------
+        list of str
+            The sha256 of each row as stored (its identity on this axis).
         """
         with np.errstate(over="ignore"):  # overflow to inf is reported just below
             cast = np.asarray(block).astype(self.dtype)
@@ -611,13 +730,59 @@ class Store:
                 f"cannot write store {self.url}, axis {axis!r}: a chunk there does not decode "
                 f"({_short(exc)}); run `epitensor info --check {self.url}`"
             ) from None
+        return [_values_digest(row) for row in cast]
 
-    def _list_tracks(self, new: list[list[str]]) -> None:
-        """Append entries to the track list (written last: the commit of an addition)."""
+    def _list_tracks(self, new: list[list[str]], digests: list[dict[str, str]]) -> None:
+        """Append entries to the track list (written last: the commit of an addition).
+
+        The tracks' digests and the CRCs of the chunks written go in the same
+        metadata write.
+        """
         tracks = self._attrs["tracks"] + new
-        self._group.attrs["tracks"] = tracks
-        self._attrs["tracks"] = tracks
+        old = self._attrs.get("track_digests")
+        listed = (list(old) if old is not None else [None] * (len(tracks) - len(new))) + digests
+        first = len(tracks) - len(new)
+        table = self._chunk_table(first, len(tracks))
+        self._group.attrs.update({"tracks": tracks, "track_digests": listed, "chunk_crc32c": table})
+        self._attrs.update({"tracks": tracks, "track_digests": listed, "chunk_crc32c": table})
         self.tracks = pd.DataFrame(tracks, columns=TRACK_COLUMNS)
+
+    @contextlib.contextmanager
+    def _unlisted_rows(self, first: int) -> Iterator[None]:
+        """On a failed append, record the chunks its unlisted rows changed.
+
+        Rows past the listed tracks are ignored, but they share chunks with
+        listed rows: those chunks' bytes changed, so their CRCs are recorded
+        again (else the next read would take them for moved chunks).
+        """
+        try:
+            yield
+        except BaseException:
+            if self.n_tracks == first and self._attrs.get("chunk_crc32c") is not None:
+                table = self._chunk_table(first, first)
+                self._group.attrs["chunk_crc32c"] = table
+                self._attrs["chunk_crc32c"] = table
+            raise
+
+    def _chunk_table(self, first_row: int, n_tracks: int) -> dict[str, list[str | None]]:
+        """The chunk CRC table for ``n_tracks`` tracks, the chunks from ``first_row`` on re-read."""
+        table = {axis: list(v) for axis, v in (self._attrs.get("chunk_crc32c") or {}).items()}
+        if not self.has_checksums:
+            return table
+        for axis in self.axes:
+            array = self._array(axis)
+            track_chunk, position_chunk = array.chunks
+            n_pos = -(-self.axis_length(axis) // position_chunk)
+            n_row_chunks = -(-n_tracks // track_chunk)
+            entries = table.setdefault(axis, [])
+            entries += [None] * (n_row_chunks - len(entries))
+            del entries[n_row_chunks:]
+            touched = range(first_row // track_chunk, n_row_chunks)
+            for i in touched:
+                tails = _chunk_tails(self.url, array, [(i, j) for j in range(n_pos)])
+                entries[i] = "".join(t if t is not None else "-" * 8 for t in tails)
+            self._bound -= {(axis, i, j) for i in touched for j in range(n_pos)}
+        return table
 
     def truncate_tracks(self, n_tracks: int) -> None:
         """Keep only the first ``n_tracks`` tracks: undo an append that failed.
@@ -635,6 +800,12 @@ class Store:
             array = self._array(axis)
             if array.shape[0] > n_tracks:
                 array.resize((n_tracks, array.shape[1]))
+        digests = self._attrs.get("track_digests")
+        update = {"chunk_crc32c": self._chunk_table(n_tracks, n_tracks)}
+        if digests is not None:
+            update["track_digests"] = list(digests)[:n_tracks]
+        self._group.attrs.update(update)
+        self._attrs.update(update)
 
     def _reserve_rows(self, n_rows: int) -> None:
         for axis in self.axes:
@@ -687,6 +858,16 @@ class Store:
 
     def _verify_span(self, check, axis, array, present, chunk_rows, i, j0, j1) -> None:
         """Check chunks ``(i, j0..j1)`` of ``axis``, reading them at once when all are sound."""
+        table = (self._attrs.get("chunk_crc32c") or {}).get(axis)
+        if table:
+            coords = [(i, j) for j in range(j0, j1)]
+            for (_, j), tail in zip(coords, _chunk_tails(self.url, array, coords)):
+                recorded = _table_entry(table, i, j)
+                if recorded is not None and tail is not None and tail != recorded:
+                    check.corrupt.append(
+                        f"{_chunk_name(array, axis, i, j)}: its CRC-32C {tail} is not the "
+                        f"{recorded} recorded at this key (a chunk file moved or replaced)"
+                    )
         position_chunk = array.chunks[1]
         lo, hi = j0 * position_chunk, min(self.axis_length(axis), j1 * position_chunk)
         if _chunk_problem(array, chunk_rows, lo, hi) is None:
@@ -733,6 +914,7 @@ class Store:
             f"tracks     {self.n_tracks} observed of "
             f"{len(self.celltypes)} cell types x {len(self.assays)} assays",
         ]
+        lines.append(f"identity   sha256:{self.identity()['digest'][:16]}")
         lines.append(
             "integrity  a CRC-32C checksum per chunk"
             if self.has_checksums
@@ -894,6 +1076,22 @@ class TrackUnion(Store):
     def has_checksums(self) -> bool:
         """Whether every store carries checksums."""
         return all(store.has_checksums for store in self.sources)
+
+    def track_digests(self) -> dict[tuple[str, str], dict[str, str] | None]:
+        """Each track's digests, from the store it is read from."""
+        per_store = [list(store.track_digests().values()) for store in self.sources]
+        return {name: per_store[k][row] for name, (k, row) in zip(self.track_names(), self._where)}
+
+    def identity(self) -> dict:
+        """The union's identity: its stores' digests combined (see :meth:`Store.identity`)."""
+        parts = [store.identity() for store in self.sources]
+        tracks = {f"{c}:{a}": d for (c, a), d in self.track_digests().items()}
+        return {
+            "digest": _json_digest([part["digest"] for part in parts]),
+            "coordinates": self.coordinate_digests(),
+            "tracks": tracks,
+            "url": [part["url"] for part in parts],
+        }
 
     def verify(self, verbose: bool = True, span: int = 8) -> StoreCheck:
         """Refused: check each store (see :meth:`Store.verify`)."""
@@ -1087,6 +1285,81 @@ def _chunk_problem(array, rows: np.ndarray, start: int, end: int) -> tuple[str, 
     return "corrupt", f"it holds {int(bad.sum())} NaN or infinite values"
 
 
+def _chunk_tails(url: str, array, coords: Sequence[tuple[int, int]]) -> list[str | None]:
+    """The CRC-32C (hex, as stored: the last 4 bytes) of chunks ``(i, j)``; None where absent."""
+    tails: list[str | None] = []
+    if is_local_path(url):
+        folder = Path(local_path(url)) / array.path
+        for i, j in coords:
+            try:
+                with open(folder / array.metadata.encode_chunk_key((i, j)), "rb") as handle:
+                    handle.seek(-4, os.SEEK_END)
+                    tails.append(handle.read(4).hex())
+            except (FileNotFoundError, OSError):
+                tails.append(None)
+        return tails
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    for i, j in coords:
+        path = f"{root.rstrip('/')}/{array.path}/{array.metadata.encode_chunk_key((i, j))}"
+        try:
+            size = fs.size(path)
+            tails.append(fs.cat_file(path, start=size - 4, end=size).hex())
+        except (FileNotFoundError, OSError):
+            tails.append(None)
+    return tails
+
+
+def _table_entry(table: Sequence[str | None], i: int, j: int) -> str | None:
+    """The recorded CRC of chunk ``(i, j)`` (None when not recorded or absent)."""
+    if i >= len(table) or not table[i]:
+        return None
+    entry = table[i][8 * j : 8 * j + 8]
+    return entry if len(entry) == 8 and entry != "-" * 8 else None
+
+
+def _fresh_attrs(store: Store) -> dict:
+    """The store's metadata as on disk now."""
+    try:
+        return dict(_zarr().open_group(store=_zarr_target(store.url), mode="r").attrs)
+    except Exception:  # noqa: BLE001 - only a second look; the caller reports the mismatch
+        return {}
+
+
+def _values_digest(row: np.ndarray) -> str:
+    """sha256 of one track's values on one axis as stored (little-endian)."""
+    row = np.ascontiguousarray(row)
+    if row.dtype.byteorder == ">":
+        row = row.byteswap().view(row.dtype.newbyteorder("<"))
+    return hashlib.sha256(row.data).hexdigest()
+
+
+def _json_digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def coordinates_digest(layout: Layout, axis: str) -> str:
+    """sha256 of an axis's coordinates (see :meth:`Store.coordinate_digests`)."""
+    regions = layout.regions[layout.regions.axis == axis]
+    rows = [
+        [str(r.chrom), int(r.start), int(r.end), int(r.offset)]
+        for r in regions.itertuples(index=False)
+    ]
+    return _json_digest(
+        {"resolution": int(layout.resolution), "length": int(layout.axis_lengths[axis]),
+         "regions": rows}
+    )  # fmt: skip
+
+
+def location_hint(url: str | os.PathLike) -> str:
+    """Where a store was found, absolute: a hint for finding it again, never its identity."""
+    url = str(url)
+    if is_local_path(url):
+        return str(Path(local_path(url)).resolve())
+    return url
+
+
 def _short(exc: BaseException) -> str:
     """An exception as one short line."""
     text = " ".join(str(exc).split()) or type(exc).__name__
@@ -1154,6 +1427,27 @@ def _check_tracks(attrs: dict, url: str) -> pd.DataFrame:
         repeated = next(n for i, n in enumerate(names) if n in names[:i])
         _bad_metadata(url, "tracks", f"listing {repeated} twice")
     return pd.DataFrame(tracks, columns=TRACK_COLUMNS)
+
+
+def _check_digests(attrs: dict, url: str, n_tracks: int) -> None:
+    """``track_digests`` (when present) lists one mapping or null per track."""
+    digests = attrs.get("track_digests")
+    if digests is None:
+        return
+    if not isinstance(digests, list) or len(digests) != n_tracks:
+        _bad_metadata(url, "track_digests", f"{_clip(digests)}, expected {n_tracks} entries")
+    for k, entry in enumerate(digests):
+        if entry is not None and not (
+            isinstance(entry, dict) and all(isinstance(v, str) for v in entry.values())
+        ):
+            _bad_metadata(url, f"track_digests[{k}]", f"{_clip(entry)}, expected axis -> sha256")
+    table = attrs.get("chunk_crc32c")
+    if table is not None and not (
+        isinstance(table, dict)
+        and all(isinstance(v, list) for v in table.values())
+        and all(e is None or isinstance(e, str) for v in table.values() for e in v)
+    ):
+        _bad_metadata(url, "chunk_crc32c", f"{_clip(table)}, expected axis -> list of hex")
 
 
 _REGION_KINDS = {"axis": str, "chrom": str, "name": str}  # the other columns are int

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from epitensor.store.compendium import RegionView, Store, TrackUnion
+from epitensor.store.compendium import RegionView, Store, TrackUnion, location_hint
 from epitensor.store.datasets import bundled_store_path, roadmap_pilot
 
 __all__ = ["DATASETS", "BundledDataset", "open_store", "store_reference"]
@@ -35,8 +35,11 @@ DATASETS: dict[str, BundledDataset] = {
 def store_reference(store: Store) -> str | list[str]:
     """What reopens ``store`` with :func:`open_store`: ``"roadmap-pilot"`` for the bundled sample.
 
-    A :class:`RegionView` gives the store it reads; a :class:`TrackUnion` the
-    list of its stores' references.
+    A local store is named by its absolute path (a relative one would be
+    resolved against whatever folder a later command runs in). The path is
+    only a hint: what a model was made from is checked by content
+    (:mod:`epitensor.store.identity`). A :class:`RegionView` gives the store it
+    reads; a :class:`TrackUnion` the list of its stores' references.
     """
     if isinstance(store, RegionView):
         return store_reference(store.source)
@@ -47,7 +50,7 @@ def store_reference(store: Store) -> str | list[str]:
         for name, dataset in DATASETS.items():
             if Path(url).resolve() == dataset.path().resolve():
                 return name
-    return url
+    return location_hint(url)
 
 
 def open_store(store: Store | str | os.PathLike | list | tuple, mode: str = "r") -> Store:

@@ -21,6 +21,7 @@ def extend(
     device: str | None = None,
     overwrite: bool = False,
     verbose: bool = True,
+    allow_changed: bool = False,
 ):
     """Learn factors for new cell types or assays of a saved model; save a new model.
 
@@ -48,6 +49,11 @@ def extend(
         Replace an existing ``out``. Default False.
     verbose : bool
         Show progress. Default True.
+    allow_changed : bool
+        Use a store whose copies of the model's tracks hold other values than
+        the data the model was made from, with a warning kept in the new
+        model's ``training_data_``. Default False: refuse it; a store on other
+        coordinates is refused either way.
 
     Returns
     -------
@@ -81,8 +87,8 @@ def extend(
         params["device"] = device
     estimator.set_params(**params)
     if celltypes:
-        estimator.fit_celltypes(store, list(celltypes))
+        estimator.fit_celltypes(store, list(celltypes), allow_changed=allow_changed)
     else:
-        estimator.fit_assays(store, list(assays))
+        estimator.fit_assays(store, list(assays), allow_changed=allow_changed)
     estimator.save(target, overwrite=overwrite)
     return estimator

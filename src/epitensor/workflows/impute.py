@@ -435,7 +435,8 @@ def impute(
     threads = task_threads(model.n_threads if opts.n_threads is None else opts.n_threads)
     segments = _model_segments(model, chroms, regions)
     axes = list(dict.fromkeys(segments.axis))
-    ensemble = _ensemble(model, opts.trees_store, opts.rule, opts.ray_address, opts.verbose, axes)
+    ensemble = _ensemble(model, opts.trees_store, opts.rule, opts.ray_address, opts.verbose, axes,
+                         opts.allow_changed_store)  # fmt: skip
     if opts.ray_address is None:  # on Ray the workers' devices count, not this machine's
         resolve_device(opts.device if opts.device is not None else model.device)
     out = Path(out)
@@ -499,14 +500,19 @@ def impute(
     return paths
 
 
-def _ensemble(model, trees_store, rule, ray_address, verbose: bool = False, axes=None):
+def _ensemble(
+    model, trees_store, rule, ray_address, verbose: bool = False, axes=None, allow_changed=False
+):
     """The :class:`~epitensor.estimators.ensemble.Ensemble` of an imputation, or None for the model alone.
 
     ``trees_store="auto"`` takes the model's ``training_store_`` when it still
     opens and holds the training tracks on the ``axes`` imputed, else (and on
-    Ray) the model alone, saying why when ``verbose``.
+    Ray) the model alone, saying why when ``verbose``. A store there that is
+    not the data the model was made from (by content) is an error, not a
+    fallback: the path is only a hint.
     """
     from epitensor.estimators.ensemble import Ensemble, training_compendium
+    from epitensor.store.identity import StoreMismatch
 
     if trees_store is None:
         if rule is not None:
@@ -518,7 +524,9 @@ def _ensemble(model, trees_store, rule, ray_address, verbose: bool = False, axes
         reason = _no_auto_ensemble(model, ray_address)
         if reason is None:
             try:  # only an absent or mismatched compendium falls back; errors reading it do not
-                trees_store = training_compendium(model, model.training_store_, axes)
+                trees_store = training_compendium(model, model.training_store_, axes, allow_changed)
+            except StoreMismatch:
+                raise  # another store at the recorded path: never silently fall back
             except EpitensorError as exc:
                 reason = str(exc)
         if reason is not None:
@@ -527,12 +535,12 @@ def _ensemble(model, trees_store, rule, ray_address, verbose: bool = False, axes
 
                 print(f"writing the model alone, not the ensemble: {reason}", file=sys.stderr)
             return None
-        return Ensemble(model, trees_store, rule, axes=axes)
+        return Ensemble(model, trees_store, rule, axes=axes, allow_changed=allow_changed)
     if ray_address is not None:
         raise EpitensorError(
             "the ensemble (trees_store / --trees) imputes in this process only; drop the Ray address"
         )
-    return Ensemble(model, trees_store, rule, axes=axes)
+    return Ensemble(model, trees_store, rule, axes=axes, allow_changed=allow_changed)
 
 
 def _built_ensemble(model, ensemble, rule, ray_address, axes):
@@ -619,7 +627,7 @@ def impute_fingerprints(
     directory = Path(source)
 
     def checksum(axis: str | None) -> str:
-        recorded = modeldir.recorded_checksum(directory, axis)
+        recorded = model.weights_checksum(axis)  # as pinned when the model was read
         if recorded is not None:
             return recorded
         path = directory / modeldir.WEIGHTS_FILE if axis is None else None

@@ -150,6 +150,11 @@ class ImputeOptions(JobOptions):
     rule : EnsembleRule, optional
         The ensemble's rule. Default None:
         :class:`~epitensor.estimators.ensemble.EnsembleRule` ``()``.
+    allow_changed_store : bool
+        Fit the ensemble on a store whose copies of the model's tracks hold
+        other values than those the model was made from, with a warning kept
+        in the done records. Default False: refuse it (a store of other
+        coordinates is refused either way; see :mod:`epitensor.store.identity`).
 
     Examples
     --------
@@ -174,3 +179,4 @@ class ImputeOptions(JobOptions):
     window: int | None = None
     trees_store: Store | str | os.PathLike | Sequence | Ensemble | None = None
     rule: EnsembleRule | None = None
+    allow_changed_store: bool = False

@@ -103,6 +103,7 @@ def train_genome(
     device: str | None = None,
     verbose: bool = True,
     overwrite: bool = False,
+    allow_changed: bool = False,
 ):
     """Stage 2 from a saved model, then save the result (``epitensor fit-genome``).
 
@@ -134,6 +135,10 @@ def train_genome(
         Progress bars. Default True.
     overwrite : bool
         Replace an existing ``out``. Default False.
+    allow_changed : bool
+        Use a store whose copies of the training tracks hold other values than
+        the data the model was made from, with a warning kept in the model's
+        ``training_data_``. Default False: refuse it.
 
     Returns
     -------
@@ -155,6 +160,7 @@ def train_genome(
     check_ray(ray_address, verbose)
     with atomic_directory(out, overwrite=overwrite) as staging:
         model.save(staging, overwrite=True)
-        fit_genome(model, store, axes, ray_address=ray_address, num_gpus=num_gpus, out=staging)
+        fit_genome(model, store, axes, ray_address=ray_address, num_gpus=num_gpus, out=staging,
+                   allow_changed=allow_changed)  # fmt: skip
     model.saved_at(out)
     return model
