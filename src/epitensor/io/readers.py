@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import mmap
 import os
 import re
 import zlib
@@ -83,11 +84,14 @@ def detect_format(path: str | os.PathLike) -> str:
         return "npy"
     with open(path, "rb") as handle:
         head = handle.read(4)
-    if head == _BIGWIG_MAGIC:
+    if head in (_BIGWIG_MAGIC, _BIGWIG_MAGIC[::-1]):  # by content, whatever the name (C4)
         return "bigwig"
     try:
-        with open_text(path) as handle:
-            for line in handle:
+        scanned = 0
+        # the first data line decides; headers and blank lines are read in blocks, and
+        # only the first ~1 MB of them, so a gzip bomb of newlines is not walked here
+        for _, lines in _TextBlocks(path, chunk=64 << 10):
+            for line in lines:
                 word = line.strip().split(maxsplit=1)[:1]
                 if not word or word[0].startswith(("#", "track", "browser")):
                     continue
@@ -95,10 +99,13 @@ def detect_format(path: str | os.PathLike) -> str:
                     return "wig"
                 if len(line.split()) >= 4:
                     return "bedgraph"
+                raise _LineError(0, "not a track")
+            scanned += 64 << 10
+            if scanned >= _MAX_LINE:
                 break
-            else:  # only headers or nothing: a text track without data, reported as empty
-                return "wig" if ".wig" in name else "bedgraph"
-    except (OSError, UnicodeDecodeError, EOFError, zlib.error):
+        # only headers or nothing: a text track without data, reported as empty
+        return "wig" if ".wig" in name else "bedgraph"
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error, ValueError):
         pass
     raise EpitensorError(
         f"{path}: unrecognised or corrupt file (not bigWig, bedGraph, wig, npz or npy); "
@@ -289,10 +296,40 @@ def _check_text_ends(
 # readers ---------------------------------------------------------------------------------
 
 
+# Largest decompression buffer a bigWig header may ask for: UCSC's and pybigtools'
+# writers ask for tens of kilobytes; pybigtools allocates the size the header states up
+# front, so a hostile 0xFFFFFFFF there aborted the process under a memory limit (H5).
+BIGWIG_MAX_BUFFER = 64 << 20
+_BIGWIG_BUFFER_AT = 52  # byte offset of uncompressBufSize in the bbi header
+
+
+def _check_bigwig_header(path: str, where: str) -> None:
+    """Refuse a bigWig whose header asks for an absurd decompression buffer."""
+    with open(path, "rb") as handle:
+        head = handle.read(_BIGWIG_BUFFER_AT + 4)
+    if len(head) < _BIGWIG_BUFFER_AT + 4:
+        raise EpitensorError(
+            f"{where}: the bigWig header is truncated ({len(head)} bytes); the file is "
+            f"corrupt or truncated, re-download it"
+        )
+    order = "little" if head[:4] == _BIGWIG_MAGIC else "big"
+    size = int.from_bytes(head[_BIGWIG_BUFFER_AT : _BIGWIG_BUFFER_AT + 4], order)
+    if size > BIGWIG_MAX_BUFFER:
+        raise EpitensorError(
+            f"{where}: the bigWig header asks for a {size:,}-byte decompression buffer "
+            f"(at most {BIGWIG_MAX_BUFFER:,} is accepted; writers use kilobytes): the file "
+            f"is corrupt or not a bigWig, re-download it"
+        )
+
+
 def _open_bigwig(path: str, where: str):
     import pybigtools
 
+    _check_bigwig_header(path, where)
     try:
+        if not str(path).endswith((".bw", ".bigWig")):
+            # pybigtools goes by a path's extension; an open file it tells by content (C4)
+            return pybigtools.open(open(path, "rb"))  # noqa: SIM115 - the reader owns it
         return pybigtools.open(path)
     except Exception as exc:  # noqa: BLE001 - the Rust reader raises several kinds
         raise EpitensorError(
@@ -347,6 +384,69 @@ def _bigwig_bins(reader, chrom: str, length: int, first: int, res: int, out: np.
         out[full] = np.sum(bases) / res
 
 
+_TEXT_CHUNK = 1 << 20  # decompressed bytes parsed at once: memory per file stays bounded
+_MAX_LINE = 1 << 20  # a longer line is not a bedGraph or wig record
+# A gzip track may expand to this many times the compressed bytes read so far, plus a
+# slack: real signal tracks compress 4-20 times, deflate at most ~1000 times, so a
+# "gzip bomb" (1 MB of compressed newlines becoming 1 GB) is stopped after a few
+# megabytes instead of being expanded and split in memory (trial H2).
+GZIP_MAX_RATIO = 200
+_GZIP_SLACK = 32 << 20
+
+
+class _TextBlocks:
+    """Lines of a text track, plain or gzip, in blocks of about ``_TEXT_CHUNK`` bytes.
+
+    Iterating yields ``(first_line_number, lines)`` with 1-based line numbers;
+    the line ends are those of ``str.splitlines`` (LF, CRLF and lone CR), a
+    CRLF split across two blocks included. A line longer than ``_MAX_LINE``
+    bytes and a gzip stream expanding beyond ``GZIP_MAX_RATIO`` times its
+    compressed size are :class:`_TextLimit` errors, before any of it is split.
+    """
+
+    def __init__(self, path: str | os.PathLike, chunk: int = _TEXT_CHUNK) -> None:
+        self.path, self.chunk = path, chunk
+
+    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        with open(self.path, "rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            stream = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
+            rest, number, total = "", 1, 0
+            while True:
+                data = stream.read(self.chunk)
+                total += len(data)
+                if gzipped and total > GZIP_MAX_RATIO * raw.tell() + _GZIP_SLACK:
+                    raise _TextLimit(
+                        f"the gzip file expands to more than {GZIP_MAX_RATIO} times its "
+                        f"compressed size ({total:,} bytes from {raw.tell():,}): not a signal "
+                        f"track (a gzip bomb?)"
+                    )
+                text = rest + data.decode("ascii")
+                if not data:
+                    if text:
+                        yield number, text.splitlines()
+                    return
+                held = ""
+                if text.endswith("\r"):  # maybe the first half of a CRLF
+                    text, held = text[:-1], "\r"
+                cut = max(text.rfind("\n"), text.rfind("\r")) + 1
+                if cut == 0 and len(text) > _MAX_LINE:
+                    raise _TextLimit(
+                        f"line {number} is longer than {_MAX_LINE:,} bytes: not a "
+                        f"bedGraph or wig record"
+                    )
+                lines = text[:cut].splitlines()
+                rest = text[cut:] + held
+                if lines:
+                    yield number, lines
+                    number += len(lines)
+
+
+class _TextLimit(ValueError):
+    """A text track beyond the reader's limits (a huge line, a gzip bomb)."""
+
+
 class _LineError(ValueError):
     """A defect of one line of a text track (1-based line number)."""
 
@@ -357,6 +457,13 @@ class _LineError(ValueError):
 def _read_text(path: str, fmt: str, where: str) -> dict[str, tuple[np.ndarray, ...]]:
     """Records of a bedGraph or wig file per chromosome (file names).
 
+    The file is parsed in blocks of lines (:class:`_TextBlocks`), each block
+    turned into arrays at once, so memory grows by the records only: 28 bytes
+    per data line while parsing (int64 start and end, float64 value, the line
+    number as int32 below 2**31 lines) and 24 once parsed; joining a
+    chromosome's blocks briefly adds one 8-byte column (trial H1: reading the
+    whole text and its list of lines took about 480 bytes per line).
+
     Returns
     -------
     dict of str to (starts, ends, values)
@@ -366,21 +473,24 @@ def _read_text(path: str, fmt: str, where: str) -> dict[str, tuple[np.ndarray, .
     Raises
     ------
     EpitensorError
-        The file is unreadable, or a line is malformed, holds a finite value
-        beyond the float32 range, or overlaps another (naming both lines).
+        The file is unreadable or beyond the reader's limits, or a line is
+        malformed, holds a finite value beyond the float32 range, or overlaps
+        another (naming both lines).
     """
+    parser = _BedGraphParser() if fmt == "bedgraph" else _WigParser()
     try:
-        with open_text(path) as handle:
-            text = handle.read()
+        for first, lines in _TextBlocks(path):
+            parser.feed(first, lines)
+        parts = parser.finish()
+        records = {}
+        for chrom in list(parts):
+            records[chrom] = _tidy(*parts.pop(chrom).join())
     except (OSError, UnicodeDecodeError, EOFError, zlib.error) as exc:
         raise EpitensorError(
             f"{where}: cannot read the {fmt} file ({exc}); it is corrupt, re-download it"
         ) from None
-    lines = text.splitlines()  # LF, CRLF and lone CR, as the format detection reads them
-    del text
-    try:
-        parts = _parse_bedgraph(lines) if fmt == "bedgraph" else _parse_wig(lines)
-        records = {chrom: _tidy(*_concat(pieces)) for chrom, pieces in parts.items()}
+    except _TextLimit as exc:
+        raise EpitensorError(f"{where}: {exc}; check the file") from None
     except _LineError as exc:
         raise EpitensorError(f"{where}: {exc}; fix the {fmt} file") from None
     records = {c: r for c, r in records.items() if len(r[0])}
@@ -389,8 +499,72 @@ def _read_text(path: str, fmt: str, where: str) -> dict[str, tuple[np.ndarray, .
     return records
 
 
-def _concat(pieces: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
-    return tuple(np.concatenate([p[i] for p in pieces]) for i in range(4))
+_SLAB_MIN, _SLAB_MAX = 1 << 14, 1 << 20  # records a slab holds: doubling up to ~1 M
+
+
+def _mapped(n: int, dtype) -> np.ndarray:
+    """An array in its own anonymous memory map, returned to the system when freed.
+
+    Records live long beside short-lived temporaries of the same size; on the
+    malloc heap (glibc moves its mmap threshold up after each large free) the
+    temporaries' holes could not be reused: 60 bytes of memory per record
+    instead of 28 (measured in tests/test_trials.py, H1).
+    """
+    size = max(1, n * np.dtype(dtype).itemsize)
+    return np.frombuffer(mmap.mmap(-1, size), dtype=dtype, count=n)
+
+
+class _Records:
+    """One chromosome's records, copied block by block into slabs of growing size.
+
+    Slabs (:func:`_mapped`), not a list of each block's arrays, so that memory
+    holds the records and one block's temporaries, nothing per block.
+    """
+
+    def __init__(self) -> None:
+        self.slabs: list[list[np.ndarray]] = []
+        self.filled = 0  # records in the last slab
+
+    def add(self, starts, ends, values, lines) -> None:
+        done, n = 0, len(starts)
+        while done < n:
+            if not self.slabs or self.filled == len(self.slabs[-1][0]):
+                self._new_slab(lines.dtype)
+            slab = self.slabs[-1]
+            if slab[3].dtype != lines.dtype and lines.dtype == np.int64:
+                self._close_slab()  # line numbers past 2**31: an int64 slab from here on
+                self._new_slab(lines.dtype)
+                slab = self.slabs[-1]
+            take = min(n - done, len(slab[0]) - self.filled)
+            for column, part in zip(slab, (starts, ends, values, lines)):
+                column[self.filled : self.filled + take] = part[done : done + take]
+            self.filled += take
+            done += take
+
+    def _new_slab(self, line_dtype) -> None:
+        size = min(_SLAB_MAX, _SLAB_MIN << len(self.slabs))
+        dtypes = (np.int64, np.int64, np.float64, line_dtype)
+        self.slabs.append([_mapped(size, dtype) for dtype in dtypes])
+        self.filled = 0
+
+    def _close_slab(self) -> None:
+        self.slabs[-1] = [column[: self.filled] for column in self.slabs[-1]]
+        self.filled = len(self.slabs[-1][0])
+
+    def join(self) -> tuple[np.ndarray, ...]:
+        """The records as 4 arrays, joined column by column (each column's slabs freed)."""
+        if self.slabs:
+            self._close_slab()
+        out = []
+        for i in range(4):
+            parts = [slab[i] for slab in self.slabs]
+            for slab in self.slabs:
+                slab[i] = None
+            joined = _mapped(sum(len(p) for p in parts), parts[-1].dtype)
+            out.append(np.concatenate(parts, out=joined, casting="same_kind"))
+            del parts
+        self.slabs = []
+        return tuple(out)
 
 
 def _tidy(
@@ -398,9 +572,13 @@ def _tidy(
 ) -> tuple[np.ndarray, ...]:
     """Sort by start, refuse overlaps (naming both lines) and drop empty intervals."""
     keep = ends > starts
-    starts, ends, values, lines = starts[keep], ends[keep], values[keep], lines[keep]
-    order = np.argsort(starts, kind="stable")
-    starts, ends, values, lines = starts[order], ends[order], values[order], lines[order]
+    if not keep.all():
+        starts, ends, values, lines = starts[keep], ends[keep], values[keep], lines[keep]
+    del keep
+    if len(starts) > 1 and not bool((starts[1:] >= starts[:-1]).all()):  # copies only if unsorted
+        order = np.argsort(starts, kind="stable")
+        starts, ends, values, lines = starts[order], ends[order], values[order], lines[order]
+        del order
     overlap = np.flatnonzero(starts[1:] < ends[:-1])
     if len(overlap):
         k = int(overlap[0])
@@ -411,6 +589,12 @@ def _tidy(
             f"records must not overlap: merge them (summing or averaging, as you intend)",
         )
     return starts, ends, values
+
+
+def _line_numbers(numbers: list[int]) -> np.ndarray:
+    """Line numbers as int32 while they fit (4 bytes a record instead of 8)."""
+    dtype = np.int32 if not numbers or numbers[-1] < 1 << 31 else np.int64
+    return np.array(numbers, dtype=dtype)
 
 
 def _numbers(words: list[str], lines: list[int], dtype, what: str) -> np.ndarray:
@@ -439,29 +623,46 @@ def _numbers(words: list[str], lines: list[int], dtype, what: str) -> np.ndarray
     return array
 
 
-def _parse_bedgraph(lines: list[str]) -> dict[str, list]:
-    columns: tuple[list, ...] = ([], [], [], [], [])
-    for n, line in enumerate(lines, 1):
-        words = line.split()
-        if not words or words[0].startswith(("#", "track", "browser")):
-            continue
-        if len(words) != 4:  # more: two records on one line (a lost line end) would lose one
-            raise _LineError(
-                n, f"a data line needs 4 columns (chrom, start, end, value), got {len(words)}"
+class _BedGraphParser:
+    """bedGraph records, block by block: ``parts[chrom]`` lists (starts, ends, values, lines)."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, _Records] = {}
+
+    def feed(self, first: int, lines: list[str]) -> None:
+        columns: tuple[list, ...] = ([], [], [], [], [])
+        for n, line in enumerate(lines, first):
+            words = line.split()
+            if not words or words[0].startswith(("#", "track", "browser")):
+                continue
+            if len(words) != 4:  # more: two records on one line (a lost line end) would lose one
+                raise _LineError(
+                    n, f"a data line needs 4 columns (chrom, start, end, value), got {len(words)}"
+                )
+            for column, word in zip(columns, words):
+                column.append(word)
+            columns[4].append(n)
+        if not columns[4]:
+            return
+        line_numbers = _line_numbers(columns[4])
+        starts = _numbers(columns[1], columns[4], np.int64, "start")
+        ends = _numbers(columns[2], columns[4], np.int64, "end")
+        values = _numbers(columns[3], columns[4], np.float64, "value")
+        _check_intervals(starts, ends, line_numbers)
+        names = dict.fromkeys(columns[0])
+        if len(names) == 1:
+            chrom = str(next(iter(names)))
+            self.parts.setdefault(chrom, _Records()).add(starts, ends, values, line_numbers)
+            return
+        chroms = np.array(columns[0], dtype=object)
+        for chrom in names:
+            rows = chroms == chrom
+            self.parts.setdefault(str(chrom), _Records()).add(
+                starts[rows], ends[rows], values[rows], line_numbers[rows]
             )
-        for column, word in zip(columns, words[:4]):
-            column.append(word)
-        columns[4].append(n)
-    chroms, line_numbers = np.array(columns[0], dtype=object), np.array(columns[4], np.int64)
-    starts = _numbers(columns[1], columns[4], np.int64, "start")
-    ends = _numbers(columns[2], columns[4], np.int64, "end")
-    values = _numbers(columns[3], columns[4], np.float64, "value")
-    _check_intervals(starts, ends, line_numbers)
-    parts: dict[str, list] = {}
-    for chrom in dict.fromkeys(columns[0]):
-        rows = chroms == chrom
-        parts[str(chrom)] = [(starts[rows], ends[rows], values[rows], line_numbers[rows])]
-    return parts
+
+    def finish(self) -> dict[str, _Records]:
+        return self.parts
 
 
 def _check_intervals(starts: np.ndarray, ends: np.ndarray, lines: np.ndarray) -> None:
@@ -495,42 +696,69 @@ def _wig_header(words: list[str], line: int) -> dict[str, int | str]:
     return fields
 
 
-def _parse_wig(lines: list[str]) -> dict[str, list]:
-    blocks: list[tuple[dict, list[str], list[int]]] = []
-    block = None
-    for n, line in enumerate(lines, 1):
-        words = line.split()
-        if not words:
-            continue
-        if words[0] in ("fixedStep", "variableStep"):
-            block = (_wig_header(words, n), [], [])
-            blocks.append(block)
-            continue
-        if words[0].startswith(_WIG_HEADS):
-            block = None if words[0] == "track" else block
-            continue
-        if block is None:
-            raise _LineError(n, "data line before any fixedStep or variableStep line")
-        expected = 1 if block[0]["kind"] == "fixedStep" else 2
-        if len(words) != expected:
-            raise _LineError(
-                n, f"a {block[0]['kind']} data line holds {expected} number(s), got {len(words)}"
-            )
-        block[1].extend(words)
-        block[2].append(n)
-    parts: dict[str, list] = {}
-    for fields, words, numbers in blocks:
-        parts.setdefault(str(fields["chrom"]), []).append(_wig_block(fields, words, numbers))
-    return parts
+class _WigParser:
+    """wig records, block by block; a fixedStep / variableStep section may span blocks."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, _Records] = {}
+        self.fields: dict | None = None  # the open section's header
+        self.done = 0  # values of the open section already turned into records
+
+    def feed(self, first: int, lines: list[str]) -> None:
+        words: list[str] = []
+        numbers: list[int] = []
+        for n, line in enumerate(lines, first):
+            line_words = line.split()
+            if not line_words:
+                continue
+            if line_words[0] in ("fixedStep", "variableStep"):
+                self._flush(words, numbers)
+                words, numbers = [], []
+                self.fields, self.done = _wig_header(line_words, n), 0
+                continue
+            if line_words[0].startswith(_WIG_HEADS):
+                if line_words[0] == "track":
+                    self._flush(words, numbers)
+                    words, numbers = [], []
+                    self.fields = None
+                continue
+            if self.fields is None:
+                raise _LineError(n, "data line before any fixedStep or variableStep line")
+            expected = 1 if self.fields["kind"] == "fixedStep" else 2
+            if len(line_words) != expected:
+                raise _LineError(
+                    n,
+                    f"a {self.fields['kind']} data line holds {expected} number(s), "
+                    f"got {len(line_words)}",
+                )
+            words.extend(line_words)
+            numbers.append(n)
+        self._flush(words, numbers)
+
+    def _flush(self, words: list[str], numbers: list[int]) -> None:
+        if not numbers:
+            return
+        fields = self.fields
+        self.parts.setdefault(str(fields["chrom"]), _Records()).add(
+            *_wig_block(fields, words, numbers, self.done)
+        )
+        self.done += len(numbers)
+
+    def finish(self) -> dict[str, _Records]:
+        return self.parts
 
 
-def _wig_block(fields: dict, words: list[str], numbers: list[int]) -> tuple[np.ndarray, ...]:
+def _wig_block(
+    fields: dict, words: list[str], numbers: list[int], done: int = 0
+) -> tuple[np.ndarray, ...]:
+    """Records of some data lines of one section, the first being its value number ``done``."""
     span = int(fields.get("span", 1))
-    lines = np.array(numbers, dtype=np.int64)
+    lines = _line_numbers(numbers)
     if fields["kind"] == "fixedStep":
         values = _numbers(words, numbers, np.float64, "value")
         step = int(fields.get("step", 1))
-        starts = int(fields["start"]) - 1 + step * np.arange(len(values), dtype=np.int64)
+        index = np.arange(done, done + len(values), dtype=np.int64)
+        starts = int(fields["start"]) - 1 + step * index
     else:
         positions = _numbers(words[0::2], numbers, np.int64, "position")
         values = _numbers(words[1::2], numbers, np.float64, "value")
@@ -872,5 +1100,3 @@ def read_track(
             tally.add(values, n_bad)
             yield axis, values
     tally.close()
-
-
