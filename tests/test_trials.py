@@ -252,3 +252,33 @@ def test_C4_bigwig_detected_by_content_not_name(test_data, tmp_path, name):
     got = Store.open(tmp_path / "b.zarr").read_track("K562", "X")
     assert expected.max() > 1.0
     np.testing.assert_array_equal(got, expected)
+
+
+SAVED_MODEL = (
+    Path(__file__).resolve().parent / "data" / "saved-model-v1"
+)  # chr1:151,158,050-151,308,050
+
+
+def test_H3_explain_steps_are_bounded(tmp_path):
+    """``explain --steps 100000`` asked numpy for a 100,000 x 100,000 float64 matrix (74.5 GiB)."""
+    out = tmp_path / "x.png"
+    args = ["explain", SAVED_MODEL, "--celltype", "E003", "--assay", "H3K4me3"]
+    args += ["--region", "chr1:151160000-151162000", "--out", out, "-q"]
+    _fails(_run(*args, "--steps", "100000"), "n_steps must be at most 4096", "100000")
+    assert not out.exists()
+    ok = _run(*args, "--steps", "8")  # a bounded request still works
+    assert ok.exit_code == 0, ok.output
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_H4_embed_window_is_bounded(tmp_path):
+    """``embed --window 100000`` reached 6 GB for two regions; it is refused at once."""
+    bed = _bed(tmp_path, [("chr1", 151_200_000, 151_200_001), ("chr1", 151_250_000, 151_250_001)])
+    args = ["embed", SAVED_MODEL, "--regions", bed, "-q"]
+    _fails(
+        _run(*args, "--window", "100000", "--out", tmp_path / "e1"), "window must be at most 400"
+    )
+    assert not (tmp_path / "e1").exists()
+    ok = _run(*args, "--window", "8", "--out", tmp_path / "e2")
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "e2" / "region_factors.tsv").stat().st_size > 0

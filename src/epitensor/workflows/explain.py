@@ -88,6 +88,10 @@ COMPONENT_COLOURS = {
     "genome_5kbp": "#8c564b",
 }
 DEFAULT_STEPS = 64
+# Gauss-Legendre builds an n_steps x n_steps matrix (float64) and every step is a network
+# pass per position: 100,000 steps asked for 75 GiB (trial H3). The integral of a ReLU
+# network converges long before this many steps.
+MAX_STEPS = 4096
 
 
 # reference input ------------------------------------------------------------------
@@ -165,6 +169,11 @@ def _quadrature(n_steps: int, method: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Nodes in [0, 1] and weights summing to 1 for ``integral_0^1 g(a) da``."""
     if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 2:
         raise EpitensorError(f"n_steps must be an integer of at least 2; got n_steps={n_steps!r}")
+    if n_steps > MAX_STEPS:
+        raise EpitensorError(
+            f"n_steps must be at most {MAX_STEPS}; got n_steps={n_steps!r} (the integral "
+            f"converges long before: the completeness check says when to raise it)"
+        )
     if method == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(int(n_steps))
         nodes, weights = (nodes + 1.0) / 2.0, weights / 2.0

@@ -267,8 +267,7 @@ def region_factors(
     if window is None:
         features, columns = _region_means(model, bed, max_positions, verbose)
     else:
-        if int(window) <= 0:
-            raise EpitensorError(f"window must be a positive integer; got window={window!r}")
+        _check_window(window, len(bed), model.module_.genome_sizes)
         features, columns = _region_windows(model, bed, int(window), max_positions, verbose)
     missing = int(np.isnan(features).any(axis=1).sum())
     if missing:
@@ -278,6 +277,31 @@ def region_factors(
         )
     keep = [c for c in ("chrom", "start", "end", "name", "strand") if c in bed]
     return pd.concat([bed[keep], pd.DataFrame(features, columns=columns)], axis=1)
+
+
+# Longest window, in 250-bp bins (100 kb): 100,000 bins asked for a 2 x 5,000,049 table
+# and 6 GB of memory (trial H4); the paper's promoter example uses 8.
+MAX_WINDOW = 400
+MAX_TABLE = 1 << 30  # largest feature table, in float32 values (4 GiB)
+
+
+def _check_window(window, n_regions: int, genome_sizes) -> None:
+    """Refuse a window that is not a positive integer, or too long for memory."""
+    if isinstance(window, bool) or not isinstance(window, int | np.integer) or window <= 0:
+        raise EpitensorError(f"window must be a positive integer; got window={window!r}")
+    if window > MAX_WINDOW:
+        raise EpitensorError(
+            f"window must be at most {MAX_WINDOW} 250-bp bins ({MAX_WINDOW * 250 // 1000} kb); "
+            f"got window={window!r}: use a shorter window"
+        )
+    n25, n250, n5k = genome_sizes
+    size = n_regions * (window * (n25 + n250) + n5k)
+    if size > MAX_TABLE:
+        raise EpitensorError(
+            f"window={window} over {n_regions:,} regions makes a table of {size:,} values "
+            f"(more than {MAX_TABLE:,}, {MAX_TABLE * 4 >> 30} GiB); use a shorter window or "
+            f"split the regions"
+        )
 
 
 def _region_means(model, bed, max_positions, verbose):
