@@ -22,6 +22,7 @@ from epitensor._utils.files import (
     md5sum,
     output_lock,
     package_data,
+    usual_file_mode,
 )
 from epitensor._utils.machine import (
     available_cpus,
@@ -67,5 +68,6 @@ __all__ = [
     "progress",
     "resolve_device",
     "resolve_precision",
+    "usual_file_mode",
     "warn",
 ]

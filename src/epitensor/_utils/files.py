@@ -358,6 +358,15 @@ def _umask() -> int:
     return mask
 
 
+def usual_file_mode(path: str | os.PathLike) -> None:
+    """Give a file the mode a plain ``open`` would (0666 less the umask).
+
+    Writers that go through a temporary file (``mkstemp``, safetensors) leave
+    0600, so other users of a shared output could not read it (trial C6).
+    """
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
     final = Path(path)
