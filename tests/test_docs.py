@@ -169,6 +169,7 @@ def _target_ids(path: Path, cache: dict[Path, set[str]]) -> set[str]:
     return cache[path]
 
 
+@pytest.mark.browser
 def test_every_page_renders_in_chromium(built_docs):
     """No broken internal link or image, and no page wider than the window."""
     problems: list[str] = []
