@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import pilot_head_layout
 from epitensor._utils import EpitensorError, md5sum
 from epitensor.cli import app
 from epitensor.estimators.avocado import Avocado
-from epitensor.genome.coordinates import Layout, chrom_sizes
-from epitensor.genome.pilot import pilot_layout
+from epitensor.genome.coordinates import chrom_sizes
 from epitensor.store.compendium import Store
 from epitensor.store.datasets import roadmap_pilot_arrays
 from epitensor.workflows.extend import extend
@@ -27,20 +26,7 @@ def new_store(tmp_path_factory):
     ``E065x`` is aorta (E065) H3K4me3 as a new cell type; ``H3K4me3x`` is H3K4me3 of
     E003 and E116 as a new assay.
     """
-    first = pilot_layout().regions.iloc[0]
-    regions = pd.DataFrame(
-        {
-            "axis": ["pilot"],
-            "chrom": [first.chrom],
-            "start": [int(first.first_bin) * 25],
-            "end": [(int(first.first_bin) + N) * 25],
-            "name": ["pilot-head"],
-            "offset": [0],
-            "first_bin": [int(first.first_bin)],
-            "n_bins": [N],
-        }
-    )
-    layout = Layout(regions, {"pilot": N}, 25, "pilot-head")
+    layout = pilot_head_layout(N)  # the true coordinates of those positions
     store = Store.create(tmp_path_factory.mktemp("new") / "new.zarr", layout, chrom_sizes("hg19"))
     arrays = roadmap_pilot_arrays()
     for celltype, assay, source in [

@@ -26,7 +26,7 @@ from epitensor.genome.coordinates import Layout, chrom_sizes
 from epitensor.genome.pilot import pilot_layout
 from epitensor.store.compendium import Store
 from epitensor.store.datasets import roadmap_pilot_arrays
-from epitensor.store.identity import StoreMismatch, check_data, data_record
+from epitensor.store.identity import StoreMismatch, check_coordinates, check_data, data_record
 
 N = 4_000
 CELLTYPES = ["E003", "E017", "E065"]
@@ -119,8 +119,13 @@ def test_store_identity_record_check(stores):
     assert check_data(record, stores["train"], "m") is None
     with pytest.raises(StoreMismatch, match=r"other/train.zarr is not the data m was made from \(/\S+/identity\d*/train.zarr\)"):
         check_data(record, stores["rotated"], "m")
-    with pytest.raises(StoreMismatch, match="other coordinates"):
-        check_data(record, stores["shifted"], "m")
+    with pytest.raises(StoreMismatch, match="lies on other coordinates .*puts other bins"):
+        check_coordinates(stores["train"].layout, stores["shifted"], "m")
+    check_coordinates(stores["train"].layout, stores["rotated"], "m")
+    # a store holding a prefix of the axis is on the same coordinates, and cannot be compared
+    prefix = make_store(stores["root"] / "prefix.zarr", rotate=1, n=1000)
+    check_coordinates(stores["train"].layout, prefix, "m")
+    assert check_data(record, prefix, "m") is None
     with pytest.warns(EpitensorWarning, match="used anyway"):
         note = check_data(record, stores["rotated"], "m", allow_changed=True)
     assert "hold other values" in note

@@ -621,7 +621,7 @@ class Avocado(BaseEstimator):
         check_coordinates(self.layout_, store, "the model", axes)
         known = [t for t in store.track_names() if t[0] in self.celltypes_ and t[1] in self.assays_]
         record = getattr(self, "training_data_", None)  # None: an earlier version's model
-        note = check_data(record, store, "the model", axes, known, allow_changed)
+        note = check_data(record, store, "the model", known, allow_changed)
         # new assays need every axis in memory: each axis's averages get their rows
         loaded = axes if self.module_.average == "none" or part == "celltype" else self.genome_axes_
         for axis in loaded:

@@ -182,7 +182,7 @@ def training_compendium(
         )
     check_coordinates(model.layout_, store, "the model", axes)
     record = getattr(model, "training_data_", None)
-    check_data(record, store, "the model", axes, model.training_tracks_, allow_changed)
+    check_data(record, store, "the model", model.training_tracks_, allow_changed)
     return store
 
 

@@ -120,7 +120,7 @@ def fit_genome(
         raise EpitensorError(f"store {store.url} holds none of the model's training tracks")
     check_coordinates(model.layout_, store, "the model", axes)
     record = getattr(model, "training_data_", None)
-    note = check_data(record, store, "the model", axes, tracks, allow_changed)
+    note = check_data(record, store, "the model", tracks, allow_changed)
     check_ray(ray_address, model.verbose)
     if len(tracks) == len(model.training_tracks_):  # the ensemble's trees read the new axes here
         model.training_store_ = store_reference(store)

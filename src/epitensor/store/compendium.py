@@ -371,6 +371,10 @@ class Store:
         """
         return {axis: coordinates_digest(self.layout, axis) for axis in self.axes}
 
+    def digest_coordinates(self) -> dict[str, str]:
+        """The coordinates of the axes :meth:`track_digests` are of (a view's: its store's)."""
+        return self.coordinate_digests()
+
     def track_digests(self) -> dict[tuple[str, str], dict[str, str] | None]:
         """Per ``(celltype, assay)``, the sha256 of its stored values by axis.
 
@@ -449,7 +453,7 @@ class Store:
         file); a store without a chunk table (written before) is not checked.
         """
         table = (self._attrs.get("chunk_crc32c") or {}).get(axis)
-        if not table or end <= start:
+        if not table or end <= start or not _has_crc(array):
             return
         track_chunk, position_chunk = array.chunks
         listed = np.arange(self.n_tracks) if rows is None else np.asarray(rows)
@@ -859,7 +863,7 @@ class Store:
     def _verify_span(self, check, axis, array, present, chunk_rows, i, j0, j1) -> None:
         """Check chunks ``(i, j0..j1)`` of ``axis``, reading them at once when all are sound."""
         table = (self._attrs.get("chunk_crc32c") or {}).get(axis)
-        if table:
+        if table and _has_crc(array):
             coords = [(i, j) for j in range(j0, j1)]
             for (_, j), tail in zip(coords, _chunk_tails(self.url, array, coords)):
                 recorded = _table_entry(table, i, j)
@@ -994,6 +998,10 @@ class RegionView(Store):
         """Whether the store read carries checksums."""
         return self.source.has_checksums
 
+    def digest_coordinates(self) -> dict[str, str]:
+        """The coordinates of the store read: its track digests are of its axes."""
+        return self.source.digest_coordinates()
+
     def verify(self, verbose: bool = True, span: int = 8) -> StoreCheck:
         """Check the store the view reads (see :meth:`Store.verify`)."""
         return self.source.verify(verbose=verbose, span=span)
@@ -1081,6 +1089,10 @@ class TrackUnion(Store):
         """Each track's digests, from the store it is read from."""
         per_store = [list(store.track_digests().values()) for store in self.sources]
         return {name: per_store[k][row] for name, (k, row) in zip(self.track_names(), self._where)}
+
+    def digest_coordinates(self) -> dict[str, str]:
+        """The coordinates of its stores (one layout: see the constructor)."""
+        return self.sources[0].digest_coordinates()
 
     def identity(self) -> dict:
         """The union's identity: its stores' digests combined (see :meth:`Store.identity`)."""
@@ -1309,6 +1321,11 @@ def _chunk_tails(url: str, array, coords: Sequence[tuple[int, int]]) -> list[str
         except (FileNotFoundError, OSError):
             tails.append(None)
     return tails
+
+
+def _has_crc(array) -> bool:
+    """Whether a chunk of ``array`` ends with its CRC-32C (the table means nothing otherwise)."""
+    return "crc32c" in _codec_names(array)
 
 
 def _table_entry(table: Sequence[str | None], i: int, j: int) -> str | None:

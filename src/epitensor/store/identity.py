@@ -51,13 +51,16 @@ def data_record(store: Store, tracks: Iterable[tuple[str, str]] | None = None) -
     -------
     dict
         ``coordinates`` (axis -> sha256), ``tracks`` (``"CELL:ASSAY"`` -> axis
-        -> sha256, or None when the store predates digests), ``digest`` (the
+        -> sha256, or None when the store predates digests),
+        ``digest_coordinates`` (the coordinates of the axes those digests are
+        of: the store's own, for a region view the store it reads), ``digest`` (the
         store's whole identity when made) and ``url`` (absolute: a hint).
     """
     identity = store.identity()
     names = identity["tracks"] if tracks is None else [_name(t) for t in tracks]
     return {
         "coordinates": identity["coordinates"],
+        "digest_coordinates": store.digest_coordinates(),
         "tracks": {name: identity["tracks"].get(name) for name in names},
         "digest": identity["digest"],
         "url": identity["url"],
@@ -79,6 +82,10 @@ def merge_records(old: dict | None, new: dict, note: str | None = None) -> dict 
 
     return {
         "coordinates": {**new["coordinates"], **old["coordinates"]},
+        "digest_coordinates": {
+            **new.get("digest_coordinates", {}),
+            **old.get("digest_coordinates", {}),
+        },
         "tracks": {**old["tracks"], **new["tracks"]},
         "digest": None,
         "url": list(dict.fromkeys(listed(old["url"]) + listed(new["url"]))),
@@ -90,7 +97,6 @@ def check_data(
     record: dict | None,
     store: Store,
     what: str,
-    axes: Sequence[str] | None = None,
     tracks: Iterable[tuple[str, str]] | None = None,
     allow_changed: bool = False,
 ) -> str | None:
@@ -105,9 +111,6 @@ def check_data(
         The store given now.
     what : str
         The result, for messages (``"model m1"``).
-    axes : sequence of str, optional
-        The axes used now: their coordinates must be those recorded. Default
-        None: every axis both know.
     tracks : iterable of (str, str), optional
         The tracks read now. Default None: every recorded track the store holds.
     allow_changed : bool
@@ -121,23 +124,23 @@ def check_data(
     Raises
     ------
     StoreMismatch
-        (an EpitensorError) One line naming both stores: other coordinates on an axis used, or
-        (without ``allow_changed``) tracks holding other values.
+        (an EpitensorError) One line naming both stores: (without
+        ``allow_changed``) tracks holding other values.
+
+    Notes
+    -----
+    A track's digest on an axis is compared only where that axis has the
+    same coordinates in both (a store holding part of an axis cannot be
+    compared, and passes). Coordinates themselves are checked by
+    :func:`check_coordinates` against the model's layout.
     """
     if record is None:
         return None
     here = store.identity()
     made_from = record.get("url")
     made_from = " + ".join(made_from) if isinstance(made_from, list) else made_from
-    coordinates = record.get("coordinates") or {}
-    axes = [a for a in (here["coordinates"] if axes is None else axes) if a in coordinates]
-    moved = [a for a in axes if here["coordinates"].get(a) != coordinates[a]]
-    if moved:
-        raise StoreMismatch(
-            f"store {here_url(here)} is not the data {what} was made from ({made_from}): axis "
-            f"{moved[0]!r} lies on other coordinates (same name and length, other regions); "
-            "give the store it was made from"
-        )
+    then_axes = record.get("digest_coordinates") or {}
+    now_axes = store.digest_coordinates()
     recorded = record.get("tracks") or {}
     names = [_name(t) for t in tracks] if tracks is not None else list(recorded)
     compared, changed = 0, []
@@ -145,7 +148,7 @@ def check_data(
         then, now = recorded.get(name), here["tracks"].get(name)
         if not then or not now:
             continue  # not recorded, not held, or written before digests: cannot compare
-        shared = [a for a in then if a in now]
+        shared = [a for a in then if a in now and then_axes.get(a) == now_axes.get(a)]
         if not shared:
             continue
         compared += 1
@@ -170,9 +173,14 @@ def check_data(
 
 
 def check_coordinates(layout: Layout, store: Store, what: str, axes: Sequence[str] | None = None):
-    """Refuse a store whose axes shared with ``layout`` lie on other coordinates.
+    """Refuse a store whose axes shared with ``layout`` put other genomic bins at their positions.
 
-    Works for any model, records or not: ``layout`` is the model's own.
+    Works for any model, records or not: ``layout`` is the model's own. Each
+    region of the store on a shared axis must hold, at every position it
+    shares with the model's regions, the same chromosome and 25-bp bin (its
+    ``first_bin`` minus its ``offset`` the same): a store holding part of the
+    axis (a prefix, say) passes, one whose regions are moved (same axis names
+    and lengths, trial W4) does not.
 
     Parameters
     ----------
@@ -188,20 +196,27 @@ def check_coordinates(layout: Layout, store: Store, what: str, axes: Sequence[st
     Raises
     ------
     StoreMismatch
-        Naming the store and the first axis whose regions differ.
+        Naming the store and the first region whose bins differ.
     """
-    held = store.coordinate_digests()
+    held = set(store.layout.axes)
     axes = [a for a in (layout.axes if axes is None else axes) if a in held and a in layout.axes]
     for axis in axes:
-        if coordinates_digest(layout, axis) != held[axis]:
-            regions = layout.regions[layout.regions.axis == axis].iloc[0]
-            theirs = store.layout.regions[store.layout.regions.axis == axis].iloc[0]
-            raise StoreMismatch(
-                f"store {store.url}: axis {axis!r} lies on other coordinates than in {what} "
-                f"(same name and length; first region {theirs.chrom}:{theirs.start}-{theirs.end} "
-                f"vs {regions.chrom}:{regions.start}-{regions.end}); give a store ingested on "
-                "the model's regions"
-            )
+        mine = layout.regions[layout.regions.axis == axis]
+        if coordinates_digest(layout, axis) == coordinates_digest(store.layout, axis):
+            continue
+        theirs = store.layout.regions[store.layout.regions.axis == axis]
+        for r in theirs.itertuples():
+            lo, hi = r.offset, r.offset + r.n_bins
+            for m in mine.itertuples():
+                if m.offset >= hi or m.offset + m.n_bins <= lo:
+                    continue
+                if m.chrom != r.chrom or m.first_bin - m.offset != r.first_bin - r.offset:
+                    raise StoreMismatch(
+                        f"store {store.url}: axis {axis!r} lies on other coordinates than in "
+                        f"{what}: its region {r.chrom}:{r.start}-{r.end} puts other bins at "
+                        f"positions the model has as {m.chrom}:{m.start}-{m.end}; give a store "
+                        "ingested on the model's regions"
+                    )
 
 
 def _name(track) -> str:
