@@ -282,3 +282,168 @@ def test_H4_embed_window_is_bounded(tmp_path):
     ok = _run(*args, "--window", "8", "--out", tmp_path / "e2")
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "e2" / "region_factors.tsv").stat().st_size > 0
+
+
+# A. import-reference: weights, architecture, names ----------------------------------------------
+
+REFERENCE = Path(__file__).resolve().parent / "data" / "avocado-reference"
+REFERENCE_FIRST_BIN = 6046322  # hg19 chr1 bin of the fixture's position 0 (its README)
+
+
+def _reference_copy(tmp_path, edit_h5=None, edit_json=None):
+    """The original-model fixture copied to ``tmp_path/v``, optionally edited; the prefix."""
+    import h5py
+
+    folder = tmp_path / "v"
+    folder.mkdir()
+    prefix = folder / "avocado-chr1"
+    for suffix in (".json", ".h5"):
+        shutil.copyfile(REFERENCE / f"avocado-chr1{suffix}", prefix.with_suffix(suffix))
+    if edit_json is not None:
+        path = prefix.with_suffix(".json")
+        data = json.loads(path.read_text())
+        edit_json(data)
+        path.write_text(json.dumps(data))
+    if edit_h5 is not None:
+        with h5py.File(prefix.with_suffix(".h5"), "r+") as handle:
+            edit_h5(handle)
+    return prefix
+
+
+def _weight(handle, layer, part):
+    group = handle["model_weights"][layer]
+    names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"]]
+    name = next(n for n in names if part in n.rsplit("/", 1)[-1])
+    return group, name
+
+
+def _import(prefix, out):
+    return _run(
+        "import-reference", prefix, "--genome", "hg19", "--first-bin", REFERENCE_FIRST_BIN,
+        "--out", out, "-q",
+    )  # fmt: skip
+
+
+def _set_weight(layer, part, change):
+    def edit(handle):
+        group, name = _weight(handle, layer, part)
+        values = group[name][()]
+        change(values)
+        group[name][...] = values
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, needles",
+    [
+        (_set_weight("dense_0", "kernel", lambda a: a.__setitem__(0, np.nan)),
+         ["dense_0", "NaN or infinite"]),
+        (_set_weight("genome_25bp_embedding", "embeddings",
+                     lambda a: a.__setitem__(slice(100, 110), 1e30)),
+         ["genome_25bp_embedding", "beyond", "row 100"]),
+        (_set_weight("y_pred", "bias", lambda a: a.__setitem__(0, np.inf)),
+         ["y_pred", "NaN or infinite"]),
+    ],
+    ids=["nan-kernel", "1e30-genome-rows", "inf-bias"],
+)  # fmt: skip
+def test_W8_import_reference_refuses_non_finite_weights(tmp_path, edit, needles):
+    """NaN / inf weights (and 1e30, which overflows to inf) are refused at import."""
+    result = _import(_reference_copy(tmp_path, edit_h5=edit), tmp_path / "out")
+    _fails(result, *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def _tanh(handle):
+    config = json.loads(handle.attrs["model_config"])
+    for layer in config["config"]["layers"]:
+        if layer["config"].get("name") in ("dense_0", "dense_1"):
+            layer["config"]["activation"] = "tanh"
+    handle.attrs["model_config"] = json.dumps(config)
+
+
+def _batch_norm(handle):
+    weights = handle["model_weights"]
+    group = weights.create_group("batch_normalization")
+    names = [
+        f"batch_normalization/{n}:0" for n in ("gamma", "beta", "moving_mean", "moving_variance")
+    ]
+    for name, value in zip(names, (5.0, 3.0, 0.0, 1.0)):
+        group.create_dataset(name, data=np.full(64, value, np.float32))
+    group.attrs["weight_names"] = [n.encode() for n in names]
+    layers = [n if isinstance(n, bytes) else n.encode() for n in weights.attrs["layer_names"]]
+    layers.insert(layers.index(b"dense_1"), b"batch_normalization")
+    weights.attrs["layer_names"] = layers
+    config = json.loads(handle.attrs["model_config"])
+    config["config"]["layers"].insert(
+        -2, {"class_name": "BatchNormalization", "config": {"name": "batch_normalization"}}
+    )
+    handle.attrs["model_config"] = json.dumps(config)
+
+
+def _model_config_only_batch_norm(handle):
+    config = json.loads(handle.attrs["model_config"])
+    config["config"]["layers"].insert(
+        -2, {"class_name": "BatchNormalization", "config": {"name": "batch_normalization"}}
+    )
+    handle.attrs["model_config"] = json.dumps(config)
+
+
+@pytest.mark.parametrize(
+    "edit, needles",
+    [
+        (_tanh, ["'dense_0'", "activation 'tanh'", "'relu'"]),
+        (_batch_norm, ["batch_normalization", "weights the original Avocado network"]),
+        (_model_config_only_batch_norm, ["batch_normalization", "BatchNormalization"]),
+    ],
+    ids=["tanh", "batch-norm-with-weights", "batch-norm-in-config"],
+)
+def test_W9_import_reference_refuses_another_architecture(tmp_path, edit, needles):
+    """A model that is not the original ReLU network is refused, not imported as one."""
+    result = _import(_reference_copy(tmp_path, edit_h5=edit), tmp_path / "out")
+    _fails(result, *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_W9_the_original_model_still_imports(tmp_path):
+    """The unedited fixture passes the new checks (its model_config is read)."""
+    import h5py
+
+    from epitensor.workflows.reference import read_reference
+
+    prefix = _reference_copy(tmp_path)
+    with h5py.File(prefix.with_suffix(".h5"), "r") as handle:
+        assert "model_config" in handle.attrs  # the checks above edit a real config
+    ref = read_reference(prefix, genome="hg19", first_bin=REFERENCE_FIRST_BIN, verbose=False)
+    assert ref.celltypes == ["E003", "E017", "E065", "E116", "E117"]
+    assert len(ref.module.network) > 2
+
+
+@pytest.mark.parametrize(
+    "names, needle",
+    [
+        (["E003\ntrack name=x", "E017", "E065", "E116", "E117"], r"'E003\ntrack name=x'"),
+        (["../../../../tmp/ESCAPE", "E017", "E065", "E116", "E117"], "'../../../../tmp/ESCAPE'"),
+        (["E003", "E017", "E065", "E116", "a b:c"], "'a b:c'"),
+    ],
+    ids=["newline", "path", "space-colon"],
+)
+def test_E2_import_reference_validates_names(tmp_path, names, needle):
+    """Cell type names from the JSON follow the one name rule (no header injection)."""
+    result = _import(
+        _reference_copy(tmp_path, edit_json=lambda d: d.update(celltypes=names)), tmp_path / "o"
+    )
+    _fails(result, "avocado-chr1.json", "invalid cell type name", needle)
+    assert not (tmp_path / "o").exists()
+
+
+def _string_bias(handle):
+    group, name = _weight(handle, "dense_1", "bias")
+    del group[name]
+    group.create_dataset(name, data=np.array([b"x"] * 64))
+
+
+def test_T1_import_reference_weights_stored_as_bytes_is_one_line(tmp_path):
+    """``dense_1`` bias stored as bytes: was 'could not convert string to float' (52 lines)."""
+    result = _import(_reference_copy(tmp_path, edit_h5=_string_bias), tmp_path / "out")
+    _fails(result, "avocado-chr1.h5", "dense_1", "holds bytes, not numbers")

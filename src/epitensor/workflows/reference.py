@@ -55,6 +55,7 @@ from epitensor.genome.coordinates import (
     n_bins,
     natural_sort,
 )
+from epitensor.io.names import validate_name
 from epitensor.nn.module import SCALE_5KBP, SCALE_250BP, AvocadoModule, GenomeFactors
 
 __all__ = [
@@ -231,11 +232,12 @@ def read_reference_config(path: str | os.PathLike) -> dict:
     for key, value in config.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise EpitensorError(f"{path}: {key} must be a positive integer; got {value!r}")
-    for key in ("celltypes", "assays"):
+    for key, kind in (("celltypes", "cell type"), ("assays", "assay")):
         names = data[key]
         if not isinstance(names, list) or not names or len(set(map(str, names))) != len(names):
             raise EpitensorError(f"{path}: {key} must be a non-empty list of unique names")
-        config[key] = [str(n) for n in names]
+        # E2: the names go into file names, bedGraph headers and CELL:ASSAY arguments
+        config[key] = [validate_name(n, kind, f"{path}: {key}") for n in names]
     config["experiments"] = [(str(c), str(a)) for c, a in data.get("experiments", [])]
     return config
 
@@ -258,13 +260,54 @@ def _layer_weights(root, layer: str, h5_path: Path) -> dict[str, np.ndarray]:
         elif short.endswith("_b"):
             short = "bias"
         try:
-            weights[short] = np.asarray(group[name][()], dtype=np.float32)
+            raw = group[name][()]
         except KeyError:
             raise EpitensorError(
                 f"{h5_path}: layer {layer!r} lists weight {name!r} but does not hold it; "
                 f"the file is damaged"
             ) from None
+        kind = getattr(raw, "dtype", np.dtype(type(raw))).kind
+        if kind not in "biuf":  # T1: bytes or strings converted to a traceback
+            raise EpitensorError(
+                f"{h5_path}: weight {name!r} of layer {layer!r} holds {_kind_name(kind)}, "
+                f"not numbers; the file is damaged or not an Avocado model"
+            )
+        weights[short] = np.asarray(raw, dtype=np.float32)
+        _check_finite(weights[short], f"{h5_path}: weight {name!r} of layer {layer!r}")
     return weights
+
+
+def _kind_name(kind: str) -> str:
+    """A numpy dtype kind in words, for messages."""
+    return {"S": "bytes", "U": "text", "O": "objects", "b": "booleans", "c": "complex numbers"}.get(
+        kind, f"values of kind {kind!r}"
+    )
+
+
+def _check_finite(array: np.ndarray, where: str) -> None:
+    """Refuse NaN or infinite weights (W8), in row blocks so a genome table needs no copy."""
+    flat = array.reshape(len(array), -1) if array.ndim else array.reshape(1, 1)
+    n_bad, first = 0, None
+    for lo in range(0, len(flat), 1 << 16):
+        bad = ~np.isfinite(flat[lo : lo + (1 << 16)])
+        count = int(bad.sum())
+        if count and first is None:
+            first = lo + int(np.flatnonzero(bad.any(axis=1))[0])
+        n_bad += count
+    if not n_bad:
+        for lo in range(0, len(flat), 1 << 16):
+            huge = np.abs(flat[lo : lo + (1 << 16)]) > _MAX_WEIGHT
+            if huge.any():
+                first = lo + int(np.flatnonzero(huge.any(axis=1))[0])
+                raise EpitensorError(
+                    f"{where} holds values beyond ±{_MAX_WEIGHT:g} (first in row {first}); "
+                    f"the model is broken and its predictions would overflow to infinity"
+                )
+    if n_bad:
+        raise EpitensorError(
+            f"{where} holds {n_bad:,} NaN or infinite value(s) (first in row {first}); the "
+            f"model is broken (a diverged training?) and its predictions would be meaningless"
+        )
 
 
 def read_reference_weights(
@@ -311,6 +354,7 @@ def read_reference_weights(
         missing = [layer for layer in wanted if layer not in present or layer not in root]
         if missing:
             raise EpitensorError(f"{path}: not a complete Avocado model; missing layers {missing}")
+        _check_architecture(handle, root, present, wanted, path)
         weights = {layer: _layer_weights(root, layer, path) for layer in wanted}
     for layer, parts in weights.items():
         needed = ("embeddings",) if layer.endswith("_embedding") else ("kernel", "bias")
@@ -318,6 +362,58 @@ def read_reference_weights(
         if lacking:
             raise EpitensorError(f"{path}: layer {layer!r} has no {', '.join(lacking)} weights")
     return weights
+
+
+# Keras layer classes of the original Avocado network, and each Dense layer's activation:
+# another architecture (tanh, an extra BatchNormalization) was imported as the plain
+# ReLU network, silently computing something else (trial W9).
+_KERAS_CLASSES = {"InputLayer", "Embedding", "Flatten", "Concatenate", "Dense"}
+_MAX_WEIGHT = 1e6  # |w| beyond this overflows float32 through the network (W8: 1e30 rows)
+
+
+def _check_architecture(handle, root, present: set, wanted: list, path: Path) -> None:
+    """Refuse a Keras model that is not the original Avocado network.
+
+    Every layer holding weights must be one of ``wanted``; where the file keeps
+    its ``model_config`` (a full ``model.save``), every layer must be of a class
+    the original uses, the hidden Dense layers ReLU and ``y_pred`` linear.
+    """
+    extra = [
+        layer
+        for layer in natural_sort(present - set(wanted))
+        if layer in root and len(root[layer].attrs.get("weight_names", [])) > 0
+    ]
+    if extra:
+        raise EpitensorError(
+            f"{path}: layers {extra[:5]} hold weights the original Avocado network does not "
+            f"have; only models saved by the original Avocado can be imported"
+        )
+    text = handle.attrs.get("model_config")
+    if text is None:
+        return
+    try:
+        config = json.loads(text.decode() if isinstance(text, bytes) else str(text))
+        layers = config["config"]["layers"]
+        described = [(str(lay["class_name"]), lay.get("config", {})) for lay in layers]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise EpitensorError(
+            f"{path}: unreadable model_config; the file is damaged or not an Avocado model"
+        ) from None
+    for class_name, fields in described:
+        name = fields.get("name", "?") if isinstance(fields, dict) else "?"
+        if class_name not in _KERAS_CLASSES:
+            raise EpitensorError(
+                f"{path}: layer {name!r} is a Keras {class_name}, which the original Avocado "
+                f"network does not have; only its architecture can be imported"
+            )
+        if class_name == "Dense":
+            expected = "linear" if name == "y_pred" else "relu"
+            got = fields.get("activation", "linear")
+            if got != expected:
+                raise EpitensorError(
+                    f"{path}: layer {name!r} uses activation {got!r}; the original Avocado "
+                    f"network uses {expected!r} there, so this model cannot be imported"
+                )
 
 
 def _expected_shapes(config: dict) -> dict[tuple[str, str], tuple[int, ...]]:
