@@ -447,3 +447,87 @@ def test_T1_import_reference_weights_stored_as_bytes_is_one_line(tmp_path):
     """``dense_1`` bias stored as bytes: was 'could not convert string to float' (52 lines)."""
     result = _import(_reference_copy(tmp_path, edit_h5=_string_bias), tmp_path / "out")
     _fails(result, "avocado-chr1.h5", "dense_1", "holds bytes, not numbers")
+
+
+# A / D. downstream: CSV reading, one-class labels -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def downstream_data(tmp_path_factory):
+    """600 pilot positions: 24 real tracks as features, E116:H3K4me3 >= 2 (arcsinh) as labels.
+
+    The 300 positions of highest E116:H3K4me3 and 300 others, in position order.
+    """
+    from epitensor.store.datasets import roadmap_pilot_arrays
+
+    folder = tmp_path_factory.mktemp("downstream")
+    arrays = roadmap_pilot_arrays()
+    target = arrays.pop(("E116", "H3K4me3"))
+    top = np.argsort(target)[-300:]
+    rest = np.setdiff1d(np.arange(0, len(target), 1877), top)[:300]
+    positions = np.sort(np.concatenate([top, rest]))
+    x = np.stack([arrays[k][positions] for k in sorted(arrays)], axis=1).astype(np.float32)
+    y = (target[positions] >= 2.0).astype(np.float64)
+    assert x.shape == (600, 24) and 100 < y.sum() < 500
+    np.save(folder / "x.npy", x)
+    np.save(folder / "y.npy", y)
+    columns = [f"f{i}" for i in range(x.shape[1])]
+    import pandas as pd
+
+    table = pd.DataFrame(x, columns=columns)
+    table.to_csv(folder / "x.csv", index=False)
+    table.to_csv(folder / "x_nohdr.csv", index=False, header=False)
+    dotted = table.astype(object)
+    dotted.loc[5, "f3"] = "."
+    dotted.to_csv(folder / "x_dot.csv", index=False)
+    pd.DataFrame({"name": ["a"] * 600}).to_csv(folder / "x_nonum.csv", index=False)
+    np.save(folder / "y_const.npy", np.zeros(600))
+    return folder
+
+
+def _downstream(features, labels, out, *extra):
+    return _run(
+        "downstream", "--features", f"A={features}", "--labels", labels, "--out", out,
+        "--model", "logistic", "--folds", "3", "-q", *extra,
+    )  # fmt: skip
+
+
+def test_W10_downstream_csv_cell_that_is_not_a_number_is_refused(downstream_data, tmp_path):
+    """One '.' in column f3 dropped the whole column (23 of 24 features, no warning)."""
+    d = downstream_data
+    result = _downstream(d / "x_dot.csv", d / "y.npy", tmp_path / "o")
+    _fails(result, "x_dot.csv", "line 7", "column 'f3'", "'.' is not a number")
+    ok = _downstream(d / "x.csv", d / "y.npy", tmp_path / "ok")  # the clean CSV: all 24
+    assert ok.exit_code == 0, ok.output
+    import pandas as pd
+
+    summary = pd.read_csv(tmp_path / "ok" / "summary.csv").set_index("feature_set")
+    assert int(summary.loc["A", "n_features"]) == 24
+
+
+def test_W11_downstream_csv_without_header_keeps_its_first_row(downstream_data, tmp_path):
+    """A header-less CSV with --n-samples scored as the same array in .npy (was off by one row)."""
+    import pandas as pd
+
+    d = downstream_data
+    runs = {}
+    for name in ("x.npy", "x_nohdr.csv"):
+        out = tmp_path / name.replace(".", "_")
+        result = _downstream(d / name, d / "y.npy", out, "--n-samples", "500")
+        assert result.exit_code == 0, result.output
+        runs[name] = pd.read_csv(out / "summary.csv")
+    pd.testing.assert_frame_equal(runs["x.npy"], runs["x_nohdr.csv"])
+
+
+def test_T4_downstream_labels_of_one_class_is_one_line(downstream_data, tmp_path):
+    d = downstream_data
+    _fails(_downstream(d / "x.npy", d / "y_const.npy", tmp_path / "o"), "one class")
+
+
+def test_T5_downstream_csv_without_numeric_column_is_one_line(downstream_data, tmp_path):
+    d = downstream_data
+    _fails(
+        _downstream(d / "x_nonum.csv", d / "y.npy", tmp_path / "o"),
+        "x_nonum.csv",
+        "no numeric column",
+    )

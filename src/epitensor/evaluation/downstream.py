@@ -469,6 +469,11 @@ def _check_inputs(features: Mapping[str, np.ndarray], y: np.ndarray, regression:
         raise EpitensorError(
             "labels are not 0/1; give a threshold (labels >= threshold are positive) or use regression"
         )
+    if not regression and np.unique(y).size < 2:  # T4: sklearn's own error was a traceback
+        raise EpitensorError(
+            f"the labels hold one class only (all {y.size} are {y.flat[0]:g}); a classifier "
+            f"needs both 0 and 1: check the labels or the threshold"
+        )
 
 
 def compare_feature_sets(
@@ -592,8 +597,7 @@ def _read_matrix(path: str | os.PathLike) -> np.ndarray:
                     raise EpitensorError(f"{path} holds arrays {keys}; keep one (or name it arr_0)")
                 x = bundle["arr_0" if "arr_0" in keys else keys[0]]
         elif suffix in (".tsv", ".csv", ".txt"):
-            table = pd.read_csv(path, sep="," if suffix == ".csv" else "\t")
-            x = table.select_dtypes("number").to_numpy()
+            x = _read_text_matrix(path, "," if suffix == ".csv" else "\t")
         else:
             raise EpitensorError(
                 f"{path}: unknown feature format {suffix!r}; use .npy, .npz or .tsv"
@@ -610,6 +614,53 @@ def _read_matrix(path: str | os.PathLike) -> np.ndarray:
     return x
 
 
+def _read_text_matrix(path: Path, sep: str) -> np.ndarray:
+    """The numeric columns of a CSV / TSV, its header row told from the cells.
+
+    The first row is a header when it has a word over a column of numbers
+    (or only words); a first row of numbers is data, so a header-less file
+    loses no row (trial W11: pandas took it as the header, pairing row k of
+    the features with label k - 1). A column of words (an ID column) is
+    dropped; a column of numbers with one word in it is an error naming the
+    cell (W10: one ``.`` dropped the whole column, silently). Empty and
+    ``NA``-like cells are NaN, as pandas reads them.
+    """
+    table = pd.read_csv(path, sep=sep, header=None, dtype=str)
+    if table.empty:
+        raise EpitensorError(f"{path}: no rows; expected a header and numeric columns")
+    numbers = table.apply(pd.to_numeric, errors="coerce")
+    words = table.notna() & numbers.isna()  # cells that are not numbers (nor NA)
+    rest, below = words.iloc[1:], numbers.iloc[1:].notna()
+    first = words.iloc[0]
+    header = bool((first | table.iloc[0].isna()).all()) or bool(
+        (first & ~rest.any() & below.any()).any()  # a word over a column of numbers
+    )
+    if header:
+        names = [str(v) for v in table.iloc[0]]
+        numbers, words = numbers.iloc[1:], rest
+    else:
+        names = [f"column {j + 1}" for j in range(table.shape[1])]
+    has_word, has_number = words.any(), numbers.notna().any()
+    text = has_word & ~has_number  # an ID or name column: dropped
+    mixed = has_word & has_number
+    if mixed.any():
+        j = int(np.flatnonzero(mixed.to_numpy())[0])
+        i = int(np.flatnonzero(words.iloc[:, j].to_numpy())[0])
+        cell = table.iloc[i + int(header), j]
+        raise EpitensorError(
+            f"{path}: line {i + int(header) + 1}, column {names[j]!r}: {cell[:30]!r} is not a "
+            f"number ({int(words.iloc[:, j].sum())} such cell(s) in that column); fix the cell "
+            f"or leave it empty for a missing value"
+        )
+    keep = ~text.to_numpy()
+    if not keep.any():
+        raise EpitensorError(
+            f"{path}: no numeric column (columns {names[:5]} hold text); expected numeric "
+            f"features with one header row"
+        )
+    return numbers.loc[:, keep].to_numpy(dtype=np.float64)
+
+
 def load_features(path: str | os.PathLike) -> np.ndarray:
     """Read a feature matrix.
 
@@ -617,7 +668,8 @@ def load_features(path: str | os.PathLike) -> np.ndarray:
     ----------
     path : str or path-like
         ``.npy``; ``.npz`` (its only array, or ``arr_0``); ``.tsv`` / ``.csv``
-        (numeric columns with a header row; non-numeric columns are dropped).
+        (numeric columns, with or without a header row; columns of text are
+        dropped, a word in a column of numbers is an error naming its line).
 
     Returns
     -------
