@@ -123,8 +123,9 @@ def main() -> None:
 
         jobs = {
             "train": lambda: _model().fit(type(store).open(store.url), holdout=HOLDOUT),
-            "impute": lambda: impute(tmp / "model", [("E003", "H3K4me3")], tmp / "out",
-                                     overwrite=True, verbose=False),  # fmt: skip
+            "impute": lambda: impute(
+                tmp / "model", [("E003", "H3K4me3")], tmp / "out", overwrite=True, verbose=False
+            ),  # fmt: skip
             "ensemble check": lambda: training_compendium(model, type(store).open(store.url)),
         }
         for repeat in range(args.repeats):

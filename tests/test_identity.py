@@ -117,7 +117,10 @@ def test_store_identity_by_content(stores, tmp_path):
 def test_store_identity_record_check(stores):
     record = data_record(stores["train"], NAMES)
     assert check_data(record, stores["train"], "m") is None
-    with pytest.raises(StoreMismatch, match=r"other/train.zarr is not the data m was made from \(/\S+/identity\d*/train.zarr\)"):
+    with pytest.raises(
+        StoreMismatch,
+        match=r"other/train.zarr is not the data m was made from \(/\S+/identity\d*/train.zarr\)",
+    ):
         check_data(record, stores["rotated"], "m")
     with pytest.raises(StoreMismatch, match="lies on other coordinates .*puts other bins"):
         check_coordinates(stores["train"].layout, stores["shifted"], "m")
@@ -351,7 +354,9 @@ def test_W1_fingerprints_use_the_checksums_pinned_at_load(stores, tmp_path):
     loaded = Avocado.load(path)
     pinned = loaded.weights_checksum("pilot")
     tiny_model(seed=1).fit(stores["train"], holdout=HOLDOUT).save(path, overwrite=True)
-    assert loaded.weights_checksum("pilot") == pinned != Avocado.load(path).weights_checksum("pilot")
+    assert (
+        loaded.weights_checksum("pilot") == pinned != Avocado.load(path).weights_checksum("pilot")
+    )
 
 
 # W6: train --resume on another store --------------------------------------------------------
@@ -385,8 +390,15 @@ def test_W2_tune_resume_refuses_a_study_made_on_other_data(tmp_path, monkeypatch
     """The same relative store name in another folder, other values: the study is not resumed."""
     from epitensor.evaluation.tune import tune
 
-    space = {"n_celltype_factors": [4], "n_assay_factors": [4], "n_25bp_factors": [2],
-             "n_250bp_factors": [4], "n_5kbp_factors": [4], "n_layers": [1], "n_nodes": [8]}
+    space = {
+        "n_celltype_factors": [4],
+        "n_assay_factors": [4],
+        "n_25bp_factors": [2],
+        "n_250bp_factors": [4],
+        "n_5kbp_factors": [4],
+        "n_layers": [1],
+        "n_nodes": [8],
+    }
     kwargs = dict(holdout=HOLDOUT, space=space, positions=20_000, verbose=False)  # fmt: skip
     for folder, rotate in (("work", 0), ("elsewhere", 1)):
         make_store(tmp_path / folder / "toy.zarr", rotate=rotate, n=20_000)
@@ -400,3 +412,30 @@ def test_W2_tune_resume_refuses_a_study_made_on_other_data(tmp_path, monkeypatch
     shutil.rmtree("toy.zarr")
     shutil.copytree(tmp_path / "work" / "toy.zarr", "toy.zarr")
     assert len(tune("toy.zarr", out, n_trials=2, budget_minutes=0.001, **kwargs).trials) >= 1
+
+
+# the command line ----------------------------------------------------------------------------
+
+
+def test_cli_refuses_another_store_in_one_line_and_allows_it_when_asked(
+    stores, model_dir, tmp_path
+):
+    from typer.testing import CliRunner
+
+    from epitensor.cli import app
+
+    runner = CliRunner()
+    base = ["evaluate", str(model_dir), stores["rotated"].url, "--tracks", "E003:H3K4me3", "-q"]
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "a.csv")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    line = result.output.strip()
+    assert "\n" not in line and "is not the data" in line and "--allow-changed-store" in line
+    assert str(Path(stores["train"].url).resolve()) in line  # names both stores
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "b.csv"), "--allow-changed-store"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "b.csv").is_file()
+    args = ["impute", str(model_dir), "--celltype", "E003", "--assay", "H3K4me3", "--trees",
+            stores["shifted"].url, "--out", str(tmp_path / "imp"), "-q"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "other coordinates" in result.output
+    assert "Traceback" not in result.output
