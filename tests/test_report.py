@@ -2,6 +2,7 @@ import base64
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from epitensor.viz.plots import plot_embedding_map, plot_tracks, plot_training_curve, umap_2d
@@ -54,3 +55,77 @@ def test_report_embeds_figures_and_escapes_text(tmp_path):
     encoded = text.split("data:image/png;base64,")[1].split('"')[0]
     assert base64.b64decode(encoded) == (tmp_path / "curve.png").read_bytes()
     assert 'data-file="curve.png"' in text
+
+
+def test_wide_tables_scroll_inside_their_box(tmp_path):
+    report = Report("wide")
+    report.table(pd.DataFrame(np.ones((2, 40)), columns=[f"metric_{i}" for i in range(40)]))
+    text = report.to_html()
+    assert '<div class="table-wrap"><table' in text
+    assert ".table-wrap { overflow-x: auto;" in text
+
+
+def test_the_summary_leads_the_page():
+    report = Report("demo")
+    report.heading("Results")
+    report.summary("Imputed 5 tracks & scored them.")
+    text = report.to_html()
+    assert text.index('class="summary"') < text.index("<h2>Results</h2>")
+    assert "Imputed 5 tracks &amp; scored them." in text
+
+
+def test_the_demo_summary_says_what_was_imputed_and_how_well():
+    from types import SimpleNamespace
+
+    from epitensor.demo import _summary_sentences
+
+    summary = pd.DataFrame(
+        {
+            "avocado": [0.135, 0.483, 0.9],
+            "average_activity": [0.167, 0.458, 0.95],
+            "chromimpute_gbt": [0.168, 0.469, 0.8],
+        },
+        index=["mse", "gwcorr", "aucobs1"],
+    )
+    result = SimpleNamespace(
+        summary=summary,
+        best={"mse": "avocado", "gwcorr": "avocado", "aucobs1": "average_activity"},
+        holdout=[("E003", "H3K4me3"), ("E017", "H3K36me3")],
+        train=[("E003", "H3K27me3")] * 23,
+    )
+    text = _summary_sentences(result, quick=False)
+    assert text.startswith("The demo imputed 2 held-out tracks of the bundled Roadmap sample")
+    assert "(E003 H3K4me3, E017 H3K36me3) from the other 23 tracks with the model." in text
+    assert "Pearson r 0.483 (best baseline: chromimpute_gbt, 0.469)" in text
+    assert "MSE 0.135 (best baseline: average_activity, 0.167)" in text
+    assert text.endswith("it is the best method on 2 of 3 metrics.")
+    assert text.count(". ") == 1  # two sentences
+    assert "Quick demo" in _summary_sentences(result, quick=True)
+
+
+@pytest.mark.browser
+def test_the_quick_demo_report_fits_its_page_in_chromium(tmp_path):
+    """The quick demo's report, opened in headless Chromium: no page-wide scroll bar."""
+    from epitensor.demo import run_demo
+    from test_docs import chromium_driver
+
+    path = run_demo(tmp_path / "demo", quick=True, verbose=False)
+    text = path.read_text()
+    assert 'class="summary"' in text and "The demo imputed 5 held-out tracks" in text
+    driver = chromium_driver(tmp_path / "profile")
+    try:
+        for width in (1280, 412):
+            driver.set_window_size(width, 900)
+            driver.get(path.as_uri())
+            page, client, boxes = driver.execute_script(
+                "const r = document.documentElement;"
+                "return [r.scrollWidth, r.clientWidth,"
+                " Array.from(document.querySelectorAll('.table-wrap'))"
+                "  .map(b => [b.scrollWidth, b.clientWidth])];"
+            )
+            assert page <= client, f"the report is {page}px wide in a {client}px window"
+            assert boxes, "no table in the report"
+            if width == 412:  # the per-track table is wider than a phone: it scrolls in its box
+                assert any(inner > outer for inner, outer in boxes)
+    finally:
+        driver.quit()

@@ -19,12 +19,16 @@ _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; color: #222;
        line-height: 1.45; padding: 0 1em; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.6em; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.8em 0; }
+.table-wrap { overflow-x: auto; max-width: 100%; margin: 0.8em 0; }
+table { border-collapse: collapse; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #555; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.5em 1em; }
+.summary { background: #eef6ee; border-left: 4px solid #3a8f3a; padding: 0.5em 1em;
+           font-size: 1.05em; }
+p, li, figcaption { overflow-wrap: anywhere; }
 """
 
 
@@ -49,6 +53,11 @@ class Report:
     title: str
     _parts: list[str] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
+    _summary: str = ""
+
+    def summary(self, text: str) -> None:
+        """Set the short summary shown under the title, whenever it is called (escaped)."""
+        self._summary = f'<p class="summary">{html.escape(text)}</p>'
 
     def heading(self, text: str) -> None:
         """Start a section."""
@@ -65,14 +74,13 @@ class Report:
         self._parts.append(f"<ul>{body}</ul>")
 
     def table(self, frame: pd.DataFrame, caption: str = "", float_format: str = "{:.3f}") -> None:
-        """Add a table."""
+        """Add a table; a table wider than the page scrolls inside its box, not the page."""
         if caption:
             self._parts.append(f"<p><b>{html.escape(caption)}</b></p>")
-        self._parts.append(
-            frame.to_html(
-                float_format=lambda v: float_format.format(v), border=0, na_rep="", escape=True
-            )
+        body = frame.to_html(
+            float_format=lambda v: float_format.format(v), border=0, na_rep="", escape=True
         )
+        self._parts.append(f'<div class="table-wrap">{body}</div>')
 
     def figure(self, path: str | os.PathLike, caption: str) -> None:
         """Embed a PNG figure (base64), so the page needs no other file."""
@@ -87,9 +95,10 @@ class Report:
 
     def to_html(self) -> str:
         """The whole page."""
-        body = "\n".join(self._parts)
+        body = "\n".join([self._summary, *self._parts] if self._summary else self._parts)
         return (
             "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{html.escape(self.title)}</title><style>{_STYLE}</style></head>"
             f"<body><h1>{html.escape(self.title)}</h1>\n{body}\n</body></html>\n"
         )
