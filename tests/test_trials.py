@@ -531,3 +531,76 @@ def test_T5_downstream_csv_without_numeric_column_is_one_line(downstream_data, t
         "x_nonum.csv",
         "no numeric column",
     )
+
+
+# F. bigWig writer: NaN, zoom sums, file modes ---------------------------------------------------
+
+
+def test_C1_nan_never_reaches_a_written_bigwig(tmp_path):
+    """A NaN bin is refused by the writer (pyBigWig's header() crashed on a NaN sumData)."""
+    from epitensor.io.bigwig import BigWigEncoder
+    from epitensor.io.writers import BigWigSink, bin_edges
+    from epitensor.store.datasets import roadmap_pilot_arrays
+
+    values = np.sinh(roadmap_pilot_arrays()[("E003", "H3K4me3")][:5000]).astype(np.float32)
+    values[1234] = np.nan
+    sizes = {"chr1": 249_250_621}
+    sink = BigWigSink(tmp_path / "nan.bw", sizes)
+    starts, ends = bin_edges(6_046_322, len(values), 25, sizes["chr1"])
+    with pytest.raises(EpitensorError, match=r"1 value\(s\) are NaN or infinite.*chr1:151,188,900"):
+        sink.write("chr1", starts, ends, values)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing left behind
+    encoder = BigWigEncoder(tmp_path / "direct.bw", sizes)
+    with pytest.raises(EpitensorError, match="NaN"):
+        encoder.add("chr1", starts[0], values)
+    encoder.abort()
+
+
+def test_C2_zoom_sums_are_accumulated_in_double(tmp_path):
+    """Every zoom record's sum matches float64 sums of the written values (UCSC uses double).
+
+    30,000 single 25-bp bins of real signal (the pilot track E003:H3K4me3, -log10 p)
+    written one call each with a 25-bp gap between them, as in the trial: the
+    coarsest windows gather up to 32,768 bins one by one. Summed in float32 they were
+    off by ~1e-4 relative; stored as float32, a double sum is off by at most 6e-8.
+    """
+    import pybigtools
+
+    from epitensor.io.bigwig import BigWigEncoder
+    from epitensor.store.datasets import roadmap_pilot_arrays
+
+    track = np.sinh(roadmap_pilot_arrays()[("E003", "H3K4me3")][:30_000].astype(np.float64))
+    values = track.astype(np.float32)
+    starts = 50 * np.arange(len(values))
+    sizes = {"chr1": int(starts[-1]) + 100}
+    encoder = BigWigEncoder(tmp_path / "z.bw", sizes)
+    for start, value in zip(starts.tolist(), values):
+        encoder.add("chr1", start, np.array([value], dtype=np.float32))
+    encoder.close()
+    reader = pybigtools.open(str(tmp_path / "z.bw"))
+    worst, n_records = 0.0, 0
+    for reduction in reader.zooms():
+        window = starts // reduction
+        expected = np.bincount(window, weights=values.astype(np.float64) * 25)
+        for start, _, summary in reader.zoom_records(reduction, "chr1"):
+            want = expected[start // reduction]
+            worst = max(worst, abs(summary["sum"] - want) / max(abs(want), 1e-30))
+            n_records += 1
+    assert n_records > 100 and len(reader.zooms()) >= 4
+    assert worst < 1e-6, worst
+
+
+def test_C6_model_weights_get_the_usual_file_mode(tmp_path):
+    """weights.safetensors and genome/*.safetensors were 0600 under umask 022."""
+    import stat
+
+    from epitensor.estimators.avocado import Avocado
+
+    old = os.umask(0o022)
+    try:
+        Avocado.load(SAVED_MODEL).save(tmp_path / "m")
+    finally:
+        os.umask(old)
+    files = sorted((tmp_path / "m").rglob("*.safetensors"))
+    assert len(files) >= 2  # the network and at least one genome axis
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {"0o644"}

@@ -48,6 +48,13 @@ ZOOM_RECORD = np.dtype(
     [("chrom", "<u4"), ("start", "<u4"), ("end", "<u4"), ("valid", "<u4"),
      ("min", "<f4"), ("max", "<f4"), ("sum", "<f4"), ("sumsq", "<f4")]
 )  # fmt: skip
+# Zoom records while they are summed: sums of values and squares in float64, as UCSC
+# accumulates them (in float32 a coarse window of 1.6 M bins was off by 2.4e-4, trial
+# C2); narrowed to ZOOM_RECORD only when a block is written.
+WORK_RECORD = np.dtype(
+    [("chrom", "<u4"), ("start", "<u4"), ("end", "<u4"), ("valid", "<u4"),
+     ("min", "<f4"), ("max", "<f4"), ("sum", "<f8"), ("sumsq", "<f8")]
+)  # fmt: skip
 INDEX_ITEM = np.dtype(
     [("chrom", "<u4"), ("start", "<u4"), ("end_chrom", "<u4"), ("end", "<u4"),
      ("offset", "<u8"), ("size", "<u8")]
@@ -69,7 +76,7 @@ def zoom_reductions(chrom_sizes: dict[str, int], resolution: int) -> list[int]:
 
 def _bin_records(chrom: int, starts: np.ndarray, ends: np.ndarray, values: np.ndarray):
     """Bins as zoom records of one bin each (the finest level's input)."""
-    records = np.empty(len(starts), dtype=ZOOM_RECORD)
+    records = np.empty(len(starts), dtype=WORK_RECORD)
     bases = (ends - starts).astype(np.float64)
     records["chrom"], records["start"], records["end"] = chrom, starts, ends
     records["valid"], records["min"], records["max"] = bases, values, values
@@ -100,7 +107,7 @@ class _ZoomLevel:
         cut = np.flatnonzero(np.diff(window)) + 1
         first = np.concatenate([[0], cut])
         last = np.concatenate([cut - 1, [len(finer) - 1]])
-        records = np.empty(len(first), dtype=ZOOM_RECORD)
+        records = np.empty(len(first), dtype=WORK_RECORD)
         records["chrom"] = finer["chrom"][0]
         records["start"], records["end"] = finer["start"][first], finer["end"][last]
         for name, reduce in (("valid", np.add), ("min", np.minimum), ("max", np.maximum),
@@ -137,7 +144,7 @@ class _ZoomLevel:
         records = np.concatenate(self.pending)
         block, rest = records[:n], records[n:]
         self.pending, self.n_pending = ([rest] if len(rest) else []), len(rest)
-        raw = block.tobytes()
+        raw = block.astype(ZOOM_RECORD).tobytes()
         data = zlib.compress(raw, self.level)
         offset = self.spill.tell()
         self.spill.write(data)
@@ -219,6 +226,13 @@ class BigWigEncoder:
         n = len(values)
         if n == 0:
             return
+        nan = np.isnan(values)
+        if nan.any():  # C1: a NaN in the total summary crashed pyBigWig's header()
+            k = int(np.argmax(nan))
+            raise EpitensorError(
+                f"bins {chrom}:{int(start) + k * self.resolution:,} and on hold {int(nan.sum()):,} "
+                f"NaN value(s); a bigWig value must be a number (leave a bin out for no data)"
+            )
         start = int(start)
         full_end = start + n * self.resolution
         end = full_end if end is None else int(end)
@@ -258,8 +272,8 @@ class BigWigEncoder:
         total[0] += int(records["valid"].sum())
         total[1] = min(total[1], float(records["min"].min()))
         total[2] = max(total[2], float(records["max"].max()))
-        total[3] += float(records["sum"].astype(np.float64).sum())
-        total[4] += float(records["sumsq"].astype(np.float64).sum())
+        total[3] += float(records["sum"].sum())
+        total[4] += float(records["sumsq"].sum())
         for zoom in self._zooms:  # each level from the one below: 4x fewer records a level
             records = zoom.add(records)
 

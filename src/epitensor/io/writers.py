@@ -148,6 +148,16 @@ class BigWigSink:
         """Queue one block of adjacent bins (bp coordinates, as :func:`bin_edges` gives) and their values."""
         if not len(values):
             return
+        finite = np.isfinite(values)
+        if not finite.all():  # C1 / W8: NaN crashed pyBigWig's header(); inf is no signal
+            k = int(np.argmin(finite))
+            error = EpitensorError(
+                f"cannot write {self.path}: {int((~finite).sum()):,} value(s) are NaN or "
+                f"infinite, the first at {chrom}:{int(starts[k]):,}; a bigWig holds numbers "
+                f"only, so the values are broken (a model with non-finite weights?)"
+            )
+            self.abort()
+            raise error
         self._bases += ends[-1] - starts[0]  # adjacent bins: no per-bin work on this path
         self._last = (chrom, int(starts[-1]), int(ends[-1]), float(values[-1]))
         self._put((chrom, int(starts[0]), int(ends[-1]), np.array(values, dtype=np.float32)))
