@@ -99,13 +99,15 @@ def _marks(code: str) -> list:
 
 
 def _python_params():
+    """The README's examples run in the default suite; the docs pages' train models and are ``slow``."""
     params = []
     for page in _pages():
         for i, code in enumerate(_blocks(page, "python")):
             code = _dedent(code)
             first = next(x for x in code.splitlines() if x and not x.startswith("import"))
             name = page.relative_to(REPO).as_posix()
-            params.append(pytest.param(code, id=f"{name}-{i}-{first[:40]}", marks=_marks(code)))
+            marks = _marks(code) + ([] if page == README else [pytest.mark.slow])
+            params.append(pytest.param(code, id=f"{name}-{i}-{first[:40]}", marks=marks))
     return params
 
 
