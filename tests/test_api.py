@@ -68,7 +68,9 @@ def test_unknown_names_raise_attribute_error():
 def test_type_checking_imports_match_the_table():
     """What IDEs see (the TYPE_CHECKING block) is what ``__getattr__`` returns."""
     tree = ast.parse(INIT.read_text())
-    block = next(n for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test))
+    block = next(
+        n for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)
+    )
     seen = {}
     for node in block.body:
         for alias in node.names:

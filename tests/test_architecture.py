@@ -286,15 +286,25 @@ def test_the_checks_catch_what_they_should():
         "from epitensor.workflows import impute\nimpute._load(1)\n"
     )
     assert len(_private_uses("epitensor.estimators.avocado", tree)) == 2
-    assert _private_uses("epitensor.store.compendium", ast.parse("from epitensor._utils import warn")) == []
+    assert (
+        _private_uses("epitensor.store.compendium", ast.parse("from epitensor._utils import warn"))
+        == []
+    )
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
     reach = ast.parse("def f(store):\n    return store._group\n")
-    assert _private_attributes("epitensor.workflows.explain", reach, {"_group"}) == ["line 2: store._group"]
-    assert _private_attributes("epitensor.store.compendium", ast.parse("self._group = 1"), {"_group"}) == []
+    assert _private_attributes("epitensor.workflows.explain", reach, {"_group"}) == [
+        "line 2: store._group"
+    ]
+    assert (
+        _private_attributes("epitensor.store.compendium", ast.parse("self._group = 1"), {"_group"})
+        == []
+    )
     # an import inside a function counts, one under TYPE_CHECKING does not
     inner = ast.parse("def f():\n    from epitensor.workflows.impute import impute\n")
-    assert _imports("epitensor.nn.module", inner, names) == [("epitensor.workflows.impute", 2, False)]
+    assert _imports("epitensor.nn.module", inner, names) == [
+        ("epitensor.workflows.impute", 2, False)
+    ]
     upward = {"epitensor.nn.module": inner}
     assert _layer_violations(upward) == [
         "epitensor.nn.module:2 imports epitensor.workflows.impute (nn -> workflows)"

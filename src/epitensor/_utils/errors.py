@@ -16,5 +16,3 @@ class EpitensorWarning(UserWarning):
 def warn(message: str, stacklevel: int = 2) -> None:
     """Issue an :class:`EpitensorWarning` attributed to the caller's caller."""
     warnings.warn(message, EpitensorWarning, stacklevel=stacklevel + 1)
-
-

@@ -191,5 +191,3 @@ class LineProgress:
             return
         stream.write(self.line(now, done) + "\n")
         stream.flush()
-
-

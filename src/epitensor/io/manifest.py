@@ -167,5 +167,3 @@ def check_duplicates(specs: Sequence[TrackSpec], where: str, existing: Iterable 
                 f"keep one row per (celltype, assay)"
             )
         seen.add(key)
-
-
