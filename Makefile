@@ -3,6 +3,8 @@
 #   make test   runs the test suite
 #   make docs   builds the documentation site into docs/_build/html (offline,
 #               warnings are errors)
+#   make wheel  builds the sdist and wheel, checks them, installs the wheel in a fresh
+#               venv outside the repository and runs the quick demo there
 # Both create .venv if absent and install everything into it. torch==2.13.0 (a
 # CPU build) is installed only when the environment has no torch at all, so an
 # existing GPU build is kept.
@@ -12,7 +14,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.epitensor-installed
 
-.PHONY: demo test lint benchmark install docs
+.PHONY: demo test lint benchmark install docs wheel
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +34,9 @@ test: $(STAMP)
 docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 	@echo "docs: open docs/_build/html/index.html"
+
+wheel: $(STAMP)
+	bash scripts/check_wheel.sh $(PY)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
