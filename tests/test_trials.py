@@ -604,3 +604,34 @@ def test_C6_model_weights_get_the_usual_file_mode(tmp_path):
     files = sorted((tmp_path / "m").rglob("*.safetensors"))
     assert len(files) >= 2  # the network and at least one genome axis
     assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {"0o644"}
+
+
+# B. data loss: --out equal to the command's own input ------------------------------------------
+
+
+def test_L2_out_equal_to_the_commands_input_is_refused(pilot_store, tmp_path):
+    """train / embed / import-reference / ingest with --out = their input and --overwrite."""
+    store = tmp_path / "selfS.zarr"
+    shutil.copytree(pilot_store.url, store)
+    before = (store / "zarr.json").read_bytes()
+    result = _run("train", store, "--out", store, "--overwrite", "--epochs", "1", "-q")
+    _fails(result, "selfS.zarr", "command's input", "destroy")
+    assert (store / "zarr.json").read_bytes() == before and not (store / "config.json").exists()
+
+    model = tmp_path / "selfM"
+    shutil.copytree(SAVED_MODEL, model)
+    config = (model / "config.json").read_bytes()
+    _fails(_run("embed", model, "--out", model, "--overwrite", "-q"), "selfM", "command's input")
+    _fails(_run("embed", model, "--out", model / "inside", "-q"), "command's input")
+    assert (model / "config.json").read_bytes() == config
+
+    prefix = _reference_copy(tmp_path)
+    result = _import(prefix, prefix.parent)
+    assert result.exit_code == 1
+    _fails(_run("import-reference", prefix, "--first-bin", REFERENCE_FIRST_BIN, "--out",
+                prefix.parent, "--overwrite", "-q"), "command's input")  # fmt: skip
+    assert prefix.with_suffix(".h5").is_file()
+
+    manifest = _manifest(tmp_path, [("K562", "X", "t.bw")], "m.tsv")
+    _fails(_ingest(manifest, manifest, "--overwrite"), "m.tsv", "command's input")
+    assert manifest.read_text().startswith("celltype")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import json
 import sys
 from collections.abc import Iterator
@@ -96,6 +97,7 @@ def _writing(
     option: str = "--out",
     new: bool = True,
     wait: bool | None = None,
+    inputs: tuple = (),
 ) -> Iterator[None]:
     """Refuse an existing output unless ``--overwrite``; hold its write lock meanwhile.
 
@@ -114,6 +116,9 @@ def _writing(
         Wait for another process writing ``out``. Default None: when
         ``overwrite`` or not ``new`` (else that process's result would only be
         refused); otherwise fail at once.
+    inputs : tuple
+        The command's inputs (paths, prefixes, URLs, None): ``out`` must not be,
+        hold or lie in one. Default: none.
     """
     from epitensor._utils import output_lock
 
@@ -128,9 +133,32 @@ def _writing(
             )
 
     refuse()
+    for given in inputs:
+        _refuse_own_input(out, given, option)
     with output_lock(out, wait=(overwrite or not new) if wait is None else wait):
         refuse()  # it may have appeared while this process waited
         yield
+
+
+def _refuse_own_input(out: Path, given, option: str) -> None:
+    """Refuse an output that is, holds or lies in one of the command's inputs (trial L2).
+
+    ``train S --out S --overwrite`` replaced the store it trained on by the model.
+    ``given`` is a path, or a prefix of files (``import-reference``); URLs and
+    names of bundled data are not paths on this machine and pass.
+    """
+    if given is None or "://" in str(given):
+        return
+    path = Path(str(given))
+    found = [path] if path.exists() else list(path.parent.glob(glob.escape(path.name) + "*"))
+    target = out.resolve()
+    for item in found:
+        item = item.resolve()
+        if target == item or target in item.parents or item in target.parents:
+            raise EpitensorError(
+                f"{option} {out} is, holds or lies in the command's input {given}; writing "
+                f"there would destroy it: choose another {option}"
+            )
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -205,7 +233,7 @@ def ingest(
 
     if out.exists() and not (append or overwrite):
         raise EpitensorError(f"{out} already exists; pass --append, --overwrite or another --out")
-    with _writing(out, overwrite, new=False, wait=append or overwrite):
+    with _writing(out, overwrite, new=False, wait=append or overwrite, inputs=(manifest, regions)):
         store = run_ingest(
             manifest,
             out,
@@ -389,7 +417,7 @@ def train(
     """
     from epitensor.workflows.training import train_model
 
-    with _writing(out, overwrite):
+    with _writing(out, overwrite, inputs=(store,)):
         model = train_model(
             store,
             _writable_dir(out),
@@ -560,7 +588,7 @@ def fit_genome(
     """
     from epitensor.workflows.training import train_genome
 
-    with _writing(out, overwrite):
+    with _writing(out, overwrite, inputs=(model, store)):
         fitted = train_genome(
             model,
             store,
@@ -602,7 +630,7 @@ def embed(
     """
     from epitensor.workflows.impute import embed as run_embed
 
-    with _writing(out, overwrite):
+    with _writing(out, overwrite, inputs=(model, regions)):
         path = run_embed(
             model,
             _writable_dir(out),
@@ -842,7 +870,7 @@ def import_reference(
     """
     from epitensor.workflows.reference import import_reference_to_directory
 
-    with _writing(out, overwrite):
+    with _writing(out, overwrite, inputs=tuple(prefix)):
         model = import_reference_to_directory(
             prefix,
             _writable_dir(out),
