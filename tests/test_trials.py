@@ -635,3 +635,39 @@ def test_L2_out_equal_to_the_commands_input_is_refused(pilot_store, tmp_path):
     manifest = _manifest(tmp_path, [("K562", "X", "t.bw")], "m.tsv")
     _fails(_ingest(manifest, manifest, "--overwrite"), "m.tsv", "command's input")
     assert manifest.read_text().startswith("celltype")
+
+
+# D. tracebacks: impute outputs ------------------------------------------------------------------
+
+
+def test_T8_impute_bedgraph_past_the_file_size_limit_is_one_line(tmp_path):
+    """Under ``ulimit -f`` the bedGraph writer gave 'OSError: File too large' (45 lines)."""
+    import resource
+
+    out = tmp_path / "full" / "a.bedGraph"
+    limit = 100_000  # the 6,000-bin model's bedGraph is about 200 kB
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = dict(os.environ, PYTHONPATH=SRC, PYTHONDONTWRITEBYTECODE="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "epitensor.cli", "impute", str(SAVED_MODEL), "--celltype", "E003",
+         "--assay", "H3K4me3", "--model-only", "--bedgraph", "--out", str(out), "-q"],
+        env=env, capture_output=True, text=True, timeout=300, preexec_fn=cap,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "a.bedGraph" in lines[0] and "File too large" in lines[0]
+    assert not out.exists() and [p.name for p in out.parent.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_T11_impute_out_naming_an_existing_folder_is_one_line(tmp_path):
+    """``--out dirbw.bw`` where dirbw.bw is a folder: was IsADirectoryError, and a stray done record."""
+    folder = tmp_path / "dirbw.bw"
+    folder.mkdir()
+    result = _run("impute", SAVED_MODEL, "--celltype", "E003", "--assay", "H3K4me3",
+                  "--model-only", "--out", folder, "--overwrite", "-q")  # fmt: skip
+    _fails(result, "dirbw.bw", "is a folder")
+    assert folder.is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["dirbw.bw"]

@@ -199,20 +199,34 @@ class BedGraphSink:
 
     def write(self, chrom: str, starts: list, ends: list, values: np.ndarray) -> None:
         """Append one block of bins (bp coordinates) and their values."""
-        self._handle.write(
-            "".join(
-                f"{chrom}\t{s}\t{e}\t{v:.7g}\n" for s, e, v in zip(starts, ends, values.tolist())
-            )
+        text = "".join(
+            f"{chrom}\t{s}\t{e}\t{v:.7g}\n" for s, e, v in zip(starts, ends, values.tolist())
         )
+        try:
+            self._handle.write(text)
+        except OSError as exc:  # T8: a full disk or a file-size limit was a traceback
+            raise self._failure(exc) from None
 
     def close(self) -> None:
         """Finish the file and move it into place."""
-        self._handle.close()
-        _publish(self.tmp, self.path, self.fingerprint)
+        try:
+            self._handle.close()
+            _publish(self.tmp, self.path, self.fingerprint)
+        except OSError as exc:
+            raise self._failure(exc) from None
+
+    def _failure(self, exc: OSError) -> EpitensorError:
+        """Remove the partial file; the one-line error the bigWig writer gives too."""
+        self.abort()
+        return EpitensorError(
+            f"writing {self.path} failed ({exc.strerror or exc}); check that its folder is "
+            "writable and the disk has space, then rerun"
+        )
 
     def abort(self) -> None:
         """Remove the partial file."""
-        self._handle.close()
+        with contextlib.suppress(OSError):  # the last flush fails too on a full disk
+            self._handle.close()
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()
 
@@ -382,6 +396,11 @@ def output_paths(
     is_file = name.endswith(BIGWIG_SUFFIXES + BEDGRAPH_SUFFIXES)
     fmt = format_of(out, fmt) if is_file else (fmt or "bigwig")
     format_of(out, fmt)
+    if is_file and out.is_dir():  # T11: IsADirectoryError when the file was published
+        raise EpitensorError(
+            f"--out {out} is a folder, but its name asks for one {fmt} file; remove the "
+            f"folder or choose another --out"
+        )
     if is_file and len(tracks) == 1:
         paths, params = [out], out.with_name(out.name + ".json")
     elif is_file:
