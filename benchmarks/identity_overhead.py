@@ -108,7 +108,7 @@ def main() -> None:
     from epitensor.store.datasets import roadmap_pilot
     from epitensor.workflows.impute import impute
 
-    print(f"cpu: {_cpu()}; torch threads {torch.get_num_threads()}")
+    print(f"cpu: {_cpu()}; torch threads {torch.get_num_threads()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="epitensor-identity-") as tmp:
         tmp = Path(tmp)
         store = roadmap_pilot(tmp / "roadmap-pilot.zarr")
@@ -119,7 +119,9 @@ def main() -> None:
         def timed(job: str, mode: str, run) -> None:
             start = time.perf_counter()
             run()
-            times.setdefault(job, {}).setdefault(mode, []).append(time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            times.setdefault(job, {}).setdefault(mode, []).append(seconds)
+            print(f"  {job:<16}{mode:<5}{seconds:8.3f} s", flush=True)
 
         jobs = {
             "train": lambda: _model().fit(type(store).open(store.url), holdout=HOLDOUT),
