@@ -100,7 +100,7 @@ def _put(row: list, index: int, value: str) -> None:
 
 @FUZZ
 @given(
-    rows=st.lists(_row, min_size=1, max_size=5),
+    rows=st.lists(_row, min_size=1, max_size=5, unique_by=lambda r: (r[0], r[1])),
     extra_columns=st.lists(st.sampled_from(["md5", "scale", "notes"]), unique=True),
     mutations=st.lists(st.tuples(st.sampled_from(_MUTATIONS), st.integers(0, 4), _bad_name)),
     line_end=st.sampled_from(["\n", "\r\n"]),
