@@ -21,7 +21,10 @@ Timed, on the bundled Roadmap pilot sample (25 tracks, 1,126,469 positions):
 - ``ensemble check``: ``training_compendium`` of the model on its store (what
   ``impute`` adds before fitting the trees; their fitting is not timed).
 
-Prints the median seconds, the ratio on / off, and the CPU with its flags.
+Prints each run, the median seconds, the ratio on / off, the direct cost (the
+seconds spent inside the checks during one run, as a share of that run: robust
+to the load of a shared machine, which moves whole runs by more than 2%), and
+the CPU with its flags.
 
     nice -n 10 python benchmarks/identity_overhead.py [--repeats 3]
 """
@@ -85,6 +88,44 @@ def checks_off():
             setattr(owner, name, value)
 
 
+@contextlib.contextmanager
+def checks_timed(spent: list[float]):
+    """Every identity check and record timed (their seconds summed into ``spent[0]``).
+
+    The direct cost, robust to the machine's load, which on a shared machine
+    moves whole-run times by far more than 2%.
+    """
+    from epitensor.estimators import avocado, ensemble, stage2
+    from epitensor.evaluation import benchmark, tune
+    from epitensor.nn import modeldir
+    from epitensor.store import compendium, identity
+
+    def timer(function):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - start
+
+        return timed
+
+    saved = []
+    for module in (identity, avocado, ensemble, stage2, benchmark, tune):
+        for name in ("check_data", "check_coordinates", "data_record"):
+            if hasattr(module, name):
+                saved.append((module, name, getattr(module, name)))
+                setattr(module, name, timer(getattr(module, name)))
+    for owner, name in ((compendium.Store, "_check_positions"), (modeldir, "config_digest")):
+        saved.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, timer(getattr(owner, name)))
+    try:
+        yield
+    finally:
+        for owner, name, value in reversed(saved):
+            setattr(owner, name, value)
+
+
 def _model():
     from epitensor.estimators.avocado import Avocado
 
@@ -99,7 +140,7 @@ HOLDOUT = [("E003", "H3K4me3"), ("E017", "H3K36me3"), ("E065", "H3K4me1"),
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="on/off pairs (0: direct cost only)")
     args = parser.parse_args()
 
     import torch
@@ -138,6 +179,14 @@ def main() -> None:
                             timed(job, mode, run)
                     else:
                         timed(job, mode, run)
+        print("direct cost: seconds inside the identity checks during one run with them on")
+        for job, run in jobs.items():
+            spent = [0.0]
+            start = time.perf_counter()
+            with checks_timed(spent):
+                run()
+            total = time.perf_counter() - start
+            print(f"  {job:<16}{spent[0]:9.4f} s of {total:8.3f} s ({spent[0] / total:.3%})")
         print(f"{'job':<16}{'on (s)':>10}{'off (s)':>10}{'on/off':>9}   runs")
         for job, modes in times.items():
             on, off = statistics.median(modes["on"]), statistics.median(modes["off"])
