@@ -40,7 +40,13 @@ from epitensor.train.fitting import (
     stage1_store,
 )
 
-__all__ = ["Avocado", "PRESETS", "axis_table", "genome_table", "load_model"]  # PRESETS: see epitensor.nn.hyperparams
+__all__ = [
+    "Avocado",
+    "PRESETS",
+    "axis_table",
+    "genome_table",
+    "load_model",
+]  # PRESETS: see epitensor.nn.hyperparams
 
 _D = Hyperparameters()  # the defaults, declared once in hyperparams.py
 
@@ -930,10 +936,15 @@ class Avocado(BaseEstimator):
         Parameters
         ----------
         path : str or path-like
-            A model directory holding this model.
+            A model directory holding this model, or a folder of its axis files
+            that :meth:`save` will copy.
         """
         self._genome_path = str(path)
-        self._checksums = modeldir.read_config(path, type(self).__name__).get("checksums")
+        # a staging folder of axis files (the reference importer's) has no config.json
+        # yet: nothing to pin until save() writes one
+        saved = (Path(path) / modeldir.CONFIG_FILE).is_file()
+        config = modeldir.read_config(path, type(self).__name__) if saved else {}
+        self._checksums = config.get("checksums")
 
     def release_genome_axis(self, path: str | os.PathLike, axis: str) -> None:
         """Write one axis's genome factors into the saved model at ``path``, then free them.

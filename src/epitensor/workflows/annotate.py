@@ -684,10 +684,21 @@ def _fit_hmm(features: np.ndarray, lengths: list[int], n_states: int, n_iter: in
     # hmmlearn's own initialisation (k-means, 10 restarts), on one OpenMP thread: on a
     # busy 2-core machine two threads made it 8x slower (31 s against 3.8 s for
     # 50,000 x 20 bins), more than the whole rest of the fit.
-    with threadpool_limits(limits=1, user_api="openmp"):
-        kmeans = KMeans(n_clusters=n_states, random_state=seed, n_init=10).fit(features)
-    hmm.means_ = kmeans.cluster_centers_
-    return hmm.fit(features, lengths)
+    try:
+        with threadpool_limits(limits=1, user_api="openmp"):
+            kmeans = KMeans(n_clusters=n_states, random_state=seed, n_init=10).fit(features)
+        hmm.means_ = kmeans.cluster_centers_
+        hmm.fit(features, lengths)
+        learned = (hmm.startprob_, hmm.transmat_, hmm.means_, hmm.covars_)
+        if not all(np.isfinite(a).all() for a in learned):  # states that no bin kept
+            raise ValueError("the fit left states with undefined parameters")
+        return hmm
+    except ValueError as exc:  # hmmlearn's NaN start probabilities, underflow (trials T6, T7)
+        raise EpitensorError(
+            f"the {n_states}-state HMM could not be fitted to {len(features):,} bins x "
+            f"{features.shape[1]} features ({str(exc).splitlines()[0]}); use fewer states "
+            f"(--states), fewer components (--components) or a larger sample (--sample)"
+        ) from None
 
 
 def annotate(
