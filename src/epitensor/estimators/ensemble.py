@@ -157,9 +157,7 @@ def training_compendium(
     expected = dict(model.layout_.axis_lengths)
     if axes is None:  # the axes imputation can reach: with genome factors and regions left
         placed = set(model.layout_.regions.axis)
-        axes = [
-            a for a in expected if a in model.genome_axes_ and a in placed
-        ]
+        axes = [a for a in expected if a in model.genome_axes_ and a in placed]
     axes = list(dict.fromkeys(axes))
     if not any(a in store.axes for a in expected):  # a stage 1 on regions of the store
         store = _region_view(model, store)
