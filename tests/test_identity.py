@@ -1,7 +1,7 @@
 """Identity by content (issue 35, items 1-2): stores, models and their consumers.
 
-Each ``test_W*`` is the trial of that id in the trials report (``../shared/trials/
-report.md``), made small: stores of 4,000 positions of the real pilot tracks.
+Each ``test_W*`` is the trial of that id in the fault-trials report of issue 35
+(kept with the project's issues, not in this repository), made small: stores of 4,000 positions of the real pilot tracks.
 A *rotated* store holds the same track names on the same regions with other
 values (track k's values under track k+1's name), a *shifted* one the same
 values on regions moved by 2.5 kb (same axis name and length).

@@ -1,4 +1,4 @@
-"""The defects of the fault trials (issue 35; ../shared/trials/report.md), one test per trial id.
+"""The defects of the fault trials (issue 35's report, kept with the issues), one test per trial id.
 
 Each test fails on the code the trials ran against and passes once its defect
 is fixed. They use real files: the tests/data fixtures, the bundled pilot
