@@ -159,3 +159,27 @@ def by_chrom_store(tmp_path_factory):
         },
     )
     return Store.open(path)
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """One run of ``epitensor demo --quick`` (the CLI's result and the output folder).
+
+    Shared by the tests that read a demo's outputs, so the suite runs it once.
+    """
+    from typer.testing import CliRunner
+
+    from epitensor.cli import app
+
+    folder = tmp_path_factory.mktemp("quick-demo")
+    before = os.environ.get("EPITENSOR_CACHE")
+    os.environ["EPITENSOR_CACHE"] = str(folder / "cache")
+    try:
+        out = folder / "demo"
+        result = CliRunner().invoke(app, ["demo", "--quick", "--quiet", "--out", str(out)])
+    finally:
+        if before is None:
+            os.environ.pop("EPITENSOR_CACHE", None)
+        else:
+            os.environ["EPITENSOR_CACHE"] = before
+    return result, out

@@ -5,9 +5,7 @@ import numpy as np
 import pandas as pd
 import pybigtools
 from PIL import Image
-from typer.testing import CliRunner
 
-from epitensor.cli import app
 from epitensor.demo import ANNOTATION_PARAMS, QUICK_REGIONS, annotation_panels, region_subset
 from epitensor.evaluation.benchmark import STANDARD_SPLIT
 from epitensor.store.datasets import roadmap_pilot
@@ -27,10 +25,8 @@ def test_region_subset_keeps_the_first_regions(tmp_path, pilot_store):
     assert int(second.axis_start.iloc[0]) == int(regions.n_bins.iloc[0])
 
 
-def test_quick_demo_writes_every_output(tmp_path, monkeypatch):
-    monkeypatch.setenv("EPITENSOR_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--quick", "--quiet", "--out", str(out)])
+def test_quick_demo_writes_every_output(quick_demo):
+    result, out = quick_demo
     assert result.exit_code == 0, result.output
     assert "report.html" in result.output
 

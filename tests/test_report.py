@@ -104,12 +104,13 @@ def test_the_demo_summary_says_what_was_imputed_and_how_well():
 
 
 @pytest.mark.browser
-def test_the_quick_demo_report_fits_its_page_in_chromium(tmp_path):
+def test_the_quick_demo_report_fits_its_page_in_chromium(tmp_path, quick_demo):
     """The quick demo's report, opened in headless Chromium: no page-wide scroll bar."""
-    from epitensor.demo import run_demo
     from test_docs import chromium_driver
 
-    path = run_demo(tmp_path / "demo", quick=True, verbose=False)
+    result, out = quick_demo
+    assert result.exit_code == 0, result.output
+    path = out / "report.html"
     text = path.read_text()
     assert 'class="summary"' in text and "The demo imputed 5 held-out tracks" in text
     driver = chromium_driver(tmp_path / "profile")
