@@ -45,10 +45,8 @@ __all__ = [
 
 FORMATS = ("bigwig", "bedgraph", "wig", "npz", "npy")
 TRANSFORMS = ("arcsinh", "none")
-SCALES = ("raw", "arcsinh")
 _BIGWIG_MAGIC = (0x888FFC26).to_bytes(4, "little")
 _TEXT_FORMATS = ("bedgraph", "wig")
-BLOCK_BYTES = 256 << 20  # tracks buffered for one block write
 _BIGWIG_BLOCK = 1 << 20  # bins per pybigtools query
 _WIG_HEADS = ("fixedStep", "variableStep", "track", "browser", "#")
 _TEXT_BLOCK = 1 << 20  # bins summed at once from text records

@@ -68,6 +68,7 @@ from epitensor.io.fetch import (
 from epitensor.io.manifest import TrackSpec, check_duplicates, read_manifest
 from epitensor.io.names import validate_name
 from epitensor.io.readers import (
+    TRANSFORMS,
     ReadTally,
     TrackSource,
     check_choice,
@@ -80,16 +81,7 @@ from epitensor.store.compendium import DEFAULT_TRACK_CHUNK, Store
 
 __all__ = ["add_tracks", "ingest", "resolve_layout"]
 
-FORMATS = ("bigwig", "bedgraph", "wig", "npz", "npy")
-TRANSFORMS = ("arcsinh", "none")
-SCALES = ("raw", "arcsinh")
-_BIGWIG_MAGIC = (0x888FFC26).to_bytes(4, "little")
-_TEXT_FORMATS = ("bedgraph", "wig")
 BLOCK_BYTES = 256 << 20  # tracks buffered for one block write
-_BIGWIG_BLOCK = 1 << 20  # bins per pybigtools query
-_WIG_HEADS = ("fixedStep", "variableStep", "track", "browser", "#")
-_TEXT_BLOCK = 1 << 20  # bins summed at once from text records
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # the store -----------------------------------------------------------------------------
