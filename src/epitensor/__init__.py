@@ -47,9 +47,14 @@ _API = {
     "add_tracks": "epitensor.store.ingest",
     "annotate": "epitensor.workflows.annotate",
     "chrom_sizes": "epitensor.genome.coordinates",
+    "IngestOptions": "epitensor.store.options",
+    "TrainOptions": "epitensor.workflows.options",
+    "ImputeOptions": "epitensor.workflows.options",
+    "AnnotateOptions": "epitensor.workflows.options",
     "BenchmarkOptions": "epitensor.evaluation.options",
     "CVOptions": "epitensor.evaluation.options",
-    "ImputeOptions": "epitensor.workflows.options",
+    "TuneOptions": "epitensor.evaluation.options",
+    "DownstreamOptions": "epitensor.evaluation.options",
     "embed": "epitensor.workflows.factors",
     "evaluate": "epitensor.evaluation.benchmark",
     "explain": "epitensor.workflows.explain",
@@ -88,18 +93,24 @@ if TYPE_CHECKING:  # what static tools and IDEs see; nothing of it runs
     from epitensor.estimators.ensemble import Ensemble, EnsembleRule
     from epitensor.evaluation.benchmark import evaluate, run_benchmark, run_cv
     from epitensor.evaluation.downstream import run_downstream
-    from epitensor.evaluation.options import BenchmarkOptions, CVOptions
+    from epitensor.evaluation.options import (
+        BenchmarkOptions,
+        CVOptions,
+        DownstreamOptions,
+        TuneOptions,
+    )
     from epitensor.evaluation.tune import tune
     from epitensor.genome.coordinates import Layout, chrom_sizes
     from epitensor.store.compendium import Store
     from epitensor.store.datasets import roadmap_pilot
     from epitensor.store.ingest import add_tracks, ingest
+    from epitensor.store.options import IngestOptions
     from epitensor.store.registry import open_store
     from epitensor.workflows.annotate import annotate
     from epitensor.workflows.explain import explain
     from epitensor.workflows.extend import extend
     from epitensor.workflows.factors import embed
     from epitensor.workflows.impute import impute
-    from epitensor.workflows.options import ImputeOptions
+    from epitensor.workflows.options import AnnotateOptions, ImputeOptions, TrainOptions
     from epitensor.workflows.reference import import_reference
     from epitensor.workflows.training import train_genome, train_model

@@ -15,16 +15,33 @@ import typer
 
 from epitensor import __version__
 from epitensor._utils import EpitensorError, passive_openmp_wait
-from epitensor.evaluation.options import DEFAULT_CV_BASELINES, BenchmarkOptions, CVOptions
-from epitensor.workflows.options import AUTO_ENSEMBLE, ImputeOptions
+from epitensor.evaluation.options import (
+    DEFAULT_CV_BASELINES,
+    BenchmarkOptions,
+    CVOptions,
+    DownstreamOptions,
+    TuneOptions,
+)
+from epitensor.store.options import IngestOptions
+from epitensor.workflows.options import (
+    AUTO_ENSEMBLE,
+    AnnotateOptions,
+    ImputeOptions,
+    TrainOptions,
+)
 
 passive_openmp_wait()  # before any command imports torch
 
 # The defaults of the jobs' options, declared once in their options classes (light modules:
 # no numpy, no torch, so --help stays quick).
+_INGEST = IngestOptions()
+_TRAIN = TrainOptions()
 _IMPUTE = ImputeOptions()
+_ANNOTATE = AnnotateOptions()
 _BENCHMARK = BenchmarkOptions()
 _CV = CVOptions()
+_TUNE = TuneOptions()
+_DOWNSTREAM = DownstreamOptions()
 
 app = typer.Typer(
     name="epitensor",
@@ -189,7 +206,7 @@ def ingest(
     out: Annotated[Path, typer.Option("--out", help="Store folder to create (or append to).")],
     genome: Annotated[
         str, typer.Option("--genome", help="hg19, hg38, mm10 or a chrom.sizes file.")
-    ] = "hg19",
+    ] = _INGEST.genome,
     regions: Annotated[
         str | None,
         typer.Option(
@@ -217,11 +234,11 @@ def ingest(
     download_timeout: Annotated[
         float,
         typer.Option("--download-timeout", help="Seconds all downloads together may take."),
-    ] = 14400.0,
+    ] = _INGEST.download_timeout,
     max_download: Annotated[
         str,
         typer.Option("--max-download", help="Largest file downloaded: bytes or 500M, 16G, ..."),
-    ] = "16G",
+    ] = f"{_INGEST.max_download >> 30}G",
     ray: RayOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -234,9 +251,7 @@ def ingest(
     if out.exists() and not (append or overwrite):
         raise EpitensorError(f"{out} already exists; pass --append, --overwrite or another --out")
     with _writing(out, overwrite, new=False, wait=append or overwrite, inputs=(manifest, regions)):
-        store = run_ingest(
-            manifest,
-            out,
+        options = IngestOptions(
             genome=genome,
             regions=regions,
             workers=workers,
@@ -248,6 +263,7 @@ def ingest(
             download_timeout=download_timeout,
             max_download=max_download,
         )
+        store = run_ingest(manifest, out, options=options)
     typer.echo(store.summary())
 
 
@@ -382,7 +398,7 @@ def train(
             "--preset",
             help="Hyperparameters: cpu-small, paper, or a JSON file of parameters (epitensor tune).",
         ),
-    ] = "cpu-small",
+    ] = _TRAIN.preset,
     holdout: Annotated[
         list[str] | None,
         typer.Option(
@@ -418,11 +434,9 @@ def train(
     from epitensor.workflows.training import train_model
 
     with _writing(out, overwrite, inputs=(store,)):
-        model = train_model(
-            store,
-            _writable_dir(out),
+        options = TrainOptions(
             preset=preset,
-            holdout=holdout or [],
+            holdout=holdout or (),
             n_epochs=epochs,
             resume=resume,
             regions=regions,
@@ -431,6 +445,7 @@ def train(
             verbose=not quiet,
             overwrite=overwrite,
         )
+        model = train_model(store, _writable_dir(out), options=options)
     last = model.history_.iloc[-1]
     typer.echo(
         f"wrote {out}: {int(last.epoch)} epochs, train MSE {last.train_mse:.4f}, "
@@ -656,7 +671,9 @@ def annotate(
             "and parameters (.json) go beside it.",
         ),
     ],
-    states: Annotated[int, typer.Option("--states", help="Number of states K (>= 2).")] = 10,
+    states: Annotated[
+        int, typer.Option("--states", help="Number of states K (>= 2).")
+    ] = _ANNOTATE.n_states,
     celltype: Annotated[
         str | None,
         typer.Option(
@@ -678,11 +695,13 @@ def annotate(
     ] = None,
     components: Annotated[
         int, typer.Option("--components", help="Principal components the HMM sees.")
-    ] = 20,
+    ] = _ANNOTATE.n_components,
     sample: Annotated[
         int, typer.Option("--sample", help="Bins the HMM is fitted on (windows of 2,000).")
-    ] = 200_000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the sample and the HMM.")] = 0,
+    ] = _ANNOTATE.sample_size,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the sample and the HMM.")
+    ] = _ANNOTATE.seed,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
@@ -698,8 +717,7 @@ def annotate(
         import torch
 
         torch.set_num_threads(threads)
-    result = run_annotate(
-        model,
+    options = AnnotateOptions(
         n_states=states,
         celltype=celltype,
         axes=axis,
@@ -709,9 +727,9 @@ def annotate(
         seed=seed,
         device=device,
         verbose=not quiet,
-        out=_writable_dir(out),
         overwrite=overwrite,
     )
+    result = run_annotate(model, _writable_dir(out), options=options)
     typer.echo(f"wrote {out} ({result.n_states} states) and its tables and heatmaps beside it")
 
 
@@ -772,9 +790,11 @@ def downstream(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
     model: Annotated[
         str, typer.Option("--model", help="xgboost (paper's default) or logistic.")
-    ] = "xgboost",
-    folds: Annotated[int, typer.Option("--folds", help="Folds per repeat.")] = 20,
-    repeats: Annotated[int, typer.Option("--repeats", help="Repeats, reshuffled.")] = 1,
+    ] = _DOWNSTREAM.model,
+    folds: Annotated[int, typer.Option("--folds", help="Folds per repeat.")] = _DOWNSTREAM.n_folds,
+    repeats: Annotated[
+        int, typer.Option("--repeats", help="Repeats, reshuffled.")
+    ] = _DOWNSTREAM.n_repeats,
     regression: Annotated[
         bool, typer.Option("--regression", help="Continuous labels: Pearson r and R².")
     ] = False,
@@ -786,8 +806,10 @@ def downstream(
     ] = None,
     n_estimators: Annotated[
         int, typer.Option("--n-estimators", help="XGBoost's most trees.")
-    ] = 5000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of folds and models.")] = 0,
+    ] = _DOWNSTREAM.n_estimators,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of folds and models.")
+    ] = _DOWNSTREAM.seed,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
@@ -802,10 +824,7 @@ def downstream(
     if model not in MODELS:
         raise typer.BadParameter(f"invalid --model: got {model!r}, expected one of {MODELS!r}")
     with _writing(out, overwrite):
-        result = run_downstream(
-            features,
-            labels,
-            _writable_dir(out),
+        options = DownstreamOptions(
             model=model,
             n_folds=folds,
             n_repeats=repeats,
@@ -818,6 +837,7 @@ def downstream(
             overwrite=overwrite,
             verbose=not quiet,
         )
+        result = run_downstream(features, labels, _writable_dir(out), options=options)
     typer.echo(result.to_markdown())
     typer.echo(f"wrote {out}")
 
@@ -1061,7 +1081,7 @@ def tune(
     out: Annotated[Path, typer.Option("--out", help="Folder of the study (continued if there).")],
     trials: Annotated[
         int, typer.Option("--trials", min=1, help="Completed trials the study should hold.")
-    ] = 20,
+    ] = _TUNE.n_trials,
     budget: Annotated[
         float,
         typer.Option(
@@ -1069,7 +1089,7 @@ def tune(
             min=0.01,
             help="Wall-clock minutes for this run; each trial's training stops at its share.",
         ),
-    ] = 30.0,
+    ] = _TUNE.budget_minutes,
     holdout: Annotated[
         list[str] | None,
         typer.Option(
@@ -1080,7 +1100,7 @@ def tune(
     ] = None,
     seed: Annotated[
         int, typer.Option("--seed", help="Seed of the validation draw and sampler.")
-    ] = 0,
+    ] = _TUNE.seed,
     space: Annotated[
         Path | None,
         typer.Option(
@@ -1091,10 +1111,10 @@ def tune(
     ] = None,
     preset: Annotated[
         str, typer.Option("--preset", help="Preset giving every other setting: cpu-small or paper.")
-    ] = "cpu-small",
+    ] = _TUNE.preset,
     positions: Annotated[
         int, typer.Option("--positions", min=1, help="Positions each trial trains on.")
-    ] = 100_000,
+    ] = _TUNE.positions,
     epochs: Annotated[
         int,
         typer.Option(
@@ -1103,7 +1123,7 @@ def tune(
             help="Epochs of the grid's median configuration: sets every trial's compute "
             "(bigger networks train fewer samples, smaller ones more).",
         ),
-    ] = 4,
+    ] = _TUNE.n_epochs,
     trial_budget: Annotated[
         float | None,
         typer.Option(
@@ -1128,12 +1148,10 @@ def tune(
     """
     from epitensor.evaluation.tune import tune as run_tune
 
-    result = run_tune(
-        store,
-        _writable_dir(out),
+    options = TuneOptions(
         n_trials=trials,
         budget_minutes=budget,
-        holdout=holdout or [],
+        holdout=holdout or (),
         space=space,
         preset=preset,
         positions=positions,
@@ -1143,6 +1161,7 @@ def tune(
         verbose=not quiet,
         trial_budget=trial_budget,
     )
+    result = run_tune(store, _writable_dir(out), options=options)
     done = int((result.trials.state == "COMPLETE").sum())
     typer.echo(f"best of {done} trials: validation MSE {result.best_value:.4f}")
     typer.echo(json.dumps(result.best_params, indent=2))

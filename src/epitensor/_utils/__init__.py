@@ -34,6 +34,7 @@ from epitensor._utils.machine import (
     resolve_device,
     resolve_precision,
 )
+from epitensor._utils.options import JobOptions
 from epitensor._utils.progress import LOG_INTERVAL, LineProgress, progress
 
 try:
@@ -47,6 +48,7 @@ __all__ = [
     "LOG_INTERVAL",
     "EpitensorError",
     "EpitensorWarning",
+    "JobOptions",
     "LineProgress",
     "__version__",
     "atomic_directory",

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from epitensor._utils import EpitensorError, EpitensorWarning, atomic_directory, progress, warn
+from epitensor.evaluation.options import DownstreamOptions
 from epitensor.genome.coordinates import Layout
 
 __all__ = [
@@ -726,20 +727,17 @@ def run_downstream(
     features: Sequence[str] | Mapping[str, str | os.PathLike],
     labels: str | os.PathLike,
     out: str | os.PathLike,
-    model: str = "xgboost",
-    n_folds: int = 20,
-    n_repeats: int = 1,
-    regression: bool = False,
-    threshold: float | None = None,
-    n_samples: int | None = None,
-    seed: int = 0,
-    n_estimators: int = 5000,
-    threads: int | None = None,
-    title: str | None = None,
-    overwrite: bool = False,
-    verbose: bool = True,
+    *,
+    options: DownstreamOptions | None = None,
+    **overrides,
 ) -> Comparison:
     """Load feature sets and labels from files, compare them, write the results to ``out``.
+
+    The settings (the model, folds, repeats, regression, threshold, rows,
+    seed, trees, threads, title, overwriting, progress) are a
+    :class:`~epitensor.evaluation.options.DownstreamOptions`, given whole as
+    ``options`` or field by field as keywords (``threshold=0.5``), or both
+    (the keywords win); ``epitensor downstream`` builds the same object.
 
     Parameters
     ----------
@@ -749,20 +747,14 @@ def run_downstream(
         Label file (see :func:`load_labels`).
     out : str or path-like
         Output directory (see :meth:`Comparison.save`).
-    model, n_folds, n_repeats, regression, seed, n_estimators, threads
-        As in :func:`compare_feature_sets`.
-    threshold : float, optional
-        Binarise the labels at ``>= threshold``. Default None.
-    n_samples : int, optional
-        Use the first ``n_samples`` rows of the labels and of every feature
-        set (e.g. 3000 for the paper's FIRE subset). Default None: all; the
-        row counts must then agree.
-    title : str, optional
-        Chart title. Default None.
-    overwrite : bool
-        Replace an existing ``out``. Default False.
-    verbose : bool
-        Progress on stderr. Default True.
+    options : DownstreamOptions, optional
+        The settings. Default None: ``DownstreamOptions()``.
+    **overrides
+        Fields of :class:`~epitensor.evaluation.options.DownstreamOptions`
+        replacing those of ``options`` (``model``, ``n_folds``,
+        ``n_repeats``, ``regression``, ``threshold``, ``n_samples``,
+        ``seed``, ``n_estimators``, ``threads``, ``title``, ``overwrite``,
+        ``verbose``); any other name is refused.
 
     Returns
     -------
@@ -774,36 +766,39 @@ def run_downstream(
     >>> result = et.run_downstream({"latent": "factors.npz", "tracks": "tracks.npz"},
     ...                        "labels.tsv", "downstream-out/")
     """
+    opts = DownstreamOptions.resolve(options, **overrides)
     out = Path(out)
-    if out.exists() and not overwrite:
+    if out.exists() and not opts.overwrite:
         raise EpitensorError(f"{out} already exists; choose another --out or pass --overwrite")
     files = _parse_feature_args(features)  # a bad NAME=FILE fails before any reading
-    y = load_labels(labels, threshold, n_samples)
-    sets = {}
-    for name, file in files.items():
-        x = load_features(file)
-        if n_samples is not None:
-            if x.shape[0] < n_samples:
-                raise EpitensorError(
-                    f"{file} has {x.shape[0]} rows, fewer than n_samples={n_samples}"
-                )
-            x = x[:n_samples]
-        elif x.shape[0] != y.size:
-            raise EpitensorError(
-                f"{file} has {x.shape[0]} rows but {labels} has {y.size} labels; "
-                "pass --n-samples N to use the first N of each"
-            )
-        sets[name] = x
+    y = load_labels(labels, opts.threshold, opts.n_samples)
+    sets = {name: _rows(load_features(file), file, y, labels, opts.n_samples)
+            for name, file in files.items()}  # fmt: skip
     result = compare_feature_sets(
-        sets, y, model=model, n_folds=n_folds, n_repeats=n_repeats, regression=regression,
-        seed=seed, n_estimators=n_estimators, threads=threads, verbose=verbose,
+        sets, y, model=opts.model, n_folds=opts.n_folds, n_repeats=opts.n_repeats,
+        regression=opts.regression, seed=opts.seed, n_estimators=opts.n_estimators,
+        threads=opts.threads, verbose=opts.verbose,
     )  # fmt: skip
     result.params.update(
         features={k: str(v) for k, v in files.items()},
-        labels=str(labels), threshold=threshold,
+        labels=str(labels), threshold=opts.threshold,
     )  # fmt: skip
-    result.save(out, title=title, overwrite=overwrite)
+    result.save(out, title=opts.title, overwrite=opts.overwrite)
     return result
+
+
+def _rows(x: np.ndarray, file, y: np.ndarray, labels, n_samples: int | None) -> np.ndarray:
+    """The rows of feature set ``x`` (from ``file``) that go with the labels ``y``."""
+    if n_samples is not None:
+        if x.shape[0] < n_samples:
+            raise EpitensorError(f"{file} has {x.shape[0]} rows, fewer than n_samples={n_samples}")
+        return x[:n_samples]
+    if x.shape[0] != y.size:
+        raise EpitensorError(
+            f"{file} has {x.shape[0]} rows but {labels} has {y.size} labels; "
+            "pass --n-samples N to use the first N of each"
+        )
+    return x
 
 
 def plot_comparison(result: Comparison, path: str | os.PathLike, title: str | None = None) -> None:

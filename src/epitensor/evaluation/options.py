@@ -18,7 +18,14 @@ from epitensor.workflows.options import JobOptions
 if TYPE_CHECKING:
     from epitensor.estimators.ensemble import EnsembleRule
 
-__all__ = ["DEFAULT_CV_BASELINES", "DEFAULT_PRESET", "BenchmarkOptions", "CVOptions"]
+__all__ = [
+    "DEFAULT_CV_BASELINES",
+    "DEFAULT_PRESET",
+    "BenchmarkOptions",
+    "CVOptions",
+    "DownstreamOptions",
+    "TuneOptions",
+]
 
 DEFAULT_PRESET = "cpu-small"
 """The Avocado preset a benchmark or a cross-validation trains unless told otherwise."""
@@ -139,5 +146,123 @@ class CVOptions(JobOptions):
     parafac_epochs: int = 1
     blends: Sequence[Sequence[str]] = ()
     ensemble: EnsembleRule | None = None
+    overwrite: bool = False
+    verbose: bool = True
+
+
+@dataclass(frozen=True)
+class TuneOptions(JobOptions):
+    """The settings of :func:`epitensor.evaluation.tune.tune`.
+
+    The store and the study's folder are arguments of the function; the
+    settings are here, with their defaults. ``epitensor tune`` builds one from
+    its options.
+
+    Parameters
+    ----------
+    n_trials : int
+        Completed trials the study should hold in all; a rerun runs only the
+        missing ones. Default 20.
+    budget_minutes : float or None
+        Wall-clock limit of this run: each trial's share of it is guarded and
+        no trial starts after it. Default 30. None: no limit and no guard.
+    holdout : sequence of (str, str) or "CELL:ASSAY"
+        The tracks to be reported later, kept out of the search. Default none.
+    space : mapping or path-like, optional
+        Name to the values to draw from, or a JSON file of it
+        (:func:`~epitensor.evaluation.tune.read_space`). Default None: the
+        paper's grid of the seven structural hyperparameters.
+    preset : str
+        The preset giving every other setting (and the full training schedule
+        of ``best_preset.json``). Default :data:`DEFAULT_PRESET`.
+    positions : int
+        Positions each trial trains and is scored on. Default 100,000.
+    n_epochs : int
+        Epochs of the space's median configuration by cost: sets the
+        multiply-add budget of every trial. Default 4.
+    seed : int
+        Seed of the validation draw, the sampler and each trial's model. Default 0.
+    n_threads : int, optional
+        CPU threads of each trial. Default None: torch's choice.
+    verbose : bool
+        One line per trial on stderr. Default True.
+    trial_budget : float, optional
+        Multiply-add equivalents per trial, e.g. ``1e12``. Default None:
+        ``n_epochs`` epochs of the median configuration.
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> et.TuneOptions(n_trials=5).budget_minutes
+    30.0
+    """
+
+    n_trials: int = 20
+    budget_minutes: float | None = 30.0
+    holdout: Sequence = ()
+    space: Mapping[str, Sequence] | str | os.PathLike | None = None
+    preset: str = DEFAULT_PRESET
+    positions: int = 100_000
+    n_epochs: int = 4
+    seed: int = 0
+    n_threads: int | None = None
+    verbose: bool = True
+    trial_budget: float | None = None
+
+
+@dataclass(frozen=True)
+class DownstreamOptions(JobOptions):
+    """The settings of :func:`epitensor.evaluation.downstream.run_downstream`.
+
+    The feature files, the labels and the output folder are arguments of the
+    function; the settings are here, with their defaults. ``epitensor
+    downstream`` builds one from its options.
+
+    Parameters
+    ----------
+    model : {"xgboost", "logistic"}
+        The classifier (or regressor). Default ``"xgboost"`` (the paper's).
+    n_folds : int
+        Folds per repeat. Default 20.
+    n_repeats : int
+        Repeats, reshuffled. Default 1.
+    regression : bool
+        Continuous labels, scored by Pearson r and R². Default False.
+    threshold : float, optional
+        Binarise the labels at ``>= threshold``. Default None.
+    n_samples : int, optional
+        Use the first ``n_samples`` rows of the labels and of every feature
+        set (e.g. 3000 for the paper's FIRE subset). Default None: all; the
+        row counts must then agree.
+    seed : int
+        Seed of the folds and the models. Default 0.
+    n_estimators : int
+        XGBoost's most trees (early stopping picks fewer). Default 5000.
+    threads : int, optional
+        Threads of the models. Default None: the CPUs this process may use.
+    title : str, optional
+        Chart title. Default None.
+    overwrite : bool
+        Replace an existing output folder. Default False.
+    verbose : bool
+        Progress on stderr. Default True.
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> et.DownstreamOptions(threshold=0.5).n_folds
+    20
+    """
+
+    model: str = "xgboost"
+    n_folds: int = 20
+    n_repeats: int = 1
+    regression: bool = False
+    threshold: float | None = None
+    n_samples: int | None = None
+    seed: int = 0
+    n_estimators: int = 5000
+    threads: int | None = None
+    title: str | None = None
     overwrite: bool = False
     verbose: bool = True

@@ -73,6 +73,7 @@ import numpy as np
 import pandas as pd
 
 from epitensor._utils import EpitensorError, atomic_write_bytes, warn
+from epitensor.evaluation.options import TuneOptions
 from epitensor.nn.hyperparams import STRUCTURAL
 from epitensor.store.compendium import Store
 from epitensor.store.identity import data_record
@@ -669,21 +670,17 @@ def _open_study(optuna, out_dir: Path, holdout, validation, protocol: dict, n_se
 def tune(
     store: Store | str,
     out_dir: str | os.PathLike,
-    n_trials: int = 20,
-    budget_minutes: float | None = 30.0,
-    holdout: Sequence = (),
-    space: Mapping[str, Sequence] | str | os.PathLike | None = None,
-    preset: str = "cpu-small",
-    positions: int = 100_000,
-    n_epochs: int = 4,
-    seed: int = 0,
-    n_threads: int | None = None,
-    verbose: bool = True,
-    trial_budget: float | None = None,
+    *,
+    options: TuneOptions | None = None,
+    **overrides,
 ) -> TuneResult:
     """Random search over the structural hyperparameters; write the best as a preset.
 
-    See the module docstring for the protocol.
+    See the module docstring for the protocol. The settings (trials, budgets,
+    held-out tracks, the space, preset, positions, epochs, seed, threads,
+    progress) are a :class:`~epitensor.evaluation.options.TuneOptions`, given
+    whole as ``options`` or field by field as keywords (``n_trials=20``), or
+    both (the keywords win); ``epitensor tune`` builds the same object.
 
     Parameters
     ----------
@@ -691,37 +688,14 @@ def tune(
         The store (``"roadmap-pilot"`` for the bundled sample).
     out_dir : str or path-like
         Folder of the study (created; an existing study there is continued).
-    n_trials : int
-        Completed trials the study should hold in all; a rerun runs only the
-        missing ones. Default 20.
-    budget_minutes : float or None
-        Wall-clock limit of this run: each trial's share of it is guarded (see
-        the module docstring) and no trial starts after it. Default 30. None:
-        no limit and no guard.
-    holdout : sequence of (str, str) or "CELL:ASSAY"
-        The tracks to be reported later, kept out of the search. Default none.
-    space : mapping or path-like, optional
-        Name to the values to draw from, or a JSON file of it
-        (:func:`read_space`). Default None: :data:`PAPER_GRID`.
-    preset : str
-        The preset giving every other setting (and the full training schedule
-        of ``best_preset.json``). Default ``"cpu-small"``.
-    positions : int
-        Positions each trial trains and is scored on. Default 100,000.
-    n_epochs : int
-        Epochs of the space's median configuration by cost: sets the
-        multiply-add budget of every trial (each trains the samples it pays
-        for). Default 4.
-    seed : int
-        Seed of the validation draw, the sampler and each trial's model. Default 0.
-    n_threads : int, optional
-        CPU threads of each trial. Default None: torch's choice.
-    verbose : bool
-        One line per trial on stderr. Default True.
-    trial_budget : float, optional
-        Multiply-add equivalents per trial (:func:`sample_cost` per sample),
-        e.g. ``1e12``. Default None: ``n_epochs`` epochs of the median
-        configuration (:func:`trial_budget_of`).
+    options : TuneOptions, optional
+        The settings. Default None: ``TuneOptions()``.
+    **overrides
+        Fields of :class:`~epitensor.evaluation.options.TuneOptions` replacing
+        those of ``options`` (``n_trials``, ``budget_minutes``, ``holdout``,
+        ``space``, ``preset``, ``positions``, ``n_epochs``, ``seed``,
+        ``n_threads``, ``verbose``, ``trial_budget``); any other name is
+        refused.
 
     Returns
     -------
@@ -738,6 +712,15 @@ def tune(
     from epitensor.train.fitting import stage1_store
 
     started = time.perf_counter()
+    opts = TuneOptions.resolve(options, **overrides)
+    n_trials, budget_minutes, holdout, space = (
+        opts.n_trials,
+        opts.budget_minutes,
+        opts.holdout,
+        opts.space,
+    )
+    preset, positions, n_epochs, seed = opts.preset, opts.positions, opts.n_epochs, opts.seed
+    n_threads, verbose, trial_budget = opts.n_threads, opts.verbose, opts.trial_budget
     optuna = _optuna()
     if isinstance(space, str | os.PathLike):
         space = read_space(space)

@@ -78,6 +78,7 @@ from epitensor.io.readers import (
     task_axes,
 )
 from epitensor.store.compendium import DEFAULT_TRACK_CHUNK, Store
+from epitensor.store.options import IngestOptions
 
 __all__ = ["add_tracks", "ingest", "resolve_layout"]
 
@@ -449,19 +450,17 @@ def _specs(manifest) -> list[TrackSpec]:
 def ingest(
     manifest: str | os.PathLike | Sequence[TrackSpec],
     out: str | os.PathLike,
-    genome: str | os.PathLike = "hg19",
-    regions: Layout | str | os.PathLike | None = None,
-    workers: int | None = None,
-    verbose: bool = True,
-    append: bool = False,
-    overwrite: bool = False,
-    transform: str = "arcsinh",
-    ray_address: str | None = None,
-    scratch: str | os.PathLike | None = None,
-    download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
-    max_download: int | str = DEFAULT_MAX_DOWNLOAD,
+    *,
+    options: IngestOptions | None = None,
+    **overrides,
 ) -> Store:
     """Build a compendium store from the tracks of a manifest.
+
+    The settings (genome, regions, workers, appending, overwriting, the
+    transform, Ray, downloads) are an
+    :class:`~epitensor.store.options.IngestOptions`, given whole as
+    ``options`` or field by field as keywords (``genome="hg38"``), or both
+    (the keywords win); ``epitensor ingest`` builds the same object.
 
     Parameters
     ----------
@@ -471,37 +470,14 @@ def ingest(
     out : str or path-like
         Local folder of the new store. It is built under a temporary name and
         renamed into place only when every track was read.
-    genome : str or path-like
-        ``"hg19"`` (default), ``"hg38"``, ``"mm10"`` or a ``chrom.sizes`` file.
-        Ignored with ``append`` (the store's genome is used).
-    regions : Layout, str, path-like or None
-        Region layout (see :func:`resolve_layout`). Default None: whole
-        chromosomes, restricted to those the tracks have data on (other
-        chromosomes are simply not in the store).
-    workers : int, optional
-        Worker processes. Default None: the number of CPUs (at most 8);
-        1 reads in this process.
-    verbose : bool
-        Progress bar on stderr. Default True.
-    append : bool
-        Add the tracks to the existing store at ``out`` (see :func:`add_tracks`).
-        Default False.
-    overwrite : bool
-        Replace an existing store at ``out``. Default False: refuse.
-    transform : str
-        ``"arcsinh"`` (default) or ``"none"``.
-    ray_address : str, optional
-        Read the tracks as Ray tasks (``"local"``, ``"auto"`` or an address;
-        the files must be readable by every worker); this process writes the
-        store, in manifest order. Default None: worker processes on this machine.
-    scratch : str or path-like, optional
-        Folder for downloaded track files. Default None: the run's scratch
-        folder beside ``out`` (``.OUT.ingest-HOST-PID``, removed at the end; a
-        later run removes those of runs that were killed).
-    download_timeout : float
-        Seconds all downloads of the run may take together. Default 14400 (4 h).
-    max_download : int or str
-        Largest file downloaded, in bytes or with a K/M/G/T suffix. Default 16 GiB.
+    options : IngestOptions, optional
+        The settings. Default None: ``IngestOptions()``.
+    **overrides
+        Fields of :class:`~epitensor.store.options.IngestOptions` replacing
+        those of ``options`` (``genome``, ``regions``, ``workers``,
+        ``verbose``, ``append``, ``overwrite``, ``transform``,
+        ``ray_address``, ``scratch``, ``download_timeout``,
+        ``max_download``); any other name is refused.
 
     Returns
     -------
@@ -517,35 +493,48 @@ def ingest(
     >>> store = et.ingest("manifest.tsv", "pilot.zarr", regions="roadmap-pilot")  # pilot regions
     >>> store.track_names()[:2]
     """
-    options = {"scratch": scratch, "download_timeout": download_timeout}
-    if append:
+    opts = IngestOptions.resolve(options, **overrides)
+    fetching = {"scratch": opts.scratch, "download_timeout": opts.download_timeout}
+    if opts.append:
         return add_tracks(
-            out, manifest, workers, verbose, ray_address, max_download=max_download, **options
+            out,
+            manifest,
+            opts.workers,
+            opts.verbose,
+            opts.ray_address,
+            max_download=opts.max_download,
+            **fetching,
         )
-    check_choice("transform", transform, TRANSFORMS)
-    limits = _check_limits(download_timeout, max_download)
+    check_choice("transform", opts.transform, TRANSFORMS)
+    limits = _check_limits(opts.download_timeout, opts.max_download)
     if not is_local_path(out):
         raise EpitensorError(f"ingest writes local stores; got {out}: build it locally, then copy")
     specs = _specs(manifest)
-    if Path(out).exists() and not overwrite:
+    if Path(out).exists() and not opts.overwrite:
         raise EpitensorError(f"{out} already exists; pass --append, --overwrite or another --out")
-    sizes = chrom_sizes(genome)
-    build = str(genome) if str(genome) in BUILDS else "custom"
+    sizes = chrom_sizes(opts.genome)
+    build = str(opts.genome) if str(opts.genome) in BUILDS else "custom"
     check_parent_folder(Path(out), "the store")
-    run = _Run(_default_workers(workers, len(specs)), verbose, ray_address, scratch, limits)
+    run = _Run(
+        _default_workers(opts.workers, len(specs)),
+        opts.verbose,
+        opts.ray_address,
+        opts.scratch,
+        limits,
+    )
     with (
         terminate_cleanly(),
         _writing(out),
-        RunScratch(out, scratch) as run_scratch,
-        atomic_directory(out, overwrite=overwrite) as tmp,
+        RunScratch(out, opts.scratch) as run_scratch,
+        atomic_directory(out, overwrite=opts.overwrite) as tmp,
     ):
         run_scratch.own(tmp)
         paths = _fetch(specs, run_scratch, run.limits)
         with _pool(run.workers, run.ray_address) as pool:
             sources = _inspect_all(pool, specs, paths, sizes, build)
-            layout = _layout_for(regions, sizes, sources)
+            layout = _layout_for(opts.regions, sizes, sources)
             store = Store.create(
-                tmp, layout, sizes, genome=build, transform=transform, overwrite=True
+                tmp, layout, sizes, genome=build, transform=opts.transform, overwrite=True
             )
             _write_tracks(store, sources, pool, run.workers, run.verbose)
     return Store.open(out)

@@ -64,6 +64,7 @@ from epitensor._utils import EpitensorError, atomic_write_bytes, progress
 from epitensor.estimators.avocado import load_model
 from epitensor.genome.annotations import promoters, read_tss
 from epitensor.genome.coordinates import Layout, read_bed
+from epitensor.workflows.options import AnnotateOptions
 
 if TYPE_CHECKING:
     from epitensor.genome.coordinates import Locus
@@ -87,9 +88,9 @@ __all__ = [
     "states_to_bed",
 ]
 
-DEFAULT_STATES = 10
-DEFAULT_COMPONENTS = 20
-DEFAULT_SAMPLE = 200_000
+DEFAULT_STATES = AnnotateOptions.n_states
+DEFAULT_COMPONENTS = AnnotateOptions.n_components
+DEFAULT_SAMPLE = AnnotateOptions.sample_size
 WINDOW = 2_000  # bins per sampled window: long enough to hold whole domains and their edges
 DECODE_BLOCK = 1 << 20  # bins decoded at once (a longer region is cut at block edges)
 PREDICT_BLOCK = 1 << 16
@@ -703,56 +704,34 @@ def _fit_hmm(features: np.ndarray, lengths: list[int], n_states: int, n_iter: in
 
 def annotate(
     model,
-    n_states: int = DEFAULT_STATES,
-    celltype: str | None = None,
-    axes: list[str] | None = None,
-    annotations: str | os.PathLike | None = None,
-    n_components: int = DEFAULT_COMPONENTS,
-    sample_size: int = DEFAULT_SAMPLE,
-    n_iter: int = 30,
-    seed: int = 0,
-    device: str | None = None,
     out: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    verbose: bool = True,
+    *,
+    options: AnnotateOptions | None = None,
+    **overrides,
 ) -> StateAnnotation:
     """Segment the genome into K states from the latent space (or one cell type's imputations).
+
+    The settings (states, cell type, axes, annotations, the HMM's components,
+    sample, iterations and seed, device, overwriting, progress) are an
+    :class:`~epitensor.workflows.options.AnnotateOptions`, given whole as
+    ``options`` or field by field as keywords (``n_states=8``), or both (the
+    keywords win); ``epitensor annotate`` builds the same object.
 
     Parameters
     ----------
     model : Avocado or path
         A fitted model or a model directory.
-    n_states : int
-        Number of states K (at least 2). Default 10.
-    celltype : str, optional
-        Cell type of a cell type-specific annotation: the features are the
-        model's imputed tracks of this cell type for every assay. Default None:
-        the cell type-independent genome factors (all three scales).
-    axes : list of str, optional
-        Axes to annotate. Default None: every axis with genome factors.
-    annotations : str or path-like, optional
-        Folder of annotations to score the states against (see
-        :func:`annotation_intervals`). Default None: the bundled pilot
-        annotations.
-    n_components : int
-        Principal components of the standardised features the HMM sees (at
-        most the number of features). Default 20.
-    sample_size : int
-        Bins (in windows of 2,000) the HMM is fitted on and the signal table
-        averaged over. Default 200,000.
-    n_iter : int
-        Most EM iterations. Default 30.
-    seed : int
-        Seed of the sample and the HMM's initialisation. Default 0.
-    device : str, optional
-        torch device of the predictions. Default None: the model's setting.
     out : str or path-like, optional
         Also write the result there (see :meth:`StateAnnotation.write`);
         existing files are refused before any work. Default None: write nothing.
-    overwrite : bool
-        With ``out``: replace existing files. Default False.
-    verbose : bool
-        Progress on stderr. Default True.
+    options : AnnotateOptions, optional
+        The settings. Default None: ``AnnotateOptions()``.
+    **overrides
+        Fields of :class:`~epitensor.workflows.options.AnnotateOptions`
+        replacing those of ``options`` (``n_states``, ``celltype``, ``axes``,
+        ``annotations``, ``n_components``, ``sample_size``, ``n_iter``,
+        ``seed``, ``device``, ``overwrite``, ``verbose``); any other name is
+        refused.
 
     Returns
     -------
@@ -763,39 +742,31 @@ def annotate(
     >>> import epitensor as et
     >>> states = et.annotate("model/", n_states=10, out="states/")
     """
-    if out is not None and not overwrite:
+    opts = AnnotateOptions.resolve(options, **overrides)
+    if out is not None and not opts.overwrite:
         _refuse_existing(output_paths(out))
     model = load_model(model)
-    axes = _check_arguments(model, n_states, celltype, axes, n_components, sample_size)
+    axes = _check_arguments(
+        model, opts.n_states, opts.celltype, opts.axes, opts.n_components, opts.sample_size
+    )
     previous_device = model.device
-    if device is not None:
-        model.set_params(device=device)
+    if opts.device is not None:
+        model.set_params(device=opts.device)
     try:
-        result = _annotate(
-            model,
-            n_states,
-            celltype,
-            axes,
-            annotations,
-            n_components,
-            sample_size,
-            n_iter,
-            seed,
-            verbose,
-        )
+        result = _annotate(model, axes, opts)
     finally:
         model.set_params(device=previous_device)  # the caller's model keeps its own setting
     if out is not None:
-        result.write(out, overwrite=overwrite)
+        result.write(out, overwrite=opts.overwrite)
     return result
 
 
-def _annotate(
-    model, n_states, celltype, axes, annotations, n_components, sample_size, n_iter, seed, verbose
-) -> StateAnnotation:
+def _annotate(model, axes: list[str], opts: AnnotateOptions) -> StateAnnotation:
     """The work of :func:`annotate` on a validated model: fit, decode, score, number the states."""
+    n_states, celltype, annotations = opts.n_states, opts.celltype, opts.annotations
+    sample_size, n_iter, seed, verbose = opts.sample_size, opts.n_iter, opts.seed, opts.verbose
     intervals = annotation_intervals(annotations)
-    features = _Features(model, celltype, n_components)
+    features = _Features(model, celltype, opts.n_components)
     windows = _sample_windows(model.layout_, axes, sample_size, seed)
     tracks = [(c, a) for c in model.celltypes_ for a in model.assays_]
     raw, signal = [], []

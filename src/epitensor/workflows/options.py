@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from epitensor._utils import EpitensorError
+from epitensor._utils import JobOptions
 
 if TYPE_CHECKING:
     from epitensor.estimators.ensemble import Ensemble, EnsembleRule
@@ -23,8 +23,10 @@ __all__ = [
     "AUTO_ENSEMBLE",
     "DEFAULT_BLOCK_SIZE",
     "MAX_OPEN_WRITERS",
+    "AnnotateOptions",
     "ImputeOptions",
     "JobOptions",
+    "TrainOptions",
 ]
 
 DEFAULT_BLOCK_SIZE = 16_384
@@ -35,57 +37,6 @@ MAX_OPEN_WRITERS = 16
 
 AUTO_ENSEMBLE = "auto"
 """``trees_store`` value that takes the model's own training compendium if it can."""
-
-OptionsT = TypeVar("OptionsT", bound="JobOptions")
-
-
-@dataclass(frozen=True)
-class JobOptions:
-    """Base of the options objects: merges keyword overrides, refusing unknown names.
-
-    Examples
-    --------
-    >>> from epitensor.workflows.options import ImputeOptions
-    >>> ImputeOptions.resolve(None, arcsinh=True).arcsinh
-    True
-    """
-
-    @classmethod
-    def resolve(
-        cls: type[OptionsT], options: OptionsT | None = None, /, **overrides: Any
-    ) -> OptionsT:
-        """``options`` (default: the defaults of ``cls``) with ``overrides`` replacing its fields.
-
-        Parameters
-        ----------
-        options : JobOptions, optional
-            An instance of ``cls``. Default None: ``cls()``.
-        **overrides
-            Field values that replace those of ``options``.
-
-        Returns
-        -------
-        JobOptions
-            A new instance of ``cls``; ``options`` is left as it was.
-
-        Raises
-        ------
-        EpitensorError
-            When ``options`` is not an instance of ``cls``, or an override names no field of it.
-        """
-        if options is None:
-            options = cls()
-        elif not isinstance(options, cls):
-            raise EpitensorError(
-                f"invalid options: got {type(options).__name__}, expected {cls.__name__}"
-            )
-        names = [f.name for f in fields(cls)]
-        for name in overrides:
-            if name not in names:
-                raise EpitensorError(
-                    f"invalid option of {cls.__name__}: got {name!r}, expected one of {names}"
-                )
-        return replace(options, **overrides) if overrides else options
 
 
 @dataclass(frozen=True)
@@ -180,3 +131,111 @@ class ImputeOptions(JobOptions):
     trees_store: Store | str | os.PathLike | Sequence | Ensemble | None = None
     rule: EnsembleRule | None = None
     allow_changed_store: bool = False
+
+
+@dataclass(frozen=True)
+class TrainOptions(JobOptions):
+    """How :func:`epitensor.workflows.training.train_model` trains stage 1.
+
+    The store and the model directory are arguments of the function; the
+    settings are here, with their defaults. ``epitensor train`` builds one
+    from its options.
+
+    Parameters
+    ----------
+    preset : str or path-like
+        ``"cpu-small"`` (default), ``"paper"`` or a preset JSON file
+        (:meth:`~epitensor.estimators.avocado.Avocado.from_preset`).
+    holdout : sequence of (str, str) or "CELL:ASSAY"
+        Tracks left out and scored each epoch. Default: none.
+    n_epochs : int, optional
+        Override the preset's stage-1 epochs. Default None.
+    resume : bool
+        Continue an interrupted run from its last checkpoint. Default False.
+    regions : str or path-like, optional
+        Where stage 1 trains (see
+        :meth:`~epitensor.estimators.avocado.Avocado.fit`). Default None.
+    device : str, optional
+        torch device. Default None: best available.
+    n_threads : int, optional
+        CPU threads. Default None.
+    verbose : bool
+        Progress bars. Default True.
+    overwrite : bool
+        Replace an existing model directory. Default False.
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> et.TrainOptions(holdout=("E116:H3K27me3",)).preset
+    'cpu-small'
+    """
+
+    preset: str | os.PathLike = "cpu-small"
+    holdout: Sequence = ()
+    n_epochs: int | None = None
+    resume: bool = False
+    regions: str | os.PathLike | None = None
+    device: str | None = None
+    n_threads: int | None = None
+    verbose: bool = True
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class AnnotateOptions(JobOptions):
+    """How :func:`epitensor.workflows.annotate.annotate` segments the genome.
+
+    The model and the output are arguments of the function; the settings are
+    here, with their defaults. ``epitensor annotate`` builds one from its
+    options.
+
+    Parameters
+    ----------
+    n_states : int
+        Number of states K (at least 2). Default 10.
+    celltype : str, optional
+        Cell type of a cell type-specific annotation: the features are the
+        model's imputed tracks of this cell type for every assay. Default None:
+        the cell type-independent genome factors (all three scales).
+    axes : sequence of str, optional
+        Axes to annotate. Default None: every axis with genome factors.
+    annotations : str or path-like, optional
+        Folder of annotations to score the states against (see
+        :func:`~epitensor.workflows.annotate.annotation_intervals`). Default
+        None: the bundled pilot annotations.
+    n_components : int
+        Principal components of the standardised features the HMM sees (at
+        most the number of features). Default 20.
+    sample_size : int
+        Bins (in windows of 2,000) the HMM is fitted on and the signal table
+        averaged over. Default 200,000.
+    n_iter : int
+        Most EM iterations. Default 30.
+    seed : int
+        Seed of the sample and the HMM's initialisation. Default 0.
+    device : str, optional
+        torch device of the predictions. Default None: the model's setting.
+    overwrite : bool
+        With an output: replace existing files. Default False.
+    verbose : bool
+        Progress on stderr. Default True.
+
+    Examples
+    --------
+    >>> import epitensor as et
+    >>> et.AnnotateOptions(n_states=8).n_components
+    20
+    """
+
+    n_states: int = 10
+    celltype: str | None = None
+    axes: Sequence[str] | None = None
+    annotations: str | os.PathLike | None = None
+    n_components: int = 20
+    sample_size: int = 200_000
+    n_iter: int = 30
+    seed: int = 0
+    device: str | None = None
+    overwrite: bool = False
+    verbose: bool = True

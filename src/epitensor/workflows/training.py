@@ -12,6 +12,7 @@ from epitensor.estimators.avocado import Avocado, load_model
 from epitensor.estimators.stage2 import fit_genome
 from epitensor.parallel import check_ray
 from epitensor.store.compendium import Store
+from epitensor.workflows.options import TrainOptions
 
 __all__ = ["train_genome", "train_model"]
 
@@ -19,21 +20,19 @@ __all__ = ["train_genome", "train_model"]
 def train_model(
     store: Store | str | os.PathLike,
     out: str | os.PathLike,
-    preset: str | os.PathLike = "cpu-small",
-    holdout: Sequence = (),
-    n_epochs: int | None = None,
-    resume: bool = False,
-    regions: str | os.PathLike | None = None,
-    device: str | None = None,
-    n_threads: int | None = None,
-    verbose: bool = True,
-    overwrite: bool = False,
+    *,
+    options: TrainOptions | None = None,
+    **overrides,
 ) -> Avocado:
     """Stage 1 on a store with per-epoch checkpoints, then save the model (``epitensor train``).
 
     Checkpoints and the epoch log go to ``<out>.checkpoint/`` while training;
     the finished model directory gets the log as ``log.jsonl`` and the
-    checkpoint folder is removed.
+    checkpoint folder is removed. The settings (preset, held-out tracks,
+    epochs, resuming, regions, device, threads, progress, overwriting) are a
+    :class:`~epitensor.workflows.options.TrainOptions`, given whole as
+    ``options`` or field by field as keywords, or both (the keywords win);
+    ``epitensor train`` builds the same object.
 
     Parameters
     ----------
@@ -41,25 +40,13 @@ def train_model(
         The compendium (``"roadmap-pilot"`` is the bundled sample).
     out : str or path-like
         Model directory to write.
-    preset : str
-        ``"cpu-small"`` (default), ``"paper"`` or a preset JSON file
-        (:meth:`Avocado.from_preset`).
-    holdout : sequence of (str, str) or "CELL:ASSAY"
-        Tracks left out and scored each epoch. Default: none.
-    n_epochs : int, optional
-        Override the preset's stage-1 epochs. Default None.
-    resume : bool
-        Continue an interrupted run from its last checkpoint. Default False.
-    regions : str or path-like, optional
-        Where stage 1 trains (see :meth:`Avocado.fit`). Default None.
-    device : str, optional
-        torch device. Default None: best available.
-    n_threads : int, optional
-        CPU threads. Default None.
-    verbose : bool
-        Progress bars. Default True.
-    overwrite : bool
-        Replace an existing model directory. Default False.
+    options : TrainOptions, optional
+        The settings. Default None: ``TrainOptions()``.
+    **overrides
+        Fields of :class:`~epitensor.workflows.options.TrainOptions` replacing
+        those of ``options`` (``preset``, ``holdout``, ``n_epochs``,
+        ``resume``, ``regions``, ``device``, ``n_threads``, ``verbose``,
+        ``overwrite``); any other name is refused.
 
     Returns
     -------
@@ -73,18 +60,25 @@ def train_model(
     ...                        holdout=["E116:H3K27me3"])
     >>> model.celltypes_
     """
+    opts = TrainOptions.resolve(options, **overrides)
     out = Path(out)
-    if out.exists() and not overwrite:
+    if out.exists() and not opts.overwrite:
         raise EpitensorError(f"{out} already exists; choose another --out or remove it")
-    overrides = {"device": device, "n_threads": n_threads, "verbose": verbose}
-    if n_epochs is not None:
-        overrides["n_epochs"] = n_epochs
-    model = Avocado.from_preset(preset, **overrides)
+    params = {"device": opts.device, "n_threads": opts.n_threads, "verbose": opts.verbose}
+    if opts.n_epochs is not None:
+        params["n_epochs"] = opts.n_epochs
+    model = Avocado.from_preset(opts.preset, **params)
     checkpoint_dir = out.with_name(out.name + ".checkpoint")
-    if resume and not (checkpoint_dir / "checkpoint").exists():
+    if opts.resume and not (checkpoint_dir / "checkpoint").exists():
         warn(f"no checkpoint in {checkpoint_dir}; training from the start")
-    model.fit(store, holdout=holdout, checkpoint_dir=checkpoint_dir, resume=resume, regions=regions)
-    model.save(out, overwrite=overwrite)
+    model.fit(
+        store,
+        holdout=opts.holdout,
+        checkpoint_dir=checkpoint_dir,
+        resume=opts.resume,
+        regions=opts.regions,
+    )
+    model.save(out, overwrite=opts.overwrite)
     log = checkpoint_dir / "log.jsonl"
     if log.is_file():
         shutil.copyfile(log, out / "log.jsonl")
