@@ -23,6 +23,11 @@ RUNNABLE_EXAMPLES = [
     "CVOptions",
     "EnsembleRule",
     "ImputeOptions",
+    "IngestOptions",
+    "TrainOptions",
+    "AnnotateOptions",
+    "TuneOptions",
+    "DownstreamOptions",
     "Layout",
     "Store",
     "chrom_sizes",
@@ -109,3 +114,61 @@ def test_an_estimator_around_a_trained_module_predicts():
     (test,) = finder.find(et.Avocado.from_module, "from_module", globs={})
     assert runner.run(test).failed == 0
     assert any("predict" in example.source for example in test.examples)
+
+
+#: Each job with an options object: its function, the options class, the CLI command.
+JOBS = [
+    ("ingest", "IngestOptions", "ingest"),
+    ("train_model", "TrainOptions", "train"),
+    ("annotate", "AnnotateOptions", "annotate"),
+    ("tune", "TuneOptions", "tune"),
+    ("run_downstream", "DownstreamOptions", "downstream"),
+    ("run_benchmark", "BenchmarkOptions", "benchmark"),
+]
+
+#: CLI option name -> options field, where the two differ.
+CLI_FIELDS = {
+    "epochs": "n_epochs",
+    "states": "n_states",
+    "components": "n_components",
+    "sample": "sample_size",
+    "trials": "n_trials",
+    "budget": "budget_minutes",
+    "folds": "n_folds",
+    "repeats": "n_repeats",
+}
+
+
+@pytest.mark.parametrize(("function", "options", "command"), JOBS)
+def test_a_job_refuses_an_unknown_setting_before_any_work(function, options, command, tmp_path):
+    job = getattr(et, function)
+    args = {"run_downstream": (["a=x.npy"], "y.npy", tmp_path / "o")}.get(
+        function, ("roadmap-pilot", tmp_path / "o")
+    )
+    with pytest.raises(et.EpitensorError, match=f"invalid option of {options}.*'n_epoch'"):
+        job(*args, n_epoch=2)  # a misspelt setting
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("function", "options", "command"), JOBS)
+def test_the_command_line_takes_its_defaults_from_the_options(function, options, command):
+    """A default written into cli.py instead of read from the options class fails here."""
+    import dataclasses
+
+    import typer.main
+
+    from epitensor.cli import app
+
+    click_command = typer.main.get_command(app).commands[command]
+    defaults = {f.name: f.default for f in dataclasses.fields(getattr(et, options))}
+    compared = 0
+    for param in click_command.params:
+        field = CLI_FIELDS.get(param.name, param.name)
+        if field not in defaults or param.default is None or isinstance(param.default, bool):
+            continue
+        expected = defaults[field]
+        if field == "max_download":
+            expected = f"{expected >> 30}G"
+        assert param.default == expected, (command, param.name)
+        compared += 1
+    assert compared >= 1, command
