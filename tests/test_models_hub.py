@@ -375,3 +375,55 @@ def test_impute_by_name_equals_import_reference_on_the_same_files(server, served
     reference = et.import_reference(originals / "avocado", "hg19", chroms=["chr21"], verbose=False)
     got = model.predict("E002", "H3K27me3", axis="chr21")
     np.testing.assert_array_equal(got, reference.predict("E002", "H3K27me3", axis="chr21"))
+
+
+@pytest.mark.slow
+def test_extend_by_name_pulls_the_stores_chromosomes_and_imputes_the_new_cell_type(
+    tmp_path, monkeypatch
+):
+    """The docs' path on a whole-chr21 model: pull by name, extend from two bigWigs, impute."""
+    import pyBigWig
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import make_reference_model
+
+    from epitensor.genome.coordinates import chrom_sizes
+
+    files = make_reference_model.make_model(
+        tmp_path / "lab" / "roadmap" / "avocado", ["chr21"], TINY, 4, 3, 8, seed=5, verbose=False
+    )
+    srv = Server({p.name: p.read_bytes() for pair in files.values() for p in pair})
+    monkeypatch.setenv("EPITENSOR_ZENODO_API", f"{srv.url}/api")
+    monkeypatch.setenv("EPITENSOR_MODELS_URL", f"{srv.url}/lab")
+    monkeypatch.setenv("EPITENSOR_CACHE", str(tmp_path / "cache"))
+    size = int(chrom_sizes("hg19")["chr21"])
+    rng = np.random.default_rng(0)
+    rows = ["celltype\tassay\tpath"]
+    for assay in ("H3K4me3", "H3K27me3"):
+        path = tmp_path / f"MyCells.{assay}.bigWig"
+        with pyBigWig.open(str(path), "w") as bw:
+            bw.addHeader([("chr21", size)])
+            values = rng.gamma(0.3, 2.0, -(-size // 1000)).tolist()
+            bw.addEntries("chr21", 0, values=values, span=1000, step=1000)
+        rows.append(f"MyCells\t{assay}\t{path}")
+    (tmp_path / "mine.tsv").write_text("\n".join(rows) + "\n")
+    try:
+        ingest = _cli("ingest", str(tmp_path / "mine.tsv"), "--out", str(tmp_path / "mine.zarr"),
+                      "--genome", "hg19", "-q")  # fmt: skip
+        assert ingest.exit_code == 0, ingest.output
+        extend = _cli("extend", "roadmap-hg19", str(tmp_path / "mine.zarr"), "--celltype",
+                      "MyCells", "--epochs", "1", "--out", str(tmp_path / "mine-model"), "-q")  # fmt: skip
+        assert extend.exit_code == 0, extend.output
+        out = tmp_path / "MyCells.H3K36me3.bedGraph"
+        impute = _cli("impute", str(tmp_path / "mine-model"), "--celltype", "MyCells", "--assay",
+                      "H3K36me3", "--region", "chr21:9400000-9500000", "--bedgraph",
+                      "--out", str(out), "-q")  # fmt: skip
+        assert impute.exit_code == 0, impute.output
+    finally:
+        srv.close()
+    import epitensor as et
+
+    model = et.Avocado.load(tmp_path / "mine-model")
+    assert model.celltypes_[-1] == "MyCells" and list(model.genome_axes_) == ["chr21"]
+    values = np.array([float(line.split()[3]) for line in out.read_text().splitlines()[1:]])
+    assert len(values) > 0 and np.isfinite(values).all()
