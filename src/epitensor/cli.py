@@ -551,10 +551,10 @@ def impute(
         trees_store=None if model_only else (trees or AUTO_ENSEMBLE),
         allow_changed_store=allow_changed_store,
     )
-    model = _model_or_name(model, chrom or [r.split(":", 1)[0] for r in region or []], quiet=quiet)
+    needed = chrom or [r.split(":", 1)[0] for r in region or []]
     with _writing(out, overwrite, new=False):
         paths = run_impute(
-            model,
+            _model_or_name(model, needed, quiet=quiet),
             list(zip(celltype, assay)),
             _writable_dir(out),
             chroms=chrom,
@@ -752,10 +752,9 @@ def extend(
 
     if bool(celltype) == bool(assay):
         raise typer.BadParameter("give --celltype ... or --assay ... (one kind per call)")
-    model = _model_or_name(model, store=store, quiet=quiet)
     with _writing(out, overwrite):
         extended = run_extend(
-            model,
+            _model_or_name(model, store=store, quiet=quiet),
             store,
             _writable_dir(out),
             celltypes=celltype or [],
@@ -903,10 +902,11 @@ def _model_or_name(
     ``chroms`` are those to impute (None or empty: all); with ``store`` (``extend``),
     those of the store's layout.
     """
+    from epitensor.io.hub import registry
     from epitensor.workflows.pretrained import resolve_model, store_chroms
 
-    if model.exists() or "/" in str(model):
-        return model
+    if model.exists() or str(model) not in registry():
+        return model  # a directory, or not a name: the command's own checks speak
     if store is not None:
         chroms = store_chroms(str(model), store)
     return resolve_model(str(model), chroms or None, verbose=not quiet)

@@ -264,7 +264,7 @@ def resolve_model(
 ) -> Path:
     """A model directory for ``model``: the path itself, or a registry name pulled into the cache.
 
-    A path that exists always wins over a registry name.
+    A path that exists always wins over a registry name; anything else is an error.
 
     Parameters
     ----------
@@ -282,8 +282,13 @@ def resolve_model(
     pathlib.Path
     """
     path = Path(model)
-    if path.exists() or str(model) not in registry():
+    if path.exists():
         return path
+    if str(model) not in registry():
+        raise EpitensorError(
+            f"{model}: no such model directory, nor a published model's name (known: "
+            f"{', '.join(registry())}; see `epitensor models list`)"
+        )
     return pull_model(str(model), chroms, cache, verbose=verbose).path
 
 
