@@ -72,6 +72,7 @@ class Server:
         self.cut: set[str] = set()  # close the connection half way through these, once
         self.corrupt: set[str] = set()  # serve these with a byte flipped
         self.stall: set[str] = set()  # send the headers, then nothing
+        self.ranges = True  # honour Range requests (206); False: always the whole file (200)
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         self.release = threading.Event()
         owner = self
@@ -135,7 +136,7 @@ class Server:
         if name in self.corrupt:
             data = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
         start = 0
-        ranged = handler.headers.get("Range")
+        ranged = handler.headers.get("Range") if self.ranges else None
         if ranged:
             start = int(ranged.split("=")[1].split("-")[0])
         handler.send_response(206 if ranged else 200)
@@ -279,6 +280,26 @@ def test_a_pull_cut_half_way_resumes_where_it_stopped(server, served, tmp_path):
     assert server.hits("avocado-chr21.h5")[-1][1] == f"bytes={size // 2}-"
     done = part.with_name("avocado-chr21.h5")
     assert done.read_bytes() == served["avocado-chr21.h5"] and not part.exists()
+
+
+def test_a_server_that_ignores_ranges_gets_the_whole_file_again(server, served, tmp_path):
+    server.cut.add("avocado-chr21.h5")
+    server.ranges = False
+    assert _cli("models", "pull", "roadmap-hg19", "--chrom", "chr21", "-q").exit_code == 1
+    result = _cli("models", "pull", "roadmap-hg19", "--chrom", "chr21", "-q")
+    assert result.exit_code == 0, result.output
+    done = _original(tmp_path) / "roadmap-hg19" / "original" / "avocado-chr21.h5"
+    assert done.read_bytes() == served["avocado-chr21.h5"]
+
+
+def test_both_shapes_of_the_zenodo_record_are_read():
+    """The legacy list of files and InvenioRDM's ``{"entries": {...}}`` with content links."""
+    from epitensor.io.hub import _zenodo_entries
+
+    entry = {"key": "avocado-chr1.h5", "size": 3, "checksum": "md5:abc", "links": {}}
+    assert _zenodo_entries({"files": [entry]}) == [entry]
+    assert _zenodo_entries({"files": {"enabled": True, "entries": {"a": entry}}}) == [entry]
+    assert _zenodo_entries({"entries": [entry, {"no": "key"}]}) == [entry]
 
 
 def test_a_corrupt_file_is_refused_named_and_removed(server, tmp_path):
