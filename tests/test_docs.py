@@ -140,6 +140,7 @@ def test_the_site_has_every_page(built_docs):
         "guide/annotate.html",
         "guide/scale.html",
         "guide/reference.html",
+        "guide/models.html",
         "validation.html",
         "performance.html",
         "cli.html",
@@ -160,6 +161,9 @@ def test_the_site_has_every_page(built_docs):
     for command in app.registered_commands:
         name = command.name or command.callback.__name__.replace("_", "-")
         assert f"epitensor {name}" in cli, name
+    for group in app.registered_groups:  # epitensor models list|show|pull
+        for command in group.typer_instance.registered_commands:
+            assert f"epitensor {group.name} {command.name}" in cli, command.name
 
 
 def _target_ids(path: Path, cache: dict[Path, set[str]]) -> set[str]:

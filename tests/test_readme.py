@@ -42,6 +42,8 @@ SLOW = ("et.run_cv(", "make demo")
 #: Examples that need files a user brings; the reason is shown when they are skipped.
 NEEDS_FILES = {
     "roadmap/avocado-chr19": "needs the original Avocado's published Roadmap model files",
+    'et.pretrained("roadmap-hg19"': "downloads a published model from the internet "
+    "(the same code runs on a local server in tests/test_models_hub.py)",
 }
 
 #: Lines of the README's bash blocks that cannot run inside the test suite, and why;

@@ -41,8 +41,16 @@ def write_cli_page(folder: Path) -> None:
         "built: the text of `epitensor COMMAND --help`. Global options:",
         "`epitensor --version`, `--help`.\n",
     ]
+    commands = []
     for name, command in group.commands.items():
-        ctx = command.context_class(command, info_name=name, parent=root)
+        subcommands = getattr(command, "commands", None)  # a group (`epitensor models ...`)
+        if subcommands:
+            parent = command.context_class(command, info_name=name, parent=root)
+            commands += [(f"{name} {sub}", cmd, parent) for sub, cmd in subcommands.items()]
+        else:
+            commands.append((name, command, root))
+    for name, command, parent in commands:
+        ctx = command.context_class(command, info_name=name, parent=parent)
         pieces = [
             re.sub(r"^\{(\w+)\}$", lambda m: m[1].upper(), piece)
             for piece in command.collect_usage_pieces(ctx)

@@ -60,6 +60,8 @@ _API = {
     "explain": "epitensor.workflows.explain",
     "extend": "epitensor.workflows.extend",
     "import_reference": "epitensor.workflows.reference",
+    "pretrained": "epitensor.workflows.pretrained",
+    "pull_model": "epitensor.workflows.pretrained",
     "impute": "epitensor.workflows.impute",
     "ingest": "epitensor.store.ingest",
     "open_store": "epitensor.store.registry",
@@ -112,5 +114,6 @@ if TYPE_CHECKING:  # what static tools and IDEs see; nothing of it runs
     from epitensor.workflows.factors import embed
     from epitensor.workflows.impute import impute
     from epitensor.workflows.options import AnnotateOptions, ImputeOptions, TrainOptions
+    from epitensor.workflows.pretrained import pretrained, pull_model
     from epitensor.workflows.reference import import_reference
     from epitensor.workflows.training import train_genome, train_model

@@ -454,12 +454,19 @@ def train(
 
 
 ModelArg = Annotated[Path, typer.Argument(help="Model directory (from `epitensor train`).")]
+ModelOrNameArg = Annotated[
+    Path,
+    typer.Argument(
+        help="Model directory, or a published model's name (`epitensor models list`), "
+        "pulled into the cache ($EPITENSOR_CACHE) with only the chromosomes needed."
+    ),
+]
 
 
 @app.command()
 @user_errors
 def impute(
-    model: ModelArg,
+    model: ModelOrNameArg,
     out: Annotated[
         Path, typer.Option("--out", help="FILE.bw / FILE.bedGraph for one track, else a folder.")
     ],
@@ -559,9 +566,10 @@ def impute(
         trees_store=None if model_only else (trees or AUTO_ENSEMBLE),
         allow_changed_store=allow_changed_store,
     )
+    needed = chrom or [r.split(":", 1)[0] for r in region or []]
     with _writing(out, overwrite, new=False):
         paths = run_impute(
-            model,
+            _model_or_name(model, needed, quiet=quiet),
             list(zip(celltype, assay)),
             _writable_dir(out),
             chroms=chrom,
@@ -736,7 +744,7 @@ def annotate(
 @app.command()
 @user_errors
 def extend(
-    model: ModelArg,
+    model: ModelOrNameArg,
     store: StoreArg,
     out: Annotated[Path, typer.Option("--out", help="New model directory (MODEL is untouched).")],
     celltype: Annotated[
@@ -764,7 +772,7 @@ def extend(
         raise typer.BadParameter("give --celltype ... or --assay ... (one kind per call)")
     with _writing(out, overwrite):
         extended = run_extend(
-            model,
+            _model_or_name(model, store=store, quiet=quiet),
             store,
             _writable_dir(out),
             celltypes=celltype or [],
@@ -904,6 +912,103 @@ def import_reference(
         f"wrote {out}: {len(model.celltypes_)} cell types, {len(model.assays_)} assays, "
         f"axes {', '.join(model.genome_axes_)}"
     )
+
+
+def _model_or_name(
+    model: Path, chroms: list[str] | None = None, store: str | None = None, quiet: bool = False
+) -> Path:
+    """``model`` itself, or the published model of that name pulled with the chromosomes needed.
+
+    ``chroms`` are those to impute (None or empty: all); with ``store`` (``extend``),
+    those of the store's layout.
+    """
+    from epitensor.io.hub import registry
+    from epitensor.workflows.pretrained import resolve_model, store_chroms
+
+    if model.exists() or str(model) not in registry():
+        return model  # a directory, or not a name: the command's own checks speak
+    if store is not None:
+        chroms = store_chroms(str(model), store)
+    return resolve_model(str(model), chroms or None, verbose=not quiet)
+
+
+models_app = typer.Typer(
+    help="The published models of the original Avocado: list, show, pull into the cache.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache", help="Cache folder (default: $EPITENSOR_CACHE, else the platform's user cache)."
+    ),
+]
+
+
+@models_app.command("list")
+@user_errors
+def models_list(cache: CacheOpt = None) -> None:
+    """Every published model: genome, chromosomes, cell types, assays, source, what is cached.
+
+    Example: epitensor models list
+    """
+    from epitensor.workflows.pretrained import list_models
+
+    typer.echo(list_models(cache))
+
+
+@models_app.command("show")
+@user_errors
+def models_show(
+    name: Annotated[str, typer.Argument(help="Registry name (`epitensor models list`).")],
+    cache: CacheOpt = None,
+) -> None:
+    """One published model: paper, genome, chromosomes, URLs, cell types, assays, cache.
+
+    Example: epitensor models show roadmap-hg19
+    """
+    from epitensor.workflows.pretrained import describe_model
+
+    typer.echo(describe_model(name, cache))
+
+
+@models_app.command("pull")
+@user_errors
+def models_pull(
+    name: Annotated[str, typer.Argument(help="Registry name (`epitensor models list`).")],
+    chrom: Annotated[
+        list[str] | None,
+        typer.Option("--chrom", help="Only this chromosome (repeat; default: all)."),
+    ] = None,
+    cache: CacheOpt = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds all downloads may take.")
+    ] = 4 * 3600.0,
+    max_download: Annotated[
+        str, typer.Option("--max-download", help="Largest file accepted (such as 16G).")
+    ] = "16G",
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Hash the files already in the cache again.")
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Download, verify and convert a published model (resumes an interrupted pull).
+
+    Example: epitensor models pull roadmap-hg19 --chrom chr21
+    """
+    from epitensor.io.fetch import parse_size
+    from epitensor.workflows.pretrained import pull_model
+
+    result = pull_model(
+        name,
+        chrom,
+        cache,
+        timeout=timeout,
+        max_bytes=parse_size(max_download),
+        verify=verify,
+        verbose=not quiet,
+    )
+    typer.echo(result.summary())
 
 
 @app.command()

@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_MAX_DOWNLOAD",
     "RunScratch",
     "download",
+    "download_resumable",
     "parse_size",
     "terminate_cleanly",
     "watch_parent",
@@ -339,3 +340,126 @@ def _open_remote(url: str, timeout: float):
     import fsspec
 
     return fsspec.open(url, "rb").open()
+
+
+# resumable downloads (published models) -------------------------------------------------
+
+
+def download_resumable(
+    url: str, target: Path, where: str, deadline: float, max_bytes: int, fix: str = ""
+) -> int:
+    """Download an http(s) ``url`` into ``target``, continuing a partial ``target`` (HTTP Range).
+
+    Unlike :func:`download`, a failed download keeps what arrived, so that the
+    next call asks the server only for the rest (``Range: bytes=N-``); a
+    server that ignores the range (status 200) is read from the start again.
+
+    Parameters
+    ----------
+    url : str
+        http(s) URL.
+    target : pathlib.Path
+        Local file: appended to when it exists, else created.
+    where : str
+        What is downloaded, for messages (a file name).
+    deadline : float
+        ``time.monotonic()`` value by which the download must end.
+    max_bytes : int
+        Largest file accepted.
+    fix : str
+        Advice appended to the message of a missing file or an unreachable
+        server (a mirror to set, say).
+
+    Returns
+    -------
+    int
+        The size of ``target`` in bytes once complete.
+
+    Raises
+    ------
+    EpitensorError
+        One line naming ``where`` and ``url``: not found (HTTP 404 or another
+        HTTP error), unreachable, deadline reached, over ``max_bytes``, or the
+        connection closed before the announced length (the part is kept:
+        calling again resumes it).
+    """
+    import urllib.error
+    import urllib.request
+
+    have = target.stat().st_size if target.exists() else 0
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        _late_resumable(where, url)
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        remote = urllib.request.urlopen(request, timeout=max(min(_READ_TIMEOUT, remaining), 0.1))  # noqa: S310
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # nothing past what we hold: complete already
+            return have
+        if exc.code == 404:
+            raise EpitensorError(
+                f"{where}: {url} not found (HTTP 404); {fix}".rstrip("; ")
+            ) from None
+        raise EpitensorError(
+            f"{where}: {url} answered HTTP {exc.code} {exc.reason}; {fix}".rstrip("; ")
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        if isinstance(exc, TimeoutError | socket.timeout) and time.monotonic() >= deadline:
+            _late_resumable(where, url)
+        reason = getattr(exc, "reason", exc)
+        raise EpitensorError(
+            f"{where}: cannot reach {url} ({reason}); {fix}".rstrip("; ")
+        ) from None
+    with remote:
+        if have and remote.status != 206:
+            have = 0  # the server sends the whole file
+        length = remote.headers.get("Content-Length", "")
+        expected = have + int(length) if str(length).isdigit() else None
+        if expected is not None and expected > max_bytes:
+            _too_big(where, f"{expected:,} bytes", max_bytes)
+        total = _append(remote, target, have, where, url, deadline, max_bytes)
+    if expected is not None and total < expected:
+        raise EpitensorError(
+            f"{where}: the connection closed after {total:,} of {expected:,} bytes from {url}; "
+            f"run the same command again to resume"
+        )
+    return total
+
+
+def _append(remote, target: Path, have: int, where: str, url: str, deadline, max_bytes) -> int:
+    """Copy ``remote`` to ``target`` from byte ``have``; the bytes held at the end."""
+    import http.client
+
+    read = getattr(remote, "read1", remote.read)
+    total = have
+    with open(target, "ab" if have else "wb") as local:
+        try:
+            while chunk := read(_CHUNK):
+                total += len(chunk)
+                if total > max_bytes:
+                    _too_big(where, f"more than {max_bytes:,} bytes", max_bytes)
+                local.write(chunk)
+                if time.monotonic() >= deadline:
+                    _late_resumable(where, url)
+        except TimeoutError:
+            local.flush()
+            if time.monotonic() >= deadline:
+                _late_resumable(where, url)
+            raise EpitensorError(
+                f"{where}: {url} sent nothing for {_READ_TIMEOUT:g} s after {total:,} bytes; "
+                f"run the same command again to resume"
+            ) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise EpitensorError(
+                f"{where}: the connection to {url} broke after {total:,} bytes ({exc}); "
+                f"run the same command again to resume"
+            ) from None
+    return total
+
+
+def _late_resumable(where: str, url: str):
+    raise EpitensorError(
+        f"{where}: download deadline reached while reading {url}; run the same command "
+        f"again to resume (with a longer --timeout)"
+    )
