@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -357,6 +359,77 @@ def test_W1_fingerprints_use_the_checksums_pinned_at_load(stores, tmp_path):
     assert (
         loaded.weights_checksum("pilot") == pinned != Avocado.load(path).weights_checksum("pilot")
     )
+
+
+def _python(code: str) -> subprocess.Popen:
+    """A real second process running ``code`` with this worktree's epitensor."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)  # fmt: skip
+
+
+def test_W1_overwrite_waits_for_a_reader_of_the_model(stores, tmp_path):
+    """A model read (CLI impute holds the shared lock meanwhile): a writer replacing it waits."""
+    from epitensor._utils import read_lock
+
+    path = tmp_path / "m"
+    tiny_model(seed=0).fit(stores["train"], holdout=HOLDOUT).save(path)
+    before = (path / "config.json").read_bytes()
+    writer = (
+        "import sys\nfrom epitensor._utils import output_lock\n"
+        f"with output_lock({str(path)!r}, timeout=0.5):\n    print('replaced')\n"
+    )
+    with read_lock(path):
+        with read_lock(path):  # reentrant
+            process = _python(writer)
+            out, err = process.communicate(timeout=120)
+    assert process.returncode == 1 and "replaced" not in out
+    assert "timed out after 0.5 s" in err and "writing or reading" in err
+    assert (path / "config.json").read_bytes() == before
+    assert not (tmp_path / ".m.lock").exists()  # the last reader removes the lock file
+    # once read, the writer goes ahead at once
+    process = _python(writer)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0 and "replaced" in out, err
+
+
+def test_W1_model_being_written_is_a_one_line_error_for_a_reader(stores, model_dir, tmp_path):
+    """`train --out M --overwrite` holds M's lock: impute and load fail at once, in one line."""
+    from typer.testing import CliRunner
+
+    from epitensor.cli import app
+
+    holder = _python(
+        "import sys\nfrom epitensor._utils import output_lock\n"
+        f"with output_lock({str(model_dir)!r}):\n    print('held', flush=True)\n"
+        "    sys.stdin.read()\n"
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(EpitensorError, match=rf"pid {holder.pid}\).*wait for it to finish"):
+            Avocado.load(model_dir)
+        args = ["impute", str(model_dir), "--celltype", "E003", "--assay", "H3K4me3",
+                "--model-only", "--out", str(tmp_path / "a.bw"), "-q"]  # fmt: skip
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        line = result.output.strip()
+        assert "\n" not in line and "is being written by another epitensor process" in line
+        assert not (tmp_path / "a.bw").exists()
+    finally:
+        holder.communicate("", timeout=60)
+    assert CliRunner().invoke(app, args).exit_code == 0  # the writer done: the model reads
+
+
+def test_W1_a_reader_cannot_write_what_it_reads(model_dir):
+    from epitensor._utils import output_lock, read_lock
+
+    with read_lock(model_dir), pytest.raises(EpitensorError, match="while this process is reading"):
+        with output_lock(model_dir):
+            pass
+    with read_lock(model_dir / "absent" / "m") as held:  # nowhere to put a lock: unlocked
+        assert held is None
 
 
 # W6: train --resume on another store --------------------------------------------------------

@@ -140,6 +140,23 @@ def _writing(
         yield
 
 
+@contextlib.contextmanager
+def _reading(model) -> Iterator[None]:
+    """Hold the shared lock of a model directory while the command reads it (trial W1).
+
+    ``train --out MODEL --overwrite`` started meanwhile waits until the command
+    is done; one already writing MODEL makes the command fail at once, in one
+    line. Anything but an existing directory (a name, a URL) is not locked.
+    """
+    from epitensor._utils import read_lock
+
+    if model is None or not Path(str(model)).is_dir():
+        yield
+        return
+    with read_lock(Path(str(model))):
+        yield
+
+
 def _refuse_own_input(out: Path, given, option: str) -> None:
     """Refuse an output that is, holds or lies in one of the command's inputs (trial L2).
 
@@ -349,7 +366,7 @@ def explain(
     """
     from epitensor.workflows.explain import write_explanation
 
-    with _writing(out, overwrite), _writing(tsv, overwrite, option="--tsv"):
+    with _reading(model), _writing(out, overwrite), _writing(tsv, overwrite, option="--tsv"):
         write_explanation(
             model,
             celltype,
@@ -544,7 +561,7 @@ def impute(
         trees_store=None if model_only else (trees or AUTO_ENSEMBLE),
         allow_changed_store=allow_changed_store,
     )
-    with _writing(out, overwrite, new=False):
+    with _reading(model), _writing(out, overwrite, new=False):
         paths = run_impute(
             model,
             list(zip(celltype, assay)),
@@ -588,7 +605,7 @@ def fit_genome(
     """
     from epitensor.workflows.training import train_genome
 
-    with _writing(out, overwrite, inputs=(model, store)):
+    with _reading(model), _writing(out, overwrite, inputs=(model, store)):
         fitted = train_genome(
             model,
             store,
@@ -630,7 +647,7 @@ def embed(
     """
     from epitensor.workflows.impute import embed as run_embed
 
-    with _writing(out, overwrite, inputs=(model, regions)):
+    with _reading(model), _writing(out, overwrite, inputs=(model, regions)):
         path = run_embed(
             model,
             _writable_dir(out),
@@ -698,20 +715,21 @@ def annotate(
         import torch
 
         torch.set_num_threads(threads)
-    result = run_annotate(
-        model,
-        n_states=states,
-        celltype=celltype,
-        axes=axis,
-        annotations=annotations,
-        n_components=components,
-        sample_size=sample,
-        seed=seed,
-        device=device,
-        verbose=not quiet,
-        out=_writable_dir(out),
-        overwrite=overwrite,
-    )
+    with _reading(model):
+        result = run_annotate(
+            model,
+            n_states=states,
+            celltype=celltype,
+            axes=axis,
+            annotations=annotations,
+            n_components=components,
+            sample_size=sample,
+            seed=seed,
+            device=device,
+            verbose=not quiet,
+            out=_writable_dir(out),
+            overwrite=overwrite,
+        )
     typer.echo(f"wrote {out} ({result.n_states} states) and its tables and heatmaps beside it")
 
 
@@ -744,7 +762,7 @@ def extend(
 
     if bool(celltype) == bool(assay):
         raise typer.BadParameter("give --celltype ... or --assay ... (one kind per call)")
-    with _writing(out, overwrite):
+    with _reading(model), _writing(out, overwrite):
         extended = run_extend(
             model,
             store,
@@ -916,7 +934,7 @@ def evaluate(
 
     if model.is_dir() and _inside(out, model):
         raise typer.BadParameter(f"--out {out} lies inside the model directory {model}")
-    with _writing(out, overwrite):
+    with _reading(model), _writing(out, overwrite):
         table = evaluate_model(
             model,
             store,

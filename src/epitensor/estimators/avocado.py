@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from epitensor._utils import EpitensorError, __version__
+from epitensor._utils import EpitensorError, __version__, read_lock
 from epitensor.estimators.stage2 import fit_genome
 from epitensor.genome.coordinates import Layout
 from epitensor.io.names import parse_track
@@ -761,8 +761,9 @@ class Avocado(BaseEstimator):
                 )
             # the checksum pinned when the model was read, not the config on disk now:
             # a directory replaced meanwhile (train --overwrite) is an error, not a hybrid (W1)
-            tables = modeldir.read_tensors(modeldir.axis_file(path, axis), specs,
-                                           self.weights_checksum(axis))  # fmt: skip
+            with read_lock(path):  # a writer replacing the directory waits, or this fails
+                tables = modeldir.read_tensors(modeldir.axis_file(path, axis), specs,
+                                               self.weights_checksum(axis))  # fmt: skip
             self.module_.genome[axis] = new_genome_module(self.module_, tables)
         return self.module_.genome[axis]
 
@@ -1006,6 +1007,14 @@ class Avocado(BaseEstimator):
         Avocado
         """
         path = Path(path)
+        # under the shared lock: `train --overwrite` waits for the reading, or (when it
+        # is writing) this fails in one line, never reading a mix of two models (W1)
+        with read_lock(path):
+            return cls._load(path)
+
+    @classmethod
+    def _load(cls, path: Path) -> Avocado:
+        """:meth:`load`, its lock held."""
         config = modeldir.read_config(path, cls.__name__)
         try:
             model = cls(**config["params"])
