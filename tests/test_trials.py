@@ -437,6 +437,24 @@ def test_E2_import_reference_validates_names(tmp_path, names, needle):
     assert not (tmp_path / "o").exists()
 
 
+def test_E2_names_are_validated_when_a_model_is_loaded(tmp_path):
+    """A model whose sealed config holds a name with a newline (imported before validation)."""
+    from epitensor.estimators.avocado import Avocado
+    from epitensor.nn import modeldir
+
+    path = tmp_path / "m"
+    shutil.copytree(SAVED_MODEL, path)
+    Avocado.load(path).save(tmp_path / "sealed")  # a config with its own checksum
+    config = json.loads((tmp_path / "sealed" / "config.json").read_text())
+    config["celltypes_"][0] = "E003\ntrack name=x"
+    config["checksums"]["config.json"] = modeldir.config_digest(config)  # sealed as it is
+    (tmp_path / "sealed" / "config.json").write_text(json.dumps(config))
+    result = _run("impute", tmp_path / "sealed", "--celltype", "E017", "--assay", "H3K4me3",
+                  "--model-only", "--out", tmp_path / "o.bw", "-q")  # fmt: skip
+    _fails(result, "config.json", "invalid cell type name", r"'E003\ntrack name=x'")
+    assert not (tmp_path / "o.bw").exists()
+
+
 def _string_bias(handle):
     group, name = _weight(handle, "dense_1", "bias")
     del group[name]
@@ -661,6 +679,44 @@ def test_T8_impute_bedgraph_past_the_file_size_limit_is_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     assert "a.bedGraph" in lines[0] and "File too large" in lines[0]
     assert not out.exists() and [p.name for p in out.parent.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_T9_model_weights_past_the_file_size_limit_are_one_line(tmp_path):
+    """Under ``ulimit -f`` saving a model gave a 51-line SafetensorError; the old model stays."""
+    import resource
+
+    out = tmp_path / "m_keep"
+    shutil.copytree(SAVED_MODEL, out)
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    limit = 20_000  # the saved model's genome factors file is larger
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    code = (
+        "from epitensor.cli import user_errors\nfrom epitensor.estimators.avocado import Avocado\n"
+        f"user_errors(lambda: Avocado.load({str(SAVED_MODEL)!r}).save({str(out)!r}, "
+        "overwrite=True))()\n"
+    )
+    env = dict(os.environ, PYTHONPATH=SRC, PYTHONDONTWRITEBYTECODE="1")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300, preexec_fn=cap)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write "), done.stderr
+    assert "File too large" in lines[0] and "ulimit -f" in lines[0]
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m_keep"]  # no temporary folder left
+
+
+def test_T10_benchmark_split_row_without_assay_is_one_line(tmp_path):
+    """A split row ``E017`` alone: 'float' object has no attribute 'strip' before."""
+    split = tmp_path / "split_bad.tsv"
+    split.write_text("celltype\tassay\nE003\tH3K4me3\nE017\n")
+    result = _run("benchmark", "roadmap-pilot", "--out", tmp_path / "bm", "--split", split,
+                  "--preset", "none", "-q")  # fmt: skip
+    _fails(result, "split_bad.tsv", "row 3", "'E017'", "lacks a cell type or an assay")
+    assert not (tmp_path / "bm").exists()
 
 
 def test_T11_impute_out_naming_an_existing_folder_is_one_line(tmp_path):

@@ -294,9 +294,10 @@ def info(
         result = opened.verify(verbose=not quiet)
         typer.echo("\n" + result.summary())
         if not result.ok:
+            changed = f" and {len(result.changed)} changed tracks" if result.changed else ""
             typer.echo(
                 f"error: store {opened.url} has {len(result.missing)} missing and "
-                f"{len(result.corrupt)} corrupt chunks; re-ingest it",
+                f"{len(result.corrupt)} corrupt chunks{changed}; re-ingest it",
                 err=True,
             )
             sys.exit(1)

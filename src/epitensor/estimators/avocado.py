@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from epitensor._utils import EpitensorError, __version__, read_lock
 from epitensor.estimators.stage2 import fit_genome
 from epitensor.genome.coordinates import Layout
-from epitensor.io.names import parse_track
+from epitensor.io.names import parse_track, validate_name
 from epitensor.nn import modeldir
 from epitensor.nn.average import axis_averages
 from epitensor.nn.hyperparams import PRESETS, Hyperparameters, TrainConfig, read_preset
@@ -1035,6 +1035,11 @@ class Avocado(BaseEstimator):
                 f"{path / modeldir.CONFIG_FILE} does not describe a model this release can "
                 f"build ({type(exc).__name__}: {exc}); restore the model directory from a copy"
             ) from None
+        # names reach file names, bedGraph track lines and CELL:ASSAY options: a model
+        # imported before import-reference validated them is refused here (trial E2)
+        for kind, names in (("cell type", model.celltypes_), ("assay", model.assays_)):
+            for name in names:
+                validate_name(name, kind, f"{path / modeldir.CONFIG_FILE}")
         holdout_mse = config.get("holdout_mse_")
         model.holdout_mse_ = float("nan") if holdout_mse is None else float(holdout_mse)
         weights = modeldir.read_tensors(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +25,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from epitensor._utils import EpitensorError, output_lock, resolve_device, warn
+from epitensor._utils import (
+    EpitensorError,
+    EpitensorWarning,
+    output_lock,
+    resolve_device,
+    warn,
+)
 from epitensor.estimators.avocado import axis_table, genome_table, load_model
 from epitensor.genome.coordinates import Layout, n_bins, parse_region
 from epitensor.io.names import parse_track
@@ -495,6 +502,8 @@ def impute(
                 "resolution": int(model.layout_.resolution),
                 "n_bins": int((segments.axis_end - segments.axis_start).sum()),
                 "ensemble": None if ensemble is None else ensemble.fingerprint(),
+                # a store used under allow_changed_store: the warning given, kept
+                "warnings": [] if ensemble is None else list(ensemble.warnings),
             },
         )
     return paths
@@ -524,7 +533,11 @@ def _ensemble(
         reason = _no_auto_ensemble(model, ray_address)
         if reason is None:
             try:  # only an absent or mismatched compendium falls back; errors reading it do not
-                trees_store = training_compendium(model, model.training_store_, axes, allow_changed)
+                with warnings.catch_warnings():  # the Ensemble below checks it again and warns
+                    warnings.simplefilter("ignore", EpitensorWarning)
+                    trees_store = training_compendium(
+                        model, model.training_store_, axes, allow_changed
+                    )
             except StoreMismatch:
                 raise  # another store at the recorded path: never silently fall back
             except EpitensorError as exc:
