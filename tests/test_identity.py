@@ -680,3 +680,55 @@ def test_T3_a_damaged_study_file_is_one_line(content, tmp_path):
     with pytest.raises(EpitensorError, match=r"study.db is not a readable study \(.*move it away"):
         tune(make_store(tmp_path / "s.zarr", n=20_000), tmp_path / "study", n_trials=1,
              positions=20_000, verbose=False)  # fmt: skip
+
+
+# L1: an interrupted append's snapshot and the store now at its path --------------------------
+
+
+def _killed_append(store: Path) -> None:
+    """A real process that snapshots ``store`` for an append and dies (kill -9) before the end."""
+    code = (
+        "import os\nfrom epitensor.io.fetch import RunScratch\n"
+        f"scratch = RunScratch({str(store)!r}).__enter__()\nscratch.snapshot({str(store)!r})\n"
+        "os._exit(137)\n"
+    )
+    process = _python(code)
+    process.communicate(timeout=120)
+    assert process.returncode == 137
+    assert len(list(store.parent.glob(f".{store.name}.ingest-*/snapshot.txt"))) == 1
+
+
+def test_L1_snapshot_is_not_restored_onto_another_store_at_its_path(tmp_path):
+    from epitensor.io.fetch import RunScratch
+
+    path = tmp_path / "S.zarr"
+    make_store(path, names=NAMES[:2], n=1000)
+    _killed_append(path)
+    shutil.rmtree(path)
+    make_store(path, names=NAMES[::-1], n=1000)  # the user puts another store (a backup) there
+    with pytest.warns(EpitensorWarning, match=r"is not the store it was appending to"):
+        with RunScratch(path):  # what the next `ingest --append` does first
+            pass
+    assert Store.open(path).n_tracks == len(NAMES)  # its 9 tracks kept, not the old 2
+    aside = list(tmp_path.glob(".S.zarr.interrupted-append-*"))
+    assert len(aside) == 1 and (aside[0] / "zarr.json").is_file()
+    assert not list(tmp_path.glob(".S.zarr.ingest-*"))
+    # removed after the kill and a new store ingested there: the deleted one never comes back
+    shutil.rmtree(aside[0])
+    _killed_append(path)
+    shutil.rmtree(path)
+    with pytest.warns(EpitensorWarning, match=r"is not the store"), RunScratch(path):
+        pass
+    assert not path.exists()
+
+
+def test_L1_snapshot_is_restored_onto_the_store_it_was_taken_of(tmp_path):
+    from epitensor.io.fetch import RunScratch
+
+    path = tmp_path / "S.zarr"
+    make_store(path, names=NAMES[:2], n=1000)
+    _killed_append(path)
+    Store.open(path, mode="r+").add_track(*NAMES[2], {"pilot": np.zeros(1000, np.float32)})
+    with pytest.warns(EpitensorWarning, match="restored"), RunScratch(path):
+        pass
+    assert Store.open(path).n_tracks == 2
