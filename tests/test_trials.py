@@ -746,3 +746,27 @@ def test_T6_annotate_states_the_hmm_cannot_fit_are_one_line(trained_model):
     message = str(caught.value)
     assert "\n" not in message and "HMM could not be fitted" in message
     assert "--states" in message and "--sample" in message
+
+
+# F. misleading messages -----------------------------------------------------------------------
+
+
+def test_C7_explain_tsv_equal_to_the_figure_is_refused(tmp_path):
+    """``--out x.png --tsv x.png`` overwrote the figure with the table and reported both."""
+    result = _run("explain", SAVED_MODEL, "--celltype", "E003", "--assay", "H3K4me3",
+                  "--region", "chr1:151158050-151160050", "--out", tmp_path / "x.png",
+                  "--tsv", tmp_path / "x.png", "-q")  # fmt: skip
+    text = " ".join(result.output.replace("│", " ").split())  # the message, unboxed
+    assert result.exit_code == 2 and "is the figure's --out" in text, text
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_C8_train_without_holdout_says_so_not_nan(small_pilot_store, tmp_path):
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"n_celltype_factors": 4, "n_assay_factors": 4,
+                                  "n_25bp_factors": 4, "n_250bp_factors": 2, "n_5kbp_factors": 2,
+                                  "n_layers": 1, "n_nodes": 16, "n_epochs": 1,
+                                  "batch_size": 8192}))  # fmt: skip
+    result = _run("train", small_pilot_store.url, "--out", tmp_path / "m", "--preset", preset, "-q")
+    assert result.exit_code == 0, result.output
+    assert "no holdout" in result.stdout and "nan" not in result.stdout

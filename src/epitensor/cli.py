@@ -367,6 +367,8 @@ def explain(
     """
     from epitensor.workflows.explain import write_explanation
 
+    if tsv is not None and tsv.absolute() == out.absolute():  # trial C7: the TSV replaced the PNG
+        raise typer.BadParameter(f"--tsv {tsv} is the figure's --out; give the table its own file")
     with _reading(model), _writing(out, overwrite), _writing(tsv, overwrite, option="--tsv"):
         write_explanation(
             model,
@@ -450,9 +452,11 @@ def train(
             overwrite=overwrite,
         )
     last = model.history_.iloc[-1]
+    holdout_mse = (  # trial C8: "holdout MSE nan" when nothing was held out
+        f"holdout MSE {model.holdout_mse_:.4f}" if model.holdout_tracks_ else "no holdout"
+    )
     typer.echo(
-        f"wrote {out}: {int(last.epoch)} epochs, train MSE {last.train_mse:.4f}, "
-        f"holdout MSE {model.holdout_mse_:.4f}"
+        f"wrote {out}: {int(last.epoch)} epochs, train MSE {last.train_mse:.4f}, {holdout_mse}"
     )
 
 
