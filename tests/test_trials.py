@@ -770,3 +770,19 @@ def test_C8_train_without_holdout_says_so_not_nan(small_pilot_store, tmp_path):
     result = _run("train", small_pilot_store.url, "--out", tmp_path / "m", "--preset", preset, "-q")
     assert result.exit_code == 0, result.output
     assert "no holdout" in result.stdout and "nan" not in result.stdout
+
+
+def test_C5_second_impute_into_a_folder_keeps_the_first_runs_record(tmp_path):
+    """-log10 p for E003, then --arcsinh for E017 into one folder: impute.json said only arcsinh."""
+    base = ["impute", SAVED_MODEL, "--assay", "H3K4me3", "--model-only", "--out", tmp_path, "-q"]
+    assert _run(*base, "--celltype", "E003").exit_code == 0
+    assert _run(*base, "--celltype", "E017", "--arcsinh").exit_code == 0
+    record = json.loads((tmp_path / "impute.json").read_text())
+    assert record["tracks"] == [["E017", "H3K4me3"]] and record["scale"] == "arcsinh"
+    (earlier,) = record["earlier"]
+    assert earlier["tracks"] == [["E003", "H3K4me3"]] and earlier["scale"] == "-log10 p"
+    assert Path(earlier["files"][0]).is_file()
+    # the first track written again: its earlier record goes
+    assert _run(*base, "--celltype", "E003", "--arcsinh", "--overwrite").exit_code == 0
+    record = json.loads((tmp_path / "impute.json").read_text())
+    assert [r["tracks"] for r in record["earlier"]] == [[["E017", "H3K4me3"]]]
