@@ -786,3 +786,12 @@ def test_C5_second_impute_into_a_folder_keeps_the_first_runs_record(tmp_path):
     assert _run(*base, "--celltype", "E003", "--arcsinh", "--overwrite").exit_code == 0
     record = json.loads((tmp_path / "impute.json").read_text())
     assert [r["tracks"] for r in record["earlier"]] == [[["E017", "H3K4me3"]]]
+
+
+def test_C3_bigwig_of_a_chromosome_past_4_gb_is_one_line(tmp_path):
+    """A 5 Gb chromosome: a raw ``struct.error: 'I' format requires ...`` when the file was closed."""
+    from epitensor.io.bigwig import BigWigEncoder
+
+    with pytest.raises(EpitensorError, match=r"'chrBig' is 5,000,000,000 bp.*write bedGraph"):
+        BigWigEncoder(tmp_path / "x.bw", {"chr1": 1000, "chrBig": 5_000_000_000})
+    assert not (tmp_path / "x.bw").exists()
