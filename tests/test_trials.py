@@ -655,6 +655,26 @@ def test_L2_out_equal_to_the_commands_input_is_refused(pilot_store, tmp_path):
     assert manifest.read_text().startswith("celltype")
 
 
+def test_L2_overwrite_replaces_only_an_output_of_the_commands_kind(pilot_store, tmp_path):
+    """``ingest --out MODEL --overwrite`` replaced a model by a store; ``train`` a store by a model."""
+    victim = tmp_path / "m_victim"
+    shutil.copytree(SAVED_MODEL, victim)
+    manifest = _manifest(tmp_path, [("K562", "X", "t.bw")], "m.tsv")
+    _fails(_ingest(manifest, victim, "--overwrite"), "m_victim holds a model, not a store")
+    assert (victim / "config.json").is_file()
+    store = tmp_path / "s.zarr"
+    shutil.copytree(pilot_store.url, store)
+    for command in (["train", pilot_store.url], ["extend", SAVED_MODEL, pilot_store.url,
+                                                 "--celltype", "E065"]):  # fmt: skip
+        result = _run(*command, "--out", store, "--overwrite", "-q")
+        _fails(result, "s.zarr holds a store, not a model", "--overwrite replaces only a model")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("mine")
+    _fails(_run("train", pilot_store.url, "--out", tmp_path / "notes", "--overwrite", "-q"),
+           "holds a folder of other files")  # fmt: skip
+    assert (store / "zarr.json").is_file() and (tmp_path / "notes" / "a.txt").is_file()
+
+
 # D. tracebacks: impute outputs ------------------------------------------------------------------
 
 

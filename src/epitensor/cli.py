@@ -98,6 +98,7 @@ def _writing(
     new: bool = True,
     wait: bool | None = None,
     inputs: tuple = (),
+    kind: str | None = None,
 ) -> Iterator[None]:
     """Refuse an existing output unless ``--overwrite``; hold its write lock meanwhile.
 
@@ -119,6 +120,10 @@ def _writing(
     inputs : tuple
         The command's inputs (paths, prefixes, URLs, None): ``out`` must not be,
         hold or lie in one. Default: none.
+    kind : {"store", "model"}, optional
+        What the command writes: ``--overwrite`` replaces only an output of
+        that kind (or an empty folder), never a model by a store, say (trial
+        L2). Default None: not checked.
     """
     from epitensor._utils import output_lock
 
@@ -135,6 +140,8 @@ def _writing(
     refuse()
     for given in inputs:
         _refuse_own_input(out, given, option)
+    if overwrite and kind is not None:
+        _refuse_other_kind(out, kind, option)
     with output_lock(out, wait=(overwrite or not new) if wait is None else wait):
         refuse()  # it may have appeared while this process waited
         yield
@@ -155,6 +162,26 @@ def _reading(model) -> Iterator[None]:
         return
     with read_lock(Path(str(model))):
         yield
+
+
+_KIND_FILES = {"store": "zarr.json", "model": "config.json"}
+
+
+def _refuse_other_kind(out: Path, kind: str, option: str) -> None:
+    """Refuse to ``--overwrite`` anything but a ``kind`` or an empty folder (trial L2).
+
+    ``ingest --out MODEL --overwrite`` replaced a model by a store.
+    """
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if out.is_dir() and (out / _KIND_FILES[kind]).is_file():
+        return
+    held = next((k for k, f in _KIND_FILES.items() if (out / f).is_file()), None)
+    what = f"a {held}" if held else ("a file" if not out.is_dir() else "a folder of other files")
+    raise EpitensorError(
+        f"{option} {out} holds {what}, not a {kind}; --overwrite replaces only a {kind}: "
+        f"choose another {option}, or remove it first if it is no longer needed"
+    )
 
 
 def _refuse_own_input(out: Path, given, option: str) -> None:
@@ -250,7 +277,8 @@ def ingest(
 
     if out.exists() and not (append or overwrite):
         raise EpitensorError(f"{out} already exists; pass --append, --overwrite or another --out")
-    with _writing(out, overwrite, new=False, wait=append or overwrite, inputs=(manifest, regions)):
+    with _writing(out, overwrite, new=False, wait=append or overwrite, inputs=(manifest, regions),
+                  kind="store"):  # fmt: skip
         store = run_ingest(
             manifest,
             out,
@@ -437,7 +465,7 @@ def train(
     """
     from epitensor.workflows.training import train_model
 
-    with _writing(out, overwrite, inputs=(store,)):
+    with _writing(out, overwrite, inputs=(store,), kind="model"):
         model = train_model(
             store,
             _writable_dir(out),
@@ -610,7 +638,7 @@ def fit_genome(
     """
     from epitensor.workflows.training import train_genome
 
-    with _reading(model), _writing(out, overwrite, inputs=(model, store)):
+    with _reading(model), _writing(out, overwrite, inputs=(model, store), kind="model"):
         fitted = train_genome(
             model,
             store,
@@ -767,7 +795,7 @@ def extend(
 
     if bool(celltype) == bool(assay):
         raise typer.BadParameter("give --celltype ... or --assay ... (one kind per call)")
-    with _reading(model), _writing(out, overwrite):
+    with _reading(model), _writing(out, overwrite, kind="model"):
         extended = run_extend(
             model,
             store,
@@ -893,7 +921,7 @@ def import_reference(
     """
     from epitensor.workflows.reference import import_reference_to_directory
 
-    with _writing(out, overwrite, inputs=tuple(prefix)):
+    with _writing(out, overwrite, inputs=tuple(prefix), kind="model"):
         model = import_reference_to_directory(
             prefix,
             _writable_dir(out),
