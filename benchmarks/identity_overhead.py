@@ -9,7 +9,10 @@ Issue 35 asks for at most 2% on ``impute`` and ``train``. The checks are:
 - the model: ``training_data_`` recorded at ``fit`` and in the checkpoint
   fingerprint, ``config.json``'s own checksum checked at load, the store's
   coordinates and track digests compared by ``impute``'s ensemble,
-  ``evaluate``, ``extend`` and ``fit-genome``.
+  ``evaluate``, ``extend`` and ``fit-genome``;
+- the shared read lock of the model directory (``read_lock``), taken by
+  ``Avocado.load`` and by each lazy read of a genome axis (the CLI holds it
+  for the whole command: one lock and release more, not timed here).
 
 "Off" replaces those functions by no-ops in this process (the same code
 otherwise), alternating on and off so that machine load hits both alike.
@@ -81,6 +84,8 @@ def checks_off():
     compendium.Store._check_positions = lambda self, *args: None
     saved.append((modeldir, "config_digest", modeldir.config_digest))
     modeldir.config_digest = lambda config: (config.get("checksums") or {}).get("config.json")
+    saved.append((avocado, "read_lock", avocado.read_lock))
+    avocado.read_lock = lambda path: contextlib.nullcontext()
     try:
         yield
     finally:
@@ -119,6 +124,19 @@ def checks_timed(spent: list[float]):
     for owner, name in ((compendium.Store, "_check_positions"), (modeldir, "config_digest")):
         saved.append((owner, name, getattr(owner, name)))
         setattr(owner, name, timer(getattr(owner, name)))
+    lock = avocado.read_lock
+
+    @contextlib.contextmanager
+    def timed_lock(path):  # taking and releasing it: the time inside the block is the work's
+        start = time.perf_counter()
+        with lock(path) as held:
+            spent[0] += time.perf_counter() - start
+            yield held
+            start = time.perf_counter()
+        spent[0] += time.perf_counter() - start
+
+    saved.append((avocado, "read_lock", lock))
+    avocado.read_lock = timed_lock
     try:
         yield
     finally:

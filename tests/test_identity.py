@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -193,6 +195,38 @@ def test_W7_append_keeps_the_chunk_table_current(tmp_path):
     assert Store.open(tmp_path / "s.zarr").verify(verbose=False).ok
 
 
+def test_info_check_recomputes_the_track_digests(tmp_path):
+    """Values rewritten behind epitensor's back with the chunk table kept consistent: caught."""
+    from typer.testing import CliRunner
+
+    from epitensor.cli import app
+
+    path = tmp_path / "s.zarr"
+    make_store(path, position_chunk=1000)
+    check = Store.open(path).verify(verbose=False)
+    assert check.ok and check.n_digests == len(NAMES)
+    assert (
+        f"digests    {len(NAMES)} track digests recomputed, {len(NAMES)} match" in check.summary()
+    )
+    # another writer (zarr itself) changes ten values of track 1 and records the chunks' new CRCs
+    store = Store.open(path, mode="r+")
+    store._group["signal"]["pilot"][1, 0:10] = np.arange(10, dtype=np.float32)
+    store._group.attrs["chunk_crc32c"] = store._chunk_table(0, store.n_tracks)
+    check = Store.open(path).verify(verbose=False)
+    assert not check.ok and not check.corrupt and not check.missing
+    assert len(check.changed) == 1 and "E003:H3K27me3 on axis 'pilot'" in check.changed[0]
+    result = CliRunner().invoke(app, ["info", str(path), "--check", "-q"])
+    assert result.exit_code == 1
+    assert "1 tracks hold other values than when written" in result.output
+    assert "0 corrupt chunks and 1 changed tracks" in result.output
+    # digests edited in zarr.json (two tracks' swapped): both caught
+    meta = json.loads((path / "zarr.json").read_text())
+    digests = meta["attributes"]["track_digests"]
+    digests[3], digests[4] = digests[4], digests[3]
+    (path / "zarr.json").write_text(json.dumps(meta))
+    assert len(Store.open(path).verify(verbose=False).changed) == 3
+
+
 # W2, W3, W4: consumers check the data by content --------------------------------------------
 
 
@@ -359,6 +393,77 @@ def test_W1_fingerprints_use_the_checksums_pinned_at_load(stores, tmp_path):
     )
 
 
+def _python(code: str) -> subprocess.Popen:
+    """A real second process running ``code`` with this worktree's epitensor."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)  # fmt: skip
+
+
+def test_W1_overwrite_waits_for_a_reader_of_the_model(stores, tmp_path):
+    """A model read (CLI impute holds the shared lock meanwhile): a writer replacing it waits."""
+    from epitensor._utils import read_lock
+
+    path = tmp_path / "m"
+    tiny_model(seed=0).fit(stores["train"], holdout=HOLDOUT).save(path)
+    before = (path / "config.json").read_bytes()
+    writer = (
+        "import sys\nfrom epitensor._utils import output_lock\n"
+        f"with output_lock({str(path)!r}, timeout=0.5):\n    print('replaced')\n"
+    )
+    with read_lock(path):
+        with read_lock(path):  # reentrant
+            process = _python(writer)
+            out, err = process.communicate(timeout=120)
+    assert process.returncode == 1 and "replaced" not in out
+    assert "timed out after 0.5 s" in err and "writing or reading" in err
+    assert (path / "config.json").read_bytes() == before
+    assert not (tmp_path / ".m.lock").exists()  # the last reader removes the lock file
+    # once read, the writer goes ahead at once
+    process = _python(writer)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0 and "replaced" in out, err
+
+
+def test_W1_model_being_written_is_a_one_line_error_for_a_reader(stores, model_dir, tmp_path):
+    """`train --out M --overwrite` holds M's lock: impute and load fail at once, in one line."""
+    from typer.testing import CliRunner
+
+    from epitensor.cli import app
+
+    holder = _python(
+        "import sys\nfrom epitensor._utils import output_lock\n"
+        f"with output_lock({str(model_dir)!r}):\n    print('held', flush=True)\n"
+        "    sys.stdin.read()\n"
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(EpitensorError, match=rf"pid {holder.pid}\).*wait for it to finish"):
+            Avocado.load(model_dir)
+        args = ["impute", str(model_dir), "--celltype", "E003", "--assay", "H3K4me3",
+                "--model-only", "--out", str(tmp_path / "a.bw"), "-q"]  # fmt: skip
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        line = result.output.strip()
+        assert "\n" not in line and "is being written by another epitensor process" in line
+        assert not (tmp_path / "a.bw").exists()
+    finally:
+        holder.communicate("", timeout=60)
+    assert CliRunner().invoke(app, args).exit_code == 0  # the writer done: the model reads
+
+
+def test_W1_a_reader_cannot_write_what_it_reads(model_dir):
+    from epitensor._utils import output_lock, read_lock
+
+    with read_lock(model_dir), pytest.raises(EpitensorError, match="while this process is reading"):
+        with output_lock(model_dir):
+            pass
+    with read_lock(model_dir / "absent" / "m") as held:  # nowhere to put a lock: unlocked
+        assert held is None
+
+
 # W6: train --resume on another store --------------------------------------------------------
 
 
@@ -439,3 +544,191 @@ def test_cli_refuses_another_store_in_one_line_and_allows_it_when_asked(
     result = runner.invoke(app, args)
     assert result.exit_code == 1 and "other coordinates" in result.output
     assert "Traceback" not in result.output
+
+
+# every consumer, on the command line: a same-name, same-shape store of other values ----------
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from epitensor.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _one_line(result, *needles) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    line = result.output.strip()
+    assert "\n" not in line, line
+    for needle in needles:
+        assert needle in line, line
+    return line
+
+
+@pytest.mark.parametrize("command", ["impute --trees", "evaluate", "extend", "fit-genome"])
+def test_cli_consumer_refuses_a_same_name_same_shape_store(command, stores, model_dir, tmp_path):
+    """other/train.zarr: the training store's name, axes, regions and tracks; other values."""
+    rotated = stores["rotated"].url
+    args = {
+        "impute --trees": ["impute", model_dir, "--celltype", "E003", "--assay", "H3K4me3",
+                           "--trees", rotated, "--out", tmp_path / "o"],
+        "evaluate": ["evaluate", model_dir, rotated, "--tracks", "E003:H3K4me3",
+                     "--out", tmp_path / "o.csv"],
+        "extend": ["extend", model_dir,
+                   make_store(tmp_path / "other" / "train.zarr", rotate=1,
+                              names=NAMES + [("E116", a) for a in ASSAYS]).url,
+                   "--celltype", "E116", "--out", tmp_path / "o"],
+        "fit-genome": ["fit-genome", model_dir, rotated, "--out", tmp_path / "o"],
+    }[command]  # fmt: skip
+    line = _one_line(_cli(*args, "-q"), "is not the data", "--allow-changed-store")
+    assert str(Path(stores["train"].url).resolve()) in line  # names the store it was made from
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and "other" not in p.parts]
+    assert not written  # nothing written (an empty output folder at most)
+
+
+def test_cli_impute_refuses_a_reingested_store_and_records_an_allowed_one(tmp_path):
+    """W3 on the command line; with --allow-changed-store the warning stays in the records."""
+    store = tmp_path / "toy.zarr"
+    make_store(store)
+    tiny_model().fit(store, holdout=HOLDOUT).save(tmp_path / "m")
+    make_store(store, rotate=1)  # re-ingested in place: same name, shape and coordinates
+    args = ["impute", tmp_path / "m", "--celltype", "E003", "--assay", "H3K4me3",
+            "--celltype", "E017", "--assay", "H3K4me3", "--out", tmp_path / "imp", "-q"]  # fmt: skip
+    _one_line(_cli(*args), "is not the data", "--allow-changed-store")
+    assert not list(tmp_path.glob("imp/*.bigWig"))
+    with pytest.warns(EpitensorWarning, match="used anyway"):
+        result = _cli(*args, "--allow-changed-store")
+    assert result.exit_code == 0, result.output
+    params = json.loads((tmp_path / "imp" / "impute.json").read_text())
+    assert len(params["warnings"]) == 1 and "hold other values" in params["warnings"][0]
+    assert params["ensemble"]["warnings"] == params["warnings"]
+    for path in params["files"]:  # each file's done record keeps it too
+        record = json.loads((Path(path).parent / f".{Path(path).name}.done.json").read_text())
+        assert record["fingerprint"]["ensemble"]["warnings"] == params["warnings"]
+    stamps = {p: Path(p).stat().st_mtime_ns for p in params["files"]}
+    with pytest.warns(EpitensorWarning, match="used anyway"):
+        assert _cli(*args, "--allow-changed-store").exit_code == 0  # the same run: resumed
+    assert {p: Path(p).stat().st_mtime_ns for p in params["files"]} == stamps
+    make_store(store)  # the data it was made from, back: the files are not of this run
+    _one_line(_cli(*args), "not a finished file of this imputation")
+
+
+def test_cli_train_resume_refuses_a_checkpoint_made_on_another_store(stores, tmp_path):
+    """W6 on the command line: same preset and holdout, the other store of the same shape."""
+    preset = tmp_path / "p.json"
+    params = tiny_model(n_epochs=2).get_params()
+    preset.write_text(json.dumps({k: v for k, v in params.items()
+                                  if k not in ("verbose", "device", "n_threads")}))  # fmt: skip
+    out = tmp_path / "m"
+    Avocado.from_preset(str(preset), verbose=False, device=None, n_threads=None).fit(
+        stores["train"], holdout=HOLDOUT, checkpoint_dir=tmp_path / "m.checkpoint"
+    )
+    args = ["--out", out, "--preset", preset, "--holdout", "E003:H3K4me3", "--resume", "-q"]
+    _one_line(_cli("train", stores["rotated"].url, *args), "belongs to another run")
+    assert not out.exists()
+    result = _cli("train", stores["train"].url, *args)  # the store it was made on resumes
+    assert result.exit_code == 0, result.output
+    assert Avocado.load(out).training_data_["digest"] == stores["train"].identity()["digest"]
+
+
+def test_cli_tune_resume_refuses_a_study_made_on_other_data(tmp_path, monkeypatch):
+    """W2 for tune on the command line: the same relative store name, run from another folder."""
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"n_celltype_factors": [4], "n_assay_factors": [4],
+                                 "n_25bp_factors": [2], "n_250bp_factors": [4],
+                                 "n_5kbp_factors": [4], "n_layers": [1], "n_nodes": [8]}))  # fmt: skip
+    for folder, rotate in (("work", 0), ("elsewhere", 1)):
+        make_store(tmp_path / folder / "toy.zarr", rotate=rotate, n=20_000)
+    args = ["tune", "toy.zarr", "--out", tmp_path / "study", "--space", space, "--positions",
+            20_000, "--budget", 0.01, "--holdout", "E003:H3K4me3", "-q"]  # fmt: skip
+    monkeypatch.chdir(tmp_path / "work")
+    result = _cli(*args, "--trials", 1)
+    assert result.exit_code == 0, result.output
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    _one_line(_cli(*args, "--trials", 2), "study.db holds a study made on other data")
+
+
+# T2, T3: tune's study ---------------------------------------------------------------------------
+
+
+def test_T2_a_second_tune_of_one_study_fails_at_once(tmp_path):
+    from epitensor.evaluation.tune import tune
+
+    study = tmp_path / "study"
+    holder = _python(
+        "import sys\nfrom epitensor._utils import output_lock\n"
+        f"with output_lock({str(study)!r}):\n    print('held', flush=True)\n    sys.stdin.read()\n"
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(EpitensorError, match=rf"being written by another .*pid {holder.pid}"):
+            tune(make_store(tmp_path / "s.zarr", n=20_000), study, n_trials=1, positions=20_000,
+                 verbose=False)  # fmt: skip
+    finally:
+        holder.communicate("", timeout=60)
+    assert not (study / "study.db").exists()
+
+
+@pytest.mark.parametrize("content", [b"not a database\n", b"SQLite format 3\x00" + b"\x07" * 90])
+def test_T3_a_damaged_study_file_is_one_line(content, tmp_path):
+    from epitensor.evaluation.tune import tune
+
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "study.db").write_bytes(content)
+    with pytest.raises(EpitensorError, match=r"study.db is not a readable study \(.*move it away"):
+        tune(make_store(tmp_path / "s.zarr", n=20_000), tmp_path / "study", n_trials=1,
+             positions=20_000, verbose=False)  # fmt: skip
+
+
+# L1: an interrupted append's snapshot and the store now at its path --------------------------
+
+
+def _killed_append(store: Path) -> None:
+    """A real process that snapshots ``store`` for an append and dies (kill -9) before the end."""
+    code = (
+        "import os\nfrom epitensor.io.fetch import RunScratch\n"
+        f"scratch = RunScratch({str(store)!r}).__enter__()\nscratch.snapshot({str(store)!r})\n"
+        "os._exit(137)\n"
+    )
+    process = _python(code)
+    process.communicate(timeout=120)
+    assert process.returncode == 137
+    assert len(list(store.parent.glob(f".{store.name}.ingest-*/snapshot.txt"))) == 1
+
+
+def test_L1_snapshot_is_not_restored_onto_another_store_at_its_path(tmp_path):
+    from epitensor.io.fetch import RunScratch
+
+    path = tmp_path / "S.zarr"
+    make_store(path, names=NAMES[:2], n=1000)
+    _killed_append(path)
+    shutil.rmtree(path)
+    make_store(path, names=NAMES[::-1], n=1000)  # the user puts another store (a backup) there
+    with pytest.warns(EpitensorWarning, match=r"is not the store it was appending to"):
+        with RunScratch(path):  # what the next `ingest --append` does first
+            pass
+    assert Store.open(path).n_tracks == len(NAMES)  # its 9 tracks kept, not the old 2
+    aside = list(tmp_path.glob(".S.zarr.interrupted-append-*"))
+    assert len(aside) == 1 and (aside[0] / "zarr.json").is_file()
+    assert not list(tmp_path.glob(".S.zarr.ingest-*"))
+    # removed after the kill and a new store ingested there: the deleted one never comes back
+    shutil.rmtree(aside[0])
+    _killed_append(path)
+    shutil.rmtree(path)
+    with pytest.warns(EpitensorWarning, match=r"is not the store"), RunScratch(path):
+        pass
+    assert not path.exists()
+
+
+def test_L1_snapshot_is_restored_onto_the_store_it_was_taken_of(tmp_path):
+    from epitensor.io.fetch import RunScratch
+
+    path = tmp_path / "S.zarr"
+    make_store(path, names=NAMES[:2], n=1000)
+    _killed_append(path)
+    Store.open(path, mode="r+").add_track(*NAMES[2], {"pilot": np.zeros(1000, np.float32)})
+    with pytest.warns(EpitensorWarning, match="restored"), RunScratch(path):
+        pass
+    assert Store.open(path).n_tracks == 2

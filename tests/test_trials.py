@@ -437,6 +437,24 @@ def test_E2_import_reference_validates_names(tmp_path, names, needle):
     assert not (tmp_path / "o").exists()
 
 
+def test_E2_names_are_validated_when_a_model_is_loaded(tmp_path):
+    """A model whose sealed config holds a name with a newline (imported before validation)."""
+    from epitensor.estimators.avocado import Avocado
+    from epitensor.nn import modeldir
+
+    path = tmp_path / "m"
+    shutil.copytree(SAVED_MODEL, path)
+    Avocado.load(path).save(tmp_path / "sealed")  # a config with its own checksum
+    config = json.loads((tmp_path / "sealed" / "config.json").read_text())
+    config["celltypes_"][0] = "E003\ntrack name=x"
+    config["checksums"]["config.json"] = modeldir.config_digest(config)  # sealed as it is
+    (tmp_path / "sealed" / "config.json").write_text(json.dumps(config))
+    result = _run("impute", tmp_path / "sealed", "--celltype", "E017", "--assay", "H3K4me3",
+                  "--model-only", "--out", tmp_path / "o.bw", "-q")  # fmt: skip
+    _fails(result, "config.json", "invalid cell type name", r"'E003\ntrack name=x'")
+    assert not (tmp_path / "o.bw").exists()
+
+
 def _string_bias(handle):
     group, name = _weight(handle, "dense_1", "bias")
     del group[name]
@@ -637,6 +655,26 @@ def test_L2_out_equal_to_the_commands_input_is_refused(pilot_store, tmp_path):
     assert manifest.read_text().startswith("celltype")
 
 
+def test_L2_overwrite_replaces_only_an_output_of_the_commands_kind(pilot_store, tmp_path):
+    """``ingest --out MODEL --overwrite`` replaced a model by a store; ``train`` a store by a model."""
+    victim = tmp_path / "m_victim"
+    shutil.copytree(SAVED_MODEL, victim)
+    manifest = _manifest(tmp_path, [("K562", "X", "t.bw")], "m.tsv")
+    _fails(_ingest(manifest, victim, "--overwrite"), "m_victim holds a model, not a store")
+    assert (victim / "config.json").is_file()
+    store = tmp_path / "s.zarr"
+    shutil.copytree(pilot_store.url, store)
+    for command in (["train", pilot_store.url], ["extend", SAVED_MODEL, pilot_store.url,
+                                                 "--celltype", "E065"]):  # fmt: skip
+        result = _run(*command, "--out", store, "--overwrite", "-q")
+        _fails(result, "s.zarr holds a store, not a model", "--overwrite replaces only a model")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("mine")
+    _fails(_run("train", pilot_store.url, "--out", tmp_path / "notes", "--overwrite", "-q"),
+           "holds a folder of other files")  # fmt: skip
+    assert (store / "zarr.json").is_file() and (tmp_path / "notes" / "a.txt").is_file()
+
+
 # D. tracebacks: impute outputs ------------------------------------------------------------------
 
 
@@ -661,6 +699,44 @@ def test_T8_impute_bedgraph_past_the_file_size_limit_is_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     assert "a.bedGraph" in lines[0] and "File too large" in lines[0]
     assert not out.exists() and [p.name for p in out.parent.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_T9_model_weights_past_the_file_size_limit_are_one_line(tmp_path):
+    """Under ``ulimit -f`` saving a model gave a 51-line SafetensorError; the old model stays."""
+    import resource
+
+    out = tmp_path / "m_keep"
+    shutil.copytree(SAVED_MODEL, out)
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    limit = 20_000  # the saved model's genome factors file is larger
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    code = (
+        "from epitensor.cli import user_errors\nfrom epitensor.estimators.avocado import Avocado\n"
+        f"user_errors(lambda: Avocado.load({str(SAVED_MODEL)!r}).save({str(out)!r}, "
+        "overwrite=True))()\n"
+    )
+    env = dict(os.environ, PYTHONPATH=SRC, PYTHONDONTWRITEBYTECODE="1")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300, preexec_fn=cap)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write "), done.stderr
+    assert "File too large" in lines[0] and "ulimit -f" in lines[0]
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m_keep"]  # no temporary folder left
+
+
+def test_T10_benchmark_split_row_without_assay_is_one_line(tmp_path):
+    """A split row ``E017`` alone: 'float' object has no attribute 'strip' before."""
+    split = tmp_path / "split_bad.tsv"
+    split.write_text("celltype\tassay\nE003\tH3K4me3\nE017\n")
+    result = _run("benchmark", "roadmap-pilot", "--out", tmp_path / "bm", "--split", split,
+                  "--preset", "none", "-q")  # fmt: skip
+    _fails(result, "split_bad.tsv", "row 3", "'E017'", "lacks a cell type or an assay")
+    assert not (tmp_path / "bm").exists()
 
 
 def test_T11_impute_out_naming_an_existing_folder_is_one_line(tmp_path):
@@ -690,3 +766,52 @@ def test_T6_annotate_states_the_hmm_cannot_fit_are_one_line(trained_model):
     message = str(caught.value)
     assert "\n" not in message and "HMM could not be fitted" in message
     assert "--states" in message and "--sample" in message
+
+
+# F. misleading messages -----------------------------------------------------------------------
+
+
+def test_C7_explain_tsv_equal_to_the_figure_is_refused(tmp_path):
+    """``--out x.png --tsv x.png`` overwrote the figure with the table and reported both."""
+    result = _run("explain", SAVED_MODEL, "--celltype", "E003", "--assay", "H3K4me3",
+                  "--region", "chr1:151158050-151160050", "--out", tmp_path / "x.png",
+                  "--tsv", tmp_path / "x.png", "-q")  # fmt: skip
+    text = " ".join(result.output.replace("│", " ").split())  # the message, unboxed
+    assert result.exit_code == 2 and "is the figure's --out" in text, text
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_C8_train_without_holdout_says_so_not_nan(small_pilot_store, tmp_path):
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"n_celltype_factors": 4, "n_assay_factors": 4,
+                                  "n_25bp_factors": 4, "n_250bp_factors": 2, "n_5kbp_factors": 2,
+                                  "n_layers": 1, "n_nodes": 16, "n_epochs": 1,
+                                  "batch_size": 8192}))  # fmt: skip
+    result = _run("train", small_pilot_store.url, "--out", tmp_path / "m", "--preset", preset, "-q")
+    assert result.exit_code == 0, result.output
+    assert "no holdout" in result.stdout and "nan" not in result.stdout
+
+
+def test_C5_second_impute_into_a_folder_keeps_the_first_runs_record(tmp_path):
+    """-log10 p for E003, then --arcsinh for E017 into one folder: impute.json said only arcsinh."""
+    base = ["impute", SAVED_MODEL, "--assay", "H3K4me3", "--model-only", "--out", tmp_path, "-q"]
+    assert _run(*base, "--celltype", "E003").exit_code == 0
+    assert _run(*base, "--celltype", "E017", "--arcsinh").exit_code == 0
+    record = json.loads((tmp_path / "impute.json").read_text())
+    assert record["tracks"] == [["E017", "H3K4me3"]] and record["scale"] == "arcsinh"
+    (earlier,) = record["earlier"]
+    assert earlier["tracks"] == [["E003", "H3K4me3"]] and earlier["scale"] == "-log10 p"
+    assert Path(earlier["files"][0]).is_file()
+    # the first track written again: its earlier record goes
+    assert _run(*base, "--celltype", "E003", "--arcsinh", "--overwrite").exit_code == 0
+    record = json.loads((tmp_path / "impute.json").read_text())
+    assert [r["tracks"] for r in record["earlier"]] == [[["E017", "H3K4me3"]]]
+
+
+def test_C3_bigwig_of_a_chromosome_past_4_gb_is_one_line(tmp_path):
+    """A 5 Gb chromosome: a raw ``struct.error: 'I' format requires ...`` when the file was closed."""
+    from epitensor.io.bigwig import BigWigEncoder
+
+    with pytest.raises(EpitensorError, match=r"'chrBig' is 5,000,000,000 bp.*write bedGraph"):
+        BigWigEncoder(tmp_path / "x.bw", {"chr1": 1000, "chrBig": 5_000_000_000})
+    assert not (tmp_path / "x.bw").exists()

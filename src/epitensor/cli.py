@@ -115,6 +115,7 @@ def _writing(
     new: bool = True,
     wait: bool | None = None,
     inputs: tuple = (),
+    kind: str | None = None,
 ) -> Iterator[None]:
     """Refuse an existing output unless ``--overwrite``; hold its write lock meanwhile.
 
@@ -136,6 +137,10 @@ def _writing(
     inputs : tuple
         The command's inputs (paths, prefixes, URLs, None): ``out`` must not be,
         hold or lie in one. Default: none.
+    kind : {"store", "model"}, optional
+        What the command writes: ``--overwrite`` replaces only an output of
+        that kind (or an empty folder), never a model by a store, say (trial
+        L2). Default None: not checked.
     """
     from epitensor._utils import output_lock
 
@@ -152,9 +157,48 @@ def _writing(
     refuse()
     for given in inputs:
         _refuse_own_input(out, given, option)
+    if overwrite and kind is not None:
+        _refuse_other_kind(out, kind, option)
     with output_lock(out, wait=(overwrite or not new) if wait is None else wait):
         refuse()  # it may have appeared while this process waited
         yield
+
+
+@contextlib.contextmanager
+def _reading(model) -> Iterator[None]:
+    """Hold the shared lock of a model directory while the command reads it (trial W1).
+
+    ``train --out MODEL --overwrite`` started meanwhile waits until the command
+    is done; one already writing MODEL makes the command fail at once, in one
+    line. Anything but an existing directory (a name, a URL) is not locked.
+    """
+    from epitensor._utils import read_lock
+
+    if model is None or not Path(str(model)).is_dir():
+        yield
+        return
+    with read_lock(Path(str(model))):
+        yield
+
+
+_KIND_FILES = {"store": "zarr.json", "model": "config.json"}
+
+
+def _refuse_other_kind(out: Path, kind: str, option: str) -> None:
+    """Refuse to ``--overwrite`` anything but a ``kind`` or an empty folder (trial L2).
+
+    ``ingest --out MODEL --overwrite`` replaced a model by a store.
+    """
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if out.is_dir() and (out / _KIND_FILES[kind]).is_file():
+        return
+    held = next((k for k, f in _KIND_FILES.items() if (out / f).is_file()), None)
+    what = f"a {held}" if held else ("a file" if not out.is_dir() else "a folder of other files")
+    raise EpitensorError(
+        f"{option} {out} holds {what}, not a {kind}; --overwrite replaces only a {kind}: "
+        f"choose another {option}, or remove it first if it is no longer needed"
+    )
 
 
 def _refuse_own_input(out: Path, given, option: str) -> None:
@@ -250,7 +294,8 @@ def ingest(
 
     if out.exists() and not (append or overwrite):
         raise EpitensorError(f"{out} already exists; pass --append, --overwrite or another --out")
-    with _writing(out, overwrite, new=False, wait=append or overwrite, inputs=(manifest, regions)):
+    with _writing(out, overwrite, new=False, wait=append or overwrite, inputs=(manifest, regions),
+                  kind="store"):  # fmt: skip
         options = IngestOptions(
             genome=genome,
             regions=regions,
@@ -293,9 +338,10 @@ def info(
         result = opened.verify(verbose=not quiet)
         typer.echo("\n" + result.summary())
         if not result.ok:
+            changed = f" and {len(result.changed)} changed tracks" if result.changed else ""
             typer.echo(
                 f"error: store {opened.url} has {len(result.missing)} missing and "
-                f"{len(result.corrupt)} corrupt chunks; re-ingest it",
+                f"{len(result.corrupt)} corrupt chunks{changed}; re-ingest it",
                 err=True,
             )
             sys.exit(1)
@@ -365,7 +411,9 @@ def explain(
     """
     from epitensor.workflows.explain import write_explanation
 
-    with _writing(out, overwrite), _writing(tsv, overwrite, option="--tsv"):
+    if tsv is not None and tsv.absolute() == out.absolute():  # trial C7: the TSV replaced the PNG
+        raise typer.BadParameter(f"--tsv {tsv} is the figure's --out; give the table its own file")
+    with _reading(model), _writing(out, overwrite), _writing(tsv, overwrite, option="--tsv"):
         write_explanation(
             model,
             celltype,
@@ -433,7 +481,7 @@ def train(
     """
     from epitensor.workflows.training import train_model
 
-    with _writing(out, overwrite, inputs=(store,)):
+    with _writing(out, overwrite, inputs=(store,), kind="model"):
         options = TrainOptions(
             preset=preset,
             holdout=holdout or (),
@@ -447,9 +495,11 @@ def train(
         )
         model = train_model(store, _writable_dir(out), options=options)
     last = model.history_.iloc[-1]
+    holdout_mse = (  # trial C8: "holdout MSE nan" when nothing was held out
+        f"holdout MSE {model.holdout_mse_:.4f}" if model.holdout_tracks_ else "no holdout"
+    )
     typer.echo(
-        f"wrote {out}: {int(last.epoch)} epochs, train MSE {last.train_mse:.4f}, "
-        f"holdout MSE {model.holdout_mse_:.4f}"
+        f"wrote {out}: {int(last.epoch)} epochs, train MSE {last.train_mse:.4f}, {holdout_mse}"
     )
 
 
@@ -568,15 +618,17 @@ def impute(
     )
     needed = chrom or [r.split(":", 1)[0] for r in region or []]
     with _writing(out, overwrite, new=False):
-        paths = run_impute(
-            _model_or_name(model, needed, quiet=quiet),
-            list(zip(celltype, assay)),
-            _writable_dir(out),
-            chroms=chrom,
-            regions=region,
-            missing_in=all_missing,
-            options=options,
-        )
+        model = _model_or_name(model, needed, quiet=quiet)
+        with _reading(model):
+            paths = run_impute(
+                model,
+                list(zip(celltype, assay)),
+                _writable_dir(out),
+                chroms=chrom,
+                regions=region,
+                missing_in=all_missing,
+                options=options,
+            )
     typer.echo("\n".join(f"wrote {p}" for p in paths))
 
 
@@ -611,7 +663,7 @@ def fit_genome(
     """
     from epitensor.workflows.training import train_genome
 
-    with _writing(out, overwrite, inputs=(model, store)):
+    with _reading(model), _writing(out, overwrite, inputs=(model, store), kind="model"):
         fitted = train_genome(
             model,
             store,
@@ -653,7 +705,7 @@ def embed(
     """
     from epitensor.workflows.impute import embed as run_embed
 
-    with _writing(out, overwrite, inputs=(model, regions)):
+    with _reading(model), _writing(out, overwrite, inputs=(model, regions)):
         path = run_embed(
             model,
             _writable_dir(out),
@@ -737,7 +789,8 @@ def annotate(
         verbose=not quiet,
         overwrite=overwrite,
     )
-    result = run_annotate(model, _writable_dir(out), options=options)
+    with _reading(model):
+        result = run_annotate(model, _writable_dir(out), options=options)
     typer.echo(f"wrote {out} ({result.n_states} states) and its tables and heatmaps beside it")
 
 
@@ -770,19 +823,21 @@ def extend(
 
     if bool(celltype) == bool(assay):
         raise typer.BadParameter("give --celltype ... or --assay ... (one kind per call)")
-    with _writing(out, overwrite):
-        extended = run_extend(
-            _model_or_name(model, store=store, quiet=quiet),
-            store,
-            _writable_dir(out),
-            celltypes=celltype or [],
-            assays=assay or [],
-            n_epochs=epochs,
-            device=device,
-            overwrite=overwrite,
-            verbose=not quiet,
-            allow_changed=allow_changed_store,
-        )
+    with _writing(out, overwrite, kind="model"):
+        model = _model_or_name(model, store=store, quiet=quiet)
+        with _reading(model):
+            extended = run_extend(
+                model,
+                store,
+                _writable_dir(out),
+                celltypes=celltype or [],
+                assays=assay or [],
+                n_epochs=epochs,
+                device=device,
+                overwrite=overwrite,
+                verbose=not quiet,
+                allow_changed=allow_changed_store,
+            )
     last = extended.history_.iloc[-1]
     typer.echo(f"wrote {out}: transfer train MSE {last.train_mse:.4f}")
 
@@ -898,7 +953,7 @@ def import_reference(
     """
     from epitensor.workflows.reference import import_reference_to_directory
 
-    with _writing(out, overwrite, inputs=tuple(prefix)):
+    with _writing(out, overwrite, inputs=tuple(prefix), kind="model"):
         model = import_reference_to_directory(
             prefix,
             _writable_dir(out),
@@ -1041,7 +1096,7 @@ def evaluate(
 
     if model.is_dir() and _inside(out, model):
         raise typer.BadParameter(f"--out {out} lies inside the model directory {model}")
-    with _writing(out, overwrite):
+    with _reading(model), _writing(out, overwrite):
         table = evaluate_model(
             model,
             store,

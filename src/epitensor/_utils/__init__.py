@@ -22,6 +22,7 @@ from epitensor._utils.files import (
     md5sum,
     output_lock,
     package_data,
+    read_lock,
     usual_file_mode,
 )
 from epitensor._utils.machine import (
@@ -68,6 +69,7 @@ __all__ = [
     "package_data",
     "passive_openmp_wait",
     "progress",
+    "read_lock",
     "resolve_device",
     "resolve_precision",
     "usual_file_mode",

@@ -44,7 +44,8 @@ def local_path(url: str | os.PathLike) -> Path:
 LOCK_TIMEOUT_ENV = "EPITENSOR_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 3600.0
 _LOCK_POLL = 0.1  # seconds between tries while another process holds a lock
-_held: dict[str, list] = {}  # lock file -> [handle, depth]: locks this process holds
+# lock file -> [handle, depth, exclusive]: locks this process holds (exclusive: a writer's)
+_held: dict[str, list] = {}
 _held_guard = threading.Lock()
 
 
@@ -120,6 +121,11 @@ def output_lock(
     target = lock_file(path)
     key = str(target)
     with _held_guard:
+        if key in _held and not _held[key][2]:
+            # waiting for our own shared lock would never end
+            raise EpitensorError(
+                f"cannot write {path} while this process is reading it; write to another path"
+            )
         if key in _held:
             _held[key][1] += 1
             reentered = True
@@ -134,7 +140,7 @@ def output_lock(
         return
     handle = _acquire(target, path, wait, lock_timeout() if timeout is None else timeout)
     with _held_guard:
-        _held[key] = [handle, 1]
+        _held[key] = [handle, 1, True]
     try:
         yield target
     finally:
@@ -146,6 +152,104 @@ def output_lock(
                 _held[key][1] = depth
         if depth == 0:
             _release(handle, target)
+
+
+@contextlib.contextmanager
+def read_lock(path: str | os.PathLike) -> Iterator[Path | None]:
+    """Hold a shared lock on an output while the block reads it (a model being loaded).
+
+    The shared side of :func:`output_lock`'s lock file: any number of readers
+    hold it at once; a writer (``train --out M --overwrite``) waits until the
+    last reader is done before it replaces ``path``, and a reader that comes
+    while a writer holds the lock fails at once, with one line. So a reader
+    sees one whole version of ``path``, never a mix of two (trial W1).
+    Reentrant, also inside this process's own :func:`output_lock` of ``path``.
+
+    Where no lock file can be made (a read-only folder, a shared model of
+    another user's, a path that does not exist) the block runs unlocked: no
+    epitensor writer can replace it there either, and what a model was loaded
+    from is still checked against the checksums pinned at load.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The output read (a model directory).
+
+    Yields
+    ------
+    pathlib.Path or None
+        The lock file, or None when reading unlocked.
+
+    Raises
+    ------
+    EpitensorError
+        When another process is writing ``path``.
+    """
+    target = lock_file(path)
+    key = str(target)
+    with _held_guard:
+        reentered = key in _held
+        if reentered:
+            _held[key][1] += 1
+    if reentered:
+        try:
+            yield target
+        finally:
+            with _held_guard:
+                _held[key][1] -= 1
+        return
+    handle = _acquire_shared(target, path)
+    if handle is None:
+        yield None
+        return
+    with _held_guard:
+        _held[key] = [handle, 1, False]
+    try:
+        yield target
+    finally:
+        with _held_guard:
+            depth = _held[key][1] - 1
+            if depth == 0:
+                del _held[key]
+            else:  # pragma: no cover - a nested holder outlived its parent block
+                _held[key][1] = depth
+        if depth == 0:
+            _release_shared(handle, target)
+
+
+def _acquire_shared(target: Path, path):
+    """Take the shared lock of ``target`` at once; None where no lock file can be made."""
+    if fcntl is None:  # pragma: no cover - Windows: filelock has no shared locks
+        return None
+    try:
+        handle = _try_lock(target, shared=True)
+    except (FileNotFoundError, PermissionError):
+        return None  # no folder, or one this user may not write: nobody replaces it here
+    except OSError as exc:
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return None
+        raise EpitensorError(
+            f"cannot lock {path} for reading: {exc.strerror or exc} on {target}"
+        ) from None
+    if handle is None:
+        raise EpitensorError(
+            f"{path} is being written by another epitensor process{_lock_holder(target)} "
+            f"(lock {target}; `--overwrite` replacing it?); wait for it to finish, then run again"
+        )
+    return handle
+
+
+def _release_shared(handle: int, target: Path) -> None:
+    """Unlock a shared lock; the last reader (it alone can take the lock whole) deletes the file."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(handle)  # other readers hold it (or no file locks): they delete it
+        return
+    with contextlib.suppress(OSError):
+        if os.path.samestat(os.fstat(handle), os.stat(target)):
+            os.unlink(target)
+    os.close(handle)
 
 
 def check_parent_folder(out: str | os.PathLike, what: str = "") -> None:
@@ -186,7 +290,7 @@ def _acquire(target: Path, path, wait: bool, timeout: float):
             )
         sys.stderr.write(
             f"waiting up to {timeout:g} s for another epitensor process{holder} writing "
-            f"{path} to finish (set {LOCK_TIMEOUT_ENV} to change the wait)\n"
+            f"or reading {path} to finish (set {LOCK_TIMEOUT_ENV} to change the wait)\n"
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -200,7 +304,7 @@ def _acquire(target: Path, path, wait: bool, timeout: float):
         ) from None
     raise EpitensorError(
         f"timed out after {timeout:g} s waiting for another epitensor process"
-        f"{_lock_holder(target)} writing {path} (lock {target}); retry when it is done "
+        f"{_lock_holder(target)} writing or reading {path} (lock {target}); retry when it is done "
         f"or set {LOCK_TIMEOUT_ENV} to wait longer"
     )
 
@@ -221,8 +325,11 @@ except ImportError:  # pragma: no cover - Windows: filelock's msvcrt locks inste
 _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}  # file systems without flock
 
 
-def _try_lock(target: Path):
-    """One attempt at the lock; its handle, or None while another process holds it."""
+def _try_lock(target: Path, shared: bool = False):
+    """One attempt at the lock; its handle, or None while another process holds it.
+
+    ``shared``: a reader's lock (:func:`read_lock`), which writes no pid.
+    """
     if fcntl is None:  # pragma: no cover - Windows
         import filelock
 
@@ -252,7 +359,7 @@ def _try_lock(target: Path):
             what = "not a regular file" if not stat.S_ISREG(info.st_mode) else "a hard link"
             raise _not_a_lock_file(target, what)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return None
@@ -271,8 +378,9 @@ def _try_lock(target: Path):
         except FileNotFoundError:
             fresh = False
         if fresh:
-            with contextlib.suppress(OSError):  # the pid is for messages only
-                _write_pid(fd)
+            if not shared:  # readers leave the last writer's pid: it is for messages only
+                with contextlib.suppress(OSError):
+                    _write_pid(fd)
             return fd
         os.close(fd)
 

@@ -14,10 +14,10 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from epitensor._utils import EpitensorError, __version__
+from epitensor._utils import EpitensorError, __version__, read_lock
 from epitensor.estimators.stage2 import fit_genome
 from epitensor.genome.coordinates import Layout
-from epitensor.io.names import parse_track
+from epitensor.io.names import parse_track, validate_name
 from epitensor.nn import modeldir
 from epitensor.nn.average import axis_averages
 from epitensor.nn.hyperparams import PRESETS, Hyperparameters, TrainConfig, read_preset
@@ -761,8 +761,9 @@ class Avocado(BaseEstimator):
                 )
             # the checksum pinned when the model was read, not the config on disk now:
             # a directory replaced meanwhile (train --overwrite) is an error, not a hybrid (W1)
-            tables = modeldir.read_tensors(modeldir.axis_file(path, axis), specs,
-                                           self.weights_checksum(axis))  # fmt: skip
+            with read_lock(path):  # a writer replacing the directory waits, or this fails
+                tables = modeldir.read_tensors(modeldir.axis_file(path, axis), specs,
+                                               self.weights_checksum(axis))  # fmt: skip
             self.module_.genome[axis] = new_genome_module(self.module_, tables)
         return self.module_.genome[axis]
 
@@ -1006,6 +1007,14 @@ class Avocado(BaseEstimator):
         Avocado
         """
         path = Path(path)
+        # under the shared lock: `train --overwrite` waits for the reading, or (when it
+        # is writing) this fails in one line, never reading a mix of two models (W1)
+        with read_lock(path):
+            return cls._load(path)
+
+    @classmethod
+    def _load(cls, path: Path) -> Avocado:
+        """:meth:`load`, its lock held."""
         config = modeldir.read_config(path, cls.__name__)
         try:
             model = cls(**config["params"])
@@ -1026,6 +1035,11 @@ class Avocado(BaseEstimator):
                 f"{path / modeldir.CONFIG_FILE} does not describe a model this release can "
                 f"build ({type(exc).__name__}: {exc}); restore the model directory from a copy"
             ) from None
+        # names reach file names, bedGraph track lines and CELL:ASSAY options: a model
+        # imported before import-reference validated them is refused here (trial E2)
+        for kind, names in (("cell type", model.celltypes_), ("assay", model.assays_)):
+            for name in names:
+                validate_name(name, kind, f"{path / modeldir.CONFIG_FILE}")
         holdout_mse = config.get("holdout_mse_")
         model.holdout_mse_ = float("nan") if holdout_mse is None else float(holdout_mse)
         weights = modeldir.read_tensors(

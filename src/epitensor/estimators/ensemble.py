@@ -153,6 +153,13 @@ def training_compendium(
         other coordinates on an axis imputed, or (without ``allow_changed``)
         training tracks holding other values.
     """
+    return _checked_compendium(model, store, axes, allow_changed)[0]
+
+
+def _checked_compendium(
+    model, store, axes: Sequence[str] | None, allow_changed: bool
+) -> tuple[Store, str | None]:
+    """:func:`training_compendium`, and the warning given under ``allow_changed`` (or None)."""
     store = open_store(store)
     expected = dict(model.layout_.axis_lengths)
     if axes is None:  # the axes imputation can reach: with genome factors and regions left
@@ -180,8 +187,8 @@ def training_compendium(
         )
     check_coordinates(model.layout_, store, "the model", axes)
     record = getattr(model, "training_data_", None)
-    check_data(record, store, "the model", model.training_tracks_, allow_changed)
-    return store
+    note = check_data(record, store, "the model", model.training_tracks_, allow_changed)
+    return store, note
 
 
 def _region_view(model, store: Store) -> Store:
@@ -221,6 +228,9 @@ class Ensemble:
     ----------
     name : str
         ``"ensemble"`` (its name in benchmark tables).
+    warnings : list of str
+        The warning given when ``allow_changed`` let a changed store in
+        (kept in :meth:`fingerprint`, so in an imputation's records); else empty.
 
     Examples
     --------
@@ -247,7 +257,9 @@ class Ensemble:
     ) -> None:
         model.check_fitted()
         self.model = model
-        self.store = training_compendium(model, store, axes, allow_changed)
+        self.store, note = _checked_compendium(model, store, axes, allow_changed)
+        # a store used under allow_changed: its warning stays in every record of the result
+        self.warnings = [note] if note else []
         # what the trees and average are fitted on, by content (in the resume fingerprint)
         self.data = data_record(self.store, model.training_tracks_)
         self.rule = EnsembleRule() if rule is None else rule
@@ -364,9 +376,13 @@ class Ensemble:
         """What identifies the ensemble's part of an imputation (for resuming its files)."""
         from dataclasses import asdict
 
-        return {"store": str(self.store.url), "rule": asdict(self.rule), "trees": repr(self.trees),
-                "tracks": [list(t) for t in self.model.training_tracks_],
-                "data": {k: self.data[k] for k in ("coordinates", "tracks")}}  # fmt: skip
+        fingerprint = {"store": str(self.store.url), "rule": asdict(self.rule),
+                       "trees": repr(self.trees),
+                       "tracks": [list(t) for t in self.model.training_tracks_],
+                       "data": {k: self.data[k] for k in ("coordinates", "tracks")}}  # fmt: skip
+        if self.warnings:  # a changed store used anyway: the records say so
+            fingerprint["warnings"] = list(self.warnings)
+        return fingerprint
 
     def __repr__(self) -> str:
         return f"Ensemble({self.rule}, trees={self.trees!r})"

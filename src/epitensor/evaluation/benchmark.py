@@ -100,9 +100,19 @@ def read_split(path: str | os.PathLike) -> list[Track]:
         raise EpitensorError(
             f"{path}: a split file needs two tab-separated columns: celltype, assay"
         )
-    if tuple(table.iloc[0, :2].str.lower()) == ("celltype", "assay"):
+    header = tuple(table.iloc[0, :2].fillna("").str.lower()) == ("celltype", "assay")
+    if header:
         table = table.iloc[1:]
-    return [(c.strip(), a.strip()) for c, a in zip(table[0], table[1])]
+    tracks = []
+    for number, (celltype, assay) in enumerate(zip(table[0], table[1]), start=1 + header):
+        # a row with one column read its assay as NaN: an AttributeError on .strip (T10)
+        if not all(isinstance(v, str) and v.strip() for v in (celltype, assay)):
+            raise EpitensorError(
+                f"{path}: row {number} ({celltype if isinstance(celltype, str) else ''!r}) "
+                "lacks a cell type or an assay; give both, separated by a tab"
+            )
+        tracks.append((celltype.strip(), assay.strip()))
+    return tracks
 
 
 def resolve_split(

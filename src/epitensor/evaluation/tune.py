@@ -58,6 +58,7 @@ does the same on any store, with Optuna:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -72,7 +73,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from epitensor._utils import EpitensorError, atomic_write_bytes, warn
+from epitensor._utils import EpitensorError, atomic_write_bytes, output_lock, warn
 from epitensor.evaluation.options import TuneOptions
 from epitensor.nn.hyperparams import STRUCTURAL
 from epitensor.store.compendium import Store
@@ -707,7 +708,7 @@ def tune(
     >>> result = et.tune("roadmap-pilot", "tune-out/", n_trials=20, budget_minutes=30)
     >>> result.best_params
     """
-    from epitensor.estimators.avocado import PRESETS, Avocado
+    from epitensor.estimators.avocado import PRESETS
     from epitensor.evaluation.benchmark import resolve_split
     from epitensor.train.fitting import stage1_store
 
@@ -759,6 +760,22 @@ def tune(
     }
     # one line per trial comes from _report; Optuna's own INFO lines would repeat it
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # one run per study at a time: a second run started meanwhile marked the first's
+    # running trial failed, and the first then died telling it (trial T2)
+    with output_lock(out_dir, wait=False), _study_errors(out_dir):
+        return _run_study(
+            optuna, out_dir, holdout, validation, protocol, seed, train, view, space,
+            base, n_threads, trial_budget, n_trials, started, budget_minutes, verbose, preset,
+        )  # fmt: skip
+
+
+def _run_study(
+    optuna, out_dir, holdout, validation, protocol, seed, train, view, space, base,
+    n_threads, trial_budget, n_trials, started, budget_minutes, verbose, preset,
+) -> TuneResult:  # fmt: skip
+    """The study of :func:`tune` from its resolved settings (its output lock held)."""
+    from epitensor.estimators.avocado import PRESETS, Avocado
+
     study = _open_study(optuna, out_dir, holdout, validation, protocol, seed)
     validation = [tuple(t) for t in study.user_attrs["validation"]]
     done = len(_completed(study, optuna))
@@ -802,6 +819,21 @@ def tune(
     )
     _write(result, protocol)
     return result
+
+
+@contextlib.contextmanager
+def _study_errors(out_dir: Path) -> Iterator[None]:
+    """A study file SQLite cannot read (truncated, not a database) is one line (trial T3)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise EpitensorError(
+            f"{out_dir / STUDY_FILE} is not a readable study ({reason}); move it away to "
+            "start a new study there, or restore it from a copy"
+        ) from None
 
 
 def _track(track) -> Track:

@@ -193,6 +193,13 @@ class BigWigEncoder:
     ) -> None:
         self.path, self.resolution, self.level = Path(path), int(resolution), int(level)
         self.chrom_sizes = {str(c): int(n) for c, n in chrom_sizes.items()}
+        too_long = {c: n for c, n in self.chrom_sizes.items() if not 0 <= n < 1 << 32}
+        if too_long:  # trial C3: a raw struct.error from the chromosome tree, at the end
+            chrom, size = next(iter(too_long.items()))
+            raise EpitensorError(
+                f"cannot write {self.path}: chromosome {chrom!r} is {size:,} bp, and a bigWig "
+                f"holds chromosomes of at most {(1 << 32) - 1:,} bp; write bedGraph instead"
+            )
         self._ids: dict[str, int] = {}
         self._handle = open(self.path, "wb")  # noqa: SIM115 - closed by close() / abort()
         self._data_start = HEADER.size + ZOOM_HEADER.size * MAX_ZOOMS + SUMMARY.size

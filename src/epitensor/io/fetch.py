@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import re
 import shutil
@@ -158,8 +159,11 @@ class RunScratch:
                 if int(pid) != os.getpid() and _alive(int(pid)):
                     continue  # our own PID not in use here: left by an earlier boot
                 if (entry / "snapshot.txt").is_file():
-                    _restore(entry, self.out)
-                    warn(f"restored {self.out} from an append interrupted in process {pid}", 3)
+                    if _same_store(entry, self.out):
+                        _restore(entry, self.out)
+                        warn(f"restored {self.out} from an append interrupted in process {pid}", 3)
+                    else:
+                        _keep_aside(entry, self.out, pid)
                 for name in _owned(entry, self.out.name):
                     shutil.rmtree(parent / name, ignore_errors=True)
                 shutil.rmtree(entry, ignore_errors=True)
@@ -182,6 +186,10 @@ class RunScratch:
                 os.link(store / rel, target / rel)
             except OSError:
                 shutil.copy2(store / rel, target / rel)
+        # which store this is: its folder's device and inode (trial L1: a store put at the
+        # same path later, a backup copied back say, must not be "restored" to this one)
+        info = os.stat(store)
+        (self.path / "store.txt").write_text(f"{info.st_dev} {info.st_ino}\n", encoding="utf-8")
         listing = [f"file\t{rel.as_posix()}" for rel in files]
         listing += [f"dir\t{rel.as_posix()}" for rel in folders]
         # written last: a snapshot.txt means the snapshot is complete
@@ -190,6 +198,57 @@ class RunScratch:
     def restore(self) -> None:
         """Put the store back as it was at :meth:`snapshot`."""
         _restore(self.path, self.out)
+
+
+def _same_store(entry: Path, store: Path) -> bool:
+    """Whether ``store`` is the folder the snapshot in ``entry`` was taken of.
+
+    The same folder (device and inode; a snapshot of an earlier version, with
+    no record, is taken to be of it) whose track list still begins with the
+    snapshot's (an append only adds tracks; an inode number freed by removing
+    the store may be given to the next folder made there).
+    """
+    try:
+        recorded = (entry / "store.txt").read_text(encoding="utf-8").split()
+    except FileNotFoundError:
+        return True
+    try:
+        info = os.stat(store)
+    except FileNotFoundError:
+        return False
+    if recorded != [str(info.st_dev), str(info.st_ino)]:
+        return False
+    then, now = _tracks_of(entry / "snapshot"), _tracks_of(store)
+    return then is None or now is None or now[: len(then)] == then
+
+
+def _tracks_of(store: Path) -> list | None:
+    """The track list in a store's ``zarr.json`` (None when unreadable)."""
+    try:
+        attributes = json.loads((store / "zarr.json").read_text(encoding="utf-8"))["attributes"]
+        return list(attributes["tracks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _keep_aside(entry: Path, store: Path, pid: str) -> None:
+    """Keep a snapshot that belongs to another store than the one now at ``store``; warn."""
+    kept = store.parent / f".{store.name}.interrupted-append-{pid}"
+    for n in itertools.count(1):
+        if not kept.exists():
+            break
+        kept = store.parent / f".{store.name}.interrupted-append-{pid}.{n}"
+    if (entry / "snapshot").exists():
+        os.replace(entry / "snapshot", kept)
+    else:
+        kept.mkdir()
+    warn(
+        f"an append to {store} was interrupted in process {pid}, but {store} is not the "
+        f"store it was appending to (replaced or removed since): left as it is; the other "
+        f"store's files as they were before that append are kept in {kept}; delete it when "
+        "not needed",
+        4,
+    )
 
 
 def _owned(entry: Path, name: str) -> list[str]:

@@ -30,6 +30,7 @@ This module owns the format; :class:`~epitensor.estimators.avocado.Avocado` call
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -143,7 +144,14 @@ def write_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor]) 
     """Write tensors as safetensors (CPU, contiguous) and return the file's sha256."""
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error for OSErrors
+        # a full disk or a file size limit was a 51-line SafetensorError traceback (T9)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        with contextlib.suppress(OSError):
+            Path(path).unlink()
+        raise EpitensorError(f"cannot write {path} ({first}); {_NO_ROOM}, then run again") from None
     usual_file_mode(path)  # safetensors leaves 0600: unreadable to a shared model's users (C6)
     return sha256_of(path)
 
@@ -357,7 +365,7 @@ def write_model(
     dict of str to str
         The checksums written (file -> sha256), for the estimator to pin.
     """
-    with atomic_directory(path, overwrite=overwrite) as tmp:
+    with atomic_directory(path, overwrite=overwrite) as tmp, _disk_errors(path):
         checksums = {WEIGHTS_FILE: write_tensors(tmp / WEIGHTS_FILE, weights)}
         (tmp / GENOME_DIR).mkdir()
         for axis, tables in axes.items():
@@ -379,6 +387,20 @@ def write_model(
         _write_config(tmp, {**config, "checksums": checksums})
         (tmp / HISTORY_FILE).write_text(history_csv)
     return checksums
+
+
+_NO_ROOM = "free disk space, raise the file size limit (ulimit -f) or choose a writable folder"
+
+
+@contextlib.contextmanager
+def _disk_errors(path):
+    """A full disk or a file size limit met while writing a model is one line (trial T9)."""
+    try:
+        yield
+    except OSError as exc:
+        raise EpitensorError(
+            f"cannot write model {path} ({exc.strerror or exc}); {_NO_ROOM}, then run again"
+        ) from None
 
 
 def write_axis(

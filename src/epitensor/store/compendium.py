@@ -849,19 +849,46 @@ class Store:
             n_pos_chunks = -(-self.axis_length(axis) // position_chunk)
             plans.append((axis, array, n_row_chunks, n_pos_chunks))
             check.n_chunks += n_row_chunks * n_pos_chunks
+        recorded = list(self.track_digests().values())
         with progress(total=check.n_chunks, desc="check", verbose=verbose, unit="chunk") as bar:
             for axis, array, n_row_chunks, n_pos_chunks in plans:
                 present = _chunk_keys(self.url, array)
                 for i in range(n_row_chunks):
                     chunk_rows = rows[i * array.chunks[0] : (i + 1) * array.chunks[0]]
+                    # each track's values hashed again as read, in position order
+                    hashers = {int(r): hashlib.sha256() for r in chunk_rows
+                               if (recorded[r] or {}).get(axis)}  # fmt: skip
                     for j0 in range(0, n_pos_chunks, span):
                         j1 = min(n_pos_chunks, j0 + span)
-                        self._verify_span(check, axis, array, present, chunk_rows, i, j0, j1)
+                        self._verify_span(
+                            check, axis, array, present, chunk_rows, i, j0, j1, hashers
+                        )
                         bar.update(j1 - j0)
+                    self._compare_digests(check, axis, recorded, hashers)
         return check
 
-    def _verify_span(self, check, axis, array, present, chunk_rows, i, j0, j1) -> None:
-        """Check chunks ``(i, j0..j1)`` of ``axis``, reading them at once when all are sound."""
+    def _compare_digests(self, check, axis: str, recorded: list, hashers: dict) -> None:
+        """Record the tracks whose values hash to other than their recorded digest on ``axis``."""
+        names = self.track_names()
+        for row, hasher in hashers.items():
+            check.n_digests += 1
+            if hasher.hexdigest() != recorded[row][axis]:
+                celltype, assay = names[row]
+                check.changed.append(
+                    f"track {celltype}:{assay} on axis {axis!r}: its values are not those "
+                    "recorded when it was written (values rewritten, or track names moved "
+                    "in zarr.json)"
+                )
+
+    def _verify_span(
+        self, check, axis, array, present, chunk_rows, i, j0, j1, hashers=None
+    ) -> None:
+        """Check chunks ``(i, j0..j1)`` of ``axis``, reading them at once when all are sound.
+
+        ``hashers`` (row -> sha256) take each row's values read; a row met in a
+        damaged chunk is dropped from them (the chunk is reported instead).
+        """
+        hashers = {} if hashers is None else hashers
         table = (self._attrs.get("chunk_crc32c") or {}).get(axis)
         if table and _has_crc(array):
             coords = [(i, j) for j in range(j0, j1)]
@@ -874,11 +901,17 @@ class Store:
                     )
         position_chunk = array.chunks[1]
         lo, hi = j0 * position_chunk, min(self.axis_length(axis), j1 * position_chunk)
-        if _chunk_problem(array, chunk_rows, lo, hi) is None:
+        values, problem = _read_span(array, chunk_rows, lo, hi)
+        if problem is None:
+            for k, row in enumerate(chunk_rows):
+                if int(row) in hashers:
+                    hashers[int(row)].update(_little_endian(values[k]).data)
             for j in range(j0, j1):
                 if array.metadata.encode_chunk_key((i, j)) not in present:
                     check.absent += 1  # read as zeros by a store without a NaN fill value
             return
+        for row in chunk_rows:  # reported as damaged chunks: no digest to compare
+            hashers.pop(int(row), None)
         for j in range(j0, j1):
             name = _chunk_name(array, axis, i, j)
             if array.metadata.encode_chunk_key((i, j)) not in present:
@@ -1200,6 +1233,11 @@ class StoreCheck:
     absent : int
         Chunks absent from a store without checksums: all-zero chunks were not
         written there, so a lost chunk cannot be told from an empty one.
+    n_digests : int
+        Track digests (one per track and axis) recomputed from the values read.
+    changed : list of str
+        The tracks whose values no longer match the digest recorded when they
+        were written (values rewritten through other means, names moved).
     """
 
     url: str
@@ -1208,11 +1246,13 @@ class StoreCheck:
     missing: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
     absent: int = 0
+    n_digests: int = 0
+    changed: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """True when no chunk is missing or corrupt."""
-        return not self.missing and not self.corrupt
+        """True when no chunk is missing or corrupt and every track digest matches."""
+        return not self.missing and not self.corrupt and not self.changed
 
     def summary(self) -> str:
         """Lines for ``epitensor info --check``."""
@@ -1226,14 +1266,26 @@ class StoreCheck:
                 + (f" ({self.absent} chunks absent, read as zeros)" if self.absent else "")
                 + f"; {_REINGEST} to add them"
             )
+        if self.n_digests:
+            lines.append(
+                f"digests    {self.n_digests} track digests recomputed, "
+                f"{self.n_digests - len(self.changed)} match"
+            )
         lines += [f"missing    {name}" for name in self.missing]
         lines += [f"corrupt    {name}" for name in self.corrupt]
+        lines += [f"changed    {name}" for name in self.changed]
         if self.ok:
             lines.append("result     no damaged chunk found")
-        else:
+        elif self.missing or self.corrupt:
             lines.append(
                 f"result     {len(self.missing)} missing and {len(self.corrupt)} corrupt "
                 f"chunks: the store is damaged; {_REINGEST}"
+                + (f" ({len(self.changed)} tracks changed too)" if self.changed else "")
+            )
+        else:
+            lines.append(
+                f"result     {len(self.changed)} tracks hold other values than when written: "
+                f"results made from them were made from other data; {_REINGEST}"
             )
         return "\n".join(lines)
 
@@ -1283,18 +1335,29 @@ def _chunk_problem(array, rows: np.ndarray, start: int, end: int) -> tuple[str, 
     ``kind`` is ``"missing"`` (a chunk file gone: it reads as the NaN fill value)
     or ``"corrupt"`` (it does not decode, or holds values that are not finite).
     """
+    return _read_span(array, rows, start, end)[1]
+
+
+def _read_span(array, rows: np.ndarray, start: int, end: int):
+    """``rows`` x ``[start, end)`` of ``array`` as stored, and :func:`_chunk_problem`'s answer.
+
+    Returns
+    -------
+    (numpy.ndarray or None, (str, str) or None)
+        The values (the array's dtype; None when they do not decode) and the problem.
+    """
     try:
         values = np.asarray(array.oindex[np.asarray(rows, dtype=np.int64), start:end])
     except Exception as exc:  # noqa: BLE001 - codecs raise ValueError, RuntimeError, ...
         if "checksum" in str(exc):
-            return "corrupt", "its checksum does not match"
-        return "corrupt", f"it does not decode: {_short(exc)}"
+            return None, ("corrupt", "its checksum does not match")
+        return None, ("corrupt", f"it does not decode: {_short(exc)}")
     bad = ~np.isfinite(values.astype(np.float32))
     if not bad.any():
-        return None
+        return values, None
     if math.isnan(float(array.metadata.fill_value)) and np.isnan(values).all():
-        return "missing", "its file is gone"
-    return "corrupt", f"it holds {int(bad.sum())} NaN or infinite values"
+        return values, ("missing", "its file is gone")
+    return values, ("corrupt", f"it holds {int(bad.sum())} NaN or infinite values")
 
 
 def _chunk_tails(url: str, array, coords: Sequence[tuple[int, int]]) -> list[str | None]:
@@ -1346,10 +1409,15 @@ def _fresh_attrs(store: Store) -> dict:
 
 def _values_digest(row: np.ndarray) -> str:
     """sha256 of one track's values on one axis as stored (little-endian)."""
+    return hashlib.sha256(_little_endian(row).data).hexdigest()
+
+
+def _little_endian(row: np.ndarray) -> np.ndarray:
+    """``row`` contiguous and little-endian: the bytes a track digest is of."""
     row = np.ascontiguousarray(row)
     if row.dtype.byteorder == ">":
         row = row.byteswap().view(row.dtype.newbyteorder("<"))
-    return hashlib.sha256(row.data).hexdigest()
+    return row
 
 
 def _json_digest(value) -> str:

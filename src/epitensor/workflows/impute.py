@@ -15,7 +15,9 @@ chromosomes in lexicographic order (``sort -k1,1``, what UCSC's
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +26,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from epitensor._utils import EpitensorError, output_lock, resolve_device, warn
+from epitensor._utils import (
+    EpitensorError,
+    EpitensorWarning,
+    output_lock,
+    resolve_device,
+    warn,
+)
 from epitensor.estimators.avocado import axis_table, genome_table, load_model
 from epitensor.genome.coordinates import Layout, n_bins, parse_region
 from epitensor.io.names import parse_track
@@ -481,23 +489,52 @@ def impute(
             job.write_batch(
                 [tracks[k] for k in group], [paths[k] for k in group], [prints[k] for k in group]
             )
-        write_json(
-            params_path,
-            {
-                "tracks": [list(t) for t in tracks],
-                "files": [str(p) for p in paths],
-                "scale": "arcsinh" if opts.arcsinh else "-log10 p",
-                "precision": opts.precision,
-                "format": fmt,
-                "chroms": list(chroms) if chroms else None,
-                "regions": list(regions) if regions else None,
-                "genome": model.genome_,
-                "resolution": int(model.layout_.resolution),
-                "n_bins": int((segments.axis_end - segments.axis_start).sum()),
-                "ensemble": None if ensemble is None else ensemble.fingerprint(),
-            },
-        )
+        record = {
+            "tracks": [list(t) for t in tracks],
+            "files": [str(p) for p in paths],
+            "scale": "arcsinh" if opts.arcsinh else "-log10 p",
+            "precision": opts.precision,
+            "format": fmt,
+            "chroms": list(chroms) if chroms else None,
+            "regions": list(regions) if regions else None,
+            "genome": model.genome_,
+            "resolution": int(model.layout_.resolution),
+            "n_bins": int((segments.axis_end - segments.axis_start).sum()),
+            "ensemble": None if ensemble is None else ensemble.fingerprint(),
+            # a store used under allow_changed_store: the warning given, kept
+            "warnings": [] if ensemble is None else list(ensemble.warnings),
+        }
+        write_json(params_path, {**record, "earlier": _earlier_runs(params_path, paths)})
     return paths
+
+
+def _earlier_runs(params_path: Path, paths: list[Path]) -> list[dict]:
+    """The records of earlier imputations into the same folder whose files are still there.
+
+    A second ``impute`` into a folder (other tracks, another scale) replaced
+    ``impute.json``, so the first run's files lost their description (trial
+    C5); each earlier run is kept, less the files this run wrote again.
+    """
+    if params_path.name != "impute.json" or not params_path.is_file():
+        return []
+    try:
+        old = json.loads(params_path.read_text())
+        runs = list(old.pop("earlier", [])) + [old]
+    except (OSError, ValueError, AttributeError):
+        return []
+    now = {str(p) for p in paths}
+    kept = []
+    for run in runs:
+        try:
+            pairs = [(t, f) for t, f in zip(run["tracks"], run["files"])
+                     if f not in now and Path(f).is_file()]  # fmt: skip
+        except (KeyError, TypeError):
+            continue
+        if pairs:
+            run = {k: v for k, v in run.items() if k != "epitensor"} | {
+                "tracks": [t for t, _ in pairs], "files": [f for _, f in pairs]}  # fmt: skip
+            kept.append(run)
+    return kept
 
 
 def _ensemble(
@@ -524,7 +561,11 @@ def _ensemble(
         reason = _no_auto_ensemble(model, ray_address)
         if reason is None:
             try:  # only an absent or mismatched compendium falls back; errors reading it do not
-                trees_store = training_compendium(model, model.training_store_, axes, allow_changed)
+                with warnings.catch_warnings():  # the Ensemble below checks it again and warns
+                    warnings.simplefilter("ignore", EpitensorWarning)
+                    trees_store = training_compendium(
+                        model, model.training_store_, axes, allow_changed
+                    )
             except StoreMismatch:
                 raise  # another store at the recorded path: never silently fall back
             except EpitensorError as exc:
