@@ -28,6 +28,7 @@ import pandas as pd
 
 from epitensor._utils import EpitensorError
 from epitensor.evaluation.metrics import CHALLENGE_METRICS, LOWER_IS_BETTER
+from epitensor.evaluation.options import DEFAULT_BOOTSTRAPS
 
 __all__ = [
     "DEFAULT_BOOTSTRAPS",
@@ -35,9 +36,6 @@ __all__ = [
     "chromosome_bootstraps",
     "track_ranks",
 ]
-
-DEFAULT_BOOTSTRAPS = 10
-"""Bootstraps the challenge ranked on (and the benchmark makes by default)."""
 
 
 def _combined(block: pd.DataFrame, measures: Sequence[str], lower: Collection[str]) -> np.ndarray:
