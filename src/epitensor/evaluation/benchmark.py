@@ -317,6 +317,10 @@ def evaluate(
 ) -> pd.DataFrame:
     """Score a predictor's imputation of observed tracks.
 
+    To score what ``epitensor impute`` writes by default, pass
+    :func:`epitensor.workflows.impute.default_imputer` ``(model)`` (or use
+    :func:`evaluate_model`, which also scores the model alone and the parts).
+
     Parameters
     ----------
     predictor : object
