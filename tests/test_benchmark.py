@@ -232,6 +232,7 @@ def test_run_benchmark_writes_everything(small_pilot_store, tmp_path):
         scorers={"n_tracks": _count_tracks},
     )
     methods = [
+        "epitensor",  # the default imputation (the ensemble impute writes), named once, first
         "avocado",
         "global_mean",
         "assay_mean",
@@ -240,6 +241,7 @@ def test_run_benchmark_writes_everything(small_pilot_store, tmp_path):
         "chromimpute_gbt",
     ]
     assert list(result.summary.columns) == methods
+    assert result.ensemble is not None and result.ensemble.name == "epitensor"
     assert len(result.table) == 5 * len(methods) * len(metrics.METRICS)  # tracks, methods, metrics
     assert set(result.predictions) == set(methods)
     assert result.predictions["avocado"][("E003", "H3K4me3")].shape == (40_000,)
@@ -260,8 +262,28 @@ def test_run_benchmark_writes_everything(small_pilot_store, tmp_path):
         "pairwise.md",
         "n_tracks.csv",
         "n_tracks.md",
+        "summary_by_assay.csv",
+        "summary_by_assay.md",
+        "ranking.csv",
+        "ranking.md",
+        "ranking_by_track.csv",
+        "ranking_by_track.md",
     ):
         assert (out / name).stat().st_size > 0, name
+    # every metric per assay (one held-out track each here): the per-track values
+    by_assay = result.by_assay
+    assert list(by_assay.columns) == ["n_tracks", *methods]
+    assert set(by_assay.index.get_level_values("assay")) == {a for _, a in result.holdout}
+    track_mse = result.table.query("celltype == 'E003' and metric == 'mse'")
+    assert by_assay.loc[("H3K4me3", "mse"), "avocado"] == pytest.approx(
+        track_mse[track_mse.method == "avocado"].value.iloc[0]
+    )
+    # the methods ranked by the challenge's rule over chromosome bootstraps
+    ranking = pd.read_csv(out / "ranking.csv", index_col=0)
+    assert set(ranking.index) == set(methods) and ranking["rank"].min() >= 1
+    assert ranking.n_bootstraps.max() == len(result.ranking.attrs["left_out"]) > 1
+    assert ranking.loc["global_mean", "rank"] >= ranking["rank"].median()
+    assert "Bootstraps (chromosomes left out)" in (out / "ranking.md").read_text()
     # the pairwise relationships of the held-out tracks, every method beside the observed
     assert set(result.pairwise.method) == {"observed", *methods}
     assert "Not scored: H3K36me3 gene body ~ RNA-seq" in (out / "pairwise.md").read_text()
@@ -276,8 +298,10 @@ def test_run_benchmark_writes_everything(small_pilot_store, tmp_path):
     with pytest.raises(EpitensorError, match="already exists"):
         run_benchmark(small_pilot_store, out, preset=None, baselines=baselines, verbose=False)
     # fitted baselines are reused, not refitted; no model with preset None
-    again = run_benchmark(small_pilot_store, None, preset=None, baselines=baselines, verbose=False)
-    assert again.seconds == {} and list(again.summary.columns) == methods[1:]
+    again = run_benchmark(small_pilot_store, None, preset=None, baselines=baselines, verbose=False,
+                          bootstraps=0)  # fmt: skip
+    assert again.seconds == {} and list(again.summary.columns) == methods[2:]
+    assert again.ensemble is None and again.ranking is None  # no model: no default imputation
 
 
 def test_run_benchmark_presets_side_by_side(small_pilot_store):
@@ -321,7 +345,11 @@ def test_cli_evaluate_and_benchmark(trained_model, pilot_store, tmp_path):
     )
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
-    assert set(table.method) == {"avocado"} and len(table) >= 13
+    # the default imputation (what `impute` writes: the ensemble), the model and its parts
+    assert list(dict.fromkeys(table.method)) == [
+        "epitensor", "avocado", "chromimpute_gbt", "average_activity"
+    ]  # fmt: skip
+    assert len(table) == 4 * len(metrics.METRICS)
     bad = runner.invoke(
         app, ["evaluate", str(model_dir), pilot_store.url, "--tracks", "E003", "--out", str(out)]
     )
@@ -399,8 +427,9 @@ def test_run_cv_retrains_per_fold_and_falls_back(small_pilot_store, tmp_path):
         verbose=False,
         scorers={"n_tracks": _count_tracks},
     )
-    methods = ["avocado", "average_activity", "parafac", "chromimpute_gbt"]
-    assert list(result.summary.columns) == methods and result.reference == "avocado"
+    methods = ["epitensor", "avocado", "average_activity", "parafac", "chromimpute_gbt"]
+    # the default imputation is scored by default, and is what the others are compared with
+    assert list(result.summary.columns) == methods and result.reference == "epitensor"
     # every track scored by every method on every metric, once per training seed
     assert len(result.table) == 25 * len(methods) * len(metrics.METRICS) * 2
     per_track = result.per_track[result.per_track.metric == "mse"]
@@ -436,6 +465,8 @@ def test_run_cv_retrains_per_fold_and_falls_back(small_pilot_store, tmp_path):
     assert 0 <= row.p_value <= 1
     assert set(result.wins().method) == set(methods[1:])
     assert len(result.extra["n_tracks"]) == 3 * 2 * len(methods)  # folds x seeds x methods
+    assert set(result.ranking.index) == set(methods)
+    assert result.by_assay.loc[("H3K4me3", "mse"), "n_tracks"] == 5
     # pairwise relationships of the imputations pooled over folds: every track is imputed, so
     # each method's correlations come from its own tracks and differ from the observed ones
     assert set(result.pairwise.method) == {"observed", *methods}
@@ -456,6 +487,8 @@ def test_run_cv_retrains_per_fold_and_falls_back(small_pilot_store, tmp_path):
         "n_tracks.csv",
         "pairwise.csv",
         "pairwise.md",
+        "summary_by_assay.md",
+        "ranking.md",
     ):
         assert (out / name).stat().st_size > 0, name
     by_track = pd.read_csv(out / "metrics_by_track.csv")
@@ -541,3 +574,67 @@ def test_cli_benchmark_cv(small_pilot_store, tmp_path):
     assert no_cv.exit_code != 0 and "go with --cv" in no_cv.output
     both = runner.invoke(app, [*args, "--split", "x.tsv", "--overwrite"])
     assert both.exit_code != 0 and "exclude each other" in both.output
+
+
+def _bigwig_on_layout(path, layout, axis: str) -> np.ndarray:
+    """A bigWig's 25-bp values at every position of one layout axis (regions read in turn)."""
+    import pybigtools
+
+    regions = layout.axis_regions(axis).sort_values("offset")
+    values = np.full(int(regions.offset.iloc[-1] + regions.n_bins.iloc[-1]), np.nan, np.float32)
+    with pybigtools.open(str(path)) as reader:
+        for row in regions.itertuples(index=False):
+            start, n = int(row.first_bin) * 25, int(row.n_bins)
+            got = reader.values(row.chrom, start, start + 25 * n, bins=n, fillna=None)
+            values[int(row.offset) : int(row.offset) + n] = got
+    return values
+
+
+def test_evaluate_scores_the_file_impute_writes(small_pilot_store, tmp_path):
+    """`evaluate`'s `epitensor` rows are the metrics of the bigWig `impute` wrote (issue 32).
+
+    As a new user would: train, `impute` the held-out track (the default: the ensemble,
+    -log10 p), `evaluate` it; then score the file itself, read back onto the store's
+    positions. The model alone (`avocado`) is its own row, and scores otherwise.
+    """
+    from epitensor.estimators.avocado import Avocado
+    from epitensor.genome.annotations import Annotations as Ann
+
+    track = ("E003", "H3K4me3")
+    model = Avocado.from_preset("cpu-small", **TINY_AVOCADO).fit(small_pilot_store, holdout=[track])
+    model_dir = tmp_path / "model"
+    model.save(model_dir)
+    runner = CliRunner()
+    imputed = runner.invoke(app, ["impute", str(model_dir), "--celltype", track[0], "--assay",
+                                  track[1], "--out", str(tmp_path / "imputed"), "--quiet"])  # fmt: skip
+    assert imputed.exit_code == 0, imputed.output
+    out = tmp_path / "metrics.csv"
+    scored = runner.invoke(app, ["evaluate", str(model_dir), small_pilot_store.url, "--tracks",
+                                 "E003:H3K4me3", "--out", str(out), "--quiet"])  # fmt: skip
+    assert scored.exit_code == 0, scored.output
+    table = pd.read_csv(out)
+    assert list(dict.fromkeys(table.method)) == [
+        "epitensor", "avocado", "chromimpute_gbt", "average_activity"
+    ]  # fmt: skip
+    wide = table.pivot_table(index="metric", columns="method", values="value")
+    values = _bigwig_on_layout(
+        tmp_path / "imputed" / "E003.H3K4me3.bigWig", small_pilot_store.layout, "pilot"
+    )
+    assert np.isfinite(values).all()
+    from epitensor.evaluation.benchmark import Scorer
+
+    on_file = Scorer(small_pilot_store, Ann.from_directory()).score(track, np.arcsinh(values))
+    for name, value in on_file.items():
+        np.testing.assert_allclose(wide.loc[name, "epitensor"], value, rtol=1e-5, atol=1e-7,
+                                   err_msg=name)  # fmt: skip
+    # the file is the ensemble's, not the model's: evaluate names both, and they differ
+    assert abs(wide.loc["gwcorr", "epitensor"] - wide.loc["gwcorr", "avocado"]) > 1e-3
+    # --model-only scores the model alone as the default, as `impute --model-only` writes
+    alone = runner.invoke(app, ["evaluate", str(model_dir), small_pilot_store.url, "--tracks",
+                                "E003:H3K4me3", "--out", str(out), "--quiet", "--overwrite",
+                                "--model-only"])  # fmt: skip
+    assert alone.exit_code == 0, alone.output
+    alone = pd.read_csv(out).pivot_table(index="metric", columns="method", values="value")
+    assert list(alone.columns) == ["avocado", "epitensor"]
+    np.testing.assert_allclose(alone.epitensor, alone.avocado)
+    np.testing.assert_allclose(alone.avocado, wide.avocado, rtol=1e-6)

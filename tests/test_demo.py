@@ -51,7 +51,7 @@ def test_quick_demo_writes_every_output(quick_demo):
         "average_activity",
         "parafac",
         "chromimpute_gbt",
-        "ensemble",
+        "epitensor",
     }
     assert set(zip(table.celltype, table.assay)) == set(STANDARD_SPLIT)
     summary = pd.read_csv(out / "benchmark" / "summary.csv", index_col=0)
@@ -76,8 +76,12 @@ def test_quick_demo_writes_every_output(quick_demo):
     assert "0.6 x the network&#x27;s output + 0.4 x the assay&#x27;s average activity" in html
     mse = summary.loc["mse", "avocado"]
     assert re.search(rf">{mse:.3f}<", html)
-    # the bigWigs are the ensemble's, and the report says so
-    assert "The imputed bigWigs of this demo are the ensemble&#x27;s" in html
+    # the bigWigs are the default imputation's, scored under its one name, and the report says so
+    assert "The imputed bigWigs of this demo are epitensor&#x27;s" in html
+    assert list(summary.columns)[0] == "epitensor"
+    assert "Ranked by the ENCODE Imputation Challenge" in html and "Per assay" in html
+    ranking = pd.read_csv(out / "benchmark" / "ranking.csv", index_col=0)
+    assert "epitensor" in ranking.index
     params = json.loads((out / "imputed" / "impute.json").read_text())
     assert params["ensemble"]["rule"]["trees_weight"] == 0.6
     # the pairwise relationships, model beside the observed (no RNA-seq in the sample)

@@ -190,14 +190,22 @@ def test_run_cv_scores_the_ensemble_of_its_own_fits(small_pilot_store):
                ensemble=rule, verbose=False)  # fmt: skip
 
 
-def test_cli_benchmark_ensemble_needs_cv_and_the_trees(small_pilot_store, tmp_path):
+def test_the_default_is_scored_only_where_its_parts_run(small_pilot_store, tmp_path):
+    """ "auto" (the default) scores the ensemble when the run has its parts, else leaves it out."""
+    result = run_cv(small_pilot_store, k=2, presets=(), methods=["average_activity"],
+                    verbose=False, bootstraps=0)  # fmt: skip
+    assert list(result.summary.columns) == ["average_activity"] and result.ranking is None
+    with pytest.raises(EpitensorError, match="invalid ensemble"):
+        run_cv(small_pilot_store, k=2, presets=(), methods=["average_activity"],
+               ensemble="always", verbose=False)  # fmt: skip
     runner = CliRunner()
-    base = ["benchmark", small_pilot_store.url, "--out", str(tmp_path / "b"), "--ensemble"]
-    result = runner.invoke(app, base)
-    assert result.exit_code != 0 and "go with --cv" in result.output
-    result = runner.invoke(app, [*base, "--cv", "2", "--method", "average_activity"])
-    assert result.exit_code == 1 and "chromimpute_gbt" in result.output
-    assert not (tmp_path / "b").exists()
+    args = ["benchmark", small_pilot_store.url, "--out", str(tmp_path / "b"), "--cv", "2"]
+    args += ["--preset", "none", "--method", "average_activity", "--model-only", "--quiet"]
+    result = runner.invoke(app, [*args, "--bootstraps", "2"])
+    assert result.exit_code == 0, result.output
+    assert "Ranked by the ENCODE Imputation Challenge" in result.output
+    params = json.loads((tmp_path / "b" / "parameters.json").read_text())
+    assert params["ensemble"] is None and params["bootstraps"] == 2
 
 
 def test_run_benchmark_scores_the_ensemble(small_pilot_store):
@@ -210,21 +218,24 @@ def test_run_benchmark_scores_the_ensemble(small_pilot_store):
     }
     result = run_benchmark(small_pilot_store, None, model_params=TINY_AVOCADO,
                            baselines=baselines, ensemble=rule, verbose=False)  # fmt: skip
-    assert list(result.summary.columns) == ["avocado", "average_activity", "chromimpute_gbt",
-                                            "ensemble"]  # fmt: skip
+    # the default rule: the default imputation, named once and first
+    assert list(result.summary.columns) == ["epitensor", "avocado", "average_activity",
+                                            "chromimpute_gbt"]  # fmt: skip
     p = result.predictions
     for track in result.holdout:
         avg = p["average_activity"][track]
         expected = rule.combine(
             p["avocado"][track], p["chromimpute_gbt"][track], avg, np.quantile(avg, rule.gate)
         )
-        np.testing.assert_allclose(p["ensemble"][track], expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(p["epitensor"][track], expected, rtol=1e-5, atol=1e-5)
     # combined from the parts' imputations: the same as the ensemble predicting the track
     ensemble = Ensemble(result.model, small_pilot_store, rule,
                         trees=result.baselines["chromimpute_gbt"],
                         average=result.baselines["average_activity"])  # fmt: skip
     track = result.holdout[0]
-    np.testing.assert_allclose(p["ensemble"][track], ensemble.predict(*track), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        p["epitensor"][track], ensemble.predict(*track), rtol=1e-5, atol=1e-5
+    )
     with pytest.raises(EpitensorError, match="missing"):
         run_benchmark(small_pilot_store, None, preset=None, baselines=baselines, ensemble=rule,
                       verbose=False)  # fmt: skip

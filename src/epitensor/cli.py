@@ -1085,10 +1085,30 @@ def evaluate(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing OUT.")
     ] = False,
+    trees: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trees",
+            metavar="STORE",
+            help="Fit the ensemble's trees and average activity on STORE, as `impute --trees` "
+            "(default: as `impute` does, the compendium the model records if it still opens).",
+        ),
+    ] = None,
+    model_only: Annotated[
+        bool,
+        typer.Option(
+            "--model-only", help="Score the model alone, as `impute --model-only` writes."
+        ),
+    ] = False,
     allow_changed_store: AllowChangedOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Score a trained model's imputation of observed tracks (every metric, blacklist masked).
+    """Score what `epitensor impute` writes for observed tracks, and its parts (every metric).
+
+    Method `epitensor` is the file `impute` writes by default (the ensemble of the
+    model, ChromImpute-style trees and average activity, or the model alone when the
+    model's compendium is gone); `avocado` is the model alone; `chromimpute_gbt` and
+    `average_activity` the ensemble's other parts.
 
     Example: epitensor evaluate model roadmap-pilot --tracks E003:H3K4me3 --out metrics.csv
     """
@@ -1096,6 +1116,8 @@ def evaluate(
 
     if model.is_dir() and _inside(out, model):
         raise typer.BadParameter(f"--out {out} lies inside the model directory {model}")
+    if model_only and trees:
+        raise typer.BadParameter("--model-only scores no ensemble; drop --trees or --model-only")
     with _reading(model), _writing(out, overwrite):
         table = evaluate_model(
             model,
@@ -1106,9 +1128,10 @@ def evaluate(
             verbose=not quiet,
             overwrite=overwrite,
             allow_changed=allow_changed_store,
+            trees_store=None if model_only else (trees or AUTO_ENSEMBLE),
         )
     wide = table.pivot_table(
-        index="metric", columns=["celltype", "assay"], values="value", sort=False
+        index="metric", columns=["celltype", "assay", "method"], values="value", sort=False
     )
     typer.echo(wide.to_string(float_format="%.4f"))
     typer.echo(f"wrote {out}")
@@ -1174,14 +1197,23 @@ def benchmark(
             f"{', '.join(DEFAULT_CV_BASELINES)}.",
         ),
     ] = None,
-    ensemble: Annotated[
+    model_only: Annotated[
         bool,
         typer.Option(
-            "--ensemble",
-            help="CV: also score the ensemble of the model, the trees and average activity "
-            "(epitensor.estimators.ensemble; needs chromimpute_gbt among the methods).",
+            "--model-only",
+            help="Score no ensemble: by default the ensemble `impute` writes (model, "
+            "ChromImpute-style trees, average activity) is scored as method epitensor.",
         ),
     ] = False,
+    bootstraps: Annotated[
+        int,
+        typer.Option(
+            "--bootstraps",
+            min=0,
+            help="Bootstraps over chromosomes the methods are ranked on by the ENCODE "
+            "Imputation Challenge's rule (ranking.csv); 0: no ranking.",
+        ),
+    ] = _BENCHMARK.bootstraps,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace OUT.")
     ] = _BENCHMARK.overwrite,
@@ -1189,20 +1221,21 @@ def benchmark(
 ) -> None:
     """Train the model and every baseline on a split, score the held-out tracks side by side.
 
-    With --cv K, every observed track is held out once over K random folds and
+    Method `epitensor` is what `epitensor impute` writes by default (the ensemble);
+    `avocado` the model alone; the others baselines. Every metric overall and per
+    assay; the methods ranked by the ENCODE Imputation Challenge's rule. With --cv K, every observed track is held out once over K random folds and
     every method is retrained per fold (and per training seed).
 
     Example: epitensor benchmark roadmap-pilot --out benchmark --split standard
 
     Example: epitensor benchmark roadmap-pilot --out cv --cv 5 --seed 1 --training-seeds 0,1,2
     """
-    from epitensor.estimators.ensemble import EnsembleRule
     from epitensor.evaluation.benchmark import run_benchmark, run_cv
 
     chosen = None if not preset else [p for p in preset if p != "none"]  # None: the default
     model_params = None if epochs is None else {"n_epochs": epochs}
-    if cv is None and (training_seeds or methods or ensemble):
-        raise typer.BadParameter("--training-seeds, --method and --ensemble go with --cv")
+    if cv is None and (training_seeds or methods):
+        raise typer.BadParameter("--training-seeds and --method go with --cv")
     if cv is not None and split != _BENCHMARK.split:
         raise typer.BadParameter("--split and --cv exclude each other: CV holds out every track")
     with _writing(out, overwrite):
@@ -1212,6 +1245,8 @@ def benchmark(
                 preset=_BENCHMARK.preset if chosen is None else (chosen or None),
                 model_params=model_params,
                 parafac_epochs=parafac_epochs,
+                ensemble=None if model_only else _BENCHMARK.ensemble,
+                bootstraps=bootstraps,
                 overwrite=overwrite,
                 verbose=not quiet,
             )
@@ -1225,12 +1260,18 @@ def benchmark(
                 model_params=model_params,
                 methods=methods or _CV.methods,
                 parafac_epochs=parafac_epochs,
-                ensemble=EnsembleRule() if ensemble else _CV.ensemble,
+                ensemble=None if model_only else _CV.ensemble,
+                bootstraps=bootstraps,
                 overwrite=overwrite,
                 verbose=not quiet,
             )
             result = run_cv(store, _writable_dir(out), options=options)
     typer.echo(result.summary_markdown())
+    if result.ranking is not None:
+        from epitensor.evaluation.benchmark import ranking_markdown
+
+        typer.echo("Ranked by the ENCODE Imputation Challenge's rule:")
+        typer.echo(ranking_markdown(result.ranking))
     typer.echo(f"wrote {out}")
 
 

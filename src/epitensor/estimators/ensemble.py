@@ -40,9 +40,19 @@ from epitensor.store.compendium import RegionView, Store
 from epitensor.store.identity import check_coordinates, check_data, data_record
 from epitensor.store.registry import open_store
 
-__all__ = ["Ensemble", "EnsembleRule", "training_compendium"]
+__all__ = ["DEFAULT_METHOD", "Ensemble", "EnsembleRule", "training_compendium"]
 
 Track = tuple[str, str]
+
+DEFAULT_METHOD = "epitensor"
+"""The name, in every table, of what ``epitensor impute`` writes by default.
+
+That is the :class:`Ensemble` with the default :class:`EnsembleRule` where the
+model's training compendium is at hand, else the model alone (``avocado``).
+``evaluate``, ``benchmark`` (split and ``--cv``), the demo and its report score
+it under this name, beside the model alone (``avocado``), the ensemble's parts
+(``chromimpute_gbt``, ``average_activity``) and the other baselines.
+"""
 
 
 @dataclass(frozen=True)
@@ -227,7 +237,9 @@ class Ensemble:
     Attributes
     ----------
     name : str
-        ``"ensemble"`` (its name in benchmark tables).
+        Its name in benchmark tables: :data:`DEFAULT_METHOD` (``"epitensor"``)
+        with the default rule, what ``epitensor impute`` writes; ``"ensemble"``
+        with any other rule.
     warnings : list of str
         The warning given when ``allow_changed`` let a changed store in
         (kept in :meth:`fingerprint`, so in an imputation's records); else empty.
@@ -241,8 +253,6 @@ class Ensemble:
     >>> ensemble.predict("E116", "H3K27me3").shape
     (1126469,)
     """
-
-    name = "ensemble"
 
     def __init__(
         self,
@@ -272,6 +282,11 @@ class Ensemble:
         self.average = average
         self._cache: dict[tuple[Track, str], np.ndarray] = {}
         self._gates: dict[tuple[Track, str], float] = {}
+
+    @property
+    def name(self) -> str:
+        """:data:`DEFAULT_METHOD` with the default rule, else ``"ensemble"``."""
+        return DEFAULT_METHOD if self.rule == EnsembleRule() else "ensemble"
 
     def _axis(self, axis: str | None) -> str:
         axes = list(self.store.axes)

@@ -31,7 +31,12 @@ import pandas as pd
 
 from epitensor._utils import EpitensorError, atomic_directory, progress, warn
 from epitensor.evaluation import metrics
-from epitensor.evaluation.options import DEFAULT_CV_BASELINES, BenchmarkOptions, CVOptions
+from epitensor.evaluation.options import (
+    AUTO_ENSEMBLE,
+    DEFAULT_CV_BASELINES,
+    BenchmarkOptions,
+    CVOptions,
+)
 from epitensor.evaluation.relationships import pairwise_table, write_pairwise
 from epitensor.genome.annotations import Annotations, peak_mask
 from epitensor.store.compendium import Store
@@ -48,9 +53,13 @@ __all__ = [
     "evaluate",
     "evaluate_model",
     "predict_track",
+    "rank_methods",
+    "ranking_markdown",
     "read_split",
     "resolve_split",
     "run_benchmark",
+    "score_default",
+    "summary_by_assay",
     "run_cv",
     "cv_folds",
     "CVResult",
@@ -273,12 +282,22 @@ class Scorer:
             )
         return self._variance[assay]
 
-    def score(self, track: Track, imputed: np.ndarray, peaks=None) -> dict[str, float]:
-        """Every metric of :data:`epitensor.evaluation.metrics.METRICS` for one imputed track."""
+    def score(
+        self, track: Track, imputed: np.ndarray, peaks=None, subset: np.ndarray | None = None
+    ) -> dict[str, float]:
+        """Every metric of :data:`epitensor.evaluation.metrics.METRICS` for one imputed track.
+
+        ``subset`` (boolean, ``(n_positions,)``, optional) scores only those
+        positions (a bootstrap of :func:`epitensor.evaluation.ranking.chromosome_bootstraps`),
+        the blacklist still masked out. Default None: every position.
+        """
+        mask = self.keep
+        if subset is not None:
+            mask = subset if mask is None else mask & subset
         return metrics.score(
             self.observed(track),
             imputed,
-            mask=self.keep,
+            mask=mask,
             regions=self.regions,
             peaks=peaks,
             weights=self.variance(track[1]),
@@ -307,6 +326,10 @@ def evaluate(
     scorer: Scorer | None = None,
 ) -> pd.DataFrame:
     """Score a predictor's imputation of observed tracks.
+
+    To score what ``epitensor impute`` writes by default, pass
+    :func:`epitensor.workflows.impute.default_imputer` ``(model)`` (or use
+    :func:`evaluate_model`, which also scores the model alone and the parts).
 
     Parameters
     ----------
@@ -386,8 +409,17 @@ def evaluate_model(
     verbose: bool = True,
     overwrite: bool = False,
     allow_changed: bool = False,
+    trees_store=AUTO_ENSEMBLE,
 ) -> pd.DataFrame:
-    """Load a saved model, score it on observed tracks and write the long CSV.
+    """Load a saved model, score what ``epitensor impute`` writes for observed tracks, write the CSV.
+
+    The method :data:`~epitensor.estimators.ensemble.DEFAULT_METHOD`
+    (``epitensor``) is the imputation ``epitensor impute`` writes by default
+    (:func:`epitensor.workflows.impute.default_imputer`: the ensemble of the
+    model, ChromImpute-style trees and average activity where the model's
+    training compendium is at hand, else the model alone): its numbers are
+    those of the files. Beside it: the model alone (``avocado``) and, for an
+    ensemble, its parts (``chromimpute_gbt``, ``average_activity``).
 
     Parameters
     ----------
@@ -411,44 +443,219 @@ def evaluate_model(
         than the data the model was made from, with a warning. Default False:
         refuse it (:func:`epitensor.store.identity.check_data`); a store on
         other coordinates is refused either way.
+    trees_store : Store, str, list of them, "auto" or None
+        Where the ensemble's trees and average are fitted, as ``epitensor
+        impute --trees``. Default ``"auto"``: as ``epitensor impute`` does by
+        default. None: the model alone, as ``--model-only`` (``epitensor`` is
+        then ``avocado``).
 
     Returns
     -------
     pandas.DataFrame
-        The table written.
+        The table written: ``epitensor`` rows first, then ``avocado``, then the parts.
     """
     from epitensor._utils import atomic_write_bytes
     from epitensor.estimators.avocado import Avocado
+    from epitensor.workflows.impute import default_imputer
 
     if Path(out).exists() and not overwrite:
         raise EpitensorError(f"{out} already exists; choose another --out or pass --overwrite")
     fitted = Avocado.load(model)
     store = open_store(store)
+    tracks = [(str(c), str(a)) for c, a in tracks]
     check_coordinates(fitted.layout_, store, f"model {model}")
     check_data(fitted.training_data_, store, f"model {model}", tracks=tracks,
                allow_changed=allow_changed)  # fmt: skip
-    table = evaluate(
-        fitted,
-        store,
-        tracks,
-        annotations=Annotations.from_directory(annotations),
-        verbose=verbose,
-    )
+    imputer = default_imputer(fitted, trees_store, axes=list(store.axes),
+                              allow_changed=allow_changed, verbose=verbose)  # fmt: skip
+    table = score_default(imputer, fitted, store, tracks,
+                          Annotations.from_directory(annotations), verbose)  # fmt: skip
     atomic_write_bytes(out, table.to_csv(index=False).encode())
     return table
+
+
+def score_default(
+    imputer,
+    model,
+    store: Store,
+    tracks: Sequence[Track],
+    annotations: Annotations,
+    verbose: bool = True,
+) -> pd.DataFrame:
+    """Score the default imputation, the model alone and the ensemble's parts on observed tracks.
+
+    Parameters
+    ----------
+    imputer : Ensemble or Avocado
+        From :func:`epitensor.workflows.impute.default_imputer`.
+    model : Avocado
+        The model (the ensemble's own, or ``imputer`` itself).
+    store : Store
+    tracks : sequence of (str, str)
+    annotations : Annotations
+    verbose : bool
+        Progress bars. Default True.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Long, as :func:`evaluate`: the methods
+        :data:`~epitensor.estimators.ensemble.DEFAULT_METHOD`, ``avocado`` and,
+        when ``imputer`` is an ensemble, ``chromimpute_gbt`` and ``average_activity``.
+    """
+    from epitensor.estimators.ensemble import DEFAULT_METHOD
+
+    tracks = [(str(c), str(a)) for c, a in tracks]
+    scorer = Scorer(store, annotations)
+    known: dict[str, dict] = {"avocado": {}}
+    tables = [evaluate(model, store, tracks, method="avocado", predictions=known["avocado"],
+                       verbose=verbose, scorer=scorer)]  # fmt: skip
+    if imputer is model:  # impute writes the model alone: so is the default
+        default = dict(known["avocado"])
+    else:
+        for name, part in (
+            ("chromimpute_gbt", imputer.trees),
+            ("average_activity", imputer.average),
+        ):
+            known[name] = {}
+            tables.append(evaluate(part, store, tracks, method=name, predictions=known[name],
+                                   verbose=verbose, scorer=scorer))  # fmt: skip
+        default = {}
+        for track in tracks:
+            if list(imputer.store.axes) == list(store.axes):  # from the parts, as impute combines
+                parts = [
+                    known[n][track] for n in ("avocado", "chromimpute_gbt", "average_activity")
+                ]
+                default[track] = imputer.combine_imputations(track, *parts)
+            else:
+                default[track] = predict_track(imputer, store, *track)
+    first = evaluate(None, store, tracks, method=DEFAULT_METHOD, predictions=default,
+                     verbose=False, scorer=scorer)  # fmt: skip
+    return pd.concat([first, *tables], ignore_index=True)
 
 
 # summaries ------------------------------------------------------------------------
 
 
-def summarise(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean of each metric over tracks: rows metrics (report order), columns methods."""
+def _metric_order(table: pd.DataFrame) -> list[str]:
     present = set(table.metric)
     order = [m for m in metrics.METRICS if m in present]
-    order += sorted(present - set(order))
+    return order + sorted(present - set(order))
+
+
+def _method_order(table: pd.DataFrame) -> list[str]:
+    """Methods in table order, the default imputation first."""
+    from epitensor.estimators.ensemble import DEFAULT_METHOD
+
     methods = list(dict.fromkeys(table.method))
+    return sorted(methods, key=lambda m: m != DEFAULT_METHOD)
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean of each metric over tracks: rows metrics (report order), columns methods.
+
+    The default imputation (:data:`~epitensor.estimators.ensemble.DEFAULT_METHOD`)
+    comes first, then the methods in the order of ``table``.
+    """
     wide = table.pivot_table(index="metric", columns="method", values="value", aggfunc="mean")
-    return wide.reindex(index=order, columns=methods)
+    return wide.reindex(index=_metric_order(table), columns=_method_order(table))
+
+
+def summary_by_assay(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean of each metric over each assay's tracks: rows (assay, metric), columns methods.
+
+    The challenge reported its results per assay too: the winners' margin over
+    average activity came from some marks and not others.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Long: ``celltype, assay, method, metric, value`` (one row per track,
+        or per fold and track: they are averaged).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``assay`` (sorted) and ``metric`` (report order), with
+        ``n_tracks`` and one column per method (:func:`summarise`'s order).
+    """
+    wide = table.pivot_table(
+        index=["assay", "metric"], columns="method", values="value", aggfunc="mean"
+    )
+    order = _metric_order(table)
+    assays = sorted(set(table.assay))
+    index = pd.MultiIndex.from_product([assays, order], names=["assay", "metric"])
+    wide = wide.reindex(index=index, columns=_method_order(table))
+    counts = table.groupby("assay")[["celltype"]].nunique().celltype
+    wide.insert(0, "n_tracks", counts.reindex(wide.index.get_level_values("assay")).to_numpy())
+    return wide
+
+
+def _by_assay_markdown(by_assay: pd.DataFrame, digits: int = 3) -> str:
+    """The per-assay table as Markdown, the best method per row in bold."""
+    frame = by_assay.copy()
+    frame.index = [f"{a} {m}" for a, m in frame.index]
+    frame.index.name = "assay metric"
+    methods = [c for c in frame.columns if c != "n_tracks"]
+    bold = {}
+    for (assay, name), row in by_assay[methods].iterrows():
+        row = row.dropna()
+        if not row.empty:
+            best = row.idxmin() if name in metrics.LOWER_IS_BETTER else row.idxmax()
+            bold[f"{assay} {name}"] = best
+    frame["best"] = pd.Series(bold)
+    return markdown_table(frame, digits, bold=bold)
+
+
+def rank_methods(
+    scorer: Scorer,
+    predictions: Mapping[str, Mapping[Track, np.ndarray]],
+    n_bootstraps: int,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rank methods by the ENCODE Imputation Challenge's rule, over bootstraps of chromosomes.
+
+    Every method's imputation of every track is scored on each bootstrap of
+    :func:`epitensor.evaluation.ranking.chromosome_bootstraps` (every position
+    but one group of chromosomes), then ranked by
+    :func:`epitensor.evaluation.ranking.challenge_ranking`.
+
+    Parameters
+    ----------
+    scorer : Scorer
+        The store's scorer.
+    predictions : mapping
+        ``{method: {(celltype, assay): imputed array, shape=(n_positions,)}}``.
+    n_bootstraps : int
+        Bootstraps wanted (fewer when the store has fewer chromosomes).
+    seed : int
+        Seed of the chromosome grouping. Default 0.
+
+    Returns
+    -------
+    ranking : pandas.DataFrame
+        :func:`~epitensor.evaluation.ranking.challenge_ranking`'s table, by method.
+    by_track : pandas.DataFrame
+        Each method's combined rank on each track (mean over bootstraps; 1
+        the best): rows ``celltype, assay``, columns methods.
+    """
+    from epitensor.evaluation.ranking import challenge_ranking, chromosome_bootstraps, track_ranks
+
+    store = scorer.store
+    boots = chromosome_bootstraps(store.layout, list(store.axes), n_bootstraps, seed)
+    rows = []
+    for method, by_track in predictions.items():
+        for track, imputed in by_track.items():
+            for index, (_, keep) in enumerate(boots):
+                scores = scorer.score(track, imputed, subset=keep)
+                rows.append({"method": method, "celltype": track[0], "assay": track[1],
+                             "bootstrap": index, **scores})  # fmt: skip
+    wide = pd.DataFrame(rows)
+    ranking = challenge_ranking(wide)
+    ranking.attrs["left_out"] = [label for label, _ in boots]  # chromosomes, per bootstrap
+    per_track = track_ranks(wide).groupby(["celltype", "assay", "method"], sort=False)["rank"]
+    by_track = per_track.mean().unstack("method")
+    return ranking, by_track[[m for m in ranking.index if m in by_track.columns]]
 
 
 def best_methods(summary: pd.DataFrame) -> pd.Series:
@@ -621,8 +828,16 @@ class BenchmarkResult:
     extra : dict
         Tables of the extra scorers by name (see :func:`run_benchmark`).
     ensemble : Ensemble or None
-        The ensemble scored (``ensemble=`` given), its trees fitted on the
-        held-out tracks; None otherwise.
+        The ensemble scored (by default the default imputation, method
+        ``epitensor``), its trees fitted on the training tracks; None when
+        none was scored.
+    by_assay : pandas.DataFrame or None
+        From :func:`summary_by_assay`: every metric per assay and method.
+    ranking : pandas.DataFrame or None
+        The methods ranked by the challenge's rule over bootstraps of
+        chromosomes (:func:`rank_methods`); None with ``bootstraps=0``.
+    ranking_by_track : pandas.DataFrame or None
+        Each method's combined rank per track (mean over bootstraps).
     out_dir : pathlib.Path or None
         Where the files were written.
     """
@@ -642,6 +857,9 @@ class BenchmarkResult:
     out_dir: Path | None = None
     pairwise: pd.DataFrame | None = None
     ensemble: object | None = None
+    by_assay: pd.DataFrame | None = None
+    ranking: pd.DataFrame | None = None
+    ranking_by_track: pd.DataFrame | None = None
 
     def summary_markdown(self, digits: int = 3) -> str:
         """The summary as Markdown: metrics x methods, the best in bold, plus a ``best`` column."""
@@ -794,14 +1012,20 @@ def run_benchmark(
         started = time.perf_counter()
         predictors[name] = baseline.fit(store, train)
         seconds[name] = time.perf_counter() - started
-    if opts.ensemble is not None:
-        predictors["ensemble"] = _ensemble_of(predictors, models, store, opts.ensemble)
+    rule = _rule(
+        opts.ensemble, bool(models) and {"chromimpute_gbt", "average_activity"} <= set(predictors)
+    )
+    ensemble_name = None
+    if rule is not None:
+        ensemble = _ensemble_of(predictors, models, store, rule)
+        ensemble_name = ensemble.name
+        predictors[ensemble_name] = ensemble
     scorer = Scorer(store, annotations)
     predictions: dict[str, dict] = {}
     tables = []
     for name, predictor in predictors.items():
         predictions[name] = {}
-        if name == "ensemble":  # from its parts' imputations, made above
+        if name == ensemble_name:  # from its parts' imputations, made above
             predictions[name] = {
                 t: _ensemble_imputation(predictor, predictors, predictions, store, t)
                 for t in holdout
@@ -819,10 +1043,18 @@ def run_benchmark(
         )
     table = pd.concat(tables, ignore_index=True)
     summary = summarise(table)
+    ranking, ranking_by_track = (
+        rank_methods(scorer, predictions, opts.bootstraps, opts.seed)
+        if opts.bootstraps
+        else (None, None)
+    )
     result = BenchmarkResult(
         table=table,
         summary=summary,
         best=best_methods(summary),
+        by_assay=summary_by_assay(table),
+        ranking=ranking,
+        ranking_by_track=ranking_by_track,
         stratified=stratified_evaluation(store, predictions, annotations),
         predictions=predictions,
         model=next(iter(models.values()), None),
@@ -833,7 +1065,7 @@ def run_benchmark(
         pairwise=pairwise_table(predictions, store, annotations),
         models=models,
         extra=_extra_tables(scorers, store, predictions, holdout, train),
-        ensemble=predictors.get("ensemble"),
+        ensemble=predictors.get(ensemble_name),
     )
     if out_dir is not None:
         parameters = {
@@ -845,10 +1077,32 @@ def run_benchmark(
             "seed": opts.seed,
             "annotations": annotations.source,
             "seconds": seconds,
-            "ensemble": None if opts.ensemble is None else asdict(opts.ensemble),
+            "ensemble": None if rule is None else {"method": ensemble_name, **asdict(rule)},
+            "bootstraps": opts.bootstraps,
         }
         write_benchmark(result, out_dir, parameters, overwrite=opts.overwrite)
     return result
+
+
+def _rule(ensemble, available: bool):
+    """The ensemble rule a run scores: ``"auto"`` is the default rule where the parts are run."""
+    from epitensor.estimators.ensemble import EnsembleRule
+
+    if isinstance(ensemble, str):
+        if ensemble != AUTO_ENSEMBLE:
+            raise EpitensorError(
+                f"invalid ensemble: got {ensemble!r}, expected an EnsembleRule, {AUTO_ENSEMBLE!r} "
+                "or None"
+            )
+        return EnsembleRule() if available else None
+    return ensemble
+
+
+def _ensemble_name(rule) -> str:
+    """The method name of an ensemble with ``rule`` (as :attr:`Ensemble.name`)."""
+    from epitensor.estimators.ensemble import DEFAULT_METHOD, EnsembleRule
+
+    return DEFAULT_METHOD if rule == EnsembleRule() else "ensemble"
 
 
 def _ensemble_of(predictors: dict, models: dict, store: Store, rule, average=None):
@@ -875,7 +1129,9 @@ def write_benchmark(
 
     Files: ``metrics.csv`` (long), ``metrics_by_track.csv`` / ``.md`` (track x
     method rows, metric columns), ``summary.csv`` / ``.md`` (mean per method,
-    best per metric), ``stratified.csv`` / ``.md``, ``metrics.png``,
+    best per metric), ``summary_by_assay.csv`` / ``.md`` (the same per assay),
+    ``ranking.csv`` / ``.md`` and ``ranking_by_track.csv`` / ``.md`` (the
+    challenge's rule, :func:`rank_methods`), ``stratified.csv`` / ``.md``, ``metrics.png``,
     ``stratified.png``, ``parameters.json`` and the pairwise relationships
     (``pairwise.csv``, ``pairwise_summary.csv``, ``pairwise.md``; see
     :func:`epitensor.evaluation.relationships.write_pairwise`).
@@ -905,6 +1161,7 @@ def write_benchmark(
         strat.index = [f"{g} {m}" for g, m in strat.index]
         strat.index.name = "cell types with peak, method"
         (tmp / "stratified.md").write_text(markdown_table(strat))
+        _write_assays_and_ranking(tmp, result)
         title = f"held-out tracks: {', '.join(f'{c} {a}' for c, a in result.holdout)}"
         plot_metrics(tmp / "metrics.png", result.table, title)
         plot_stratified(tmp / "stratified.png", result.stratified, "stratified by peak sharing")
@@ -914,6 +1171,34 @@ def write_benchmark(
         (tmp / "parameters.json").write_text(json.dumps(parameters, indent=2, default=str) + "\n")
     result.out_dir = Path(out_dir)
     return result.out_dir
+
+
+def ranking_markdown(ranking: pd.DataFrame, digits: int = 3) -> str:
+    """The challenge-rule ranking as Markdown, with the chromosomes each bootstrap left out."""
+    text = markdown_table(ranking, digits)
+    left_out = ranking.attrs.get("left_out", [])
+    if left_out:
+        text += (
+            "\nBootstraps (chromosomes left out): "
+            + "; ".join(f"{i}: {label}" for i, label in enumerate(left_out))
+            + "\n"
+        )
+    return text
+
+
+def _write_assays_and_ranking(folder: Path, result) -> None:
+    """``summary_by_assay``, ``ranking`` and ``ranking_by_track`` as CSV and Markdown."""
+    if result.by_assay is not None:
+        result.by_assay.to_csv(folder / "summary_by_assay.csv")
+        (folder / "summary_by_assay.md").write_text(_by_assay_markdown(result.by_assay))
+    if result.ranking is not None:
+        result.ranking.to_csv(folder / "ranking.csv")
+        (folder / "ranking.md").write_text(ranking_markdown(result.ranking))
+        by_track = result.ranking_by_track.copy()
+        by_track.index = [f"{c} {a}" for c, a in by_track.index]
+        by_track.index.name = "track"
+        by_track.to_csv(folder / "ranking_by_track.csv")
+        (folder / "ranking_by_track.md").write_text(markdown_table(by_track, 2))
 
 
 def _write_extra(folder: Path, extra: Mapping[str, pd.DataFrame]) -> None:
@@ -1019,7 +1304,8 @@ class CVResult:
     seconds : pandas.DataFrame
         ``fold, training_seed, method, seconds``: fit times.
     reference : str
-        The method the paired tests compare against (the first model).
+        The method the paired tests and :meth:`wins` compare against: the
+        default imputation (``epitensor``) when scored, else the first model.
     extra : dict
         Extra scorers' tables by name, each with ``fold`` and ``training_seed`` columns.
     pairwise : pandas.DataFrame or None
@@ -1028,6 +1314,12 @@ class CVResult:
         once, by the fold that held it out), for the first training seed.
     out_dir : pathlib.Path or None
         Where the files were written.
+    by_assay : pandas.DataFrame or None
+        From :func:`summary_by_assay` of ``per_track``.
+    ranking, ranking_by_track : pandas.DataFrame or None
+        From :func:`rank_methods` on ``pairwise``'s imputations (each track
+        by the fold that held it out, first training seed); None with
+        ``bootstraps=0``.
     """
 
     table: pd.DataFrame
@@ -1043,6 +1335,9 @@ class CVResult:
     extra: dict = field(default_factory=dict)
     pairwise: pd.DataFrame | None = None
     out_dir: Path | None = None
+    by_assay: pd.DataFrame | None = None
+    ranking: pd.DataFrame | None = None
+    ranking_by_track: pd.DataFrame | None = None
 
     def summary_markdown(self, digits: int = 3) -> str:
         """The summary as Markdown: metrics x methods, the best in bold, plus a ``best`` column."""
@@ -1275,8 +1570,13 @@ def run_cv(
         raise EpitensorError(f"method names used twice: {sorted(clash)}")
     if not model_names and not factories:
         raise EpitensorError("no method to cross-validate; give a preset or a baseline")
-    if opts.ensemble is not None and (not model_names or "chromimpute_gbt" not in factories):
+    has_parts = bool(model_names) and "chromimpute_gbt" in factories
+    rule = _rule(opts.ensemble, has_parts)
+    if rule is not None and not has_parts:
         raise EpitensorError("the ensemble needs a preset and the chromimpute_gbt baseline")
+    ensemble_name = None if rule is None else _ensemble_name(rule)
+    if ensemble_name in factories or ensemble_name in model_names:
+        raise EpitensorError(f"method names used twice: [{ensemble_name!r}]")
     blends = [tuple(str(m) for m in blend) for blend in opts.blends]
     for blend in blends:
         unknown = [m for m in blend if m not in model_names and m not in factories]
@@ -1316,14 +1616,14 @@ def run_cv(
                 started = time.perf_counter()
                 fitted[name] = factory(training_seed).fit(store, train)
                 seconds.append((fold_index, training_seed, name, time.perf_counter() - started))
-            if opts.ensemble is not None:
+            if rule is not None:
                 models = {name: fitted[name] for name in model_names}
-                fitted["ensemble"] = _ensemble_of(fitted, models, store, opts.ensemble, fallback)
+                fitted[ensemble_name] = _ensemble_of(fitted, models, store, rule, fallback)
             for name, predictor in fitted.items():
                 predictions[name] = {}
                 scored = []
                 for track in fold:
-                    if name == "ensemble":  # from its parts' imputations, made above
+                    if name == ensemble_name:  # from its parts' imputations, made above
                         known = {**deterministic_predictions, **predictions}
                         imputed = _ensemble_imputation(predictor, fitted, known, store, track)
                         reason = None
@@ -1368,12 +1668,21 @@ def run_cv(
         .reset_index()
     )
     summary = summarise(per_track)
-    reference = next(iter(model_names), next(iter(factories)))
+    # the default imputation is what the paired tests and wins compare with the others
+    reference = ensemble_name or next(iter(model_names), next(iter(factories)))
+    ranking, ranking_by_track = (
+        rank_methods(scorer, pooled, opts.bootstraps, opts.seed)
+        if opts.bootstraps
+        else (None, None)
+    )
     result = CVResult(
         table=table,
         per_track=per_track,
         summary=summary,
         best=best_methods(summary),
+        by_assay=summary_by_assay(per_track),
+        ranking=ranking,
+        ranking_by_track=ranking_by_track,
         paired=_paired(per_track, reference),
         seed_spread=_seed_spread(table),
         folds=_kept_counts(folds, tracks),
@@ -1396,7 +1705,8 @@ def run_cv(
             "model_params": opts.model_params or {},
             "methods": list(factories),
             "blends": ["+".join(b) for b in blends],
-            "ensemble": None if opts.ensemble is None else asdict(opts.ensemble),
+            "ensemble": None if rule is None else {"method": ensemble_name, **asdict(rule)},
+            "bootstraps": opts.bootstraps,
             "parafac_epochs": opts.parafac_epochs,
             "annotations": annotations.source,
             "folds": [[list(t) for t in fold] for fold in folds],
@@ -1419,7 +1729,8 @@ def write_cv(
     ``metrics_by_track.csv`` / ``.md`` (mean over seeds; track x method rows,
     metric columns), ``summary.csv`` / ``.md``, ``paired.csv`` / ``.md``
     (Wilcoxon tests), ``wins.csv`` / ``.md``, ``seed_spread.csv`` / ``.md``,
-    ``folds.csv``, ``fallbacks.csv``, ``seconds.csv``, ``metrics.png``
+    ``summary_by_assay``, ``ranking`` and ``ranking_by_track`` (``.csv`` /
+    ``.md``), ``folds.csv``, ``fallbacks.csv``, ``seconds.csv``, ``metrics.png``
     (metric by method, one point per track), the pairwise relationships
     (``pairwise.csv``, ``pairwise_summary.csv``, ``pairwise.md``), the extra
     scorers' tables and ``parameters.json``.
@@ -1449,7 +1760,11 @@ def write_cv(
             ("seed_spread", result.seed_spread),
         ):
             frame.to_csv(tmp / f"{name}.csv", index=False)
-            (tmp / f"{name}.md").write_text(markdown_table(frame.set_index(frame.columns[0]), 4))
+            if len(frame.columns):  # a run of one method compares it with nothing
+                (tmp / f"{name}.md").write_text(
+                    markdown_table(frame.set_index(frame.columns[0]), 4)
+                )
+        _write_assays_and_ranking(tmp, result)
         result.folds.to_csv(tmp / "folds.csv", index=False)
         result.fallbacks.to_csv(tmp / "fallbacks.csv", index=False)
         result.seconds.to_csv(tmp / "seconds.csv", index=False)

@@ -13,12 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from epitensor.workflows.options import JobOptions
+from epitensor.workflows.options import AUTO_ENSEMBLE, JobOptions
 
 if TYPE_CHECKING:
     from epitensor.estimators.ensemble import EnsembleRule
 
 __all__ = [
+    "AUTO_ENSEMBLE",
+    "DEFAULT_BOOTSTRAPS",
     "DEFAULT_CV_BASELINES",
     "DEFAULT_PRESET",
     "BenchmarkOptions",
@@ -32,6 +34,9 @@ DEFAULT_PRESET = "cpu-small"
 
 DEFAULT_CV_BASELINES = ("average_activity", "parafac", "chromimpute_gbt")
 """Baselines :func:`~epitensor.evaluation.benchmark.run_cv` runs beside the model by default."""
+
+DEFAULT_BOOTSTRAPS = 10
+"""Bootstraps over chromosomes the methods are ranked on (the challenge ranked on ten)."""
 
 
 @dataclass(frozen=True)
@@ -60,10 +65,20 @@ class BenchmarkOptions(JobOptions):
         start. Default 1.
     seed : int
         Seed of the baselines. Default 0.
-    ensemble : EnsembleRule, optional
-        Also score :class:`~epitensor.estimators.ensemble.Ensemble` (method
-        ``ensemble``) of the (first) model with the ``chromimpute_gbt`` and
-        ``average_activity`` baselines. Default None.
+    ensemble : EnsembleRule, "auto" or None
+        Score :class:`~epitensor.estimators.ensemble.Ensemble` of the (first)
+        model with the ``chromimpute_gbt`` and ``average_activity`` baselines.
+        Default :data:`AUTO_ENSEMBLE` (``"auto"``): the default rule, what
+        ``epitensor impute`` writes, as the method
+        :data:`~epitensor.estimators.ensemble.DEFAULT_METHOD` (``epitensor``),
+        whenever the run has a model and both baselines. A rule: that rule
+        (method ``ensemble`` unless it is the default), the parts required.
+        None: no ensemble.
+    bootstraps : int
+        Bootstraps over chromosomes (:func:`~epitensor.evaluation.ranking.chromosome_bootstraps`)
+        the methods are ranked on by the challenge's rule
+        (:func:`~epitensor.evaluation.ranking.challenge_ranking`); 0 ranks
+        nothing. Default :data:`DEFAULT_BOOTSTRAPS` (10).
     overwrite : bool
         Replace an existing output folder. Default False.
     verbose : bool
@@ -81,7 +96,8 @@ class BenchmarkOptions(JobOptions):
     model_params: Mapping | None = None
     parafac_epochs: int = 1
     seed: int = 0
-    ensemble: EnsembleRule | None = None
+    ensemble: EnsembleRule | str | None = AUTO_ENSEMBLE
+    bootstraps: int = DEFAULT_BOOTSTRAPS
     overwrite: bool = False
     verbose: bool = True
 
@@ -120,11 +136,21 @@ class CVOptions(JobOptions):
         Extra methods that average the imputations of other methods, e.g.
         ``[("avocado", "average_activity")]`` scores their mean as the method
         ``avocado+average_activity``. Default none.
-    ensemble : EnsembleRule, optional
-        Also score :class:`~epitensor.estimators.ensemble.Ensemble` (method
-        ``ensemble``) of the first preset's model with this rule, built on the
-        fold's ``chromimpute_gbt`` and average activity (so both must be run).
-        Default None.
+    ensemble : EnsembleRule, "auto" or None
+        Score :class:`~epitensor.estimators.ensemble.Ensemble` of the first
+        preset's model, built on the fold's ``chromimpute_gbt`` and average
+        activity. Default :data:`AUTO_ENSEMBLE` (``"auto"``): the default rule,
+        what ``epitensor impute`` writes, as the method
+        :data:`~epitensor.estimators.ensemble.DEFAULT_METHOD` (``epitensor``),
+        whenever a preset and ``chromimpute_gbt`` are run; it is then the
+        reference of the paired tests and of ``wins``. A rule: that rule
+        (method ``ensemble`` unless it is the default), ``chromimpute_gbt``
+        required. None: no ensemble.
+    bootstraps : int
+        Bootstraps over chromosomes the methods are ranked on by the
+        challenge's rule, on every track's imputation by the fold that held it
+        out (first training seed); 0 ranks nothing. Default
+        :data:`DEFAULT_BOOTSTRAPS` (10).
     overwrite : bool
         Replace an existing output folder. Default False.
     verbose : bool
@@ -145,7 +171,8 @@ class CVOptions(JobOptions):
     methods: Sequence[str] | Mapping | None = None
     parafac_epochs: int = 1
     blends: Sequence[Sequence[str]] = ()
-    ensemble: EnsembleRule | None = None
+    ensemble: EnsembleRule | str | None = AUTO_ENSEMBLE
+    bootstraps: int = DEFAULT_BOOTSTRAPS
     overwrite: bool = False
     verbose: bool = True
 

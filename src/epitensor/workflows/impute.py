@@ -61,6 +61,7 @@ __all__ = [
     "DEFAULT_BLOCK_SIZE",
     "FastPredictor",
     "ImputeOptions",
+    "default_imputer",
     "load_model",
     "embed",
     "factor_names",
@@ -535,6 +536,50 @@ def _earlier_runs(params_path: Path, paths: list[Path]) -> list[dict]:
                 "tracks": [t for t, _ in pairs], "files": [f for _, f in pairs]}  # fmt: skip
             kept.append(run)
     return kept
+
+
+def default_imputer(
+    model,
+    trees_store=AUTO_ENSEMBLE,
+    *,
+    rule=None,
+    axes: Sequence[str] | None = None,
+    allow_changed: bool = False,
+    verbose: bool = False,
+):
+    """What ``epitensor impute`` imputes with: the ensemble, or the model alone.
+
+    The same choice :func:`impute` makes in this process, so a score of its
+    predictions is a score of the files (``evaluate`` uses it).
+
+    Parameters
+    ----------
+    model : Avocado
+        A fitted model.
+    trees_store : Store, str, list of them, Ensemble, "auto" or None
+        As :class:`~epitensor.workflows.options.ImputeOptions` ``trees_store``.
+        Default :data:`AUTO_ENSEMBLE` (``"auto"``, the command line's default:
+        the model's training compendium if it still opens and holds its
+        training tracks, else the model alone). None: the model alone.
+    rule : EnsembleRule, optional
+        Default None: the default rule.
+    axes : sequence of str, optional
+        The axes imputed. Default None: every axis the ensemble can reach.
+    allow_changed : bool
+        See :func:`~epitensor.estimators.ensemble.training_compendium`. Default False.
+    verbose : bool
+        Say why the model alone is used when ``"auto"`` cannot build the
+        ensemble. Default False.
+
+    Returns
+    -------
+    Ensemble or Avocado
+        Either has ``predict(celltype, assay, axis=...)``; an Ensemble's
+        ``name`` is :data:`~epitensor.estimators.ensemble.DEFAULT_METHOD` with
+        the default rule.
+    """
+    ensemble = _ensemble(model, trees_store, rule, None, verbose, axes, allow_changed)
+    return model if ensemble is None else ensemble
 
 
 def _ensemble(
