@@ -506,6 +506,16 @@ def impute(
         ),
     ] = False,
     allow_changed_store: AllowChangedOpt = False,
+    interval: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--interval",
+            metavar="LEVEL",
+            help="Also write each track's central prediction interval at LEVEL in (0, 1) "
+            "beside it, as CELL.ASSAY.lowerNN / .upperNN files (repeat for several levels; "
+            "needs the ensemble; calibrated once per model, kept in the model directory).",
+        ),
+    ] = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     ray: RayOpt = None,
@@ -518,7 +528,10 @@ def impute(
     is at hand, else the model alone; --model-only always writes the model alone.
 
     Example: epitensor impute model --celltype E065 --assay H3K4me1 --out E065.H3K4me1.bw
+
+    With --interval 0.9: also E065.H3K4me1.lower90.bw and E065.H3K4me1.upper90.bw.
     """
+    from epitensor.estimators.intervals import interval_path
     from epitensor.workflows.impute import impute as run_impute
 
     celltype, assay = celltype or [], assay or []
@@ -530,6 +543,11 @@ def impute(
         raise typer.BadParameter("--model-only writes no ensemble; drop --trees or --model-only")
     if not celltype and all_missing is None:
         raise typer.BadParameter("give --celltype C --assay A (repeatable) or --all-missing STORE")
+    levels = sorted(set(interval or []))
+    if any(not 0 < level < 1 for level in levels):
+        raise typer.BadParameter(f"--interval takes levels in (0, 1), e.g. 0.9; got {levels}")
+    if levels and model_only:
+        raise typer.BadParameter("--interval is calibrated for the ensemble; drop --model-only")
     options = ImputeOptions(
         arcsinh=arcsinh,
         fmt="bedgraph" if bedgraph else _IMPUTE.fmt,
@@ -543,6 +561,7 @@ def impute(
         # the command writes the ensemble when it can; --model-only (or the API's default) not
         trees_store=None if model_only else (trees or AUTO_ENSEMBLE),
         allow_changed_store=allow_changed_store,
+        interval=tuple(levels),
     )
     with _writing(out, overwrite, new=False):
         paths = run_impute(
@@ -554,7 +573,8 @@ def impute(
             missing_in=all_missing,
             options=options,
         )
-    typer.echo("\n".join(f"wrote {p}" for p in paths))
+    bounds = [interval_path(p, b, x) for p in paths for x in levels for b in ("lower", "upper")]
+    typer.echo("\n".join(f"wrote {p}" for p in [*paths, *bounds]))
 
 
 @app.command("fit-genome")
@@ -1002,6 +1022,15 @@ def benchmark(
             "(epitensor.estimators.ensemble; needs chromimpute_gbt among the methods).",
         ),
     ] = False,
+    intervals: Annotated[
+        bool,
+        typer.Option(
+            "--intervals",
+            help="Also score the ensemble's prediction intervals (levels 0.5-0.95, calibrated "
+            "on each split's training tracks) beside constant-width ones: intervals.csv, "
+            "intervals_summary.md, reliability.png. Scores the ensemble (implies --ensemble).",
+        ),
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace OUT.")
     ] = _BENCHMARK.overwrite,
@@ -1018,7 +1047,9 @@ def benchmark(
     """
     from epitensor.estimators.ensemble import EnsembleRule
     from epitensor.evaluation.benchmark import run_benchmark, run_cv
+    from epitensor.evaluation.intervals import SCORER_NAME, interval_scorer
 
+    scorers = {SCORER_NAME: interval_scorer(rule=EnsembleRule())} if intervals else None
     chosen = None if not preset else [p for p in preset if p != "none"]  # None: the default
     model_params = None if epochs is None else {"n_epochs": epochs}
     if cv is None and (training_seeds or methods or ensemble):
@@ -1032,10 +1063,11 @@ def benchmark(
                 preset=_BENCHMARK.preset if chosen is None else (chosen or None),
                 model_params=model_params,
                 parafac_epochs=parafac_epochs,
+                ensemble=EnsembleRule() if intervals else _BENCHMARK.ensemble,
                 overwrite=overwrite,
                 verbose=not quiet,
             )
-            result = run_benchmark(store, _writable_dir(out), options=options)
+            result = run_benchmark(store, _writable_dir(out), options=options, scorers=scorers)
         else:
             options = CVOptions(
                 k=cv,
@@ -1045,11 +1077,11 @@ def benchmark(
                 model_params=model_params,
                 methods=methods or _CV.methods,
                 parafac_epochs=parafac_epochs,
-                ensemble=EnsembleRule() if ensemble else _CV.ensemble,
+                ensemble=EnsembleRule() if ensemble or intervals else _CV.ensemble,
                 overwrite=overwrite,
                 verbose=not quiet,
             )
-            result = run_cv(store, _writable_dir(out), options=options)
+            result = run_cv(store, _writable_dir(out), options=options, scorers=scorers)
     typer.echo(result.summary_markdown())
     typer.echo(f"wrote {out}")
 
