@@ -23,6 +23,7 @@ RUNNABLE_EXAMPLES = [
     "CVOptions",
     "EnsembleRule",
     "ImputeOptions",
+    "IntervalCalibration",
     "Layout",
     "Store",
     "chrom_sizes",

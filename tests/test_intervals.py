@@ -266,3 +266,32 @@ def test_impute_interval_needs_the_ensemble(small_model, tmp_path):
         impute(small_model, [TRACK], tmp_path / "x", interval=0.9, verbose=False)
     with pytest.raises(EpitensorError, match="interval level"):
         impute(small_model, [TRACK], tmp_path / "y", interval=1.5, verbose=False)
+
+
+def test_benchmark_scores_intervals_beside_constant_width(small_model, small_pilot_store, tmp_path):
+    """run_benchmark with the interval scorer: its tables, summary and reliability diagram."""
+    from epitensor.estimators.avocado import load_model
+    from epitensor.estimators.baselines import AverageActivity, ChromImputeGBT
+    from epitensor.estimators.ensemble import EnsembleRule
+    from epitensor.evaluation.benchmark import run_benchmark
+    from epitensor.evaluation.intervals import SCORER_NAME, interval_scorer
+
+    model = load_model(small_model)
+    baselines = {"chromimpute_gbt": ChromImputeGBT(seed=0, **CHEAP_TREES),
+                 "average_activity": AverageActivity()}  # fmt: skip
+    scorer = interval_scorer(levels=(0.8, 0.9), trees=CHEAP_TREES)
+    result = run_benchmark(small_pilot_store, tmp_path / "bench", model=model,
+                           baselines=baselines, scorers={SCORER_NAME: scorer},
+                           ensemble=EnsembleRule(), verbose=False)  # fmt: skip
+    table = result.extra[SCORER_NAME]
+    assert set(table.method) == {"per-bin", "constant"} and set(table.level) == {0.8, 0.9}
+    assert len(table[["celltype", "assay"]].drop_duplicates()) == len(result.holdout)
+    assert scorer.calibration.info["tracks"]  # calibrated on training tracks only
+    assert not set(map(tuple, scorer.calibration.info["tracks"])) & set(result.holdout)
+    for name in ("intervals.csv", "intervals_summary.csv", "intervals_summary.md",
+                 "reliability.png"):  # fmt: skip
+        assert (tmp_path / "bench" / name).is_file()
+    summary = pd.read_csv(tmp_path / "bench" / "intervals_summary.csv")
+    overall = summary[(summary.group == "all") & (summary.subset == "all")]
+    assert overall.coverage.between(0.5, 1.0).all()
+    assert {"assay:H3K4me3", "all"} <= set(summary.group)

@@ -249,8 +249,8 @@ class IntervalCalibration:
             Per assay, one tuple per left-out track, each array ``(n_positions,)``, arcsinh.
         n_groups : int
             Difficulty groups per assay (Mondrian). Default 1: measured
-            (``benchmarks/intervals.py``), 8 groups gave a worse interval score
-            and top-1% coverage than one.
+            on the bundled sample's standard split, 8 groups scored 2% better
+            overall but covered fewer peaks (53% against 61% at 90%).
         seed : int
             Seed of the subsample the difficulty is fitted on. Default 0.
         info : dict, optional
@@ -304,16 +304,41 @@ class IntervalCalibration:
         lower, upper : numpy.ndarray, the shape of ``prediction``, float32, arcsinh
             ``0 <= lower <= prediction <= upper`` wherever ``prediction >= 0``.
         """
-        level = check_levels(level)[0]
+        return self.intervals(assay, prediction, trees, average, [level])[0]
+
+    def intervals(
+        self,
+        assay: str,
+        prediction: np.ndarray,
+        trees: np.ndarray,
+        average: np.ndarray,
+        levels: Sequence[float],
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`interval` at several levels, the difficulty computed once.
+
+        Returns
+        -------
+        list of (lower, upper)
+            One pair per level, each the shape of ``prediction``, float32, arcsinh.
+        """
         part = self._of(assay)
         shape = np.shape(prediction)
-        p = np.asarray(prediction, dtype=np.float64).ravel()
-        sigma = difficulty(p, np.ravel(trees), np.ravel(average)) @ np.asarray(part["coef"])
-        group = np.searchsorted(np.asarray(part["edges"]), sigma)
+        p = np.asarray(prediction, dtype=np.float32).ravel()
+        b0, b1, b2 = (np.float32(c) for c in part["coef"])
+        disagreement = np.abs(np.ravel(trees).astype(np.float32) - np.ravel(average))
+        sigma = b0 + b1 * np.maximum(p, 0) + b2 * disagreement
         table = np.asarray(part["quantiles"])
-        low = np.array([np.interp((1 - level) / 2, PROBABILITIES, q) for q in table])[group]
-        high = np.array([np.interp((1 + level) / 2, PROBABILITIES, q) for q in table])[group]
-        return _bounds(p, p + low * sigma, p + high * sigma, shape)
+        group = np.searchsorted(np.asarray(part["edges"]), sigma) if len(table) > 1 else None
+        out = []
+        for level in check_levels(list(levels)):
+            low = np.array([np.interp((1 - level) / 2, PROBABILITIES, q) for q in table])
+            high = np.array([np.interp((1 + level) / 2, PROBABILITIES, q) for q in table])
+            if group is None:  # one group: scalars, no gather
+                low, high = np.float32(low[0]), np.float32(high[0])
+            else:
+                low, high = low[group].astype(np.float32), high[group].astype(np.float32)
+            out.append(_bounds(p, p + low * sigma, p + high * sigma, shape))
+        return out
 
     def constant_interval(
         self, assay: str, prediction: np.ndarray, level: float
@@ -353,9 +378,10 @@ class IntervalCalibration:
 
 
 def _bounds(p, lower, upper, shape) -> tuple[np.ndarray, np.ndarray]:
-    lower = np.minimum(np.maximum(lower, 0.0), p)
-    upper = np.maximum(upper, p)
-    return lower.reshape(shape).astype(np.float32), upper.reshape(shape).astype(np.float32)
+    lower = np.minimum(np.maximum(lower, 0.0, out=lower), p, out=lower)
+    upper = np.maximum(upper, p, out=upper)
+    return (lower.reshape(shape).astype(np.float32, copy=False),
+            upper.reshape(shape).astype(np.float32, copy=False))  # fmt: skip
 
 
 def left_out_samples(

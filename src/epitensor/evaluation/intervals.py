@@ -319,7 +319,7 @@ METHODS = {"per-bin": "ensemble, per-bin width", "constant": "ensemble, constant
 
 
 def interval_scorer(
-    levels: Sequence[float] = INTERVAL_LEVELS, rule=None, seed: int = 0
+    levels: Sequence[float] = INTERVAL_LEVELS, rule=None, seed: int = 0, trees: dict | None = None
 ) -> IntervalScorer:
     """A ``scorers`` entry of :func:`~epitensor.evaluation.benchmark.run_benchmark` / ``run_cv``.
 
@@ -339,6 +339,10 @@ def interval_scorer(
         The benchmark's ensemble rule. Default None: ``EnsembleRule()``.
     seed : int
         Seed of the calibration's trees and draws. Default 0.
+    trees : dict, optional
+        Parameters of the calibration's
+        :class:`~epitensor.estimators.baselines.ChromImputeGBT` (those of the
+        benchmark's trees). Default None: its defaults.
 
     Returns
     -------
@@ -355,7 +359,7 @@ def interval_scorer(
     >>> et.run_benchmark("roadmap-pilot", "out", scorers=scorers,
     ...                  ensemble=et.EnsembleRule())  # doctest: +SKIP
     """
-    return IntervalScorer(levels, rule, seed)
+    return IntervalScorer(levels, rule, seed, trees)
 
 
 class IntervalScorer:
@@ -369,9 +373,16 @@ class IntervalScorer:
         The last split's average activity (fitted on its training tracks).
     """
 
-    def __init__(self, levels: Sequence[float] = INTERVAL_LEVELS, rule=None, seed: int = 0):
+    def __init__(
+        self,
+        levels: Sequence[float] = INTERVAL_LEVELS,
+        rule=None,
+        seed: int = 0,
+        trees: dict | None = None,
+    ):
         from epitensor.estimators.ensemble import EnsembleRule
 
+        self.trees = dict(trees or {})
         self.levels = check_levels(levels)
         self.rule = EnsembleRule() if rule is None else rule
         self.seed = seed
@@ -391,7 +402,9 @@ class IntervalScorer:
             )
         key = (str(store.url), tuple(sorted(map(tuple, train))))
         if key != self._key:
-            self.calibration, self.average = _calibration(store, train, self.rule, self.seed)
+            self.calibration, self.average = _calibration(
+                store, train, self.rule, self.seed, self.trees
+            )
             self._key = key
         observed, bounds = {}, {"per-bin": {}, "constant": {}}
         for track in holdout:
@@ -412,12 +425,12 @@ def _observed(store, track: Track) -> np.ndarray:
     return np.concatenate([store.read_track(*track, axis=axis) for axis in store.axes])
 
 
-def _calibration(store, train, rule, seed):
+def _calibration(store, train, rule, seed, params):
     from epitensor.estimators.baselines import AverageActivity, ChromImputeGBT
     from epitensor.estimators.intervals import IntervalCalibration, left_out_samples
 
     train = [tuple(t) for t in train]
-    trees = ChromImputeGBT(seed=seed).fit(store, train)
+    trees = ChromImputeGBT(**{"seed": seed, **params}).fit(store, train)
     average = AverageActivity().fit(store, train)
     samples, used = left_out_samples(store, trees, average, rule, train, seed=seed)
     info = {"tracks": [list(t) for t in used]}

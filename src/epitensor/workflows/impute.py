@@ -798,8 +798,8 @@ def _with_bounds(ensemble, calibration, levels, values, tracks, axis, lo, hi) ->
     rows = []
     for k, (_, assay) in enumerate(tracks):
         rows.append(values[k])
-        for level in levels:
-            rows += calibration.interval(assay, values[k], trees[k], average[k], level)
+        for bounds in calibration.intervals(assay, values[k], trees[k], average[k], levels):
+            rows += bounds
     return np.stack(rows)
 
 
