@@ -221,9 +221,10 @@ class IntervalCalibration:
     Examples
     --------
     >>> import numpy as np
+    >>> import epitensor as et
     >>> rng = np.random.default_rng(0)
     >>> y = rng.gamma(2.0, 1.0, 20_000); p = y + rng.normal(0, 0.5, y.size)
-    >>> cal = IntervalCalibration.fit({"H3K4me3": [(y, p, p, p)]}, n_groups=2)
+    >>> cal = et.IntervalCalibration.fit({"H3K4me3": [(y, p, p, p)]}, n_groups=2)
     >>> lower, upper = cal.interval("H3K4me3", p, p, p, 0.9)
     >>> bool(abs(np.mean((lower <= y) & (y <= upper)) - 0.9) < 0.02)
     True
