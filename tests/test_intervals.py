@@ -294,3 +294,19 @@ def test_benchmark_scores_intervals_beside_constant_width(small_model, small_pil
     overall = summary[(summary.group == "all") & (summary.subset == "all")]
     assert overall.coverage.between(0.5, 1.0).all()
     assert {"assay:H3K4me3", "all"} <= set(summary.group)
+
+
+def test_cli_impute_refuses_bad_interval_options(small_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from epitensor.cli import app
+
+    base = ["impute", str(small_model), "--celltype", TRACK[0], "--assay", TRACK[1]]
+    runner = CliRunner()
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--interval", "90"])
+    assert result.exit_code != 0 and "levels in (0, 1)" in result.output
+    result = runner.invoke(
+        app, [*base, "--out", str(tmp_path / "b"), "--interval", "0.9", "--model-only"]
+    )
+    assert result.exit_code != 0 and "drop --model-only" in result.output
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
