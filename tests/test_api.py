@@ -28,6 +28,7 @@ RUNNABLE_EXAMPLES = [
     "AnnotateOptions",
     "TuneOptions",
     "DownstreamOptions",
+    "IntervalCalibration",
     "Layout",
     "Store",
     "chrom_sizes",

@@ -60,7 +60,9 @@ def test_quick_demo_writes_every_output(quick_demo):
     # Every PNG opens; the report embeds every figure and contains the summary table.
     html = (out / "report.html").read_text()
     annotation = out / "annotation"
-    pngs = sorted(out.glob("*.png")) + [out / "benchmark" / "metrics.png"]
+    pngs = sorted(out.glob("*.png")) + [
+        out / "benchmark" / n for n in ("metrics.png", "reliability.png")
+    ]
     pngs += [annotation / n for n in ("states.enrichment.png", "locus_promoter.png")]
     pngs += [annotation / "states.signal.png"]
     assert len(pngs) >= 10
@@ -84,6 +86,11 @@ def test_quick_demo_writes_every_output(quick_demo):
     assert "epitensor" in ranking.index
     params = json.loads((out / "imputed" / "impute.json").read_text())
     assert params["ensemble"]["rule"]["trees_weight"] == 0.6
+    # the prediction intervals: their table, the reliability diagram, the bands
+    assert "How far to trust each imputed value" in html
+    assert "the band around the ensemble is its 90% prediction interval" in html
+    intervals = pd.read_csv(out / "benchmark" / "intervals_summary.csv")
+    assert {"per-bin", "constant"} == set(intervals.method)
     # the pairwise relationships, model beside the observed (no RNA-seq in the sample)
     assert "Pairwise relationships between marks" in html
     assert "H3K4me3 promoter ~ H3K36me3 gene body" in html and "Not scored" in html

@@ -42,6 +42,7 @@ _API = {
     "ChromImputeGBT": "epitensor.estimators.baselines",
     "Ensemble": "epitensor.estimators.ensemble",
     "EnsembleRule": "epitensor.estimators.ensemble",
+    "IntervalCalibration": "epitensor.estimators.intervals",
     "Layout": "epitensor.genome.coordinates",
     "Store": "epitensor.store.compendium",
     "add_tracks": "epitensor.store.ingest",
@@ -93,6 +94,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see; nothing of it runs
     from epitensor.estimators.avocado import Avocado
     from epitensor.estimators.baselines import AverageActivity, ChromImputeGBT
     from epitensor.estimators.ensemble import Ensemble, EnsembleRule
+    from epitensor.estimators.intervals import IntervalCalibration
     from epitensor.evaluation.benchmark import evaluate, run_benchmark, run_cv
     from epitensor.evaluation.downstream import run_downstream
     from epitensor.evaluation.options import (

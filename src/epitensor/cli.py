@@ -578,6 +578,16 @@ def impute(
         ),
     ] = False,
     allow_changed_store: AllowChangedOpt = False,
+    interval: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--interval",
+            metavar="LEVEL",
+            help="Also write each track's central prediction interval at LEVEL in (0, 1) "
+            "beside it, as CELL.ASSAY.lowerNN / .upperNN files (repeat for several levels; "
+            "needs the ensemble; calibrated once per model, kept in the model directory).",
+        ),
+    ] = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     ray: RayOpt = None,
@@ -590,7 +600,10 @@ def impute(
     is at hand, else the model alone; --model-only always writes the model alone.
 
     Example: epitensor impute model --celltype E065 --assay H3K4me1 --out E065.H3K4me1.bw
+
+    With --interval 0.9: also E065.H3K4me1.lower90.bw and E065.H3K4me1.upper90.bw.
     """
+    from epitensor.estimators.intervals import interval_path
     from epitensor.workflows.impute import impute as run_impute
 
     celltype, assay = celltype or [], assay or []
@@ -602,6 +615,11 @@ def impute(
         raise typer.BadParameter("--model-only writes no ensemble; drop --trees or --model-only")
     if not celltype and all_missing is None:
         raise typer.BadParameter("give --celltype C --assay A (repeatable) or --all-missing STORE")
+    levels = sorted(set(interval or []))
+    if any(not 0 < level < 1 for level in levels):
+        raise typer.BadParameter(f"--interval takes levels in (0, 1), e.g. 0.9; got {levels}")
+    if levels and model_only:
+        raise typer.BadParameter("--interval is calibrated for the ensemble; drop --model-only")
     options = ImputeOptions(
         arcsinh=arcsinh,
         fmt="bedgraph" if bedgraph else _IMPUTE.fmt,
@@ -615,6 +633,7 @@ def impute(
         # the command writes the ensemble when it can; --model-only (or the API's default) not
         trees_store=None if model_only else (trees or AUTO_ENSEMBLE),
         allow_changed_store=allow_changed_store,
+        interval=tuple(levels),
     )
     needed = chrom or [r.split(":", 1)[0] for r in region or []]
     with _writing(out, overwrite, new=False):
@@ -629,7 +648,8 @@ def impute(
                 missing_in=all_missing,
                 options=options,
             )
-    typer.echo("\n".join(f"wrote {p}" for p in paths))
+    bounds = [interval_path(p, b, x) for p in paths for x in levels for b in ("lower", "upper")]
+    typer.echo("\n".join(f"wrote {p}" for p in [*paths, *bounds]))
 
 
 @app.command("fit-genome")
@@ -1214,6 +1234,15 @@ def benchmark(
             "Imputation Challenge's rule (ranking.csv); 0: no ranking.",
         ),
     ] = _BENCHMARK.bootstraps,
+    intervals: Annotated[
+        bool,
+        typer.Option(
+            "--intervals",
+            help="Also score the ensemble's prediction intervals (levels 0.5-0.95, calibrated "
+            "on each split's training tracks) beside constant-width ones: intervals.csv, "
+            "intervals_summary.md, reliability.png (the ensemble's: not with --model-only).",
+        ),
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace OUT.")
     ] = _BENCHMARK.overwrite,
@@ -1231,11 +1260,16 @@ def benchmark(
     Example: epitensor benchmark roadmap-pilot --out cv --cv 5 --seed 1 --training-seeds 0,1,2
     """
     from epitensor.evaluation.benchmark import run_benchmark, run_cv
+    from epitensor.estimators.ensemble import EnsembleRule
+    from epitensor.evaluation.intervals import SCORER_NAME, interval_scorer
 
+    scorers = {SCORER_NAME: interval_scorer(rule=EnsembleRule())} if intervals else None
     chosen = None if not preset else [p for p in preset if p != "none"]  # None: the default
     model_params = None if epochs is None else {"n_epochs": epochs}
     if cv is None and (training_seeds or methods):
         raise typer.BadParameter("--training-seeds and --method go with --cv")
+    if intervals and model_only:
+        raise typer.BadParameter("--intervals scores the ensemble's intervals; drop --model-only")
     if cv is not None and split != _BENCHMARK.split:
         raise typer.BadParameter("--split and --cv exclude each other: CV holds out every track")
     with _writing(out, overwrite):
@@ -1250,7 +1284,7 @@ def benchmark(
                 overwrite=overwrite,
                 verbose=not quiet,
             )
-            result = run_benchmark(store, _writable_dir(out), options=options)
+            result = run_benchmark(store, _writable_dir(out), options=options, scorers=scorers)
         else:
             options = CVOptions(
                 k=cv,
@@ -1265,7 +1299,7 @@ def benchmark(
                 overwrite=overwrite,
                 verbose=not quiet,
             )
-            result = run_cv(store, _writable_dir(out), options=options)
+            result = run_cv(store, _writable_dir(out), options=options, scorers=scorers)
     typer.echo(result.summary_markdown())
     if result.ranking is not None:
         from epitensor.evaluation.benchmark import ranking_markdown

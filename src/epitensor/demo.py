@@ -284,12 +284,15 @@ def _gene_tables(directory: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _track_figures(
-    result, store: Store, out: Path, directory: Path
+    result, store: Store, out: Path, directory: Path, intervals=None
 ) -> tuple[list[tuple[Path, str]], Locus, tuple[str, str]]:
     """Observed, model and average-activity signal at an active promoter and a broad domain.
 
-    Returns the figures with their captions, the promoter locus and the track it was
-    picked on.
+    With ``intervals`` (the benchmark's
+    :class:`~epitensor.evaluation.intervals.IntervalScorer`), the ensemble's
+    panel carries its 90% prediction interval as a band, the observed signal
+    drawn over it. Returns the figures with their captions, the promoter locus
+    and the track it was picked on.
     """
     from epitensor.viz.plots import plot_tracks
 
@@ -315,6 +318,7 @@ def _track_figures(
         for method in (DEFAULT_METHOD, "avocado", "average_activity"):
             if method in result.predictions:
                 panels[f"{method} (imputed)"] = result.predictions[method][track][window]
+        bands = _band(result, intervals, track, axis, window)
         path = out / f"tracks_{pick}.png"
         plot_tracks(
             path,
@@ -325,16 +329,33 @@ def _track_figures(
             genes=genes,
             tss=tss,
             resolution=store.resolution,
+            bands=bands,
         )
         figures.append(
             (
                 path,
                 f"{name} (held out: never seen in training) around {locus.label} {locus.region}: "
                 f"observed signal, the model's imputation and the average-activity baseline; "
-                f"RefSeq genes and GENCODE TSS (arrows give the strand) beneath.",
+                + (
+                    "the band around the ensemble is its 90% prediction interval, the observed "
+                    "signal drawn over it; "
+                    if bands
+                    else ""
+                )
+                + "RefSeq genes and GENCODE TSS (arrows give the strand) beneath.",
             )
         )
     return figures, promoter_locus, promoter_track
+
+
+def _band(result, intervals, track, axis, window) -> dict:
+    """The ensemble panel's 90% interval over ``window``, or nothing without a calibration."""
+    if intervals is None or intervals.calibration is None or "ensemble" not in result.predictions:
+        return {}
+    average = intervals.average.predict(*track, axis)[window]
+    prediction = result.predictions["ensemble"][track][window]
+    trees = result.predictions["chromimpute_gbt"][track][window]
+    return {"ensemble (imputed)": intervals.bounds(track, prediction, trees, average, 0.9)}
 
 
 @dataclass
@@ -446,6 +467,37 @@ def _report_annotation(report, annotation: _Annotation) -> None:
         "Mean imputed signal (arcsinh) of each state per cell type and assay, over the "
         "fitted sample of bins.",
     )
+
+
+def _report_intervals(report, result) -> None:
+    """Coverage and interval score of the ensemble's prediction intervals, and the reliability diagram."""
+    from epitensor.evaluation.intervals import SCORER_NAME, interval_summary
+
+    table = result.extra.get(SCORER_NAME)
+    if table is None or table.empty:
+        return
+    summary = interval_summary(table)
+    shown = summary[summary.level.isin([0.8, 0.9]) & summary.group.isin(["all"])]
+    shown = shown.set_index(["subset", "method", "level"])[["coverage", "width", "winkler"]]
+    shown.index = [f"{s} bins, {m} width, {round(100 * x)}%" for s, m, x in shown.index]
+    report.heading("How far to trust each imputed value: prediction intervals")
+    report.paragraph(
+        "epitensor impute --interval 0.9 writes each imputed track's 90% prediction interval "
+        "beside it (lower90 / upper90 bigWigs). The intervals are calibrated on the training "
+        "tracks alone, each left out in turn (epitensor.estimators.intervals), and scored "
+        "here on the held-out tracks: coverage (share of observed bins inside; nominal 80% "
+        "and 90%), mean width and the interval score (lower is better), for a per-bin width "
+        "(from the disagreement of the ensemble's parts and the signal level) and for one "
+        "width per assay. 'top1' bins are the top 1% of each observed track: the peaks, "
+        "which every imputation under-predicts, so coverage there is lower than nominal."
+    )
+    report.table(shown, caption="Held-out bins of all tracks pooled (arcsinh scale).")
+    if result.out_dir is not None and (result.out_dir / "reliability.png").is_file():
+        report.figure(
+            result.out_dir / "reliability.png",
+            "Reliability diagram: nominal against empirical coverage of the held-out bins "
+            "(dotted: the top 1% of observed bins); on the diagonal is calibrated.",
+        )
 
 
 def _report_pairwise(report, pairwise) -> None:
@@ -603,6 +655,7 @@ def _write_report(
     report.table(per_track[[c for c in summary.index if c in per_track.columns]])
     if result.pairwise is not None and not result.pairwise.empty:
         _report_pairwise(report, result.pairwise)
+    _report_intervals(report, result)
     if annotation is not None:
         _report_annotation(report, annotation)
     report.heading("Figures")
@@ -635,6 +688,7 @@ def run_demo(
         and the PNG figures.
     """
     from epitensor.evaluation.benchmark import run_benchmark
+    from epitensor.evaluation.intervals import SCORER_NAME, interval_scorer
     from epitensor.evaluation.options import BenchmarkOptions
     from epitensor.genome.pilot import pilot_annotations_dir
     from epitensor.store.datasets import roadmap_pilot
@@ -657,7 +711,10 @@ def run_demo(
         overwrite=True,
         verbose=verbose,
     )
-    result = run_benchmark(store, out / "benchmark", options=benchmark)
+    intervals = interval_scorer(rule=benchmark.ensemble)  # calibrated on the training tracks
+    result = run_benchmark(
+        store, out / "benchmark", options=benchmark, scorers={SCORER_NAME: intervals}
+    )
     model = result.model
     model.save(out / "model", overwrite=True)
     _say(verbose, "demo: writing the held-out imputations (the default: the ensemble) to bigWig")
@@ -665,7 +722,7 @@ def run_demo(
     imputation = ImputeOptions(trees_store=result.ensemble, overwrite=True, verbose=verbose)
     impute(out / "model", result.holdout, out / "imputed", options=imputation)
     directory = pilot_annotations_dir()
-    figures, promoter, promoter_track = _track_figures(result, store, out, directory)
+    figures, promoter, promoter_track = _track_figures(result, store, out, directory, intervals)
     plot_training_curve(
         out / "training_curve.png", model.history_, "Training (stage 1)", model.holdout_mse_
     )

@@ -329,9 +329,24 @@ class Ensemble:
         -------
         numpy.ndarray, shape=(n_tracks, end - start), float32, arcsinh
         """
+        return self.combine_parts(model_values, tracks, axis, start, end)[0]
+
+    def combine_parts(
+        self, model_values: np.ndarray, tracks: Sequence[Track], axis: str, start: int, end: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`combine`, with the trees' and the average's values it combined.
+
+        What a prediction interval needs besides the ensemble
+        (:mod:`epitensor.estimators.intervals`: their disagreement is the bin's difficulty).
+
+        Returns
+        -------
+        ensemble, trees, average : numpy.ndarray, shape=(n_tracks, end - start), arcsinh
+        """
         trees = np.stack([self._trees(t, axis)[start:end] for t in tracks])
         average = np.stack([self.average.predict(c, a, axis, start, end) for c, a in tracks])
-        return self.rule.combine(model_values, trees, average, self.thresholds(tracks, axis))
+        values = self.rule.combine(model_values, trees, average, self.thresholds(tracks, axis))
+        return values, trees, average
 
     def combine_imputations(
         self, track: Track, model: np.ndarray, trees: np.ndarray, average: np.ndarray
@@ -369,6 +384,12 @@ class Ensemble:
         A track whose cell type or assay the model lacks (a cross-validation
         fold can take all of them) takes the average in the model's place.
         """
+        return self.predict_parts(tracks, axis, start, end)[0]
+
+    def predict_parts(
+        self, tracks: Sequence[Track], axis: str | None = None, start: int = 0, end=None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`predict_tracks`, with the trees' and the average's values: three ``(n_tracks, end - start)``."""
         tracks = [(str(c), str(a)) for c, a in tracks]
         axis = self._axis(axis)
         end = self.store.axis_length(axis) if end is None else int(end)
@@ -379,7 +400,54 @@ class Ensemble:
             model_values[np.flatnonzero(known)] = self.model.predict_tracks(
                 inside, axis, start, end
             )
-        return self.combine(model_values, tracks, axis, start, end)
+        return self.combine_parts(model_values, tracks, axis, start, end)
+
+    def predict_interval(
+        self,
+        celltype: str,
+        assay: str,
+        level: float = 0.9,
+        axis: str | None = None,
+        start: int = 0,
+        end=None,
+        calibration=None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Impute one track with its central ``level`` prediction interval.
+
+        Parameters
+        ----------
+        celltype, assay : str
+            The track.
+        level : float
+            Nominal coverage in (0, 1). Default 0.9.
+        axis : str, optional
+            Default None: the store's only axis.
+        start, end : int
+            Axis positions, half-open. Default: the whole axis.
+        calibration : IntervalCalibration, optional
+            Default None: :func:`~epitensor.estimators.intervals.calibration_for`
+            this ensemble (made in memory on first use, seconds per training
+            track, and kept on the ensemble).
+
+        Returns
+        -------
+        prediction, lower, upper : numpy.ndarray, shape=(end - start,), float32, arcsinh
+            ``lower <= prediction <= upper``.
+
+        Examples
+        --------
+        >>> import epitensor as et
+        >>> store = et.open_store("roadmap-pilot")
+        >>> model = et.Avocado.from_preset("cpu-small").fit(store, holdout=["E116:H3K27me3"])  # doctest: +SKIP
+        >>> mean, lower, upper = et.Ensemble(model, store).predict_interval("E116", "H3K27me3")  # doctest: +SKIP
+        """
+        from epitensor.estimators.intervals import calibration_for
+
+        if calibration is None:
+            calibration = calibration_for(self)
+        values, trees, average = self.predict_parts([(celltype, assay)], axis, start, end)
+        lower, upper = calibration.interval(assay, values[0], trees[0], average[0], level)
+        return values[0], lower, upper
 
     def predict(
         self, celltype: str, assay: str, axis: str | None = None, start: int = 0, end=None

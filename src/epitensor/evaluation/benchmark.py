@@ -1202,10 +1202,18 @@ def _write_assays_and_ranking(folder: Path, result) -> None:
 
 
 def _write_extra(folder: Path, extra: Mapping[str, pd.DataFrame]) -> None:
-    """Write each extra scorer's table as ``<name>.csv`` and ``<name>.md``."""
+    """Write each extra scorer's table as ``<name>.csv`` and ``<name>.md``.
+
+    The prediction intervals' table (:func:`epitensor.evaluation.intervals.interval_scorer`)
+    also gets its pooled summary and reliability diagram.
+    """
+    from epitensor.evaluation import intervals
+
     for name, frame in extra.items():
         frame.to_csv(folder / f"{name}.csv", index=False)
         (folder / f"{name}.md").write_text(markdown_table(frame.reset_index(drop=True)))
+        if name == intervals.SCORER_NAME:
+            intervals.write_interval_files(folder, frame)
 
 
 def warn_if_baseline_wins(result: BenchmarkResult, model_name: str = "avocado") -> list[str]:

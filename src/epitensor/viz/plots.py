@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "plot_embedding_map",
+    "plot_reliability",
     "plot_tracks",
     "plot_training_curve",
     "save_figure",
@@ -52,6 +53,7 @@ def plot_tracks(
     genes: pd.DataFrame | None = None,
     tss: pd.DataFrame | None = None,
     resolution: int = 25,
+    bands: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> None:
     """Stack signal tracks over one locus, genes drawn beneath.
 
@@ -74,7 +76,13 @@ def plot_tracks(
         ``chrom, start`` and optionally ``strand`` of TSSs to mark. Default None.
     resolution : int
         Bin width in bp. Default 25.
+    bands : mapping of str to (numpy.ndarray, numpy.ndarray), optional
+        Panel label to the ``(lower, upper)`` bounds of a prediction interval,
+        each ``(n_positions,)``, arcsinh: drawn as a band behind the panel's
+        signal, with the first panel's signal (the observed track) as a line
+        over it, so the misses show. Default None: no band.
     """
+    bands = dict(bands or {})
     n = len(tracks)
     fig, axes = subplots(
         n + 1,
@@ -84,11 +92,19 @@ def plot_tracks(
         gridspec_kw={"height_ratios": [3] * n + [1]},
     )
     x = starts / 1e6
-    top = max(float(np.nanmax(v)) for v in tracks.values()) * 1.05 or 1.0
+    shown = [*tracks.values(), *(upper for _, upper in bands.values())]
+    top = max(float(np.nanmax(v)) for v in shown) * 1.05 or 1.0
+    first = next(iter(tracks.values()))
     for ax, (label, values) in zip(axes[:-1], tracks.items()):
         key = label.split(" ")[0].lower()
         colour = METHOD_COLOURS.get(key, "#2ca02c")
-        ax.fill_between(x, values, step="post", color=colour, linewidth=0)
+        if label in bands:
+            lower, upper = bands[label]
+            ax.fill_between(x, lower, upper, step="post", color=colour, alpha=0.25, linewidth=0)
+            ax.step(x, values, where="post", color=colour, linewidth=0.8)
+            ax.step(x, first, where="post", color=METHOD_COLOURS["observed"], linewidth=0.6)
+        else:
+            ax.fill_between(x, values, step="post", color=colour, linewidth=0)
         ax.set_ylim(0, top)
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
         ax.spines[["top", "right"]].set_visible(False)
@@ -218,4 +234,38 @@ def plot_embedding_map(
     ax.set_xlabel("UMAP 1")
     ax.set_ylabel("UMAP 2")
     ax.set_title(title)
+    save_figure(fig, path)
+
+
+def plot_reliability(path: str | os.PathLike, table: pd.DataFrame, title: str) -> None:
+    """Reliability diagram: empirical against nominal coverage of prediction intervals.
+
+    Parameters
+    ----------
+    path : str or path-like
+        PNG to write.
+    table : pandas.DataFrame
+        Columns ``subset`` (``"all"``, ``"top1"``), ``method``, ``level``
+        (nominal, in (0, 1)) and ``coverage`` (empirical), e.g.
+        :func:`epitensor.evaluation.intervals.reliability_table`.
+    title : str
+        Figure title.
+    """
+    fig, ax = subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], color="#999999", linewidth=0.8, linestyle="--", label="calibrated")
+    styles = {"all": "-", "top1": ":"}
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
+    for i, (method, part) in enumerate(table.groupby("method", sort=False)):
+        for subset, rows in part.groupby("subset", sort=False):
+            rows = rows.sort_values("level")
+            label = f"{method}" + (" (top 1% observed)" if subset == "top1" else "")
+            ax.plot(rows.level, rows.coverage, marker="o", ms=3, color=colours[i % 4],
+                    linestyle=styles.get(subset, "-"), label=label)  # fmt: skip
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("nominal coverage")
+    ax.set_ylabel("empirical coverage (held-out bins)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.spines[["top", "right"]].set_visible(False)
     save_figure(fig, path)

@@ -401,13 +401,17 @@ def impute(
         those of ``options`` (``arcsinh``, ``fmt``, ``precision``,
         ``overwrite``, ``verbose``, ``block_size``, ``track_batch``,
         ``device``, ``n_threads``, ``ray_address``, ``num_gpus``,
-        ``max_retries``, ``window``, ``trees_store``, ``rule``); any other name
-        is refused.
+        ``max_retries``, ``window``, ``trees_store``, ``rule``,
+        ``allow_changed_store``, ``interval``); any other name is refused.
+        ``interval=0.9`` (or several levels) also writes each track's bounds
+        beside it (:func:`~epitensor.estimators.intervals.interval_path`).
 
     Returns
     -------
     list of pathlib.Path
-        The files (written now or finished before), in the order of ``tracks``.
+        The files (written now or finished before), in the order of ``tracks``;
+        the bounds of an interval lie beside each
+        (:func:`~epitensor.estimators.intervals.interval_path`).
 
     Raises
     ------
@@ -426,7 +430,10 @@ def impute(
     >>> et.impute("model", [track], "out", arcsinh=True, fmt="bedgraph")  # doctest: +SKIP
     >>> options = ImputeOptions(precision="bf16", track_batch=32)
     >>> et.impute("model", [track], "out", options=options, verbose=False)  # doctest: +SKIP
+    >>> et.impute("model", [track], "out", interval=(0.8, 0.9))  # doctest: +SKIP
     """
+    from epitensor.estimators.intervals import calibration_for, check_levels
+
     opts = ImputeOptions.resolve(options, **overrides)
     source = str(model) if isinstance(model, str | os.PathLike) else None
     model = load_model(model)
@@ -444,8 +451,15 @@ def impute(
     threads = task_threads(model.n_threads if opts.n_threads is None else opts.n_threads)
     segments = _model_segments(model, chroms, regions)
     axes = list(dict.fromkeys(segments.axis))
+    levels = check_levels(opts.interval)
     ensemble = _ensemble(model, opts.trees_store, opts.rule, opts.ray_address, opts.verbose, axes,
                          opts.allow_changed_store)  # fmt: skip
+    if levels and ensemble is None:
+        raise EpitensorError(
+            "prediction intervals are calibrated for the ensemble, which this imputation lacks; "
+            "drop --model-only, or give the model's training compendium with --trees STORE"
+        )
+    calibration = calibration_for(ensemble, source, opts.verbose) if levels else None
     if opts.ray_address is None:  # on Ray the workers' devices count, not this machine's
         resolve_device(opts.device if opts.device is not None else model.device)
     out = Path(out)
@@ -461,6 +475,7 @@ def impute(
         n_threads=threads,
         trees_store=None,
         rule=None,
+        interval=tuple(levels),
     )
     executor = {
         "ray_address": opts.ray_address,
@@ -475,20 +490,28 @@ def impute(
         model=model, segments=segments, options=task_options,
         chrom_sizes={c: int(model.chrom_sizes_[c]) for c in sorted(model.chrom_sizes_.index)},
         shared={"model": source if opts.ray_address is not None and source else model,
-                "segments": segments, "options": task_options, "ensemble": ensemble},
+                "segments": segments, "options": task_options, "ensemble": ensemble,
+                "calibration": calibration},
         executor=executor,
     )  # fmt: skip
     prints = impute_fingerprints(source, model, tracks, segments, opts.arcsinh, opts.precision, fmt)
     if ensemble is not None:  # a file of the model alone is not one of the ensemble
         prints = [p if p is None else {**p, "ensemble": ensemble.fingerprint()} for p in prints]
+    files, file_prints = _with_intervals(paths, prints, levels, calibration)
     with output_lock(out):  # reentrant under the CLI's lock; no other writer of these files
         paths[0].parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(paths)
-        todo = _tracks_to_write(paths, prints, opts.overwrite, opts.verbose)
+        flat = [f for group in files for f in group]
+        remove_stale_temporaries(flat)
+        states = _tracks_to_write(flat, [p for g in file_prints for p in g], opts.overwrite,
+                                  opts.verbose)  # fmt: skip
+        per_track = 1 + 2 * len(levels)  # a track is written again with all its files
+        todo = sorted({k // per_track for k in states})
         for lo in range(0, len(todo), int(track_batch)):
             group = todo[lo : lo + int(track_batch)]
             job.write_batch(
-                [tracks[k] for k in group], [paths[k] for k in group], [prints[k] for k in group]
+                [tracks[k] for k in group],
+                [f for k in group for f in files[k]],
+                [p for k in group for p in file_prints[k]],
             )
         record = {
             "tracks": [list(t) for t in tracks],
@@ -504,7 +527,11 @@ def impute(
             "ensemble": None if ensemble is None else ensemble.fingerprint(),
             # a store used under allow_changed_store: the warning given, kept
             "warnings": [] if ensemble is None else list(ensemble.warnings),
-        }
+            "intervals": None if calibration is None else {
+                "levels": levels, "files": [[str(f) for f in g[1:]] for g in files],
+                "calibration": _calibration_summary(calibration),
+            },
+        }  # fmt: skip
         write_json(params_path, {**record, "earlier": _earlier_runs(params_path, paths)})
     return paths
 
@@ -580,6 +607,35 @@ def default_imputer(
     """
     ensemble = _ensemble(model, trees_store, rule, None, verbose, axes, allow_changed)
     return model if ensemble is None else ensemble
+
+
+def _with_intervals(paths, prints, levels, calibration):
+    """Per track: its file, then the lower and upper bound of each level, and their fingerprints."""
+    from epitensor.estimators.intervals import interval_path
+
+    if not levels:
+        return [[p] for p in paths], [[f] for f in prints]
+    digest = _calibration_summary(calibration)["sha256"]
+    files, file_prints = [], []
+    for path, fingerprint in zip(paths, prints):
+        files.append([path])
+        file_prints.append([fingerprint])
+        for level in levels:
+            for bound in ("lower", "upper"):
+                files[-1].append(interval_path(path, bound, level))
+                extra = {"interval": {"bound": bound, "level": level, "calibration": digest}}
+                file_prints[-1].append(None if fingerprint is None else {**fingerprint, **extra})
+    return files, file_prints
+
+
+def _calibration_summary(calibration) -> dict:
+    """What an imputation records of its interval calibration: a digest and what it was made from."""
+    import hashlib
+    import json
+
+    text = json.dumps(calibration.assays, sort_keys=True).encode()
+    info = {k: calibration.info.get(k) for k in ("proxy", "tracks", "n_groups")}
+    return {"sha256": hashlib.sha256(text).hexdigest(), **info}
 
 
 def _ensemble(
@@ -772,6 +828,7 @@ def impute_blocks(
     segments: pd.DataFrame,
     options: ImputeOptions,
     ensemble=None,
+    calibration=None,
 ) -> Iterator[np.ndarray]:
     """The values of one task of :func:`impute`: one chromosome for a batch of tracks.
 
@@ -793,10 +850,14 @@ def impute_blocks(
     ensemble : Ensemble, optional
         Combine the model's values with its trees and average
         (:meth:`~epitensor.estimators.ensemble.Ensemble.combine`). Default None: the model alone.
+    calibration : IntervalCalibration, optional
+        With ``options.interval`` levels and the ensemble: after each track's
+        row, the lower and upper bound of each level
+        (:meth:`~epitensor.estimators.intervals.IntervalCalibration.interval`). Default None.
 
     Yields
     ------
-    numpy.ndarray, shape=(n_tracks, block length), float32
+    numpy.ndarray, shape=(n_tracks * (1 + 2 n_levels), block length), float32
         One array per block of ``_iter_blocks(chromosome segments, block_size)``.
     """
     from epitensor.train.fitting import torch_threads
@@ -809,9 +870,23 @@ def impute_blocks(
     with torch_threads(threads), predictor.session():
         for _, _, axis, lo, hi in _iter_blocks(segments[segments.chrom == chrom], block_size):
             values = predictor.predict(axis, lo, hi)
-            if ensemble is not None:
+            if ensemble is not None and calibration is not None and options.interval:
+                values = _with_bounds(ensemble, calibration, options.interval, values, tracks,
+                                      axis, lo, hi)  # fmt: skip
+            elif ensemble is not None:
                 values = ensemble.combine(values, tracks, axis, lo, hi)
             yield values if options.arcsinh else np.sinh(values)
+
+
+def _with_bounds(ensemble, calibration, levels, values, tracks, axis, lo, hi) -> np.ndarray:
+    """The ensemble's rows, each followed by the lower and upper bound of each level."""
+    values, trees, average = ensemble.combine_parts(values, tracks, axis, lo, hi)
+    rows = []
+    for k, (_, assay) in enumerate(tracks):
+        rows.append(values[k])
+        for bounds in calibration.intervals(assay, values[k], trees[k], average[k], levels):
+            rows += bounds
+    return np.stack(rows)
 
 
 def _impute_chrom(job: tuple, **shared) -> list[np.ndarray]:
@@ -839,6 +914,7 @@ class _ImputeJob:
 
     def __init__(self, model, segments, options: ImputeOptions, chrom_sizes, shared, executor):
         self.model, self.segments, self.fmt = model, segments, options.fmt
+        self.levels = list(options.interval)
         self.block_size, self.chrom_sizes = options.block_size, chrom_sizes
         self.shared, self.executor = shared, dict(executor)
         self.chroms = list(dict.fromkeys(segments.chrom))
@@ -857,13 +933,16 @@ class _ImputeJob:
 
     def _write(self, tracks, paths, prints, sinks, res, in_process) -> None:
         try:
-            for (celltype, assay), path, fingerprint in zip(tracks, paths, prints):
+            labels = [""] + [f" {b}{round(100 * x, 6):g}" for x in self.levels
+                             for b in ("lower", "upper")]  # fmt: skip
+            names = [f"{c} {a}{label}" for c, a in tracks for label in labels]
+            for name, path, fingerprint in zip(names, paths, prints, strict=True):
                 if self.fmt == "bigwig":
                     sinks.append(
                         BigWigSink(path, self.chrom_sizes, fingerprint=fingerprint, resolution=res)
                     )
                 else:
-                    sinks.append(BedGraphSink(path, f"{celltype} {assay}", fingerprint))
+                    sinks.append(BedGraphSink(path, name, fingerprint))
             names = [f"{c} x {len(tracks)} tracks from {tracks[0][0]}:{tracks[0][1]}"
                      for c in self.chroms]  # fmt: skip
             results = iter_tasks(
@@ -876,7 +955,7 @@ class _ImputeJob:
                 where = _iter_blocks(self.segments[self.segments.chrom == chrom], self.block_size)
                 for (_, first_bin, _, lo, hi), values in zip(where, blocks, strict=True):
                     starts, ends = bin_edges(first_bin, hi - lo, res, self.chrom_sizes[chrom])
-                    for sink, row in zip(sinks, values):
+                    for sink, row in zip(sinks, values, strict=True):
                         sink.write(chrom, starts, ends, row)
             for sink in sinks:
                 sink.close()

@@ -106,6 +106,13 @@ class ImputeOptions(JobOptions):
         other values than those the model was made from, with a warning kept
         in the done records. Default False: refuse it (a store of other
         coordinates is refused either way; see :mod:`epitensor.store.identity`).
+    interval : float or sequence of float
+        Also write, beside each imputed track, the lower and upper bounds of
+        its central prediction interval at each level in (0, 1)
+        (``E003.H3K4me3.lower90.bigWig`` / ``.upper90.bigWig`` for 0.9), from
+        the ensemble's calibration (:mod:`epitensor.estimators.intervals`,
+        made once and kept in the model directory). Needs the ensemble.
+        Default ``()``: none, and no extra cost.
 
     Examples
     --------
@@ -131,6 +138,7 @@ class ImputeOptions(JobOptions):
     trees_store: Store | str | os.PathLike | Sequence | Ensemble | None = None
     rule: EnsembleRule | None = None
     allow_changed_store: bool = False
+    interval: float | Sequence[float] = ()
 
 
 @dataclass(frozen=True)
