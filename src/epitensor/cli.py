@@ -1259,8 +1259,8 @@ def benchmark(
 
     Example: epitensor benchmark roadmap-pilot --out cv --cv 5 --seed 1 --training-seeds 0,1,2
     """
-    from epitensor.evaluation.benchmark import run_benchmark, run_cv
     from epitensor.estimators.ensemble import EnsembleRule
+    from epitensor.evaluation.benchmark import run_benchmark, run_cv
     from epitensor.evaluation.intervals import SCORER_NAME, interval_scorer
 
     scorers = {SCORER_NAME: interval_scorer(rule=EnsembleRule())} if intervals else None
