@@ -350,12 +350,15 @@ def _track_figures(
 
 def _band(result, intervals, track, axis, window) -> dict:
     """The ensemble panel's 90% interval over ``window``, or nothing without a calibration."""
-    if intervals is None or intervals.calibration is None or "ensemble" not in result.predictions:
+    if intervals is None or intervals.calibration is None:
+        return {}
+    if DEFAULT_METHOD not in result.predictions:
         return {}
     average = intervals.average.predict(*track, axis)[window]
-    prediction = result.predictions["ensemble"][track][window]
+    prediction = result.predictions[DEFAULT_METHOD][track][window]
     trees = result.predictions["chromimpute_gbt"][track][window]
-    return {"ensemble (imputed)": intervals.bounds(track, prediction, trees, average, 0.9)}
+    bounds = intervals.bounds(track, prediction, trees, average, 0.9)
+    return {f"{DEFAULT_METHOD} (imputed)": bounds}
 
 
 @dataclass
@@ -711,7 +714,7 @@ def run_demo(
         overwrite=True,
         verbose=verbose,
     )
-    intervals = interval_scorer(rule=benchmark.ensemble)  # calibrated on the training tracks
+    intervals = interval_scorer()  # the default rule's; calibrated on the training tracks
     result = run_benchmark(
         store, out / "benchmark", options=benchmark, scorers={SCORER_NAME: intervals}
     )

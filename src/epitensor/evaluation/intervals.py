@@ -384,7 +384,8 @@ class IntervalScorer:
 
         self.trees = dict(trees or {})
         self.levels = check_levels(levels)
-        self.rule = EnsembleRule() if rule is None else rule
+        # "auto" (the benchmark's default ensemble) is the default rule
+        self.rule = EnsembleRule() if rule is None or rule == "auto" else rule
         self.seed = seed
         self.calibration, self.average, self._key = None, None, None
 
@@ -394,11 +395,15 @@ class IntervalScorer:
 
     def __call__(self, store, predictions, holdout, train) -> pd.DataFrame:
         """Calibrate on ``train`` (once per split) and score ``holdout``'s intervals: :func:`interval_table`."""
-        needed = [m for m in ("ensemble", "chromimpute_gbt") if m not in predictions]
+        from epitensor.estimators.ensemble import DEFAULT_METHOD
+
+        # the default ensemble is scored as "epitensor"; one of another rule as "ensemble"
+        name = DEFAULT_METHOD if DEFAULT_METHOD in predictions else "ensemble"
+        needed = [m for m in (name, "chromimpute_gbt") if m not in predictions]
         if needed:
             raise EpitensorError(
                 f"interval scoring needs the ensemble's imputations; the benchmark lacks "
-                f"{needed}: score the ensemble (--ensemble) with the default baselines"
+                f"{needed}: score the ensemble (drop --model-only) with the default baselines"
             )
         key = (str(store.url), tuple(sorted(map(tuple, train))))
         if key != self._key:
@@ -408,7 +413,7 @@ class IntervalScorer:
             self._key = key
         observed, bounds = {}, {"per-bin": {}, "constant": {}}
         for track in holdout:
-            prediction = predictions["ensemble"][track]
+            prediction = predictions[name][track]
             trees = predictions["chromimpute_gbt"][track]
             average = np.concatenate([self.average.predict(*track, a) for a in store.axes])
             observed[track] = _observed(store, track)
