@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import math
 import os
@@ -119,39 +120,49 @@ def output_lock(
         The lock file.
     """
     target = lock_file(path)
-    key = str(target)
     with _held_guard:
-        if key in _held and not _held[key][2]:
+        if str(target) in _held and not _held[str(target)][2]:
             # waiting for our own shared lock would never end
             raise EpitensorError(
                 f"cannot write {path} while this process is reading it; write to another path"
             )
-        if key in _held:
-            _held[key][1] += 1
-            reentered = True
-        else:
-            reentered = False
-    if reentered:
-        try:
-            yield target
-        finally:
-            with _held_guard:
-                _held[key][1] -= 1
-        return
-    handle = _acquire(target, path, wait, lock_timeout() if timeout is None else timeout)
-    with _held_guard:
-        _held[key] = [handle, 1, True]
-    try:
+    acquire = functools.partial(
+        _acquire, target, path, wait, lock_timeout() if timeout is None else timeout
+    )
+    with _holding(target, acquire, _release, exclusive=True):
         yield target
+
+
+@contextlib.contextmanager
+def _holding(target: Path, acquire, release, exclusive: bool) -> Iterator[bool]:
+    """Hold ``target``'s lock for the block, reentrant within this process.
+
+    The first holder calls ``acquire()`` (a handle, or None: run unlocked) and
+    the last one ``release(handle, target)``; nested holders only count. Yields
+    whether the block is locked.
+    """
+    key = str(target)
+    with _held_guard:
+        reentered = key in _held
+        if reentered:
+            _held[key][1] += 1
+    if not reentered:
+        handle = acquire()  # outside the guard: it may wait for another process
+        if handle is None:
+            yield False
+            return
+        with _held_guard:
+            _held[key] = [handle, 1, exclusive]
+    try:
+        yield True
     finally:
         with _held_guard:
-            depth = _held[key][1] - 1
-            if depth == 0:
-                del _held[key]
-            else:  # pragma: no cover - a nested holder outlived its parent block
-                _held[key][1] = depth
-        if depth == 0:
-            _release(handle, target)
+            _held[key][1] -= 1
+            last = _held[key][1] == 0
+            if last:
+                handle = _held.pop(key)[0]
+        if last:
+            release(handle, target)
 
 
 @contextlib.contextmanager
@@ -186,35 +197,9 @@ def read_lock(path: str | os.PathLike) -> Iterator[Path | None]:
         When another process is writing ``path``.
     """
     target = lock_file(path)
-    key = str(target)
-    with _held_guard:
-        reentered = key in _held
-        if reentered:
-            _held[key][1] += 1
-    if reentered:
-        try:
-            yield target
-        finally:
-            with _held_guard:
-                _held[key][1] -= 1
-        return
-    handle = _acquire_shared(target, path)
-    if handle is None:
-        yield None
-        return
-    with _held_guard:
-        _held[key] = [handle, 1, False]
-    try:
-        yield target
-    finally:
-        with _held_guard:
-            depth = _held[key][1] - 1
-            if depth == 0:
-                del _held[key]
-            else:  # pragma: no cover - a nested holder outlived its parent block
-                _held[key][1] = depth
-        if depth == 0:
-            _release_shared(handle, target)
+    acquire = functools.partial(_acquire_shared, target, path)
+    with _holding(target, acquire, _release_shared, exclusive=False) as locked:
+        yield target if locked else None
 
 
 def _acquire_shared(target: Path, path):
