@@ -40,28 +40,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from real_size import QUICK, _maker  # the real-size synthetic model's sizes and maker
 
 REPO = Path(__file__).resolve().parents[1]
 CHROM = "chr21"
 ROADMAP_CHROMS = [f"chr{i}" for i in range(1, 23)]
 MINE = ("H3K4me3", "H3K27me3", "H3K36me3")
-QUICK = {
-    "n_celltype_factors": 4,
-    "n_assay_factors": 6,
-    "n_25bp_factors": 2,
-    "n_250bp_factors": 3,
-    "n_5kbp_factors": 2,
-    "n_layers": 2,
-    "n_nodes": 32,
-    "batch_size": 40000,
-}
-
-
-def _maker():
-    sys.path.insert(0, str(REPO / "scripts"))
-    import make_reference_model
-
-    return make_reference_model
 
 
 def make_site(site: Path, quick: bool) -> Path:

@@ -25,20 +25,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import REFERENCE_TINY
 from epitensor._utils import EpitensorError
 from epitensor.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {
-    "n_celltype_factors": 4,
-    "n_assay_factors": 6,
-    "n_25bp_factors": 2,
-    "n_250bp_factors": 3,
-    "n_5kbp_factors": 2,
-    "n_layers": 2,
-    "n_nodes": 32,
-    "batch_size": 40000,
-}
+TINY = REFERENCE_TINY
 POSITIONS = 20_000  # the first 500 kb of each chromosome: a whole-chromosome model, cut short
 ORIGINAL_CLI_MODELS = [  # cli/avocado-impute's --model choices, less 'custom'
     "roadmap-hg19",

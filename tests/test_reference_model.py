@@ -10,20 +10,12 @@ import pyBigWig
 import pytest
 from typer.testing import CliRunner
 
+from conftest import REFERENCE_TINY
 from epitensor.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "data" / "avocado-reference" / "avocado-chr1.h5"
-TINY = {
-    "n_celltype_factors": 4,
-    "n_assay_factors": 6,
-    "n_25bp_factors": 2,
-    "n_250bp_factors": 3,
-    "n_5kbp_factors": 2,
-    "n_layers": 2,
-    "n_nodes": 32,
-    "batch_size": 40000,
-}
+TINY = REFERENCE_TINY
 CHR22_BP = 51_304_566  # hg19
 
 
