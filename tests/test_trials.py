@@ -755,16 +755,20 @@ def test_T11_impute_out_naming_an_existing_folder_is_one_line(tmp_path):
 def test_T6_annotate_states_the_hmm_cannot_fit_are_one_line(trained_model):
     """Trial T6: 400 states on 4,000 bins left NaN start probabilities and an 86-line traceback.
 
-    Now one line with advice. (T7, 500 components on a toy model, underflowed in
-    hmmlearn's forward pass; the same ValueError path turns it into this error, but
-    this model's features fit, so it is not reproduced here.)
+    Now one line with advice, before any EM: the HMM has more free parameters than
+    the sample has values (hmmlearn's criterion for a degenerate fit). (T7, 500
+    components on a toy model, underflowed in hmmlearn's forward pass; the same
+    ValueError path turns it into this error, but this model's features fit, so it
+    is not reproduced here.)
     """
+
     from epitensor.workflows.annotate import annotate
 
     with pytest.raises(EpitensorError) as caught:
         annotate(trained_model, n_states=400, sample_size=4_000, n_iter=30, verbose=False)
     message = str(caught.value)
     assert "\n" not in message and "HMM could not be fitted" in message
+    assert "free parameters" in message
     assert "--states" in message and "--sample" in message
 
 
