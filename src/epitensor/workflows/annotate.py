@@ -674,7 +674,8 @@ def _check_identifiable(features: np.ndarray, n_states: int) -> None:
     on 4,000 bins) ran its EM for minutes before failing with NaN start probabilities.
     """
     n, d = features.shape
-    free = (n_states - 1) + n_states * (n_states - 1) + 2 * n_states * d  # start, transitions, means, variances
+    # start probabilities, transitions, means and variances
+    free = (n_states - 1) + n_states * (n_states - 1) + 2 * n_states * d
     if free > n * d:
         raise EpitensorError(
             f"the {n_states}-state HMM could not be fitted to {n:,} bins x {d} features: it has "
