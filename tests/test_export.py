@@ -189,7 +189,8 @@ def test_cli_impute(model, tmp_path):
         app,
         ["impute", str(model_dir), "--celltype", "E065", "--assay", "H3K4me1"]
         + ["--celltype", "E117", "--assay", "H3K9me3", "--region", "chr11:2000000-2010000"]
-        + ["--out", str(out), "--quiet", "--bedgraph", "--precision", "bf16"],
+        # the network alone: the ensemble's own command-line tests are in test_ensemble.py
+        + ["--out", str(out), "--quiet", "--bedgraph", "--precision", "bf16", "--model-only"],
     )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [

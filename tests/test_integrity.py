@@ -73,10 +73,11 @@ def test_deleted_chunk_stops_train_and_evaluate_naming_store_axis_and_chunk(
     )
     _one_line_error(result, "c/0/5", "missing")
     assert not out.exists()
-    # the undamaged store still evaluates
+    # the undamaged store still evaluates (the network alone: the ensemble is not the point)
     result = _invoke(
-        "evaluate", model_dir, pilot_store.url, "--tracks", "E003:H3K4me3", "--out", out, "-q"
-    )
+        "evaluate", model_dir, pilot_store.url, "--tracks", "E003:H3K4me3", "--out", out, "-q",
+        "--model-only",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output and out.is_file()
 
 
@@ -438,7 +439,7 @@ def test_evaluate_refuses_an_existing_file_and_the_model_directory(
     existing.write_text("keep me\n")
     _one_line_error(_invoke(*args, existing), f"{existing} already exists", "--overwrite")
     assert existing.read_text() == "keep me\n"
-    assert _invoke(*args, existing, "--overwrite").exit_code == 0
+    assert _invoke(*args, existing, "--overwrite", "--model-only").exit_code == 0
     assert existing.read_text().startswith("celltype,assay,method,metric,value")
 
 

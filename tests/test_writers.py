@@ -74,10 +74,10 @@ def _impute_with_file_size_limit(out: Path, *extra: str) -> subprocess.Completed
     )
 
 
-@pytest.mark.parametrize("extra", [(), ("--quiet",)])
-def test_disk_full_while_writing_a_bigwig_is_one_line_and_leaves_nothing(tmp_path, extra):
+@pytest.mark.parametrize("extra, attempts", [((), 2), (("--quiet",), 1)])
+def test_disk_full_while_writing_a_bigwig_is_one_line_and_leaves_nothing(tmp_path, extra, attempts):
     """Repeated: the write fails with EFBIG at the size limit (a full disk), each time."""
-    for attempt in range(3):
+    for attempt in range(attempts):
         result = _impute_with_file_size_limit(tmp_path / "out.bw", *extra)
         assert result.returncode == 1, (attempt, result.stderr)
         lines = result.stderr.strip().splitlines()
