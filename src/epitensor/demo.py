@@ -236,7 +236,7 @@ def region_subset(store: Store, n_regions: int, path: str | os.PathLike) -> Stor
 
 
 ANNOTATION_PARAMS = {"n_states": 10, "sample_size": 50_000}
-"""The demo's annotation: K = 10 cell type-independent states (as in the README), the HMM
+"""The demo's annotation: K = 10 cell type-independent states (as in the user guide, docs/guide/annotate.md), the HMM
 fitted on 50,000 sampled bins (a quarter of the default, so the step takes seconds)
 and every position decoded."""
 
@@ -440,7 +440,7 @@ def _report_annotation(report, annotation: _Annotation) -> None:
             text += f" ({row['member fold']:.1f}x for {row['strongest member']})"
         if element == "promoter" and "TSS" in result.enrichment.columns:
             text += f", {result.enrichment.at[row.state, 'TSS']:.1f}x for the bin of a GENCODE TSS"
-        if not row.fold > bar:  # bars the README's annotation of the demo model clears
+        if not row.fold > bar:  # bars the demo model clears in docs/annotate/
             text += f"; below {bar:.0f}x, so only weakly {element}-like"
             weak = True
         sentences.append(text + ".")
@@ -590,7 +590,7 @@ def _write_report(
             f"{1 - w:g} x the assay's average activity over the training cell types at the "
             'position (the cpu-small preset, average="blend"): under 5-fold cross-validation '
             "this beat both the network alone and average activity on more metrics than "
-            "either (README, Cross-validation). --preset paper trains the paper's network alone."
+            "either (docs/validation.md, Cross-validation). --preset paper trains the paper's network alone."
         )
     if DEFAULT_METHOD in summary.columns:
         report.paragraph(
@@ -599,7 +599,7 @@ def _write_report(
             "trees and lifts the mean toward the assay's average activity; avocado is the model "
             "alone, and every part and baseline has its own row. Under 5-fold "
             "cross-validation the ensemble beat average activity on every challenge metric and "
-            f"the trees on most (README, Evaluation). The imputed bigWigs of this demo are "
+            f"the trees on most (docs/validation.md, Cross-validation). The imputed bigWigs of this demo are "
             f"{DEFAULT_METHOD}'s, and score as the rows named so."
         )
     if quick:
