@@ -85,3 +85,31 @@ def test_disk_full_while_writing_a_bigwig_is_one_line_and_leaves_nothing(tmp_pat
         assert lines[0].startswith(f"error: writing {tmp_path / 'out.bw'} failed"), lines[0]
         assert "disk has space" in lines[0]
         assert list(tmp_path.iterdir()) == [], attempt
+
+
+def test_files_sharing_one_encoding_thread_are_each_whole_and_fail_alone(tmp_path):
+    """A track and its interval bounds share one EncoderThread: blocks interleave, files do not;
+    one aborted file leaves the others to finish, and the thread ends when stopped."""
+    from epitensor.io.writers import EncoderThread
+
+    thread = EncoderThread("bigwig-test", maxsize=3)
+    sizes = {"chr1": 1_000_000}
+    names = ["track.bw", "track.lower90.bw", "track.upper90.bw", "dropped.bw"]
+    sinks = [BigWigSink(tmp_path / n, sizes, thread=thread) for n in names]
+    rng = np.random.default_rng(1)
+    values = rng.random((len(sinks), 40, 64), dtype=np.float32)
+    for b in range(40):
+        starts = list(range(b * 1600, (b + 1) * 1600, 25))
+        for k, sink in enumerate(sinks):
+            sink.write("chr1", starts, [s + 25 for s in starts], values[k, b])
+    sinks[3].abort()
+    for sink in sinks[:3]:
+        sink.close()
+    assert thread.thread.is_alive()  # shared: the sinks do not stop it
+    thread.stop()
+    assert not thread.thread.is_alive()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[:3])
+    for k, name in enumerate(names[:3]):
+        with pybigtools.open(str(tmp_path / name)) as reader:
+            got = [value for _, _, value in reader.records("chr1", 0, 64_000)]
+        np.testing.assert_allclose(got, values[k].ravel(), rtol=1e-6)

@@ -74,13 +74,33 @@ def zoom_reductions(chrom_sizes: dict[str, int], resolution: int) -> list[int]:
     return levels
 
 
-def _bin_records(chrom: int, starts: np.ndarray, ends: np.ndarray, values: np.ndarray):
-    """Bins as zoom records of one bin each (the finest level's input)."""
-    records = np.empty(len(starts), dtype=WORK_RECORD)
-    bases = (ends - starts).astype(np.float64)
-    records["chrom"], records["start"], records["end"] = chrom, starts, ends
-    records["valid"], records["min"], records["max"] = bases, values, values
-    records["sum"], records["sumsq"] = values * bases, values * values * bases
+def _window_records(
+    chrom: int, start: int, end: int, values: np.ndarray, resolution: int, reduction: int
+) -> np.ndarray:
+    """Adjacent bins from ``start`` (bp) summed straight into windows of ``reduction`` bp.
+
+    The finest zoom level's input: one record a window (about 64x fewer than
+    bins), reduced from plain arrays rather than a record per bin. The last
+    bin ends at ``end`` (shorter at a chromosome's end).
+    """
+    n = len(values)
+    starts = start + resolution * np.arange(n, dtype=np.int64)
+    window = starts // reduction
+    cut = np.flatnonzero(window[1:] != window[:-1]) + 1
+    first = np.concatenate([[0], cut])
+    last = np.concatenate([cut - 1, [n - 1]])
+    v = values.astype(np.float64)
+    bases = np.full(n, float(resolution))
+    bases[-1] = end - starts[-1]
+    weighted = v * bases
+    records = np.empty(len(first), dtype=WORK_RECORD)
+    records["chrom"], records["start"] = chrom, starts[first]
+    records["end"] = np.minimum(starts[last] + resolution, end)
+    records["valid"] = np.add.reduceat(bases, first)
+    records["min"] = np.minimum.reduceat(values, first)
+    records["max"] = np.maximum.reduceat(values, first)
+    records["sum"] = np.add.reduceat(weighted, first)
+    records["sumsq"] = np.add.reduceat(weighted * v, first)
     return records
 
 
@@ -272,9 +292,8 @@ class BigWigEncoder:
             self._run = (chrom_id, end)
 
     def _add_summaries(self, chrom_id: int, start: int, end: int, values: np.ndarray) -> None:
-        starts = start + self.resolution * np.arange(len(values), dtype=np.int64)
-        ends = np.minimum(starts + self.resolution, end)
-        records = _bin_records(chrom_id, starts, ends, values.astype(np.float64))
+        reduction = self._zooms[0].reduction if self._zooms else 64 * self.resolution
+        records = _window_records(chrom_id, start, end, values, self.resolution, reduction)
         total = self._summary
         total[0] += int(records["valid"].sum())
         total[1] = min(total[1], float(records["min"].min()))

@@ -31,6 +31,7 @@ __all__ = [
     "BIGWIG_SUFFIXES",
     "BedGraphSink",
     "BigWigSink",
+    "EncoderThread",
     "bin_edges",
     "completed",
     "done_record",
@@ -72,6 +73,40 @@ def _check_bigwig(path: Path, bases: int, last: tuple[str, int, int, float] | No
     return ""
 
 
+class EncoderThread:
+    """One thread that encodes the blocks of one or several bigWig files, in the order queued.
+
+    A :class:`BigWigSink` makes its own unless given one; the files of one
+    imputed track (the track and the bounds of its prediction intervals) share
+    one, so that asking for intervals adds files, not threads competing with the
+    computation for the cores and the GIL.
+
+    Parameters
+    ----------
+    name : str
+        The thread's name.
+    maxsize : int
+        Blocks waiting at most, over all its files. Default 4.
+    """
+
+    def __init__(self, name: str, maxsize: int = 4) -> None:
+        self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.thread = threading.Thread(target=self._run, daemon=True, name=name)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            sink, payload = item
+            sink._encode(payload)
+
+    def stop(self) -> None:
+        """End the thread once the blocks queued before are encoded."""
+        if self.thread.is_alive():
+            with contextlib.suppress(queue.Full):
+                self.queue.put(None, timeout=30)
+            self.thread.join(timeout=30)
+
+
 class BigWigSink:
     """A bigWig file encoded on a thread, fed block by block through a small queue.
 
@@ -92,6 +127,9 @@ class BigWigSink:
         Written to the done record (see :func:`completed`). Default None.
     resolution : int
         Bin width, bp. Default 25.
+    thread : EncoderThread, optional
+        Encode on this thread, shared with other files (it is not stopped
+        here). Default None: a thread of its own.
     """
 
     def __init__(
@@ -101,6 +139,7 @@ class BigWigSink:
         maxsize: int = 4,
         fingerprint: dict | None = None,
         resolution: int = 25,
+        thread: EncoderThread | None = None,
     ):
         from epitensor.io.bigwig import BigWigEncoder
 
@@ -108,23 +147,29 @@ class BigWigSink:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=".bw", dir=path.parent)
         os.close(fd)
         self.tmp = Path(tmp)
-        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
         self._error: BaseException | None = None
         self._bases, self._last = 0, None
         self._encoder = BigWigEncoder(self.tmp, chrom_sizes, resolution)
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"bigwig-{path.name}")
-        self._thread.start()
+        self._finished = threading.Event()  # set once the encoder closed, stopped or failed
+        self._own = thread is None
+        self._worker = EncoderThread(f"bigwig-{path.name}", maxsize) if self._own else thread
 
-    def _run(self) -> None:
+    def _encode(self, item) -> None:
+        """On the encoding thread: one queued block, or the end of the file."""
+        if self._finished.is_set():
+            return  # failed or aborted: what was still queued is dropped
         try:
-            while (item := self._queue.get()) is not _ABORT:
-                if item is _STOP:
-                    self._encoder.close()
-                    return
+            if item is _STOP:
+                self._encoder.close()
+            elif item is _ABORT:
+                pass
+            else:
                 chrom, start, end, values = item
                 self._encoder.add(chrom, start, values, end=end)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                return
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             self._error = exc
+        self._finished.set()
 
     def _failure(self, detail: str) -> EpitensorError:
         return EpitensorError(
@@ -134,12 +179,12 @@ class BigWigSink:
 
     def _put(self, item) -> None:
         while True:
-            if self._error is not None or not self._thread.is_alive():
+            if self._error is not None or not self._worker.thread.is_alive():
                 error = self._failure(str(self._error or "the writer stopped"))
                 self.abort()
                 raise error
             try:
-                self._queue.put(item, timeout=0.5)
+                self._worker.queue.put((self, item), timeout=0.5)
                 return
             except queue.Full:
                 continue
@@ -165,7 +210,12 @@ class BigWigSink:
     def close(self) -> None:
         """Finish the file and move it into place."""
         self._put(_STOP)
-        self._thread.join()
+        while not self._finished.wait(timeout=0.5):
+            if not self._worker.thread.is_alive():
+                self._error = self._error or RuntimeError("the writer stopped")
+                break
+        if self._own:
+            self._worker.stop()
         detail = str(self._error) if self._error is not None else ""
         detail = detail or _check_bigwig(self.tmp, self._bases, self._last)
         if detail:
@@ -176,10 +226,12 @@ class BigWigSink:
 
     def abort(self) -> None:
         """Stop the writer and remove the partial file."""
-        if self._thread.is_alive():
+        if not self._finished.is_set() and self._worker.thread.is_alive():
             with contextlib.suppress(queue.Full):
-                self._queue.put(_ABORT, timeout=5)
-            self._thread.join(timeout=30)
+                self._worker.queue.put((self, _ABORT), timeout=5)
+            self._finished.wait(timeout=30)
+        if self._own:
+            self._worker.stop()
         self._encoder.abort()
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()

@@ -39,6 +39,7 @@ from epitensor.io.names import parse_track
 from epitensor.io.writers import (
     BedGraphSink,
     BigWigSink,
+    EncoderThread,
     bin_edges,
     completed,
     output_paths,
@@ -74,6 +75,11 @@ __all__ = [
     "track_file_stems",
     "track_segments",
 ]
+
+MAX_OPEN_FILES = 4 * MAX_OPEN_WRITERS
+"""Files an imputation writes at once at most: with prediction intervals a track has
+``1 + 2 x levels`` files, so a track batch is cut to keep them under this (a track's files
+are always written together)."""
 
 # --------------------------------------------------------------------------------------
 # the model: names, devices, fast inference
@@ -506,8 +512,9 @@ def impute(
                                   opts.verbose)  # fmt: skip
         per_track = 1 + 2 * len(levels)  # a track is written again with all its files
         todo = sorted({k // per_track for k in states})
-        for lo in range(0, len(todo), int(track_batch)):
-            group = todo[lo : lo + int(track_batch)]
+        batch = max(1, min(int(track_batch), MAX_OPEN_FILES // per_track))  # files open: bounded
+        for lo in range(0, len(todo), batch):
+            group = todo[lo : lo + batch]
             job.write_batch(
                 [tracks[k] for k in group],
                 [f for k in group for f in files[k]],
@@ -929,18 +936,24 @@ class _ImputeJob:
         with contextlib.ExitStack() as held:
             if in_process:
                 held.enter_context(_axes_held(self.model, self.segments))
-            self._write(tracks, paths, prints, sinks, res, in_process)
+            # one encoding thread a track: its interval bounds add files, not threads
+            per_track = 1 + 2 * len(self.levels)  # as many blocks waiting a file as alone
+            threads = [EncoderThread(f"bigwig-{c}.{a}", 4 * per_track) for c, a in tracks] if (
+                self.fmt == "bigwig") else []  # fmt: skip
+            for thread in threads:
+                held.callback(thread.stop)
+            self._write(tracks, paths, prints, sinks, res, in_process, threads)
 
-    def _write(self, tracks, paths, prints, sinks, res, in_process) -> None:
+    def _write(self, tracks, paths, prints, sinks, res, in_process, threads) -> None:
         try:
             labels = [""] + [f" {b}{round(100 * x, 6):g}" for x in self.levels
                              for b in ("lower", "upper")]  # fmt: skip
             names = [f"{c} {a}{label}" for c, a in tracks for label in labels]
-            for name, path, fingerprint in zip(names, paths, prints, strict=True):
+            for k, (name, path, fingerprint) in enumerate(zip(names, paths, prints, strict=True)):
                 if self.fmt == "bigwig":
-                    sinks.append(
-                        BigWigSink(path, self.chrom_sizes, fingerprint=fingerprint, resolution=res)
-                    )
+                    thread = threads[k // len(labels)]
+                    sinks.append(BigWigSink(path, self.chrom_sizes, fingerprint=fingerprint,
+                                            resolution=res, thread=thread))  # fmt: skip
                 else:
                     sinks.append(BedGraphSink(path, name, fingerprint))
             names = [f"{c} x {len(tracks)} tracks from {tracks[0][0]}:{tracks[0][1]}"
