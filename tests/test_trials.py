@@ -815,3 +815,41 @@ def test_C3_bigwig_of_a_chromosome_past_4_gb_is_one_line(tmp_path):
     with pytest.raises(EpitensorError, match=r"'chrBig' is 5,000,000,000 bp.*write bedGraph"):
         BigWigEncoder(tmp_path / "x.bw", {"chr1": 1000, "chrBig": 5_000_000_000})
     assert not (tmp_path / "x.bw").exists()
+
+
+def _patch_first_chrom_size(data: bytearray, size: int) -> None:
+    """Set the first chromosome's size in a bigWig's chromosome B+ tree (little-endian)."""
+    tree = int.from_bytes(data[8:16], "little")  # chromTreeOffset
+    key_size = int.from_bytes(data[tree + 8 : tree + 12], "little")
+    item = tree + 32 + 4  # tree header, then the leaf node's header
+    at = item + key_size + 4  # key, chromId, then chromSize
+    data[at : at + 4] = size.to_bytes(4, "little")
+
+
+def test_C3_ingest_of_a_bigwig_chromosome_past_2_gb_names_the_limit_not_corruption(
+    test_data, tmp_path
+):
+    """A bigWig whose chr9 is 4,294,967,295 bp, read by a layout past 2^31 bp.
+
+    Was ``cannot read axis 'regions' (OverflowError ...); the file is corrupt or
+    truncated, re-download it``; the file is valid, the reader (pybigtools, signed
+    32-bit positions) cannot address it. Now one line naming the file, the limit and
+    the fix; a layout that stays below the limit still reads the file.
+    """
+    data = bytearray((test_data / COOLBOX.format("H3K27ac")).read_bytes())
+    _patch_first_chrom_size(data, 2**32 - 1)
+    huge = tmp_path / "huge.bw"
+    huge.write_bytes(bytes(data))
+    genome = tmp_path / "g.sizes"
+    genome.write_text("chr9\t4294967295\n")
+    manifest = _manifest(tmp_path, [("K562", "X", huge)])
+    far = _bed(tmp_path, [("chr9", 4_294_000_000, 4_294_967_295)], "far.bed")
+    line = _fails(
+        _ingest(manifest, tmp_path / "s.zarr", "--genome", genome, "--regions", far),
+        "huge.bw",
+        "chromosome 'chr9' is 4,294,967,295 bp",
+        "past 2,147,483,647 bp cannot be read",
+        "bigWigToBedGraph",
+    )
+    assert "corrupt" not in line.replace("not corrupt", "")
+    assert not (tmp_path / "s.zarr").exists()
