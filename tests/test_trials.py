@@ -768,6 +768,31 @@ def test_T6_annotate_states_the_hmm_cannot_fit_are_one_line(trained_model):
     assert "--states" in message and "--sample" in message
 
 
+def test_T7_annotate_hmm_forward_pass_underflow_is_one_line():
+    """Trial T7: ``annotate --states 4 --components 500`` died in hmmlearn's forward pass.
+
+    ``ValueError: forward pass failed with underflow`` (55 lines). The cause: with
+    many components, some directions have almost no variance in the sample, and a bin
+    that departs from them has probability 0 under every state. These features
+    (50 components, 10 of them of variance ~1e-12 with 5 bins 1.0 away) reproduce it
+    in the fit; it is now the same one line as T6.
+    """
+    from epitensor.workflows.annotate import _fit_hmm
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(5_000, 50))
+    features[:, 40:] *= 1e-6
+    features[::1_000, 40:] += 1.0
+    with pytest.raises(EpitensorError) as caught:
+        _fit_hmm(features, [5_000], n_states=4, n_iter=30, seed=0)
+    message = str(caught.value)
+    assert "\n" not in message and "HMM could not be fitted" in message
+    assert "underflow" in message and "--components" in message
+    # the same features without the departing bins fit
+    features[::1_000, 40:] -= 1.0
+    assert _fit_hmm(features, [5_000], n_states=4, n_iter=5, seed=0).means_.shape == (4, 50)
+
+
 # F. misleading messages -----------------------------------------------------------------------
 
 
