@@ -878,3 +878,37 @@ def test_C3_ingest_of_a_bigwig_chromosome_past_2_gb_names_the_limit_not_corrupti
     )
     assert "corrupt" not in line.replace("not corrupt", "")
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_T9_train_checkpoint_past_the_file_size_limit_is_one_line(small_pilot_store, tmp_path):
+    """``train --overwrite`` under ``ulimit -f``: the checkpoint's save was a SafetensorError traceback.
+
+    (The model's own save was fixed first; the re-run of the trials found the
+    checkpoint written before it still crashed.) The old model stays intact.
+    """
+    import resource
+
+    out = tmp_path / "m_keep"
+    shutil.copytree(SAVED_MODEL, out)
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"n_celltype_factors": 4, "n_assay_factors": 4,
+                                  "n_25bp_factors": 4, "n_250bp_factors": 2, "n_5kbp_factors": 2,
+                                  "n_layers": 1, "n_nodes": 16, "n_epochs": 1,
+                                  "batch_size": 8192}))  # fmt: skip
+    limit = 20_000  # the checkpoint's genome factors are larger
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    code = "import sys; from epitensor.cli import app; sys.argv[0] = 'epitensor'; app()"
+    args = ["train", str(small_pilot_store.url), "--out", str(out), "--preset", str(preset)]
+    env = dict(os.environ, PYTHONPATH=SRC, PYTHONDONTWRITEBYTECODE="1")
+    done = subprocess.run([sys.executable, "-c", code, *args, "--overwrite", "--threads", "1", "-q"],
+                          env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=cap)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write checkpoint "), done.stderr
+    assert "File too large" in lines[0] and "ulimit -f" in lines[0]
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
