@@ -773,6 +773,31 @@ def test_T6_annotate_states_the_hmm_cannot_fit_are_one_line(trained_model):
     assert "--states" in message and "--sample" in message
 
 
+def test_T7_annotate_hmm_forward_pass_underflow_is_one_line():
+    """Trial T7: ``annotate --states 4 --components 500`` died in hmmlearn's forward pass.
+
+    ``ValueError: forward pass failed with underflow`` (55 lines). The cause: with
+    many components, some directions have almost no variance in the sample, and a bin
+    that departs from them has probability 0 under every state. These features
+    (50 components, 10 of them of variance ~1e-12 with 5 bins 1.0 away) reproduce it
+    in the fit; it is now the same one line as T6.
+    """
+    from epitensor.workflows.annotate import _fit_hmm
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(5_000, 50))
+    features[:, 40:] *= 1e-6
+    features[::1_000, 40:] += 1.0
+    with pytest.raises(EpitensorError) as caught:
+        _fit_hmm(features, [5_000], n_states=4, n_iter=30, seed=0)
+    message = str(caught.value)
+    assert "\n" not in message and "HMM could not be fitted" in message
+    assert "underflow" in message and "--components" in message
+    # the same features without the departing bins fit
+    features[::1_000, 40:] -= 1.0
+    assert _fit_hmm(features, [5_000], n_states=4, n_iter=5, seed=0).means_.shape == (4, 50)
+
+
 # F. misleading messages -----------------------------------------------------------------------
 
 
@@ -820,3 +845,75 @@ def test_C3_bigwig_of_a_chromosome_past_4_gb_is_one_line(tmp_path):
     with pytest.raises(EpitensorError, match=r"'chrBig' is 5,000,000,000 bp.*write bedGraph"):
         BigWigEncoder(tmp_path / "x.bw", {"chr1": 1000, "chrBig": 5_000_000_000})
     assert not (tmp_path / "x.bw").exists()
+
+
+def _patch_first_chrom_size(data: bytearray, size: int) -> None:
+    """Set the first chromosome's size in a bigWig's chromosome B+ tree (little-endian)."""
+    tree = int.from_bytes(data[8:16], "little")  # chromTreeOffset
+    key_size = int.from_bytes(data[tree + 8 : tree + 12], "little")
+    item = tree + 32 + 4  # tree header, then the leaf node's header
+    at = item + key_size + 4  # key, chromId, then chromSize
+    data[at : at + 4] = size.to_bytes(4, "little")
+
+
+def test_C3_ingest_of_a_bigwig_chromosome_past_2_gb_names_the_limit_not_corruption(
+    test_data, tmp_path
+):
+    """A bigWig whose chr9 is 4,294,967,295 bp, read by a layout past 2^31 bp.
+
+    Was ``cannot read axis 'regions' (OverflowError ...); the file is corrupt or
+    truncated, re-download it``; the file is valid, the reader (pybigtools, signed
+    32-bit positions) cannot address it. Now one line naming the file, the limit and
+    the fix; a layout that stays below the limit still reads the file.
+    """
+    data = bytearray((test_data / COOLBOX.format("H3K27ac")).read_bytes())
+    _patch_first_chrom_size(data, 2**32 - 1)
+    huge = tmp_path / "huge.bw"
+    huge.write_bytes(bytes(data))
+    genome = tmp_path / "g.sizes"
+    genome.write_text("chr9\t4294967295\n")
+    manifest = _manifest(tmp_path, [("K562", "X", huge)])
+    far = _bed(tmp_path, [("chr9", 4_294_000_000, 4_294_967_295)], "far.bed")
+    line = _fails(
+        _ingest(manifest, tmp_path / "s.zarr", "--genome", genome, "--regions", far),
+        "huge.bw",
+        "chromosome 'chr9' is 4,294,967,295 bp",
+        "past 2,147,483,647 bp cannot be read",
+        "bigWigToBedGraph",
+    )
+    assert "corrupt" not in line.replace("not corrupt", "")
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_T9_train_checkpoint_past_the_file_size_limit_is_one_line(small_pilot_store, tmp_path):
+    """``train --overwrite`` under ``ulimit -f``: the checkpoint's save was a SafetensorError traceback.
+
+    (The model's own save was fixed first; the re-run of the trials found the
+    checkpoint written before it still crashed.) The old model stays intact.
+    """
+    import resource
+
+    out = tmp_path / "m_keep"
+    shutil.copytree(SAVED_MODEL, out)
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"n_celltype_factors": 4, "n_assay_factors": 4,
+                                  "n_25bp_factors": 4, "n_250bp_factors": 2, "n_5kbp_factors": 2,
+                                  "n_layers": 1, "n_nodes": 16, "n_epochs": 1,
+                                  "batch_size": 8192}))  # fmt: skip
+    limit = 20_000  # the checkpoint's genome factors are larger
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    code = "import sys; from epitensor.cli import app; sys.argv[0] = 'epitensor'; app()"
+    args = ["train", str(small_pilot_store.url), "--out", str(out), "--preset", str(preset)]
+    env = dict(os.environ, PYTHONPATH=SRC, PYTHONDONTWRITEBYTECODE="1")
+    done = subprocess.run([sys.executable, "-c", code, *args, "--overwrite", "--threads", "1", "-q"],
+                          env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=cap)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write checkpoint "), done.stderr
+    assert "File too large" in lines[0] and "ulimit -f" in lines[0]
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

@@ -352,6 +352,27 @@ def _bigwig_header(path: str, where: str) -> tuple[dict[str, int], int]:
     return lengths, (covered if lengths else 0)
 
 
+# pybigtools reads positions as signed 32-bit numbers: a query that reaches past
+# 2,147,483,647 bp fails with "out of range integral type conversion" (trial C3), although
+# the bigWig format itself addresses 4,294,967,295 bp.
+BIGWIG_MAX_READ = 2**31 - 1
+
+
+def _check_bigwig_reach(
+    where: str, chrom: str, length: int, firsts: np.ndarray, counts: np.ndarray, res: int
+) -> None:
+    """Refuse a read of a bigWig chromosome past the position pybigtools can address."""
+    reach = min(length, int(np.max((firsts + counts) * res))) if len(firsts) else 0
+    if reach > BIGWIG_MAX_READ:
+        raise EpitensorError(
+            f"{where}: chromosome {chrom!r} is {length:,} bp and the layout reads it up to "
+            f"{reach:,} bp, but bigWig positions past {BIGWIG_MAX_READ:,} bp cannot be read "
+            f"(the file is not corrupt: the reader addresses 31 bits); convert the track to "
+            f"bedGraph (bigWigToBedGraph) and ingest that, or keep --regions below "
+            f"{BIGWIG_MAX_READ:,} bp"
+        )
+
+
 def _bigwig_bins(reader, chrom: str, length: int, first: int, res: int, out: np.ndarray) -> None:
     """Fill ``out`` (float64, one per bin) with bin means from chromosome bin ``first``.
 
@@ -885,6 +906,7 @@ def _axis_chrom_bins(
         offsets = group.offset.to_numpy()
         if source.fmt == "bigwig":
             length = int(reader.chroms()[name])
+            _check_bigwig_reach(source.spec.where, name, length, firsts, counts, layout.resolution)
             for first, count, offset in zip(firsts, counts, offsets):
                 _bigwig_bins(
                     reader, name, length, first, layout.resolution, out[offset : offset + count]

@@ -49,6 +49,20 @@ def _unflatten_optimizer_states(tensors: dict[str, torch.Tensor], meta: list) ->
     return states
 
 
+def _save_file(tensors: dict[str, torch.Tensor], path: Path, checkpoint: Path) -> None:
+    """Write one checkpoint file; a full disk or a file size limit is one line (trial T9)."""
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error for OSErrors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EpitensorError(
+            f"cannot write checkpoint {checkpoint} ({first}); free disk space, raise the file "
+            f"size limit (ulimit -f) or choose a writable folder, then run again"
+        ) from None
+
+
 class Checkpoint:
     """An atomic per-epoch checkpoint of a training loop, in a directory.
 
@@ -92,14 +106,12 @@ class Checkpoint:
         ``kept`` holds further parameter sets (the best epoch's, the running
         average), written in the same atomic step so they always match the epoch.
         """
-        from safetensors.torch import save_file
-
         tensors, meta = _flatten_optimizer_states(plan.state_dict())
         with atomic_directory(self.path, overwrite=True) as tmp:
-            save_file(_module_tensors(module), str(tmp / "module.safetensors"))
-            save_file(tensors, str(tmp / "optim.safetensors"))
+            _save_file(_module_tensors(module), tmp / "module.safetensors", self.path)
+            _save_file(tensors, tmp / "optim.safetensors", self.path)
             for name, state in (kept or {}).items():
-                save_file(state, str(tmp / f"kept-{name}.safetensors"))
+                _save_file(state, tmp / f"kept-{name}.safetensors", self.path)
             state = {
                 "epoch": epoch,
                 "fingerprint": self.fingerprint,
