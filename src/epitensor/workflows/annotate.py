@@ -667,7 +667,30 @@ def _check_arguments(model, n_states, celltype, axes, n_components, sample_size)
     return [a for a in axes if a not in empty]
 
 
+def _kmeans_transitions(labels: np.ndarray, lengths: list[int], n_states: int) -> np.ndarray:
+    """Transition matrix counted from k-means labels along each window, shape ``(K, K)``.
+
+    One pseudo-count per cell keeps every transition possible. Neighbouring
+    bins mostly share a k-means cluster, so the matrix is diagonal-heavy: the
+    HMM starts from states that persist, as chromatin states do.
+    """
+    counts = np.ones((n_states, n_states))
+    ends = np.cumsum(lengths)
+    step = np.ones(len(labels) - 1, dtype=bool)
+    step[ends[:-1] - 1] = False  # no transition across two windows
+    np.add.at(counts, (labels[:-1][step], labels[1:][step]), 1)
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
 def _fit_hmm(features: np.ndarray, lengths: list[int], n_states: int, n_iter: int, seed: int):
+    """A diagonal Gaussian HMM fitted by EM, every parameter started from a k-means clustering.
+
+    The transition matrix starts from the k-means labels' own transitions
+    (:func:`_kmeans_transitions`), not hmmlearn's uniform one: from a uniform
+    start, EM can pair two states into a cycle (``a -> b -> a`` with probability
+    ~1, the two states' emissions converging to one), a worse local optimum in
+    which the pair takes turns every bin (issue 35, item 4).
+    """
     from hmmlearn.hmm import GaussianHMM
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
@@ -680,7 +703,7 @@ def _fit_hmm(features: np.ndarray, lengths: list[int], n_states: int, n_iter: in
         tol=1e-4 * len(features),
         random_state=seed,
         implementation="scaling",
-        init_params="stc",  # the means come from the k-means below
+        init_params="c",  # means, start and transition probabilities come from the k-means
     )
     # hmmlearn's own initialisation (k-means, 10 restarts), on one OpenMP thread: on a
     # busy 2-core machine two threads made it 8x slower (31 s against 3.8 s for
@@ -688,7 +711,12 @@ def _fit_hmm(features: np.ndarray, lengths: list[int], n_states: int, n_iter: in
     try:
         with threadpool_limits(limits=1, user_api="openmp"):
             kmeans = KMeans(n_clusters=n_states, random_state=seed, n_init=10).fit(features)
+        labels = kmeans.labels_
         hmm.means_ = kmeans.cluster_centers_
+        hmm.transmat_ = _kmeans_transitions(labels, lengths, n_states)
+        first = labels[np.cumsum([0, *lengths[:-1]])]
+        start = np.bincount(first, minlength=n_states) + 1.0
+        hmm.startprob_ = start / start.sum()
         hmm.fit(features, lengths)
         learned = (hmm.startprob_, hmm.transmat_, hmm.means_, hmm.covars_)
         if not all(np.isfinite(a).all() for a in learned):  # states that no bin kept
