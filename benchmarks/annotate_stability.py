@@ -71,35 +71,49 @@ def main() -> None:
     parser.add_argument("--sets", default="AB")
     parser.add_argument("--out", type=Path, default=Path("docs/annotate/stability.md"))
     parser.add_argument("--train-only", action="store_true", help="train the models, no table")
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="SET:SEED=MODEL",
+        help="also annotate a model trained elsewhere (repeat), e.g. the 20-epoch seed 0",
+    )
     args = parser.parse_args()
     print(platform.processor() or platform.machine(), flush=True)
+    runs = [(name, str(seed), None) for name in args.sets for seed in SEEDS]
+    runs += [
+        (*extra.split("=", 1)[0].split(":", 1), extra.split("=", 1)[1]) for extra in args.extra
+    ]
     rows = []
-    for name in args.sets:
-        for seed in SEEDS:
-            model = trained(args.models / f"{name}-seed{seed}", HOLDOUT_SETS[name], seed, args.epochs)
-            if args.train_only:
-                continue
-            model.set_params(verbose=False)
-            start = time.perf_counter()
-            result = annotate(model, n_states=args.states, annotations=ANNOTATIONS)
-            lengths = segment_lengths(result)
-            promoter = element_states(result.enrichment).loc["promoter"]
-            row = {
-                "held-out set": name,
-                "seed": seed,
-                "epochs": int(model.n_epochs),
-                "segments": len(lengths),
-                "median segment (bp)": float(np.median(lengths)),
-                "mean segment (bp)": float(lengths.mean()),
-                "max TSS fold": float(result.enrichment["TSS"].max()),
-                "promoter state": promoter["state"],
-                "its E116 promoter-states fold": float(promoter["fold"]),
-                "EM converged": bool(result.params["converged"]),
-                "EM iterations": int(result.params["em_iterations"]),
-                "annotate (s)": round(time.perf_counter() - start),
-            }
-            rows.append(row)
-            print(row, flush=True)
+    for name, seed, path in runs:
+        if path is None:
+            directory = args.models / f"{name}-seed{seed}"
+            model = trained(directory, HOLDOUT_SETS[name], int(seed), args.epochs)
+        else:
+            model = Avocado.load(path)
+        if args.train_only:
+            continue
+        model.set_params(verbose=False)
+        start = time.perf_counter()
+        result = annotate(model, n_states=args.states, annotations=ANNOTATIONS)
+        lengths = segment_lengths(result)
+        promoter = element_states(result.enrichment).loc["promoter"]
+        row = {
+            "held-out set": name,
+            "seed": seed,
+            "epochs": int(model.n_epochs),
+            "segments": len(lengths),
+            "median segment (bp)": float(np.median(lengths)),
+            "mean segment (bp)": float(lengths.mean()),
+            "max TSS fold": float(result.enrichment["TSS"].max()),
+            "promoter state": promoter["state"],
+            "its E116 promoter-states fold": float(promoter["fold"]),
+            "EM converged": bool(result.params["converged"]),
+            "EM iterations": int(result.params["em_iterations"]),
+            "annotate (s)": round(time.perf_counter() - start),
+        }
+        rows.append(row)
+        print(row, flush=True)
     if args.train_only:
         return
     table = pd.DataFrame(rows)
