@@ -450,3 +450,18 @@ def test_hmm_does_not_pair_states_into_every_bin_cycles(test_data):
     assert np.median(_run_lengths(states)) * 25 >= 200  # bp
     assert np.diag(hmm.transmat_).min() > 0.9  # every state lasts 10 bins or more on average
     assert hmm.monitor_.history[-1] > uniform.monitor_.history[-1]
+
+
+@pytest.mark.slow
+def test_cpu_small_states_are_stable_on_the_issue_split(pilot_store, annotations_dir):
+    """Issue 35 item 4 end to end (minutes): cpu-small, the issue's held-out set, 8 states."""
+    from epitensor.estimators.avocado import Avocado
+
+    holdout = ["E003:H3K27me3", "E017:H3K9me3", "E065:H3K4me3", "E116:H3K36me3", "E117:H3K4me1"]
+    model = Avocado.from_preset("cpu-small", n_epochs=6, seed=1, verbose=False)
+    model.fit(pilot_store, holdout=holdout)
+    result = annotate(model, n_states=8, annotations=annotations_dir, verbose=False)
+    bed = result.to_bed()
+    assert np.median(bed.end - bed.start) >= 200
+    assert result.enrichment["TSS"].max() >= 10
+    assert result.params["converged"]

@@ -31,7 +31,10 @@ in interpretable units. With the bundled assays (H3K4me3, H3K4me1, H3K36me3,
 H3K27me3, H3K9me3) this is the mark set of the Roadmap core ChromHMM model.
 
 The HMM is fitted on a random sample of windows of positions (``sample_size``,
-default 200,000 bins) and every position is then decoded (Viterbi), one layout
+default 200,000 bins), EM started from a k-means clustering of the sample
+(means, and start and transition probabilities counted from the cluster labels:
+a uniform transition start let EM pair states into every-bin cycles, issue 35),
+and every position is then decoded (Viterbi), one layout
 region at a time (regions are separate pieces of the genome; no state runs
 across two; a region longer than 1,048,576 bins, 26 Mb, is decoded in blocks
 of that length to bound memory). Each state's mean imputed signal per (cell type, assay) is taken
