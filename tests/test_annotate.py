@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from epitensor._utils import EpitensorError
+from epitensor._utils import EpitensorError, EpitensorWarning
 from epitensor.cli import app
 from epitensor.genome.coordinates import Layout, chrom_sizes, read_bed
 from epitensor.workflows.annotate import (
@@ -429,7 +429,7 @@ def test_hmm_does_not_pair_states_into_every_bin_cycles(test_data):
     """
     from hmmlearn.hmm import GaussianHMM
 
-    from epitensor.workflows.annotate import _converged, _fit_hmm
+    from epitensor.workflows.annotate import _converged, _fit_hmm, _shortest_state
 
     data = np.load(test_data / "annotate-latent" / "cpu_small_holdout_A.npz")
     x, lengths = data["features"].astype(np.float64), data["lengths"].tolist()
@@ -450,6 +450,9 @@ def test_hmm_does_not_pair_states_into_every_bin_cycles(test_data):
     assert np.median(_run_lengths(states)) * 25 >= 200  # bp
     assert np.diag(hmm.transmat_).min() > 0.9  # every state lasts 10 bins or more on average
     assert hmm.monitor_.history[-1] > uniform.monitor_.history[-1]
+    with pytest.warns(EpitensorWarning, match="alternate bin by bin"):
+        assert _shortest_state(uniform) < 2  # what annotate records and warns about
+    assert _shortest_state(hmm) >= 10
 
 
 @pytest.mark.slow

@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from epitensor._utils import EpitensorError, atomic_write_bytes, progress
+from epitensor._utils import EpitensorError, atomic_write_bytes, progress, warn
 from epitensor.estimators.avocado import load_model
 from epitensor.genome.annotations import promoters, read_tss
 from epitensor.genome.coordinates import Layout, read_bed
@@ -838,6 +838,7 @@ def _annotate(model, axes: list[str], opts: AnnotateOptions) -> StateAnnotation:
         "n_iter": int(n_iter),
         "em_iterations": int(len(hmm.monitor_.history)),
         "converged": _converged(hmm.monitor_),
+        "shortest_state_bins": _shortest_state(hmm),
         "seed": int(seed),
         "genome": model.genome_,
         "resolution": int(model.layout_.resolution),
@@ -887,6 +888,22 @@ def _axis_counts(layout: Layout, axis: str, states: np.ndarray, intervals: dict,
     overlap = np.concatenate([c[1] for c in columns], axis=1)
     per_annotation = np.concatenate([c[2] for c in columns])
     return per_state, overlap, per_annotation
+
+
+def _shortest_state(hmm) -> float:
+    """Expected run, in bins, of the least persistent state (``1 / (1 - a_kk)``); warns below 2.
+
+    A state left after one bin on average is not a chromatin state: the HMM
+    takes turns between states every bin (issue 35, item 4).
+    """
+    stay = float(np.diag(hmm.transmat_).min())
+    bins = 1.0 / max(1.0 - stay, 1e-12)
+    if bins < 2:
+        warn(
+            f"an HMM state lasts {bins:.1f} bins on average: the states alternate bin by bin; "
+            "try another --seed, fewer --states or a larger --sample"
+        )
+    return round(min(bins, 1e12), 2)
 
 
 def _converged(monitor) -> bool:
