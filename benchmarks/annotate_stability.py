@@ -4,7 +4,7 @@ Issue 35 item 4: a ``cpu-small`` model trained holding out set A (below) gave
 states that switched every 25-bp bin (EM not converged) and no state above 3.4x
 for GENCODE TSSs. This trains ``cpu-small`` on the bundled Roadmap pilot sample
 for 3 seeds x 2 held-out sets, annotates each model (cell type-independent
-states, ``--states 8``, the default sample) and reports, per model: the median
+states, ``--states 8``, ``--sample`` bins) and reports, per model: the median
 segment length (bp, over every BED record), the largest TSS enrichment of any
 state, whether EM converged and in how many iterations. Writes a markdown table
 to ``docs/annotate/stability.md``.
@@ -31,7 +31,7 @@ import pandas as pd
 
 from epitensor.estimators.avocado import Avocado
 from epitensor.store.datasets import roadmap_pilot
-from epitensor.workflows.annotate import annotate, element_states
+from epitensor.workflows.annotate import DEFAULT_SAMPLE, annotate, element_states
 
 HOLDOUT_SETS = {
     # the set of the issue (every cell type with an assay other than the standard split's)
@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--models", type=Path, required=True, help="folder of trained models")
     parser.add_argument("--epochs", type=int, default=None, help="stage-1 epochs")
     parser.add_argument("--states", type=int, default=8)
+    parser.add_argument("--sample", type=int, default=DEFAULT_SAMPLE, help="bins the HMM fits")
     parser.add_argument("--sets", default="AB")
     parser.add_argument("--out", type=Path, default=Path("docs/annotate/stability.md"))
     parser.add_argument("--train-only", action="store_true", help="train the models, no table")
@@ -95,7 +96,9 @@ def main() -> None:
             continue
         model.set_params(verbose=False)
         start = time.perf_counter()
-        result = annotate(model, n_states=args.states, annotations=ANNOTATIONS)
+        result = annotate(
+            model, n_states=args.states, sample_size=args.sample, annotations=ANNOTATIONS
+        )
         lengths = segment_lengths(result)
         promoter = element_states(result.enrichment).loc["promoter"]
         row = {
@@ -106,6 +109,7 @@ def main() -> None:
             "median segment (bp)": float(np.median(lengths)),
             "mean segment (bp)": float(lengths.mean()),
             "max TSS fold": float(result.enrichment["TSS"].max()),
+            "shortest state (bins)": float(result.params["shortest_state_bins"]),
             "promoter state": promoter["state"],
             "its E116 promoter-states fold": float(promoter["fold"]),
             "EM converged": bool(result.params["converged"]),
@@ -117,13 +121,13 @@ def main() -> None:
     if args.train_only:
         return
     table = pd.DataFrame(rows)
-    epochs = "the preset's 20" if args.epochs is None else str(args.epochs)
+    epochs = "the preset's 20" if args.epochs is None else f"{args.epochs} (20 for --extra models)"
     lines = [
         "# annotate: stability across seeds and held-out sets",
         "",
         f"`cpu-small` on the bundled Roadmap pilot sample, stage-1 epochs: {epochs}; "
-        f"`annotate --states {args.states}` (genome factors, default sample of 200,000 bins, "
-        "seed 0), scored against tests/data/annotations/hg19-pilot. Held-out sets: "
+        f"`annotate --states {args.states}` (genome factors, the HMM fitted on {args.sample:,} "
+        "sampled bins, seed 0), scored against tests/data/annotations/hg19-pilot. Held-out sets: "
         + "; ".join(f"{k}: {', '.join(v)}" for k, v in HOLDOUT_SETS.items() if k in args.sets)
         + ". Written by `benchmarks/annotate_stability.py`.",
         "",
