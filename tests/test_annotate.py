@@ -461,9 +461,11 @@ def test_cpu_small_states_are_stable_on_the_issue_split(pilot_store, annotations
     from epitensor.estimators.avocado import Avocado
 
     holdout = ["E003:H3K27me3", "E017:H3K9me3", "E065:H3K4me3", "E116:H3K36me3", "E117:H3K4me1"]
-    model = Avocado.from_preset("cpu-small", n_epochs=6, seed=1, verbose=False)
+    model = Avocado.from_preset("cpu-small", n_epochs=5, seed=1, verbose=False)
     model.fit(pilot_store, holdout=holdout)
-    result = annotate(model, n_states=8, annotations=annotations_dir, verbose=False)
+    result = annotate(
+        model, n_states=8, sample_size=100_000, annotations=annotations_dir, verbose=False
+    )
     bed = result.to_bed()
     assert np.median(bed.end - bed.start) >= 200
     assert result.enrichment["TSS"].max() >= 10
