@@ -63,6 +63,36 @@ def segment_lengths(result) -> np.ndarray:
     return (bed.end - bed.start).to_numpy()
 
 
+def write_table(rows: list[dict], args: argparse.Namespace) -> None:
+    """Write (or rewrite) the markdown table of the rows so far."""
+    table = pd.DataFrame(rows)
+    epochs = "the preset's 20" if args.epochs is None else f"{args.epochs} (20 for --extra models)"
+    lines = [
+        "# annotate: stability across seeds and held-out sets",
+        "",
+        f"`cpu-small` on the bundled Roadmap pilot sample, stage-1 epochs: {epochs}; "
+        f"`annotate --states {args.states}` (genome factors, the HMM fitted on {args.sample:,} "
+        "sampled bins, seed 0), scored against tests/data/annotations/hg19-pilot. Held-out sets: "
+        + "; ".join(f"{k}: {', '.join(v)}" for k, v in HOLDOUT_SETS.items() if k in args.sets)
+        + ". Written by `benchmarks/annotate_stability.py`.",
+        "",
+        "| " + " | ".join(table.columns) + " |",
+        "| " + " | ".join("---" for _ in table.columns) + " |",
+    ]
+    for values in table.itertuples(index=False):
+        cells = [f"{v:.1f}" if isinstance(v, float) else str(v) for v in values]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Smallest median segment: {table['median segment (bp)'].min():.0f} bp; smallest max "
+        f"TSS fold: {table['max TSS fold'].min():.1f}x; EM converged in "
+        f"{int(table['EM converged'].sum())} of {len(table)}.",
+        "",
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, required=True, help="folder of trained models")
@@ -81,10 +111,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     print(platform.processor() or platform.machine(), flush=True)
-    runs = [(name, str(seed), None) for name in args.sets for seed in SEEDS]
-    runs += [
-        (*extra.split("=", 1)[0].split(":", 1), extra.split("=", 1)[1]) for extra in args.extra
-    ]
+    runs = [(*extra.split("=", 1)[0].split(":", 1), extra.split("=", 1)[1]) for extra in args.extra]
+    runs += [(name, str(seed), None) for seed in SEEDS for name in args.sets]
     rows = []
     for name, seed, path in runs:
         if path is None:
@@ -118,35 +146,8 @@ def main() -> None:
         }
         rows.append(row)
         print(row, flush=True)
-    if args.train_only:
-        return
-    table = pd.DataFrame(rows)
-    epochs = "the preset's 20" if args.epochs is None else f"{args.epochs} (20 for --extra models)"
-    lines = [
-        "# annotate: stability across seeds and held-out sets",
-        "",
-        f"`cpu-small` on the bundled Roadmap pilot sample, stage-1 epochs: {epochs}; "
-        f"`annotate --states {args.states}` (genome factors, the HMM fitted on {args.sample:,} "
-        "sampled bins, seed 0), scored against tests/data/annotations/hg19-pilot. Held-out sets: "
-        + "; ".join(f"{k}: {', '.join(v)}" for k, v in HOLDOUT_SETS.items() if k in args.sets)
-        + ". Written by `benchmarks/annotate_stability.py`.",
-        "",
-        "| " + " | ".join(table.columns) + " |",
-        "| " + " | ".join("---" for _ in table.columns) + " |",
-    ]
-    for values in table.itertuples(index=False):
-        cells = [f"{v:.1f}" if isinstance(v, float) else str(v) for v in values]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"Smallest median segment: {table['median segment (bp)'].min():.0f} bp; smallest max "
-        f"TSS fold: {table['max TSS fold'].min():.1f}x; EM converged in "
-        f"{int(table['EM converged'].sum())} of {len(table)}.",
-        "",
-    ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    if rows:
+        print((args.out).read_text())
 
 
 if __name__ == "__main__":

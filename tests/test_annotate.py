@@ -468,5 +468,8 @@ def test_cpu_small_states_are_stable_on_the_issue_split(pilot_store, annotations
     )
     bed = result.to_bed()
     assert np.median(bed.end - bed.start) >= 200
-    assert result.enrichment["TSS"].max() >= 10
+    # the issue's 14x for the demo's model is for E116's promoter states; its GENCODE TSS
+    # bins (many silent in these cell types) gave 7.8x, the degenerate states 3.4x
+    assert element_states(result.enrichment).at["promoter", "fold"] >= 10
+    assert result.enrichment["TSS"].max() >= 5
     assert result.params["converged"]
