@@ -31,7 +31,10 @@ in interpretable units. With the bundled assays (H3K4me3, H3K4me1, H3K36me3,
 H3K27me3, H3K9me3) this is the mark set of the Roadmap core ChromHMM model.
 
 The HMM is fitted on a random sample of windows of positions (``sample_size``,
-default 200,000 bins) and every position is then decoded (Viterbi), one layout
+default 200,000 bins), EM started from a k-means clustering of the sample
+(means, and start and transition probabilities counted from the cluster labels:
+a uniform transition start let EM pair states into every-bin cycles, issue 35),
+and every position is then decoded (Viterbi), one layout
 region at a time (regions are separate pieces of the genome; no state runs
 across two; a region longer than 1,048,576 bins, 26 Mb, is decoded in blocks
 of that length to bound memory). Each state's mean imputed signal per (cell type, assay) is taken
@@ -60,7 +63,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from epitensor._utils import EpitensorError, atomic_write_bytes, progress
+from epitensor._utils import EpitensorError, atomic_write_bytes, progress, warn
 from epitensor.estimators.avocado import load_model
 from epitensor.genome.annotations import promoters, read_tss
 from epitensor.genome.coordinates import Layout, read_bed
@@ -684,7 +687,30 @@ def _check_identifiable(features: np.ndarray, n_states: int) -> None:
         )
 
 
+def _kmeans_transitions(labels: np.ndarray, lengths: list[int], n_states: int) -> np.ndarray:
+    """Transition matrix counted from k-means labels along each window, shape ``(K, K)``.
+
+    One pseudo-count per cell keeps every transition possible. Neighbouring
+    bins mostly share a k-means cluster, so the matrix is diagonal-heavy: the
+    HMM starts from states that persist, as chromatin states do.
+    """
+    counts = np.ones((n_states, n_states))
+    ends = np.cumsum(lengths)
+    step = np.ones(len(labels) - 1, dtype=bool)
+    step[ends[:-1] - 1] = False  # no transition across two windows
+    np.add.at(counts, (labels[:-1][step], labels[1:][step]), 1)
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
 def _fit_hmm(features: np.ndarray, lengths: list[int], n_states: int, n_iter: int, seed: int):
+    """A diagonal Gaussian HMM fitted by EM, every parameter started from a k-means clustering.
+
+    The transition matrix starts from the k-means labels' own transitions
+    (:func:`_kmeans_transitions`), not hmmlearn's uniform one: from a uniform
+    start, EM can pair two states into a cycle (``a -> b -> a`` with probability
+    ~1, the two states' emissions converging to one), a worse local optimum in
+    which the pair takes turns every bin (issue 35, item 4).
+    """
     from hmmlearn.hmm import GaussianHMM
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
@@ -698,7 +724,7 @@ def _fit_hmm(features: np.ndarray, lengths: list[int], n_states: int, n_iter: in
         tol=1e-4 * len(features),
         random_state=seed,
         implementation="scaling",
-        init_params="stc",  # the means come from the k-means below
+        init_params="c",  # means, start and transition probabilities come from the k-means
     )
     # hmmlearn's own initialisation (k-means, 10 restarts), on one OpenMP thread: on a
     # busy 2-core machine two threads made it 8x slower (31 s against 3.8 s for
@@ -706,16 +732,23 @@ def _fit_hmm(features: np.ndarray, lengths: list[int], n_states: int, n_iter: in
     try:
         with threadpool_limits(limits=1, user_api="openmp"):
             kmeans = KMeans(n_clusters=n_states, random_state=seed, n_init=10).fit(features)
+        labels = kmeans.labels_
         hmm.means_ = kmeans.cluster_centers_
+        hmm.transmat_ = _kmeans_transitions(labels, lengths, n_states)
+        first = labels[np.cumsum([0, *lengths[:-1]])]
+        start = np.bincount(first, minlength=n_states) + 1.0
+        hmm.startprob_ = start / start.sum()
         hmm.fit(features, lengths)
         learned = (hmm.startprob_, hmm.transmat_, hmm.means_, hmm.covars_)
         if not all(np.isfinite(a).all() for a in learned):  # states that no bin kept
             raise ValueError("the fit left states with undefined parameters")
         return hmm
     except ValueError as exc:  # hmmlearn's NaN start probabilities, underflow (trials T6, T7)
+        # hmmlearn's own advice (another `implementation`) is no option of the command
+        reason = str(exc).splitlines()[0].split("; consider")[0]
         raise EpitensorError(
             f"the {n_states}-state HMM could not be fitted to {len(features):,} bins x "
-            f"{features.shape[1]} features ({str(exc).splitlines()[0]}); use fewer states "
+            f"{features.shape[1]} features ({reason}); use fewer states "
             f"(--states), fewer components (--components) or a larger sample (--sample)"
         ) from None
 
@@ -825,6 +858,7 @@ def _annotate(model, axes: list[str], opts: AnnotateOptions) -> StateAnnotation:
         "n_iter": int(n_iter),
         "em_iterations": int(len(hmm.monitor_.history)),
         "converged": _converged(hmm.monitor_),
+        "shortest_state_bins": _shortest_state(hmm),
         "seed": int(seed),
         "genome": model.genome_,
         "resolution": int(model.layout_.resolution),
@@ -874,6 +908,22 @@ def _axis_counts(layout: Layout, axis: str, states: np.ndarray, intervals: dict,
     overlap = np.concatenate([c[1] for c in columns], axis=1)
     per_annotation = np.concatenate([c[2] for c in columns])
     return per_state, overlap, per_annotation
+
+
+def _shortest_state(hmm) -> float:
+    """Expected run, in bins, of the least persistent state (``1 / (1 - a_kk)``); warns below 2.
+
+    A state left after one bin on average is not a chromatin state: the HMM
+    takes turns between states every bin (issue 35, item 4).
+    """
+    stay = float(np.diag(hmm.transmat_).min())
+    bins = 1.0 / max(1.0 - stay, 1e-12)
+    if bins < 2:
+        warn(
+            f"an HMM state lasts {bins:.1f} bins on average: the states alternate bin by bin; "
+            "try another --seed, fewer --states or a larger --sample"
+        )
+    return round(min(bins, 1e12), 2)
 
 
 def _converged(monitor) -> bool:
