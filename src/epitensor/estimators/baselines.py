@@ -897,10 +897,8 @@ class ChromImputeGBT(Baseline):
         for half in self.windows:  # window means from the running sums, ends clipped
             upper = _clipped(cumulative, lo + half + 1, hi + half + 1)
             lower = _clipped(cumulative, lo - half, hi - half)
-            positions = np.arange(lo, hi)
-            width = np.clip(positions + half + 1, 0, len(base[0])) - np.clip(
-                positions - half, 0, len(base[0])
-            )
+            positions, n = np.arange(lo, hi), base.shape[1]
+            width = np.clip(positions + half + 1, 0, n) - np.clip(positions - half, 0, n)
             out[:, k * n_base : (k + 1) * n_base] = ((upper - lower) / width).T
             k += 1
         return out
