@@ -15,6 +15,11 @@ projected to a genome-wide track of hg19 (115,241,319 bins of 25 bp). The model 
 flags are printed; run under the heavy-job lock::
 
     flock /tmp/epitensor-heavy.lock python benchmarks/default_cost.py [--threads 2] [--small 8]
+    flock /tmp/epitensor-heavy.lock python benchmarks/default_cost.py --preset paper --small 1 --large 2
+
+``--preset paper`` trains the paper's sizes one epoch without the genome epoch on
+stores of ``--small`` and ``--large`` regions (the network's cost per position does
+not depend on trained values; small stores keep its training short).
 
 Limits: the pilot is ~1% of the genome in 44 regions, not the real-size store of
 ``benchmarks/real_size.py``; the per-position part is measured, the genome-wide
@@ -45,6 +50,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--small", type=int, default=8, help="regions of the small store")
+    parser.add_argument(
+        "--large",
+        type=int,
+        default=None,
+        help="regions of the large store; default: the whole pilot (44)",
+    )
+    parser.add_argument(
+        "--preset",
+        default="cpu-small",
+        help="model size: cpu-small, or paper (trained one epoch, no genome epoch)",
+    )
     args = parser.parse_args()
     import torch
 
@@ -54,14 +70,16 @@ def main() -> None:
     from epitensor.estimators.avocado import Avocado
     from epitensor.store.datasets import roadmap_pilot
 
-    print(f"cpu: {cpu_summary()}; torch threads {args.threads}", flush=True)
+    print(f"cpu: {cpu_summary()}; torch threads {args.threads}; preset {args.preset}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         full = roadmap_pilot()
         small = region_subset(full, args.small, tmp / "small.zarr")
-        for name, store in (("small", small), ("pilot", full)):
-            model = Avocado.from_preset("cpu-small", n_epochs=1, n_genome_epochs=1,
+        large = full if args.large is None else region_subset(full, args.large, tmp / "l.zarr")
+        genome_epochs = 1 if args.preset == "cpu-small" else 0  # speed needs no training
+        for name, store in (("small", small), ("large", large)):
+            model = Avocado.from_preset(args.preset, n_epochs=1, n_genome_epochs=genome_epochs,
                                         verbose=False, n_threads=args.threads)  # fmt: skip
             model.fit(store, holdout=TRACKS)
             model.save(tmp / f"model-{name}")

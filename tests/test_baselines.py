@@ -168,6 +168,36 @@ def test_chromimpute_gbt_features_and_training(pilot_store, pilot_split):
     assert np.isfinite(alone.predict(*target, end=1000)).all()
 
 
+def test_chromimpute_gbt_prediction_by_slices_equals_the_gathered_features(
+    pilot_store, pilot_split
+):
+    """The prediction path (features by slices, the compiled in-place predictor) gives the
+    values of the per-position gathers and a DMatrix, at the axis ends and in between."""
+    import xgboost
+
+    _, train, _ = pilot_split
+    gbt = ChromImputeGBT(n_train_positions=3000, n_estimators=10, n_threads=1, seed=0)
+    gbt.fit(pilot_store, train)
+    target = ("E116", "H3K27me3")
+    booster, donors, assays = gbt._model(*target)
+    base = gbt._base("pilot", *target, donors, assays)
+    cumulative = gbt._cumulative(base)
+    n = base.shape[1]
+    for lo, hi in ((0, 3), (0, 5000), (777, 1500), (n - 4000, n), (n - 1, n)):
+        gathered = gbt._expand(base, np.arange(lo, hi), cumulative)
+        sliced = gbt._expand_range(base, lo, hi, cumulative)
+        assert sliced.flags.c_contiguous and sliced.dtype == np.float32
+        np.testing.assert_array_equal(sliced, gathered)
+    before = np.concatenate(
+        [booster.predict(xgboost.DMatrix(gbt._expand(base, np.arange(lo, min(lo + 400_000, n)),
+                                                      cumulative)))
+         for lo in range(0, n, 400_000)]
+    )  # fmt: skip
+    now = gbt.predict(*target)
+    np.testing.assert_allclose(now, before, rtol=1e-6, atol=1e-6)
+    assert np.abs(now - before).max() <= 1e-6 and now.std() > 0
+
+
 def test_chromimpute_gbt_holds_one_axis_at_a_time(by_chrom_store):
     """On a store of three chromosome axes the trees read one axis of signal at a time,
     and the predictions do not depend on the order the axes are visited in."""

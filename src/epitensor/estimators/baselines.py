@@ -879,6 +879,30 @@ class ChromImputeGBT(Baseline):
                 columns.append((cumulative[:, hi] - cumulative[:, lo]) / (hi - lo))
         return np.concatenate(columns, axis=0).T.astype(np.float32)
 
+    def _expand_range(
+        self, base: np.ndarray, lo: int, hi: int, cumulative: np.ndarray | None
+    ) -> np.ndarray:
+        """:meth:`_expand` at the positions ``lo, ..., hi - 1``, by slices: C-contiguous float32.
+
+        The same values as ``_expand(base, np.arange(lo, hi), cumulative)`` (the same
+        reads, the same float64 window sums), without the per-position gathers.
+        """
+        n_base = base.shape[0]
+        groups = 1 + 2 * len(self.offsets) + len(self.windows)
+        out = np.empty((hi - lo, groups * n_base), dtype=np.float32)
+        shifts = [0] + [step for offset in self.offsets for step in (-offset, offset)]
+        for k, step in enumerate(shifts):  # base at the position and its clipped neighbours
+            out[:, k * n_base : (k + 1) * n_base] = _clipped(base, lo + step, hi + step).T
+        k = len(shifts)
+        for half in self.windows:  # window means from the running sums, ends clipped
+            upper = _clipped(cumulative, lo + half + 1, hi + half + 1)
+            lower = _clipped(cumulative, lo - half, hi - half)
+            positions, n = np.arange(lo, hi), base.shape[1]
+            width = np.clip(positions + half + 1, 0, n) - np.clip(positions - half, 0, n)
+            out[:, k * n_base : (k + 1) * n_base] = ((upper - lower) / width).T
+            k += 1
+        return out
+
     def _model(self, celltype: str, assay: str):
         key = (celltype, assay)
         if key in self.models_:
@@ -925,8 +949,6 @@ class ChromImputeGBT(Baseline):
         return self.models_[key]
 
     def _predict(self, celltype, assay, axis, start, end):
-        import xgboost
-
         model = self._model(celltype, assay)
         if model is None:
             return np.full(end - start, self.mean_)
@@ -936,9 +958,22 @@ class ChromImputeGBT(Baseline):
         out = np.empty(end - start, dtype=np.float32)
         for lo in range(start, end, BLOCK):
             hi = min(lo + BLOCK, end)
-            features = self._expand(base, np.arange(lo, hi), cumulative)
-            out[lo - start : hi - start] = booster.predict(xgboost.DMatrix(features))
+            features = self._expand_range(base, lo, hi, cumulative)
+            # the compiled predictor on the dense float32 block (NaN missing, as in training)
+            out[lo - start : hi - start] = booster.inplace_predict(features, missing=np.nan)
         return out
+
+
+def _clipped(values: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``values[:, clip(range(lo, hi), 0, n - 1)]`` by slicing: the ends repeat the edge columns."""
+    n = values.shape[1]
+    inner = values[:, min(max(lo, 0), n) : max(min(hi, n), 0)]
+    before, after = min(max(-lo, 0), hi - lo), min(max(hi - n, 0), hi - lo)
+    if not before and not after:
+        return inner
+    parts = [np.repeat(values[:, :1], before, axis=1), inner,
+             np.repeat(values[:, -1:], after, axis=1)]  # fmt: skip
+    return np.concatenate(parts, axis=1)[:, : hi - lo]
 
 
 def all_baselines(
