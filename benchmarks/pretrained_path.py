@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from real_size import QUICK, _maker  # the real-size synthetic model's sizes and maker
+from real_size import _maker  # the real-size synthetic model's maker
 
 REPO = Path(__file__).resolve().parents[1]
 CHROM = "chr21"
@@ -53,7 +53,7 @@ def make_site(site: Path, quick: bool) -> Path:
     lab = site / "lab" / "roadmap"
     if not (lab / f"avocado-{CHROM}.h5").is_file():
         maker = _maker()
-        sizes = QUICK if quick else maker.PAPER
+        sizes = maker.TINY if quick else maker.PAPER
         n_celltypes, n_assays = (8, 24) if quick else (127, 24)
         maker.make_model(lab / "avocado", [CHROM], sizes, n_celltypes, n_assays, 500, seed=0)
     record = site / "api" / "records"

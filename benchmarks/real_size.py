@@ -42,16 +42,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 CHROMS = ["chr21", "chr22"]
 GENOME_CHROMS = [f"chr{i}" for i in range(1, 23)] + ["chrX"]  # the published models' set
-QUICK = {
-    "n_celltype_factors": 4,
-    "n_assay_factors": 6,
-    "n_25bp_factors": 2,
-    "n_250bp_factors": 3,
-    "n_5kbp_factors": 2,
-    "n_layers": 2,
-    "n_nodes": 32,
-    "batch_size": 40000,
-}
 
 
 def _maker():
@@ -257,7 +247,7 @@ def main() -> None:
     from epitensor._utils import available_cpus, cpu_summary
 
     maker = _maker()
-    sizes = QUICK if args.quick else maker.PAPER
+    sizes = maker.TINY if args.quick else maker.PAPER
     n_celltypes, n_assays = (8, 4) if args.quick else (127, 24)
     print(f"CPU: {cpu_summary()}; torch threads {args.threads or available_cpus()}")
     tic = time.perf_counter()

@@ -94,6 +94,17 @@ PAPER = {
     "n_nodes": 2048,
     "batch_size": 40000,
 }
+#: Tiny sizes: the tests' models and the benchmarks' ``--quick`` runs.
+TINY = {
+    "n_celltype_factors": 4,
+    "n_assay_factors": 6,
+    "n_25bp_factors": 2,
+    "n_250bp_factors": 3,
+    "n_5kbp_factors": 2,
+    "n_layers": 2,
+    "n_nodes": 32,
+    "batch_size": 40000,
+}
 ROWS_PER_WRITE = 1 << 20  # genome rows drawn and written at a time (bounded memory)
 
 

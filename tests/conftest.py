@@ -10,18 +10,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATA = REPO / "tests" / "data"
 
-#: Sizes of a tiny model in the original's own format (scripts/make_reference_model.py).
-REFERENCE_TINY = {
-    "n_celltype_factors": 4,
-    "n_assay_factors": 6,
-    "n_25bp_factors": 2,
-    "n_250bp_factors": 3,
-    "n_5kbp_factors": 2,
-    "n_layers": 2,
-    "n_nodes": 32,
-    "batch_size": 40000,
-}
-
 
 @pytest.fixture(scope="session")
 def test_data() -> Path:

@@ -10,12 +10,10 @@ import pyBigWig
 import pytest
 from typer.testing import CliRunner
 
-from conftest import REFERENCE_TINY
 from epitensor.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "data" / "avocado-reference" / "avocado-chr1.h5"
-TINY = REFERENCE_TINY
 CHR22_BP = 51_304_566  # hg19
 
 
@@ -25,6 +23,9 @@ def _script():
     import make_reference_model
 
     return make_reference_model
+
+
+TINY = _script().TINY  # the tiny sizes the benchmarks' --quick runs use too
 
 
 @pytest.fixture(scope="module")
