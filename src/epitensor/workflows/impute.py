@@ -510,7 +510,7 @@ def impute(
         remove_stale_temporaries(flat)
         states = _tracks_to_write(flat, [p for g in file_prints for p in g], opts.overwrite,
                                   opts.verbose)  # fmt: skip
-        per_track = 1 + 2 * len(levels)  # a track is written again with all its files
+        per_track = job.files_per_track  # a track is written again with all its files
         todo = sorted({k // per_track for k in states})
         batch = max(1, min(int(track_batch), MAX_OPEN_FILES // per_track))  # files open: bounded
         for lo in range(0, len(todo), batch):
@@ -925,6 +925,8 @@ class _ImputeJob:
         self.block_size, self.chrom_sizes = options.block_size, chrom_sizes
         self.shared, self.executor = shared, dict(executor)
         self.chroms = list(dict.fromkeys(segments.chrom))
+        # a track's files: its values, then the lower and upper bound of each level
+        self.files_per_track = 1 + 2 * len(self.levels)
 
     def write_batch(
         self, tracks: list[tuple[str, str]], paths: list[Path], prints: list[dict | None]
@@ -937,7 +939,7 @@ class _ImputeJob:
             if in_process:
                 held.enter_context(_axes_held(self.model, self.segments))
             # one encoding thread a track: its interval bounds add files, not threads
-            per_track = 1 + 2 * len(self.levels)  # as many blocks waiting a file as alone
+            per_track = self.files_per_track  # as many blocks waiting a file as alone
             threads = [EncoderThread(f"bigwig-{c}.{a}", 4 * per_track) for c, a in tracks] if (
                 self.fmt == "bigwig") else []  # fmt: skip
             for thread in threads:
@@ -951,7 +953,7 @@ class _ImputeJob:
             names = [f"{c} {a}{label}" for c, a in tracks for label in labels]
             for k, (name, path, fingerprint) in enumerate(zip(names, paths, prints, strict=True)):
                 if self.fmt == "bigwig":
-                    thread = threads[k // len(labels)]
+                    thread = threads[k // self.files_per_track]
                     sinks.append(BigWigSink(path, self.chrom_sizes, fingerprint=fingerprint,
                                             resolution=res, thread=thread))  # fmt: skip
                 else:
